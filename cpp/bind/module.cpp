@@ -1,0 +1,106 @@
+// fastconv._cpu: thin pybind11 bindings over the CPU kernels.
+// Arguments arrive validated by src/fastconv/_params.py and normalised (float32, C-contiguous,
+// output allocated) by src/fastconv/_backend.py. Here: problem object -> params struct, arrays ->
+// pointers, the GIL released around the kernel. The only checks are that each buffer has the
+// size the problem claims, so that a direct call cannot write out of bounds.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "bind/problem.h"
+#include "fastconv/cpu_ops.h"
+
+namespace py = pybind11;
+using namespace fastconv;
+
+namespace {
+
+using Array = py::array_t<float, py::array::c_style>;
+
+const float* data_of(const Array& a, int64_t expected, const char* name) {
+  if (a.size() != expected) {
+    throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(expected) + " elements, got " +
+                                std::to_string(a.size()));
+  }
+  return a.data();
+}
+
+float* output_of(Array& a, int64_t expected) {
+  data_of(a, expected, "out");
+  return a.mutable_data();
+}
+
+const float* bias_of(const std::optional<Array>& b, int64_t expected) {
+  return b ? data_of(*b, expected, "b") : nullptr;
+}
+
+void conv2d(py::handle problem, const Array& x, const Array& w, const std::optional<Array>& b, Array& out) {
+  const Conv2dParams p = bind::conv2d_params(problem);
+  const float* xp = data_of(x, p.n * p.h * p.w * p.c_in, "x");
+  const float* wp = data_of(w, p.kh * p.kw * p.c_in_per_group() * p.c_out, "w");
+  const float* bp = bias_of(b, p.c_out);
+  float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c_out);
+  py::gil_scoped_release release;
+  cpu::conv2d(p, xp, wp, bp, yp);
+}
+
+void dense(py::handle problem, const Array& x, const Array& w, const std::optional<Array>& b, Array& out) {
+  const GemmParams p = bind::dense_params(problem);
+  const float* xp = data_of(x, p.rows * p.k, "x");
+  const float* wp = data_of(w, p.k * p.m, "w");
+  const float* bp = bias_of(b, p.m);
+  float* yp = output_of(out, p.rows * p.m);
+  py::gil_scoped_release release;
+  cpu::gemm(p, xp, wp, bp, yp);
+}
+
+template <void (*Kernel)(const Pool2dParams&, const float*, float*)>
+void pool2d(py::handle problem, const Array& x, Array& out) {
+  const Pool2dParams p = bind::pool2d_params(problem);
+  const float* xp = data_of(x, p.n * p.h * p.w * p.c, "x");
+  float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c);
+  py::gil_scoped_release release;
+  Kernel(p, xp, yp);
+}
+
+template <void (*Kernel)(const GlobalPoolParams&, const float*, float*)>
+void global_pool2d(py::handle problem, const Array& x, Array& out) {
+  const GlobalPoolParams p = bind::global_pool_params(problem);
+  const float* xp = data_of(x, p.n * p.h * p.w * p.c, "x");
+  float* yp = output_of(out, p.n * p.c);
+  py::gil_scoped_release release;
+  Kernel(p, xp, yp);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "fastconv CPU kernels (NHWC, float32). Call through the public fastconv functions.";
+  cpu::apply_isa_environment();
+
+  const auto arr = [](const char* name) { return py::arg(name).noconvert(); };
+  m.def("conv2d", &conv2d, py::arg("problem"), arr("x"), arr("w"), py::arg("b").noconvert().none(true), arr("out"),
+        "Any Conv2dProblem: direct, depthwise or pointwise kernel chosen from its geometry.");
+  m.def("dense", &dense, py::arg("problem"), arr("x"), arr("w"), py::arg("b").noconvert().none(true), arr("out"));
+  m.def("max_pool2d", &pool2d<cpu::max_pool2d>, py::arg("problem"), arr("x"), arr("out"));
+  m.def("avg_pool2d", &pool2d<cpu::avg_pool2d>, py::arg("problem"), arr("x"), arr("out"));
+  m.def("global_avg_pool2d", &global_pool2d<cpu::global_avg_pool2d>, py::arg("problem"), arr("x"), arr("out"));
+  m.def("global_max_pool2d", &global_pool2d<cpu::global_max_pool2d>, py::arg("problem"), arr("x"), arr("out"));
+
+  m.def("supported_isas", &cpu::supported_isas, "Instruction sets this build and CPU can run, best first.");
+  m.def("active_isa", &cpu::active_isa);
+  m.def("set_isa", &cpu::set_isa, py::arg("name"), "Switch the kernels' instruction set (tests, benchmarks).");
+  m.def("get_num_threads", &cpu::num_threads);
+  m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
+
+#if defined(_OPENMP)
+  m.attr("openmp") = _OPENMP;
+#else
+  m.attr("openmp") = py::none();
+#endif
+  m.attr("compiler") = __VERSION__;
+}

@@ -1,0 +1,110 @@
+// CPU dispatch: which instruction set's kernel table is in use, how many threads the kernels use,
+// and which kernel family serves a convolution. The only mutable state of the CPU module is here:
+// the active table and the thread count, both atomics, set at import and by the setters below.
+#include <omp.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "fastconv/cpu_ops.h"
+#include "fastconv/kernels.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+bool cpu_has(const KernelTable& t) {
+#if defined(FASTCONV_HAVE_X86_ISAS)
+  if (&t == &avx512::table) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }
+  if (&t == &avx2::table) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return &t == &portable::table;
+}
+
+// Best first.
+const KernelTable* const kTables[] = {
+#if defined(FASTCONV_HAVE_X86_ISAS)
+    &avx512::table,
+    &avx2::table,
+#endif
+    &portable::table,
+};
+
+const KernelTable* find_table(const std::string& name) {
+  for (const KernelTable* t : kTables) {
+    if (name == t->isa) {
+      if (!cpu_has(*t)) throw std::invalid_argument("this CPU does not support the " + name + " kernels");
+      return t;
+    }
+  }
+  throw std::invalid_argument("unknown ISA '" + name + "'; expected avx512, avx2 or portable");
+}
+
+const KernelTable* best_table() {
+  for (const KernelTable* t : kTables) {
+    if (cpu_has(*t)) return t;
+  }
+  return &portable::table;
+}
+
+std::atomic<const KernelTable*> g_table{best_table()};
+std::atomic<int> g_num_threads{omp_get_max_threads()};
+
+const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
+
+}  // namespace
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> names;
+  for (const KernelTable* t : kTables) {
+    if (cpu_has(*t)) names.emplace_back(t->isa);
+  }
+  return names;
+}
+
+void apply_isa_environment() {
+  if (const char* forced = std::getenv("FASTCONV_ISA"); forced && *forced) {
+    try {
+      set_isa(forced);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("FASTCONV_ISA: ") + e.what());
+    }
+  }
+}
+
+std::string active_isa() { return table().isa; }
+void set_isa(const std::string& name) { g_table.store(find_table(name)); }
+
+int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
+  g_num_threads.store(n);
+}
+
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
+  if (p.is_pointwise()) {
+    table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
+  } else if (p.is_depthwise()) {
+    table().depthwise(p, x, w, b, y, num_threads());
+  } else {
+    table().conv2d(p, x, w, b, y, num_threads());
+  }
+}
+
+void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {
+  table().gemm(p, x, w, b, y, num_threads());
+}
+void max_pool2d(const Pool2dParams& p, const float* x, float* y) { table().max_pool(p, x, y, num_threads()); }
+void avg_pool2d(const Pool2dParams& p, const float* x, float* y) { table().avg_pool(p, x, y, num_threads()); }
+void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
+  table().global_avg_pool(p, x, y, num_threads());
+}
+void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
+  table().global_max_pool(p, x, y, num_threads());
+}
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,32 @@
+// The CPU entry points the Python binding calls: choose the kernel family for a problem and the
+// instruction set in use, then run it on the configured number of threads.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fastconv/params.h"
+
+namespace fastconv::cpu {
+
+// Instruction sets compiled into this build and supported by this CPU, best first.
+std::vector<std::string> supported_isas();
+// The instruction set in use: the best supported one, or FASTCONV_ISA when set at import.
+std::string active_isa();
+// Reads FASTCONV_ISA (called once when the module is imported); throws if it names an ISA
+// this build or CPU cannot run.
+void apply_isa_environment();
+// Switches the instruction set (tests and benchmarks); throws std::invalid_argument if unsupported.
+void set_isa(const std::string& name);
+
+int num_threads();
+void set_num_threads(int n);
+
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
+void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y);
+void max_pool2d(const Pool2dParams& p, const float* x, float* y);
+void avg_pool2d(const Pool2dParams& p, const float* x, float* y);
+void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y);
+void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y);
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,48 @@
+// Small helpers for the kernel families. Included inside each ISA's translation unit; everything
+// here is static inline so that no ISA's code is shared with another through the linker.
+#pragma once
+
+#include <cstdint>
+
+#include "fastconv/activation.h"
+
+namespace fastconv::cpu {
+
+// Output channels accumulated at once: the accumulator stays in L1 next to one weight row.
+constexpr int64_t kChannelChunk = 256;
+
+// Below this many multiply-adds a call runs on one thread: waking the pool costs more.
+constexpr int64_t kParallelMinWork = 1 << 15;
+
+static inline int threads_for(int64_t work, int threads) { return work < kParallelMinWork ? 1 : threads; }
+
+static inline void store_activated(Activation act, const float* acc, float* out, int64_t len) {
+  switch (act) {
+    case Activation::kNone:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) out[j] = acc[j];
+      break;
+    case Activation::kRelu:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) out[j] = acc[j] > 0.0f ? acc[j] : (acc[j] != acc[j] ? acc[j] : 0.0f);
+      break;
+    case Activation::kRelu6:
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) out[j] = apply_activation(Activation::kRelu6, acc[j]);
+      break;
+    default:
+      for (int64_t j = 0; j < len; ++j) out[j] = apply_activation(act, acc[j]);
+  }
+}
+
+// Plain loops and local min/max rather than <algorithm>: a template instantiated in one ISA's
+// translation unit may be the copy the linker keeps for all of them.
+static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static inline void init_accumulator(const float* bias, float* acc, int64_t len) {
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) acc[j] = bias ? bias[j] : 0.0f;
+}
+
+}  // namespace fastconv::cpu

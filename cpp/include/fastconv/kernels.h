@@ -1,0 +1,45 @@
+// The CPU kernel table. Each op family (conv2d.cpp, depthwise.cpp, gemm.cpp, pool.cpp) is compiled
+// once per instruction set, with that set's target flags and FC_ISA naming the namespace its
+// functions live in (portable, avx2, avx512). dispatch.cpp picks one table at import, from the
+// CPU's features or FASTCONV_ISA. Kernels take raw pointers and a thread count; they never allocate
+// Python objects and never check arguments (src/fastconv/_params.py did).
+#pragma once
+
+#include "fastconv/params.h"
+
+namespace fastconv::cpu {
+
+using ConvFn = void (*)(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads);
+using GemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);
+using PoolFn = void (*)(const Pool2dParams&, const float* x, float* y, int threads);
+using GlobalPoolFn = void (*)(const GlobalPoolParams&, const float* x, float* y, int threads);
+
+struct KernelTable {
+  const char* isa;
+  ConvFn conv2d;     // direct convolution, any stride / padding / dilation / groups
+  ConvFn depthwise;  // groups == C_in, one input channel per group
+  GemmFn gemm;       // 1x1 convolution and dense layers
+  PoolFn max_pool;
+  PoolFn avg_pool;
+  GlobalPoolFn global_avg_pool;
+  GlobalPoolFn global_max_pool;
+};
+
+// Declares one instruction set's kernels; expanded once per ISA below and inside each family file.
+#define FASTCONV_DECLARE_ISA_KERNELS(ns)                                                              \
+  namespace ns {                                                                                      \
+  void conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  void depthwise(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  void gemm(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);    \
+  void max_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
+  void avg_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
+  void global_avg_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
+  void global_max_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
+  extern const KernelTable table;                                                                     \
+  }
+
+FASTCONV_DECLARE_ISA_KERNELS(portable)
+FASTCONV_DECLARE_ISA_KERNELS(avx2)
+FASTCONV_DECLARE_ISA_KERNELS(avx512)
+
+}  // namespace fastconv::cpu

@@ -1,0 +1,13 @@
+// One instruction set's kernel table (compiled once per ISA, like the family files).
+#include "fastconv/kernels.h"
+
+#define FC_STRINGIFY_(s) #s
+#define FC_STRINGIFY(s) FC_STRINGIFY_(s)
+
+namespace fastconv::cpu::FC_ISA {
+
+const KernelTable table = {
+    FC_STRINGIFY(FC_ISA), conv2d, depthwise, gemm, max_pool, avg_pool, global_avg_pool, global_max_pool,
+};
+
+}  // namespace fastconv::cpu::FC_ISA

@@ -1,0 +1,70 @@
+"""Between the public ops and the compiled kernels: which backend, which dtype, which memory.
+
+- NumPy arrays (and anything np.asarray accepts) run on the CPU module `fastconv._cpu`.
+- Arrays exposing `__cuda_array_interface__` (CuPy) run on the CUDA module through `_gpu`.
+  Mixing the two in one call is a TypeError naming each argument's device.
+- float32 C-contiguous inputs are used as they are. Other real float dtypes and non-contiguous
+  arrays are converted once, here, to float32 C-contiguous copies. The output is always a new
+  float32 array of the input's kind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _params
+
+
+def _on_gpu(array) -> bool:
+    return hasattr(array, "__cuda_array_interface__")
+
+
+def as_inputs(op: str, **arrays):
+    """Type-check and normalise the named arrays (None stays None); returns them in order."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    on_gpu = {name: _on_gpu(a) for name, a in present.items()}
+    if any(on_gpu.values()) and not all(on_gpu.values()):
+        where = ", ".join(f"{name} on {'GPU' if gpu else 'CPU'}" for name, gpu in on_gpu.items())
+        raise TypeError(f"{op}: all arrays must live on the same device, got {where}")
+    out = []
+    for name, a in arrays.items():
+        if a is None:
+            out.append(None)
+            continue
+        if on_gpu[name]:
+            from . import _gpu
+
+            a = _gpu.as_array(a)
+        else:
+            try:
+                a = np.asarray(a)
+            except Exception as exc:  # ragged lists and other objects NumPy refuses
+                raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}") from exc
+        _params.check_float_dtype(op, name, a.dtype)
+        out.append(a)
+    if any(on_gpu.values()):
+        from . import _gpu
+
+        _gpu.check_same_device(op, {name: a for name, a in zip(arrays, out) if a is not None})
+    return [None if a is None else _float32_contiguous(a) for a in out]
+
+
+def _float32_contiguous(a):
+    if _on_gpu(a):
+        from . import _gpu
+
+        return _gpu.float32_contiguous(a)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def run(kernel: str, problem, *arrays):
+    """Allocate the output and call the kernel `kernel` of the arrays' backend."""
+    if _on_gpu(arrays[0]):
+        from . import _gpu
+
+        return _gpu.run(kernel, problem, *arrays)
+    from . import _cpu
+
+    out = np.empty(problem.out_shape, dtype=np.float32)
+    getattr(_cpu, kernel)(problem, *arrays, out)
+    return out

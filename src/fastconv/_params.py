@@ -1,0 +1,381 @@
+"""Argument parsing and validation for every op, shared by the CPU and GPU backends.
+
+Each public op turns its arguments into one frozen *problem* object here (shapes, strides, pads,
+output size, activation). Every ValueError / TypeError a user can see is raised in this module,
+and its message starts with the public function and names the argument. Nothing below this layer
+(the backend, the compiled kernels) checks arguments again.
+
+Layouts: activations NHWC, dense-conv weights HWIO (KH, KW, C_in // groups, C_out).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "silu")
+
+# Guards the 64-bit index arithmetic of the kernels with a wide margin.
+_MAX_ELEMENTS = 2**62
+
+
+# --------------------------------------------------------------------------------------------
+# Scalars and pairs
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive_pair(op: str, name: str, value) -> tuple[int, int]:
+    """int or (h, w) of ints >= 1."""
+    pair = (value, value) if _is_int(value) else value
+    try:
+        ok = len(pair) == 2 and all(_is_int(v) for v in pair)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints (h, w), got {value!r}")
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_activation(op: str, activation) -> str | None:
+    if activation is None or activation in ACTIVATIONS:
+        return activation
+    raise ValueError(
+        f"{op}: unknown activation {activation!r}; expected None or one of {', '.join(ACTIVATIONS)}"
+    )
+
+
+def check_float_dtype(op: str, name: str, dtype) -> None:
+    """Real floating dtypes are accepted (and converted to float32 by the backend)."""
+    if getattr(dtype, "kind", None) != "f":
+        raise TypeError(f"{op}: {name} must be a real floating-point array, got dtype {dtype}")
+
+
+def _check_shape(op: str, name: str, shape, ndim: int, layout: str) -> None:
+    if len(shape) != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {tuple(shape)}")
+    if any(d == 0 for d in shape):
+        raise ValueError(f"{op}: {name} has a zero-size dimension, shape {tuple(shape)} {layout}")
+    total = 1
+    for d in shape:
+        total *= int(d)
+    if total >= _MAX_ELEMENTS:
+        raise ValueError(f"{op}: {name} is too large ({total} elements)")
+
+
+def _check_bias(op: str, b_shape, c_out: int) -> None:
+    if b_shape is not None and tuple(b_shape) != (c_out,):
+        raise ValueError(f"{op}: b must have shape ({c_out},) (one per output channel), got {tuple(b_shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Padding and output size
+
+
+def _same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
+    """TensorFlow / ONNX SAME_UPPER: out = ceil(size / stride); an odd total goes bottom/right."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def _explicit_pads(op: str, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """int | (ph, pw) | ((top, bottom), (left, right)) -> ((top, bottom), (left, right))."""
+    bad = TypeError(
+        f"{op}: padding must be 'valid', 'same', an int, (ph, pw) or ((top, bottom), (left, right)), "
+        f"got {padding!r}"
+    )
+    if _is_int(padding):
+        pads = ((padding, padding), (padding, padding))
+    else:
+        try:
+            if len(padding) != 2:
+                raise bad
+            pads = tuple((p, p) if _is_int(p) else tuple(p) for p in padding)
+        except TypeError:
+            raise bad from None
+        if any(len(p) != 2 or not all(_is_int(v) for v in p) for p in pads):
+            raise bad
+    if any(v < 0 for p in pads for v in p):
+        raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
+    return (int(pads[0][0]), int(pads[0][1])), (int(pads[1][0]), int(pads[1][1]))
+
+
+def _resolve_pads(op, padding, size_hw, window_hw, stride_hw):
+    """Padding argument -> ((top, bottom), (left, right)) for a 2-D window."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            return tuple(_same_pads(n, f, s) for n, f, s in zip(size_hw, window_hw, stride_hw))
+        raise ValueError(f"{op}: unknown padding {padding!r}; expected 'valid', 'same' or integers")
+    return _explicit_pads(op, padding)
+
+
+def _window_count(n: int, pads: tuple[int, int], window: int, stride: int, ceil_mode: bool) -> int:
+    """Number of window positions along one axis; <= 0 when the window does not fit."""
+    span = n + pads[0] + pads[1] - window
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    # PyTorch / ONNX: a last window that would start in the bottom/right padding is dropped.
+    if (out - 1) * stride >= n + pads[0]:
+        out -= 1
+    return out
+
+
+def conv_output_size(n, f, padding=0, stride=1, dilation=1) -> int:
+    """Output length of a convolution along one axis.
+
+    padding: an int per side, (before, after), "valid" or "same". With padding p per side this is
+    the familiar floor((n + 2p - f) / s) + 1; dilation d widens the window to d(f - 1) + 1.
+    """
+    op = "conv_output_size"
+    for name, value, low in (("n", n, 1), ("f", f, 1), ("stride", stride, 1), ("dilation", dilation, 1)):
+        if not _is_int(value):
+            raise TypeError(f"{op}: {name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{op}: {name} must be >= {low}, got {value!r}")
+    window = dilation * (f - 1) + 1
+    if isinstance(padding, str):
+        (before, after), _ = _resolve_pads(op, padding, (n, 1), (window, 1), (stride, 1))
+    elif _is_int(padding):
+        before = after = padding
+    else:
+        try:
+            before, after = padding
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: padding must be an int, (before, after), 'valid' or 'same', got {padding!r}") from None
+        if not (_is_int(before) and _is_int(after)):
+            raise TypeError(f"{op}: padding must be an int, (before, after), 'valid' or 'same', got {padding!r}")
+    if before < 0 or after < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {padding!r}")
+    out = _window_count(n, (before, after), window, stride, False)
+    if out < 1:
+        raise ValueError(f"{op}: window {window} is larger than the padded input {n + before + after}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Problems: what the kernels are told. Field names are read by the compiled bindings.
+
+
+@dataclass(frozen=True)
+class Conv2dProblem:
+    """A grouped, strided, dilated, padded NHWC convolution with HWIO weights."""
+
+    op: str
+    n: int
+    h: int
+    w: int
+    c_in: int
+    kh: int
+    kw: int
+    c_out: int
+    groups: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    out_h: int
+    out_w: int
+    activation: str | None
+    has_bias: bool
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.out_h, self.out_w, self.c_out)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.kh, self.kw, self.c_in // self.groups, self.c_out)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds, padding taps included (output elements x filter volume)."""
+        return self.n * self.out_h * self.out_w * self.c_out * self.kh * self.kw * (self.c_in // self.groups)
+
+
+@dataclass(frozen=True)
+class Pool2dProblem:
+    op: str  # "max_pool2d" or "avg_pool2d"
+    n: int
+    h: int
+    w: int
+    c: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    out_h: int
+    out_w: int
+    count_include_pad: bool
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.out_h, self.out_w, self.c)
+
+
+@dataclass(frozen=True)
+class GlobalPoolProblem:
+    op: str  # "global_avg_pool2d" or "global_max_pool2d"
+    n: int
+    h: int
+    w: int
+    c: int
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        return (self.n, self.c)
+
+
+@dataclass(frozen=True)
+class DenseProblem:
+    """y (N, out) = x (N, in) @ w (in, out) + b, then the activation."""
+
+    op: str
+    n: int
+    k: int  # input features
+    m: int  # output features
+    activation: str | None
+    has_bias: bool
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        return (self.n, self.m)
+
+    @property
+    def macs(self) -> int:
+        return self.n * self.k * self.m
+
+
+# --------------------------------------------------------------------------------------------
+# Builders, one per public op
+
+
+def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, groups, activation) -> Conv2dProblem:
+    """Validate conv2d arguments. w_shape is HWIO (KH, KW, C_in // groups, C_out)."""
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
+    _check_shape(op, "w", w_shape, 4, "(KH, KW, C_in // groups, C_out)")
+    n, h, w, c_in = (int(d) for d in x_shape)
+    kh, kw, c_per_group, c_out = (int(d) for d in w_shape)
+    if not _is_int(groups):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be >= 1, got {groups}")
+    if c_in % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the input channels C_in={c_in} of x")
+    if c_out % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the output channels C_out={c_out} of w")
+    if c_per_group != c_in // groups:
+        raise ValueError(
+            f"{op}: w must have shape (KH, KW, C_in // groups, C_out) = ({kh}, {kw}, {c_in // groups}, {c_out}) "
+            f"for x with C_in={c_in} and groups={groups}, got {tuple(w_shape)}"
+        )
+    _check_bias(op, b_shape, c_out)
+    return _conv_geometry(op, (n, h, w, c_in), (kh, kw), c_out, groups, stride, padding, dilation, activation, b_shape)
+
+
+def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, activation, b_shape):
+    n, h, w, c_in = x_dims
+    kh, kw = k_hw
+    sh, sw = _positive_pair(op, "stride", stride)
+    dh, dw = _positive_pair(op, "dilation", dilation)
+    window = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+    (pt, pb), (pl, pr) = _resolve_pads(op, padding, (h, w), window, (sh, sw))
+    oh = _window_count(h, (pt, pb), window[0], sh, False)
+    ow = _window_count(w, (pl, pr), window[1], sw, False)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: the kernel window {window[0]}x{window[1]} (dilation included) is larger than the padded "
+            f"input {h + pt + pb}x{w + pl + pr}: the output would be empty"
+        )
+    _check_shape(op, "output", (n, oh, ow, c_out), 4, "(N, OH, OW, C_out)")
+    return Conv2dProblem(
+        op, n, h, w, c_in, kh, kw, c_out, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow,
+        _check_activation(op, activation), b_shape is not None,
+    )
+
+
+def depthwise_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, activation) -> Conv2dProblem:
+    """w (KH, KW, C) or (KH, KW, C, M): output channel c * M + m, i.e. conv2d with groups = C."""
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    if len(w_shape) not in (3, 4):
+        raise ValueError(f"{op}: w must be 3-D (KH, KW, C) or 4-D (KH, KW, C, M), got shape {tuple(w_shape)}")
+    _check_shape(op, "w", w_shape, len(w_shape), "(KH, KW, C[, M])")
+    n, h, w, c = (int(d) for d in x_shape)
+    kh, kw, c_w = (int(d) for d in w_shape[:3])
+    mult = int(w_shape[3]) if len(w_shape) == 4 else 1
+    if c_w != c:
+        raise ValueError(f"{op}: w must have C={c} channels to match x, got shape {tuple(w_shape)}")
+    _check_bias(op, b_shape, c * mult)
+    return _conv_geometry(op, (n, h, w, c), (kh, kw), c * mult, c, stride, padding, dilation, activation, b_shape)
+
+
+def pointwise_problem(op, x_shape, w_shape, b_shape, activation) -> Conv2dProblem:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
+    _check_shape(op, "w", w_shape, 2, "(C_in, C_out)")
+    c_in, c_out = int(w_shape[0]), int(w_shape[1])
+    if c_in != x_shape[3]:
+        raise ValueError(f"{op}: w must have shape (C_in, C_out) with C_in={x_shape[3]} as in x, got {tuple(w_shape)}")
+    _check_bias(op, b_shape, c_out)
+    return _conv_geometry(op, tuple(int(d) for d in x_shape), (1, 1), c_out, 1, 1, 0, 1, activation, b_shape)
+
+
+def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
+    _check_shape(op, "x", x_shape, 2, "(N, in_features)")
+    _check_shape(op, "w", w_shape, 2, "(in_features, out_features)")
+    if w_shape[0] != x_shape[1]:
+        raise ValueError(
+            f"{op}: w must have shape (in_features, out_features) with in_features={x_shape[1]} as in x, "
+            f"got {tuple(w_shape)}"
+        )
+    _check_bias(op, b_shape, int(w_shape[1]))
+    return DenseProblem(
+        op, int(x_shape[0]), int(x_shape[1]), int(w_shape[1]), _check_activation(op, activation), b_shape is not None
+    )
+
+
+def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_pad=False) -> Pool2dProblem:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    n, h, w, c = (int(d) for d in x_shape)
+    kh, kw = _positive_pair(op, "size", size)
+    sh, sw = (kh, kw) if stride is None else _positive_pair(op, "stride", stride)
+    for name, flag in (("ceil_mode", ceil_mode), ("count_include_pad", count_include_pad)):
+        if not isinstance(flag, (bool, numbers.Integral)):
+            raise TypeError(f"{op}: {name} must be a bool, got {flag!r}")
+    (pt, pb), (pl, pr) = _resolve_pads(op, padding, (h, w), (kh, kw), (sh, sw))
+    # A window lying wholly in the padding would have nothing to reduce.
+    if max(pt, pb) >= kh or max(pl, pr) >= kw:
+        raise ValueError(
+            f"{op}: padding {((pt, pb), (pl, pr))} must be smaller than the window {kh}x{kw} on every side"
+        )
+    oh = _window_count(h, (pt, pb), kh, sh, bool(ceil_mode))
+    ow = _window_count(w, (pl, pr), kw, sw, bool(ceil_mode))
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: the window {kh}x{kw} is larger than the padded input {h + pt + pb}x{w + pl + pr}: "
+            "the output would be empty"
+        )
+    return Pool2dProblem(op, n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, oh, ow, bool(count_include_pad))
+
+
+def global_pool_problem(op, x_shape) -> GlobalPoolProblem:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    n, h, w, c = (int(d) for d in x_shape)
+    return GlobalPoolProblem(op, n, h, w, c)
