@@ -1,0 +1,5 @@
+import sys
+
+from fastconv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The `fastconv` command line: `fastconv info` (and `python -m fastconv info`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+
+def info() -> dict:
+    """What this installation is: version, build, CPU instruction set in use, threads, CUDA module."""
+    import numpy as np
+
+    import fastconv
+    from fastconv import _cpu
+
+    facts = {
+        "fastconv": fastconv.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": f"{platform.system()} {platform.machine()}",
+        "compiler": _cpu.compiler,
+        "openmp": _cpu.openmp,
+        "cpu_isa": _cpu.active_isa(),
+        "cpu_isas_supported": ", ".join(_cpu.supported_isas()),
+        "FASTCONV_ISA": os.environ.get("FASTCONV_ISA", "(unset)"),
+        "threads": fastconv.get_num_threads(),
+        "cores": os.cpu_count(),
+    }
+    facts.update(_cuda_facts())
+    return facts
+
+
+def _cuda_facts() -> dict:
+    try:
+        from fastconv import _gpu
+    except ImportError:
+        return {"cuda": "not built (no CUDA compiler at build time)"}
+    return _gpu.describe()
+
+
+def _print_info(args) -> int:
+    for key, value in info().items():
+        print(f"{key:>20}: {value}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fastconv", description="Fast NHWC convolution kernels for CPU and GPU.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, build flags, CPU ISA in use, threads, CUDA module").set_defaults(
+        handler=_print_info
+    )
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

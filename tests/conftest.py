@@ -1,0 +1,79 @@
+"""Shared fixtures: the device each op test runs on, and the CPU instruction set in use.
+
+`device` runs every op test on the CPU and, when CuPy and a CUDA device are present together with
+the compiled CUDA module, again on the GPU (skipped with the reason otherwise). `isa` runs a test
+under each instruction set this CPU supports (AVX-512, AVX2, portable).
+"""
+
+import numpy as np
+import pytest
+
+from fastconv import _cpu
+
+
+def _gpu_skip_reason():
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:  # ImportError, or CUDA driver errors without a GPU
+        return f"CuPy with a CUDA device is not available ({type(exc).__name__})"
+    try:
+        from fastconv import _gpu
+
+        _gpu.cuda_module()
+    except Exception as exc:
+        return f"fastconv CUDA module unavailable: {exc}"
+    return None
+
+
+_GPU_SKIP = _gpu_skip_reason()
+
+
+class Device:
+    """Moves test data to a device and back."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def put(self, a):
+        if a is None or self.name == "cpu":
+            return a
+        import cupy
+
+        return cupy.asarray(a)
+
+    def get(self, a):
+        if self.name == "cpu":
+            return a
+        import cupy
+
+        assert isinstance(a, cupy.ndarray), f"expected a CuPy result, got {type(a).__name__}"
+        return cupy.asnumpy(a)
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(
+    params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(_GPU_SKIP is not None, reason=str(_GPU_SKIP)))]
+)
+def device(request):
+    return Device(request.param)
+
+
+@pytest.fixture(params=_cpu.supported_isas())
+def isa(request):
+    previous = _cpu.active_isa()
+    _cpu.set_isa(request.param)
+    yield request.param
+    _cpu.set_isa(previous)
+
+
+@pytest.fixture
+def rng(request):
+    # A fresh seed per test run, printed on failure through the test id's node.
+    seed = np.random.SeedSequence().entropy % (2**32)
+    request.node.user_properties.append(("seed", seed))
+    return np.random.default_rng(seed)

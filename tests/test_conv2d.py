@@ -1,0 +1,175 @@
+"""conv2d, depthwise_conv2d and pointwise_conv2d against the NumPy reference."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import reference
+
+from helpers import check_against_reference, random_array
+
+ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
+hsettings = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c_in = groups * draw(st.integers(1, 7))
+    c_out = groups * draw(st.integers(1, 9))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.integers(0, 2),
+            st.tuples(st.tuples(st.integers(0, 3), st.integers(0, 3)), st.tuples(st.integers(0, 3), st.integers(0, 3))),
+        )
+    )
+    # Large enough for the dilated window to fit the unpadded input.
+    h = draw(st.integers(dilation[0] * (kh - 1) + 1, 14))
+    w = draw(st.integers(dilation[1] * (kw - 1) + 1, 14))
+    n = draw(st.integers(1, 3))
+    return dict(
+        x_shape=(n, h, w, c_in), w_shape=(kh, kw, c_in // groups, c_out), bias=draw(st.booleans()),
+        kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    activation=draw(st.sampled_from(ACTIVATIONS))),
+    )
+
+
+@hsettings
+@given(case=conv_cases())
+def test_conv2d_random_geometry(case, device, isa, rng):
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, case["w_shape"])
+    b = random_array(rng, (case["w_shape"][3],)) if case["bias"] else None
+    k = case["w_shape"][0] * case["w_shape"][1] * case["w_shape"][2]
+    check_against_reference(device, "conv2d", [x, w, b], case["kwargs"], terms=k)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 32, 32, 1), (5, 5, 1, 6), {}),  # LeNet C1
+        ((2, 23, 23, 3), (11, 11, 3, 16), dict(stride=4)),  # AlexNet-like first layer
+        ((1, 14, 14, 33), (3, 3, 33, 70), dict(padding="same")),  # channels past the 16/64 blocks
+        ((2, 9, 9, 300), (3, 3, 300, 20), dict(padding=1)),  # C_in past one chunk
+        ((1, 7, 7, 8), (3, 3, 8, 300), dict(padding=1, activation="relu")),  # C_out past one chunk
+        ((1, 12, 10, 16), (3, 3, 4, 24), dict(groups=4, stride=2, padding="same")),
+        ((1, 11, 13, 6), (3, 3, 6, 5), dict(dilation=3, padding="same")),
+        ((3, 1, 1, 5), (1, 1, 5, 4), {}),  # 1x1 image
+        ((1, 5, 5, 2), (5, 5, 2, 3), {}),  # 1x1 output
+        ((1, 6, 8, 4), (2, 3, 4, 4), dict(stride=(2, 3), padding=((0, 3), (2, 1)))),
+        ((1, 9, 9, 4), (3, 3, 4, 4), dict(stride=5, padding="same")),  # stride > kernel
+    ],
+)
+def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
+@hsettings
+@given(
+    c=st.integers(1, 40), mult=st.sampled_from([1, 1, 2, 3]), k=st.sampled_from([1, 3, 5]),
+    stride=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.sampled_from(["valid", "same", 1, 2]),
+    hw=st.tuples(st.integers(9, 17), st.integers(9, 17)), n=st.integers(1, 2), bias=st.booleans(),
+    activation=st.sampled_from(ACTIVATIONS),
+)
+def test_depthwise_random(c, mult, k, stride, dilation, padding, hw, n, bias, activation, device, isa, rng):
+    x = random_array(rng, (n, *hw, c))
+    w = random_array(rng, (k, k, c, mult) if mult > 1 or c % 2 else (k, k, c))
+    b = random_array(rng, (c * mult,)) if bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, activation=activation)
+    check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+@hsettings
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(1, 70)),
+    c_out=st.integers(1, 300), bias=st.booleans(), activation=st.sampled_from(ACTIVATIONS),
+)
+def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
+    x, w = random_array(rng, shape), random_array(rng, (shape[3], c_out))
+    b = random_array(rng, (c_out,)) if bias else None
+    check_against_reference(device, "pointwise_conv2d", [x, w, b], dict(activation=activation), terms=shape[3])
+
+
+def test_depthwise_equals_grouped_conv2d(device, rng):
+    x, w = random_array(rng, (2, 10, 10, 6)), random_array(rng, (3, 3, 6, 2))
+    dw = device.get(fastconv.depthwise_conv2d(device.put(x), device.put(w), stride=2, padding="same"))
+    grouped = device.get(fastconv.conv2d(device.put(x), device.put(w.reshape(3, 3, 1, 12)), stride=2, padding="same", groups=6))
+    np.testing.assert_allclose(dw, grouped, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_equals_1x1_conv2d(device, rng):
+    x, w, b = random_array(rng, (2, 5, 7, 12)), random_array(rng, (12, 9)), random_array(rng, (9,))
+    pw = device.get(fastconv.pointwise_conv2d(device.put(x), device.put(w), device.put(b), activation="relu6"))
+    conv = device.get(fastconv.conv2d(device.put(x), device.put(w.reshape(1, 1, 12, 9)), device.put(b), activation="relu6"))
+    np.testing.assert_allclose(pw, conv, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, ">f4"])
+def test_other_float_dtypes_are_converted(dtype, rng):
+    x, w = random_array(rng, (1, 6, 6, 3)), random_array(rng, (3, 3, 3, 2))
+    got = fastconv.conv2d(x.astype(dtype), w.astype(dtype))
+    assert got.dtype == np.float32
+    want = reference.conv2d(x.astype(dtype).astype(np.float64), w.astype(dtype).astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_non_contiguous_input(device, rng):
+    base = random_array(rng, (2, 12, 16, 8))
+    w = random_array(rng, (3, 3, 4, 5))
+    view = device.put(base)[:, ::2, 1::2, ::2]  # a strided view, converted once by the backend
+    got = device.get(fastconv.conv2d(view, device.put(w), padding="same"))
+    want = reference.conv2d(base[:, ::2, 1::2, ::2].astype(np.float64), w.astype(np.float64), padding="same")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_inputs_are_not_modified(rng):
+    x, w, b = random_array(rng, (1, 8, 8, 4)), random_array(rng, (3, 3, 4, 4)), random_array(rng, (4,))
+    copies = [a.copy() for a in (x, w, b)]
+    fastconv.conv2d(x, w, b, activation="relu")
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_nan_and_inf_propagate(device, isa):
+    x = np.ones((1, 5, 5, 2), np.float32)
+    x[0, 2, 2, 0] = np.nan
+    x[0, 0, 0, 1] = np.inf
+    w = np.ones((3, 3, 2, 1), np.float32)
+    got = device.get(fastconv.conv2d(device.put(x), device.put(w)))
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).all()  # every 3x3 window of a 5x5 image covers the centre
+    x[0, 2, 2, 0] = 1.0
+    got = device.get(fastconv.conv2d(device.put(x), device.put(w)))
+    assert np.isinf(got[0, 0, 0, 0]) and np.isfinite(got[0, 2, 2, 0])
+
+
+def test_calls_from_many_threads_agree(rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, w = random_array(rng, (2, 20, 20, 16)), random_array(rng, (3, 3, 16, 32))
+    want = fastconv.conv2d(x, w, padding="same")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fastconv.conv2d(x, w, padding="same"), range(16)))
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts_give_the_same_answer(threads, rng):
+    x, w = random_array(rng, (1, 30, 30, 8)), random_array(rng, (3, 3, 8, 8))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        assert fastconv.get_num_threads() == threads
+        got = fastconv.conv2d(x, w, padding="same")
+    finally:
+        fastconv.set_num_threads(previous)
+    np.testing.assert_allclose(got, reference.conv2d(x.astype(np.float64), w, padding="same"), rtol=1e-4, atol=1e-4)

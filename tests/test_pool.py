@@ -1,0 +1,111 @@
+"""max_pool2d, avg_pool2d and the global pools against the NumPy reference."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import reference
+
+from helpers import check_against_reference, random_array
+
+hsettings = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@st.composite
+def pool_cases(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.tuples(st.tuples(st.integers(0, kh - 1), st.integers(0, kh - 1)),
+                      st.tuples(st.integers(0, kw - 1), st.integers(0, kw - 1))),
+        )
+    )
+    shape = (draw(st.integers(1, 3)), draw(st.integers(kh, 13)), draw(st.integers(kw, 13)), draw(st.integers(1, 40)))
+    return shape, dict(size=(kh, kw), stride=stride, padding=padding, ceil_mode=draw(st.booleans()))
+
+
+@hsettings
+@given(case=pool_cases())
+def test_max_pool_random(case, device, isa, rng):
+    shape, kwargs = case
+    check_against_reference(device, "max_pool2d", [random_array(rng, shape)], kwargs)
+
+
+@hsettings
+@given(case=pool_cases(), count_include_pad=st.booleans())
+def test_avg_pool_random(case, count_include_pad, device, isa, rng):
+    shape, kwargs = case
+    kwargs = dict(kwargs, count_include_pad=count_include_pad)
+    check_against_reference(device, "avg_pool2d", [random_array(rng, shape)], kwargs, terms=16)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((2, 112, 112, 64), dict(size=3, stride=2, padding=1)),  # ResNet stem pool
+        ((1, 28, 28, 6), dict(size=2)),  # LeNet S2
+        ((1, 7, 7, 3), dict(size=3, stride=2, ceil_mode=True)),  # last window runs past the edge
+        ((1, 6, 6, 300), dict(size=2, stride=1, padding="same")),  # channels past one chunk
+    ],
+)
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+def test_pool_shapes(op, shape, kwargs, device, isa, rng):
+    check_against_reference(device, op, [random_array(rng, shape)], kwargs, terms=9)
+
+
+def test_ceil_mode_drops_a_window_starting_in_padding():
+    # 6 wide, window 2, stride 2, pad 1: padded 8 gives 4 windows; the 4th starts at input
+    # column 5, inside the input, so it stays.
+    x = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
+    assert fastconv.max_pool2d(x, 2, 2, padding=1, ceil_mode=True).shape == (1, 4, 4, 1)
+    # 5 wide, window 2, stride 2, pad 1: padded 7, ceil((7-2)/2)+1 = 4, but window 4 starts at
+    # 6 - 1 = 5 >= 5 (in the padding): dropped.
+    x = np.arange(25, dtype=np.float32).reshape(1, 5, 5, 1)
+    y = fastconv.max_pool2d(x, 2, 2, padding=1, ceil_mode=True)
+    assert y.shape == (1, 3, 3, 1)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[0, 2, 4], [10, 12, 14], [20, 22, 24]])
+
+
+def test_avg_pool_padding_counts(device):
+    x = np.ones((1, 3, 3, 1), np.float32)
+    excl = device.get(fastconv.avg_pool2d(device.put(x), 3, 1, padding=1))
+    incl = device.get(fastconv.avg_pool2d(device.put(x), 3, 1, padding=1, count_include_pad=True))
+    np.testing.assert_allclose(excl, 1.0)
+    np.testing.assert_allclose(incl[0, :, :, 0], [[4 / 9, 6 / 9, 4 / 9], [6 / 9, 1, 6 / 9], [4 / 9, 6 / 9, 4 / 9]], rtol=1e-6)
+
+
+@hsettings
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12), st.integers(1, 300)))
+def test_global_pools_random(shape, device, isa, rng):
+    x = random_array(rng, shape)
+    check_against_reference(device, "global_avg_pool2d", [x], terms=shape[1] * shape[2])
+    check_against_reference(device, "global_max_pool2d", [x])
+
+
+def test_global_avg_pool_large_map(device, rng):
+    x = random_array(rng, (1, 224, 224, 3)) + 100.0  # a large offset: a float32 running sum would drift
+    check_against_reference(device, "global_avg_pool2d", [x])
+
+
+def test_max_pool_propagates_nan(device, isa):
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 3, 3, 1] = np.nan
+    y = device.get(fastconv.max_pool2d(device.put(x), 2))
+    want = reference.max_pool2d(x, 2)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 1, 1, 1]) and not np.isnan(y[0, 0, 0, 1])
+    g = device.get(fastconv.global_max_pool2d(device.put(x)))
+    assert np.isnan(g).all()
+
+
+def test_max_pool_with_negative_inputs_and_padding(device):
+    # Padding must act as -inf, not 0.
+    x = -np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1)
+    y = device.get(fastconv.max_pool2d(device.put(x), 3, 1, padding=1))
+    np.testing.assert_array_equal(y, reference.max_pool2d(x, 3, 1, padding=1))
+    assert y[0, 0, 0, 0] == -1.0
