@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _params
+from . import _cpu, _params
 
 
 def _on_gpu(array) -> bool:
@@ -63,8 +63,6 @@ def run(kernel: str, problem, *arrays):
         from . import _gpu
 
         return _gpu.run(kernel, problem, *arrays)
-    from . import _cpu
-
     out = np.empty(problem.out_shape, dtype=np.float32)
     getattr(_cpu, kernel)(problem, *arrays, out)
     return out

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from . import _backend, _params
+from . import _backend, _cpu, _params
 
 
 def _shape(a):
@@ -80,12 +80,8 @@ def set_num_threads(n) -> None:
         raise TypeError(f"set_num_threads: n must be an int, got {n!r}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    from . import _cpu
-
     _cpu.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
-    from . import _cpu
-
     return _cpu.get_num_threads()

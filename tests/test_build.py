@@ -1,0 +1,68 @@
+"""The installed package as a user meets it: `fastconv info`, ISA selection, 64-bit guards."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _cpu, _params
+
+
+def _run(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+
+
+def test_info_command_reports_the_build():
+    out = subprocess.run([sys.executable, "-m", "fastconv", "info"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for key in ("fastconv", "cpu_isa", "threads", "openmp", "cuda"):
+        assert f"{key}:" in out.stdout
+    assert _cpu.active_isa() in out.stdout
+
+
+@pytest.mark.parametrize("isa", _cpu.supported_isas())
+def test_fastconv_isa_forces_the_instruction_set(isa):
+    out = _run("import fastconv._cpu as c; print(c.active_isa())", FASTCONV_ISA=isa)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == isa
+
+
+def test_fastconv_isa_rejects_unknown_names():
+    out = _run("import fastconv", FASTCONV_ISA="sse9")
+    assert out.returncode != 0
+    assert "FASTCONV_ISA" in out.stderr and "unknown ISA 'sse9'" in out.stderr
+
+
+def test_portable_path_is_always_available():
+    assert _cpu.supported_isas()[-1] == "portable"
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _cpu.set_isa("neon9")
+
+
+def test_element_counts_beyond_64_bit_indexing_are_refused():
+    # Validation works on shapes alone, before anything is allocated.
+    with pytest.raises(ValueError, match="x is too large"):
+        _params.conv2d_problem("conv2d", (2**31, 2**31, 2, 1), (1, 1, 1, 1), None, 1, "valid", 1, 1, None)
+
+
+def test_binding_refuses_buffers_smaller_than_the_problem():
+    # The private binding checks buffer sizes, so even a direct call cannot write out of bounds.
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    p = _params.conv2d_problem("conv2d", (1, 8, 8, 2), (3, 3, 2, 2), None, 1, "valid", 1, 1, None)
+    with pytest.raises(ValueError, match="x: expected 128 elements"):
+        _cpu.conv2d(p, x, np.zeros((3, 3, 2, 2), np.float32), None, np.zeros((1, 6, 6, 2), np.float32))
+    with pytest.raises(TypeError):  # float64 is never converted silently at this level
+        _cpu.conv2d(p, x.astype(np.float64), np.zeros((3, 3, 2, 2), np.float32), None, np.zeros((1, 6, 6, 2), np.float32))
+
+
+def test_public_api_names():
+    for name in ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense", "max_pool2d", "avg_pool2d",
+                 "global_avg_pool2d", "global_max_pool2d", "conv_output_size", "set_num_threads", "get_num_threads"):
+        assert callable(getattr(fastconv, name)), name
+        if name not in ("set_num_threads", "get_num_threads"):
+            assert callable(getattr(fastconv.reference, name)), name
