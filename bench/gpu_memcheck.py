@@ -1,0 +1,101 @@
+"""Runs every CUDA kernel version once on small, odd shapes: the workload for compute-sanitizer
+(bench/gpu_check.sh runs it under memcheck and racecheck).
+
+CuPy's memory pool is switched off so that each array is its own cudaMalloc and the sanitizer can
+see an access past its end. Every output starts as NaN and is compared with the float64 reference,
+so the script also fails, with exit status 1, when a kernel leaves an element unwritten.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cupy as cp
+import numpy as np
+
+from fastconv import _gpu, _params
+from fastconv import reference as ref
+from fastconv._compare import assert_close
+
+
+def conv(x, w, b, **kw):
+    """(problem, float64 reference result) of a relu conv2d."""
+    problem = _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, kw["stride"], kw["padding"],
+                                     kw["dilation"], kw["groups"], "relu")
+    return problem, ref.conv2d(x, w, b, activation="relu", **kw)
+
+
+def depthwise(x, w, **kw):
+    problem = _params.depthwise_problem("depthwise_conv2d", x.shape, w.shape, None, kw["stride"], kw["padding"],
+                                        kw["dilation"], None)
+    return problem, ref.depthwise_conv2d(x, w, **kw)
+
+
+def main() -> int:
+    cp.cuda.set_allocator(None)
+    rng = np.random.default_rng(0)
+
+    def data(*shape):
+        return rng.standard_normal(shape)
+
+    x = data(2, 11, 9, 12)  # C = 12: float4 paths; the odd spatial size leaves partial tiles
+    x_odd = data(1, 7, 13, 5)  # C = 5: scalar paths
+
+    cases = []  # (label, kernel, problem, arrays, reference result, terms)
+    w = data(3, 3, 6, 70)
+    b = data(70)
+    cases.append(("implicit GEMM, float4 A", "conv2d", *conv(x, w, b, stride=2, padding=1, dilation=1, groups=2),
+                  (x, w, b), 54))
+    w = data(2, 3, 5, 7)
+    b = data(7)
+    cases.append(("implicit GEMM, scalar A", "conv2d", *conv(x_odd, w, b, stride=1, padding="same", dilation=2,
+                                                             groups=1), (x_odd, w, b), 30))
+    w = data(3, 3, 12)
+    cases.append(("depthwise, float4", "conv2d", *depthwise(x, w, stride=1, padding="same", dilation=1),
+                  (x, w.reshape(3, 3, 1, 12), None), 9))
+    w = data(3, 3, 5, 3)
+    cases.append(("depthwise, scalar, multiplier 3", "conv2d", *depthwise(x_odd, w, stride=2, padding=1, dilation=1),
+                  (x_odd, w.reshape(3, 3, 1, 15), None), 9))
+    x_big = data(1, 60, 60, 3)
+    w = data(7, 7, 3)
+    cases.append(("depthwise, direct (window 55)", "conv2d",
+                  *depthwise(x_big, w, stride=3, padding=2, dilation=9), (x_big, w.reshape(7, 7, 1, 3), None), 49))
+    w = data(12, 9)
+    cases.append(("pointwise GEMM", "conv2d", _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, None,
+                                                                         "silu"),
+                  ref.pointwise_conv2d(x, w, activation="silu"), (x, w.reshape(1, 1, 12, 9), None), 12))
+    xd, w, b = data(3, 13), data(13, 67), data(67)
+    cases.append(("dense GEMM", "dense", _params.dense_problem("dense", xd.shape, w.shape, b.shape, "tanh"),
+                  ref.dense(xd, w, b, activation="tanh"), (xd, w, b), 13))
+    for kind, ceil_mode, count_include_pad in (("max", True, False), ("avg", True, True), ("avg", False, False)):
+        op = f"{kind}_pool2d"
+        problem = _params.pool2d_problem(op, x_odd.shape, 3, 2, 1, ceil_mode, count_include_pad)
+        want = (ref.max_pool2d(x_odd, 3, 2, 1, ceil_mode) if kind == "max"
+                else ref.avg_pool2d(x_odd, 3, 2, 1, count_include_pad, ceil_mode))
+        cases.append((f"{op}, ceil_mode={ceil_mode}", op, problem, want, (x_odd,), 9))
+    for op in ("global_avg_pool2d", "global_max_pool2d"):
+        xg = data(2, 5, 7, 37)
+        cases.append((op, op, _params.global_pool_problem(op, xg.shape), getattr(ref, op)(xg), (xg,), 35))
+
+    failures = 0
+    for label, kernel, problem, want, arrays, terms in cases:
+        gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
+        out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
+        _gpu.run(kernel, problem, *gpu_arrays, out=out)
+        try:
+            assert_close(cp.asnumpy(out), want, terms=terms, what=label)
+            print(f"ok    {label}")
+        except AssertionError as exc:
+            failures += 1
+            print(f"FAIL  {exc}")
+
+    module = _gpu.cuda_module()
+    stream = cp.cuda.get_current_stream().ptr
+    print(f"ok    copy bandwidth {module.measure_copy_bandwidth(1 << 20, stream):.1f} GB/s (1 MiB, instrumented)")
+    print(f"ok    FMA peak {module.measure_fma_peak(stream):.1f} GFLOP/s (instrumented)")
+    cp.cuda.Device().synchronize()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

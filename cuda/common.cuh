@@ -1,0 +1,167 @@
+// Shared by the CUDA translation units: error checks, index helpers, and the block-tiled SGEMM
+// core (shared-memory tiles + 8x4 register tile per thread) used by the implicit-GEMM conv, the
+// pointwise conv and the dense kernels. Device code only sees the POD params of fastconv/params.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "fastconv/activation.h"
+#include "fastconv/params.h"
+
+namespace fastconv::cuda {
+
+[[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
+  throw std::runtime_error(std::string("CUDA error in ") + what + " (" + file + ":" + std::to_string(line) +
+                           "): " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+#define FC_CUDA_CHECK(expr)                                                             \
+  do {                                                                                  \
+    const cudaError_t fc_err_ = (expr);                                                 \
+    if (fc_err_ != cudaSuccess) ::fastconv::cuda::throw_cuda_error(fc_err_, #expr, __FILE__, __LINE__); \
+  } while (0)
+
+// After every launch: configuration errors (grid too large, too much shared memory) surface here,
+// synchronously, instead of poisoning a later unrelated call.
+#define FC_CHECK_LAUNCH(kernel_name) \
+  ::fastconv::cuda::check_launch(cudaGetLastError(), kernel_name, __FILE__, __LINE__)
+
+inline void check_launch(cudaError_t err, const char* kernel_name, const char* file, int line) {
+  if (err != cudaSuccess) throw_cuda_error(err, kernel_name, file, line);
+}
+
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Every kernel flattens its block index into grid.x (limit 2^31 - 1) so that no dimension of a
+// large tensor meets the 65535 limit of grid.y / grid.z.
+inline unsigned grid_size(int64_t blocks, const char* kernel_name) {
+  if (blocks > INT_MAX) {
+    throw std::invalid_argument(std::string(kernel_name) + ": problem too large (" + std::to_string(blocks) +
+                                " thread blocks)");
+  }
+  return static_cast<unsigned>(blocks);
+}
+
+// Loads a float4 of read-only data through the non-coherent cache.
+__device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+
+// ---- Block-tiled SGEMM core ---------------------------------------------------------------------
+// A block computes a kTileM x kTileN tile of C = A (rows x K) @ B (K x cols). Each k-step stages a
+// kTileM x kTileK slice of A (stored transposed, so a thread reads its 8 rows as two float4) and a
+// kTileK x kTileN slice of B in shared memory, double-buffered: the next slice is loaded into
+// registers while the current one is multiplied, with one __syncthreads per step.
+// Thread t owns rows {ty*4 + i, 64 + ty*4 + i : i < 4} and columns {tx*4 + j : j < 4}, where
+// tx = t % 16, ty = t / 16: two float4 smem reads of A and one of B per k feed 32 FMAs.
+// Loading: thread t fetches 4 consecutive k of A row t / 2 (k offset (t % 2) * 4), and threads
+// t < 128 fetch 4 consecutive columns of B row t / 16 (column offset (t % 16) * 4).
+constexpr int kTileM = 128, kTileN = 64, kTileK = 8, kGemmThreads = 256;
+constexpr int kThreadM = 8, kThreadN = 4;
+// Row stride of transposed A: +4 floats put the two k-halves of a warp's stores 16 banks apart,
+// and keep every row 16-byte aligned for the float4 reads.
+constexpr int kAStride = kTileM + 4;
+
+struct GemmSmem {
+  float a[2][kTileK][kAStride];
+  float b[2][kTileK][kTileN];
+};
+
+struct GemmThread {
+  int tid, tx, ty;
+  int a_row, a_k;  // the A element group this thread loads
+  int b_k, b_col;  // the B element group this thread loads (threads < 128)
+  __device__ explicit GemmThread(int t)
+      : tid(t), tx(t % 16), ty(t / 16), a_row(t / 2), a_k((t % 2) * 4), b_k(t / 16), b_col((t % 16) * 4) {}
+  __device__ bool loads_b() const { return tid < kTileK * kTileN / 4; }
+  // Row (0..127) of the tile held in accumulator row i.
+  __device__ int row(int i) const { return (i < 4 ? 0 : 64 - 4) + ty * 4 + i; }
+};
+
+// load_a(k0) / load_b(k0) return the thread's float4 of the k-slice starting at k0 (zeros outside
+// the matrix); the loops below never index global memory themselves.
+template <class LoadA, class LoadB>
+__device__ __forceinline__ void gemm_block_tile(GemmSmem& s, const GemmThread& t, int64_t k_total, LoadA load_a,
+                                                LoadB load_b, float (&acc)[kThreadM][kThreadN]) {
+#pragma unroll
+  for (int i = 0; i < kThreadM; ++i) {
+#pragma unroll
+    for (int j = 0; j < kThreadN; ++j) acc[i][j] = 0.0f;
+  }
+  const int64_t k_steps = ceil_div(k_total, kTileK);
+  float4 a_next = load_a(0);
+  float4 b_next = t.loads_b() ? load_b(0) : float4{};
+
+  const auto stage = [&](int buf) {
+    s.a[buf][t.a_k + 0][t.a_row] = a_next.x;
+    s.a[buf][t.a_k + 1][t.a_row] = a_next.y;
+    s.a[buf][t.a_k + 2][t.a_row] = a_next.z;
+    s.a[buf][t.a_k + 3][t.a_row] = a_next.w;
+    if (t.loads_b()) *reinterpret_cast<float4*>(&s.b[buf][t.b_k][t.b_col]) = b_next;
+  };
+  stage(0);
+  __syncthreads();
+
+  for (int64_t step = 0; step < k_steps; ++step) {
+    const int buf = static_cast<int>(step & 1);
+    const bool more = step + 1 < k_steps;
+    if (more) {  // in flight while this step's FMAs run
+      a_next = load_a((step + 1) * kTileK);
+      if (t.loads_b()) b_next = load_b((step + 1) * kTileK);
+    }
+#pragma unroll
+    for (int k = 0; k < kTileK; ++k) {
+      const float4 a0 = *reinterpret_cast<const float4*>(&s.a[buf][k][t.ty * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&s.a[buf][k][64 + t.ty * 4]);
+      const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.tx * 4]);
+      const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float bw[kThreadN] = {bv.x, bv.y, bv.z, bv.w};
+#pragma unroll
+      for (int i = 0; i < kThreadM; ++i) {
+#pragma unroll
+        for (int j = 0; j < kThreadN; ++j) acc[i][j] = fmaf(av[i], bw[j], acc[i][j]);
+      }
+    }
+    // The other buffer was last read in the previous step, before the barrier that ended it.
+    if (more) stage(buf ^ 1);
+    __syncthreads();
+  }
+}
+
+// Epilogue: bias + activation, written to y[row * ldy + col] for row < rows, col < cols.
+// y and bias are already offset to the tile's group; vec means cols % 4 == 0, ldy % 4 == 0 and y
+// 16-byte aligned, so each thread's 4 columns are one aligned float4 store.
+__device__ __forceinline__ void gemm_store_tile(const GemmThread& t, const float (&acc)[kThreadM][kThreadN],
+                                                int64_t row0, int64_t rows, int64_t col0, int64_t cols,
+                                                float* y, int64_t ldy, const float* bias, Activation act,
+                                                bool vec) {
+  const int64_t col = col0 + t.tx * 4;
+  if (col >= cols) return;
+  float bv[kThreadN];
+#pragma unroll
+  for (int j = 0; j < kThreadN; ++j) bv[j] = (bias != nullptr && col + j < cols) ? __ldg(bias + col + j) : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kThreadM; ++i) {
+    const int64_t row = row0 + t.row(i);
+    if (row >= rows) continue;
+    float v[kThreadN];
+#pragma unroll
+    for (int j = 0; j < kThreadN; ++j) v[j] = apply_activation(act, acc[i][j] + bv[j]);
+    float* out = y + row * ldy + col;
+    if (vec) {
+      *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kThreadN; ++j) {
+        if (col + j < cols) out[j] = v[j];
+      }
+    }
+  }
+}
+
+}  // namespace fastconv::cuda

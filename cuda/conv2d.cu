@@ -1,0 +1,136 @@
+// Convolution entry point and the implicit-GEMM kernel for general (grouped, strided, dilated,
+// padded) NHWC convolutions with HWIO weights.
+//
+// Kernel versions (add new ones below and pick them in implicit_gemm_conv2d):
+//   conv2d_nhwc_kernel_v1<true>   FP32 SIMT implicit GEMM, A gathered as float4 (4 channels of one
+//                                 pixel): chosen when C_in / groups % 4 == 0 and x is 16-byte aligned.
+//   conv2d_nhwc_kernel_v1<false>  the same with scalar gathers: any channel count.
+//   (a TF32 tensor-core v2 would slot in here, chosen by a precision flag in Conv2dParams.)
+// conv2d() routes pointwise problems to gemm() (gemm.cu) and depthwise ones to depthwise_conv2d()
+// (depthwise.cu), exactly as cpp/dispatch.cpp does on the CPU.
+//
+// The GEMM view, per group g: M = N*OH*OW output pixels, N = C_out / groups, K = KH*KW*Cg with
+// Cg = C_in / groups. Row m, column k of A is x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, g*Cg + c]
+// with k = (ky*KW + kx)*Cg + c (zero in the padding); B is the HWIO weight tensor, already a
+// K x C_out row-major matrix whose group-g columns start at g * C_out/groups. No im2col buffer.
+#include "common.cuh"
+#include "launch.h"
+
+namespace fastconv::cuda {
+
+namespace {
+
+struct ConvGeometry {
+  int64_t n, h, w, c_in, out_h, out_w, c_out;
+  int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  int64_t rows;          // M = n * out_h * out_w
+  int64_t cols;          // C_out / groups
+  int cg, kw, k_total;   // Cg, KW, K = KH*KW*Cg (checked < 2^31 on the host)
+  int64_t m_tiles, n_tiles;
+  bool vec_b;            // cols % 4 == 0 and w, y 16-byte aligned: float4 loads of B, float4 stores
+  Activation activation;
+};
+
+template <bool kVecA>
+__global__ void __launch_bounds__(kGemmThreads)
+    conv2d_nhwc_kernel_v1(ConvGeometry g, const float* __restrict__ x, const float* __restrict__ w,
+                          const float* __restrict__ bias, float* __restrict__ y) {
+  __shared__ __align__(16) GemmSmem smem;
+  const GemmThread t(threadIdx.x);
+
+  // Column tiles fastest: the blocks that share one A tile (the large operand) run together.
+  int64_t block = blockIdx.x;
+  const int64_t n_tile = block % g.n_tiles;
+  block /= g.n_tiles;
+  const int64_t m_tile = block % g.m_tiles;
+  const int64_t group = block / g.m_tiles;
+  const int64_t row0 = m_tile * kTileM, col0 = n_tile * kTileN;
+
+  // The output pixel of the A row this thread gathers, decoded once for the whole K loop.
+  const int64_t m = row0 + t.a_row;
+  const bool row_ok = m < g.rows;
+  const int64_t pix = row_ok ? m : 0;
+  const int64_t ox = pix % g.out_w, oy = (pix / g.out_w) % g.out_h, img = pix / (g.out_w * g.out_h);
+  const int64_t iy0 = oy * g.stride_h - g.pad_top, ix0 = ox * g.stride_w - g.pad_left;
+  const float* x_img = x + img * g.h * g.w * g.c_in + group * g.cg;
+
+  const auto gather = [&](int k) -> const float* {  // null in the padding or past the matrix
+    if (!row_ok || k >= g.k_total) return nullptr;
+    const int tap = k / g.cg, c = k - tap * g.cg;
+    const int ky = tap / g.kw, kx = tap - ky * g.kw;
+    const int64_t iy = iy0 + ky * g.dilation_h, ix = ix0 + kx * g.dilation_w;
+    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return nullptr;
+    return x_img + (iy * g.w + ix) * g.c_in + c;
+  };
+  const auto load_a = [&](int64_t k0) {
+    const int k = static_cast<int>(k0) + t.a_k;
+    if constexpr (kVecA) {
+      // Cg % 4 == 0: the 4 k share one tap and are 4 adjacent, aligned channels.
+      const float* p = gather(k);
+      return p ? load4(p) : float4{};
+    } else {
+      float v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float* p = gather(k + i);
+        v[i] = p ? __ldg(p) : 0.0f;
+      }
+      return make_float4(v[0], v[1], v[2], v[3]);
+    }
+  };
+  const float* w_group = w + group * g.cols;
+  const auto load_b = [&](int64_t k0) {
+    const int64_t k = k0 + t.b_k, col = col0 + t.b_col;
+    if (k >= g.k_total || col >= g.cols) return float4{};
+    const float* p = w_group + k * g.c_out + col;
+    if (g.vec_b) return load4(p);
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = col + j < g.cols ? __ldg(p + j) : 0.0f;
+    return make_float4(v[0], v[1], v[2], v[3]);
+  };
+
+  float acc[kThreadM][kThreadN];
+  gemm_block_tile(smem, t, g.k_total, load_a, load_b, acc);
+  gemm_store_tile(t, acc, row0, g.rows, col0, g.cols, y + group * g.cols, g.c_out,
+                  bias ? bias + group * g.cols : nullptr, g.activation, g.vec_b);
+}
+
+}  // namespace
+
+void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
+                          StreamHandle stream) {
+  const int64_t cg = p.c_in_per_group(), k_total = p.kh * p.kw * cg;
+  if (k_total > INT_MAX) throw std::invalid_argument("conv2d: KH * KW * C_in / groups must be below 2^31");
+  ConvGeometry g{};
+  g.n = p.n, g.h = p.h, g.w = p.w, g.c_in = p.c_in, g.out_h = p.out_h, g.out_w = p.out_w, g.c_out = p.c_out;
+  g.stride_h = p.stride_h, g.stride_w = p.stride_w, g.dilation_h = p.dilation_h, g.dilation_w = p.dilation_w;
+  g.pad_top = p.pad_top, g.pad_left = p.pad_left;
+  g.rows = p.n * p.out_h * p.out_w;
+  g.cols = p.c_out_per_group();
+  g.cg = static_cast<int>(cg), g.kw = static_cast<int>(p.kw), g.k_total = static_cast<int>(k_total);
+  g.m_tiles = ceil_div(g.rows, kTileM), g.n_tiles = ceil_div(g.cols, kTileN);
+  g.vec_b = g.cols % 4 == 0 && aligned16(w) && aligned16(y);
+  g.activation = p.activation;
+
+  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles * p.groups, "conv2d_nhwc_kernel_v1");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (cg % 4 == 0 && aligned16(x)) {
+    conv2d_nhwc_kernel_v1<true><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
+  } else {
+    conv2d_nhwc_kernel_v1<false><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
+  }
+  FC_CHECK_LAUNCH("conv2d_nhwc_kernel_v1");
+}
+
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream) {
+  if (p.is_pointwise()) {
+    gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream);
+  } else if (p.is_depthwise()) {
+    depthwise_conv2d(p, x, w, b, y, stream);
+  } else {
+    implicit_gemm_conv2d(p, x, w, b, y, stream);
+  }
+}
+
+}  // namespace fastconv::cuda

@@ -1,0 +1,421 @@
+"""GPU-only tests of the CUDA kernels (fastconv._cuda through fastconv._gpu), against the float64
+NumPy reference. Skipped with the reason when CuPy, a CUDA device or the compiled module is
+missing, except test_describe_without_gpu, which must pass everywhere.
+
+Outputs are poisoned with NaN before each kernel writes them (through CuPy's pool for the public
+ops, through `out=` for direct `_gpu.run` calls), so an element a kernel forgets to write fails.
+Shapes are chosen to hit each kernel version and its edges: batch 1, sizes that are not multiples
+of the 128x64 GEMM tile or the 32-channel depthwise chunk, channel counts that are not multiples
+of 4 (scalar paths), misaligned pointers, large strides and dilations, 1x1 outputs, groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _params
+from fastconv import reference as ref
+from fastconv._compare import assert_close
+
+
+def _gpu_skip_reason():
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:  # ImportError, or CUDA driver errors without a GPU
+        return f"CuPy with a CUDA device is not available ({type(exc).__name__})"
+    try:
+        from fastconv import _gpu
+
+        _gpu.cuda_module()
+    except Exception as exc:
+        return f"fastconv CUDA module unavailable: {exc}"
+    return None
+
+
+_GPU_SKIP = _gpu_skip_reason()
+gpu = pytest.mark.skipif(_GPU_SKIP is not None, reason=str(_GPU_SKIP))
+
+
+@pytest.fixture
+def cp():
+    import cupy
+
+    return cupy
+
+
+def _poison_pool(cp, shape):
+    """Free a NaN-filled block of the output's size into CuPy's pool: the op's cupy.empty output
+    most likely reuses it, so unwritten elements read back as NaN."""
+    cp.full(shape, np.nan, dtype=cp.float32)
+
+
+def _data(rng, *shape):
+    return rng.standard_normal(shape)  # float64: the reference computes in float64
+
+
+def _check(cp, got, want, terms):
+    assert isinstance(got, cp.ndarray), f"expected a CuPy result, got {type(got).__name__}"
+    assert got.dtype == cp.float32
+    assert_close(cp.asnumpy(got), want, terms=terms)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs everywhere
+
+
+def test_describe_without_gpu():
+    from fastconv import _gpu
+
+    facts = _gpu.describe()
+    assert isinstance(facts, dict) and "cuda" in facts
+    assert all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in facts.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Convolutions
+
+# (n, h, w, c_in, kh, kw, c_out, groups, stride, padding, dilation, activation, bias)
+CONV_CASES = [
+    (1, 7, 9, 3, 3, 3, 5, 1, 1, "same", 1, None, True),  # scalar gathers, odd C_out
+    (2, 17, 13, 8, 3, 3, 16, 1, 2, 1, 1, "relu", True),  # float4 paths
+    (1, 33, 31, 12, 5, 3, 70, 1, (2, 1), ((2, 1), (0, 3)), (1, 2), "silu", False),  # 2 column tiles
+    (2, 20, 20, 64, 3, 3, 128, 1, 1, "same", 1, "relu6", True),  # K = 576: many k-steps, 7 row tiles
+    (3, 9, 9, 16, 3, 3, 24, 4, 1, "valid", 2, "tanh", True),  # groups, Cg = 4, C_out/groups = 6
+    (1, 20, 20, 6, 3, 3, 9, 3, 3, 2, 3, "sigmoid", True),  # groups, Cg = 2
+    (2, 15, 15, 4, 7, 7, 4, 1, 5, 0, 2, "relu6", True),  # window 13, stride 5
+    (1, 3, 3, 5, 3, 3, 7, 1, 1, "valid", 1, None, True),  # 1x1 output
+    (1, 1, 40, 7, 1, 3, 3, 1, (1, 4), (0, 1), 1, None, False),  # H = 1
+]
+
+
+@gpu
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv2d(cp, rng, case):
+    n, h, w, c_in, kh, kw, c_out, groups, stride, padding, dilation, act, bias = case
+    x, wt = _data(rng, n, h, w, c_in), _data(rng, kh, kw, c_in // groups, c_out)
+    b = _data(rng, c_out) if bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, activation=act)
+    want = ref.conv2d(x, wt, b, **kwargs)
+    _poison_pool(cp, want.shape)
+    got = fastconv.conv2d(cp.asarray(x), cp.asarray(wt), None if b is None else cp.asarray(b), **kwargs)
+    _check(cp, got, want, kh * kw * c_in // groups)
+
+
+# (n, h, w, c, kh, kw, multiplier, stride, padding, dilation, activation, bias)
+DEPTHWISE_CASES = [
+    (1, 10, 12, 32, 3, 3, 1, 1, "same", 1, "relu", True),  # float4 channels
+    (2, 17, 19, 36, 3, 3, 1, 2, 1, 1, None, False),  # float4, a partial second channel chunk
+    (1, 9, 11, 5, 3, 3, 1, 1, "same", 1, "relu6", True),  # scalar, odd C
+    (2, 8, 8, 3, 5, 5, 3, 1, 2, 1, "silu", True),  # multiplier 3
+    (1, 30, 40, 8, 3, 3, 2, 3, "same", 4, "tanh", True),  # multiplier 2 (C*M % 4 == 0), dilation 4
+    (1, 40, 40, 16, 5, 5, 1, 2, 2, 3, "sigmoid", True),  # window 13: the output tile shrinks
+    (1, 64, 64, 4, 7, 7, 1, 4, 3, 9, None, True),  # window 55: no tile fits, direct kernel
+    (1, 3, 3, 8, 3, 3, 1, 1, "valid", 1, None, True),  # 1x1 output
+    (3, 7, 7, 64, 3, 3, 1, 1, "same", 1, "relu", True),  # small maps, batch 3
+    (1, 5, 70, 33, 1, 7, 1, (1, 3), (0, 3), 1, None, True),  # 1x7 window, C = 33
+]
+
+
+@gpu
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=str)
+def test_depthwise_conv2d(cp, rng, case):
+    n, h, w, c, kh, kw, mult, stride, padding, dilation, act, bias = case
+    x, wt = _data(rng, n, h, w, c), _data(rng, kh, kw, c, mult)
+    b = _data(rng, c * mult) if bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, activation=act)
+    want = ref.depthwise_conv2d(x, wt, b, **kwargs)
+    _poison_pool(cp, want.shape)
+    got = fastconv.depthwise_conv2d(cp.asarray(x), cp.asarray(wt), None if b is None else cp.asarray(b), **kwargs)
+    _check(cp, got, want, kh * kw)
+
+
+@gpu
+def test_grouped_conv2d_routes_to_depthwise(cp, rng):
+    x, wt, b = _data(rng, 2, 9, 10, 6), _data(rng, 3, 3, 1, 12), _data(rng, 12)
+    want = ref.conv2d(x, wt, b, padding="same", groups=6)
+    got = fastconv.conv2d(cp.asarray(x), cp.asarray(wt), cp.asarray(b), padding="same", groups=6)
+    _check(cp, got, want, 9)
+
+
+@gpu
+@pytest.mark.parametrize(
+    "n, h, w, c_in, c_out, act",
+    [(1, 5, 7, 3, 5, None), (2, 16, 16, 64, 96, "relu"), (1, 1, 1, 130, 257, "silu"), (3, 11, 13, 17, 130, "tanh")],
+)
+def test_pointwise_conv2d(cp, rng, n, h, w, c_in, c_out, act):
+    x, wt, b = _data(rng, n, h, w, c_in), _data(rng, c_in, c_out), _data(rng, c_out)
+    want = ref.pointwise_conv2d(x, wt, b, activation=act)
+    _poison_pool(cp, want.shape)
+    got = fastconv.pointwise_conv2d(cp.asarray(x), cp.asarray(wt), cp.asarray(b), activation=act)
+    _check(cp, got, want, c_in)
+
+
+@gpu
+@pytest.mark.parametrize(
+    "rows, k, m, act, bias",
+    [(1, 1, 1, None, True), (1, 300, 1000, "relu", True), (7, 33, 65, "sigmoid", False), (130, 64, 64, None, True),
+     (257, 513, 129, "relu6", True)],
+)
+def test_dense(cp, rng, rows, k, m, act, bias):
+    x, wt = _data(rng, rows, k), _data(rng, k, m)
+    b = _data(rng, m) if bias else None
+    want = ref.dense(x, wt, b, activation=act)
+    _poison_pool(cp, want.shape)
+    got = fastconv.dense(cp.asarray(x), cp.asarray(wt), None if b is None else cp.asarray(b), activation=act)
+    _check(cp, got, want, k)
+
+
+def _misaligned(cp, a):
+    """A C-contiguous float32 copy of a whose data pointer is 4 bytes past a 16-byte boundary."""
+    flat = cp.empty(a.size + 1, dtype=cp.float32)
+    out = flat[1:].reshape(a.shape)
+    out[...] = cp.asarray(a, dtype=cp.float32)
+    assert out.data.ptr % 16 == 4 and out.flags.c_contiguous
+    return out
+
+
+@gpu
+@pytest.mark.parametrize("op", ["conv2d", "depthwise", "pointwise", "dense"])
+def test_misaligned_pointers_take_scalar_paths(cp, rng, op):
+    if op == "conv2d":
+        x, wt = _data(rng, 2, 9, 9, 8), _data(rng, 3, 3, 8, 16)
+        want, run, terms = ref.conv2d(x, wt, padding=1), lambda x, w: fastconv.conv2d(x, w, padding=1), 72
+    elif op == "depthwise":
+        x, wt = _data(rng, 2, 9, 9, 8), _data(rng, 3, 3, 8)
+        want, run, terms = ref.depthwise_conv2d(x, wt), fastconv.depthwise_conv2d, 9
+    elif op == "pointwise":
+        x, wt = _data(rng, 2, 9, 9, 8), _data(rng, 8, 12)
+        want, run, terms = ref.pointwise_conv2d(x, wt), fastconv.pointwise_conv2d, 8
+    else:
+        x, wt = _data(rng, 9, 16), _data(rng, 16, 12)
+        want, run, terms = ref.dense(x, wt), fastconv.dense, 16
+    _check(cp, run(_misaligned(cp, x), _misaligned(cp, wt)), want, terms)
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling
+
+# (shape, size, stride, padding, ceil_mode, count_include_pad)
+POOL_CASES = [
+    ((2, 9, 11, 5), 3, 2, 1, True, True),
+    ((2, 9, 11, 5), 3, 2, 1, True, False),
+    ((1, 8, 8, 64), 2, None, "valid", False, False),
+    ((1, 7, 10, 3), (3, 2), (2, 3), "same", True, False),
+    ((1, 1, 1, 7), 1, None, 0, False, False),
+    ((2, 15, 15, 33), 5, 4, 2, True, True),
+]
+
+
+@gpu
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool2d(cp, rng, kind, case):
+    shape, size, stride, padding, ceil_mode, count_include_pad = case
+    x = _data(rng, *shape)
+    if kind == "max":
+        x.flat[rng.integers(x.size)] = np.nan  # NaN must propagate to the windows holding it
+        want = ref.max_pool2d(x, size, stride, padding, ceil_mode)
+        _poison_pool(cp, want.shape)
+        got = fastconv.max_pool2d(cp.asarray(x), size, stride, padding, ceil_mode)
+    else:
+        want = ref.avg_pool2d(x, size, stride, padding, count_include_pad, ceil_mode)
+        _poison_pool(cp, want.shape)
+        got = fastconv.avg_pool2d(cp.asarray(x), size, stride, padding, count_include_pad, ceil_mode)
+    _check(cp, got, want, np.prod(size))
+
+
+@gpu
+@pytest.mark.parametrize("shape", [(1, 7, 7, 513), (3, 1, 1, 5), (2, 56, 56, 40), (1, 224, 224, 3)])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_global_pool2d(cp, rng, kind, shape):
+    x = _data(rng, *shape)
+    if kind == "max":
+        x[0, 0, 0, 0] = np.nan
+    op, ref_op = (fastconv.global_max_pool2d, ref.global_max_pool2d) if kind == "max" else (
+        fastconv.global_avg_pool2d, ref.global_avg_pool2d)
+    want = ref_op(x)
+    _poison_pool(cp, want.shape)
+    _check(cp, op(cp.asarray(x)), want, shape[1] * shape[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Direct _gpu.run calls into NaN-filled outputs
+
+
+def _direct_cases(rng):
+    x4 = _data(rng, 2, 11, 9, 6)
+    return {
+        "conv2d": (
+            _params.conv2d_problem("conv2d", x4.shape, (3, 3, 3, 10), (10,), 2, 1, 1, 2, "relu"),
+            (x4, _data(rng, 3, 3, 3, 10), _data(rng, 10)),
+            lambda x, w, b: ref.conv2d(x, w, b, stride=2, padding=1, groups=2, activation="relu"),
+            27,
+        ),
+        "depthwise": (
+            _params.depthwise_problem("depthwise_conv2d", x4.shape, (3, 3, 6, 2), None, 1, "same", 2, None),
+            (x4, _data(rng, 3, 3, 1, 12), None),
+            lambda x, w, b: ref.depthwise_conv2d(x, w.reshape(3, 3, 6, 2), padding="same", dilation=2),
+            9,
+        ),
+        "pointwise": (
+            _params.pointwise_problem("pointwise_conv2d", x4.shape, (6, 5), (5,), "tanh"),
+            (x4, _data(rng, 1, 1, 6, 5), _data(rng, 5)),
+            lambda x, w, b: ref.pointwise_conv2d(x, w.reshape(6, 5), b, activation="tanh"),
+            6,
+        ),
+        "dense": (
+            _params.dense_problem("dense", (5, 7), (7, 3), (3,), None),
+            (_data(rng, 5, 7), _data(rng, 7, 3), _data(rng, 3)),
+            ref.dense,
+            7,
+        ),
+        "max_pool2d": (
+            _params.pool2d_problem("max_pool2d", x4.shape, 3, 2, 1, True),
+            (x4,),
+            lambda x: ref.max_pool2d(x, 3, 2, 1, True),
+            9,
+        ),
+        "avg_pool2d": (
+            _params.pool2d_problem("avg_pool2d", x4.shape, 3, 2, 1, True, True),
+            (x4,),
+            lambda x: ref.avg_pool2d(x, 3, 2, 1, True, True),
+            9,
+        ),
+        "global_avg_pool2d": (_params.global_pool_problem("global_avg_pool2d", x4.shape), (x4,), ref.global_avg_pool2d, 99),
+        "global_max_pool2d": (_params.global_pool_problem("global_max_pool2d", x4.shape), (x4,), ref.global_max_pool2d, 1),
+    }
+
+
+@gpu
+@pytest.mark.parametrize(
+    "name", ["conv2d", "depthwise", "pointwise", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+             "global_max_pool2d"]
+)
+def test_direct_run_overwrites_nan_output(cp, rng, name):
+    from fastconv import _gpu
+
+    problem, arrays, reference, terms = _direct_cases(rng)[name]
+    kernel = name if name in _gpu._KERNEL_ARGS else "conv2d"
+    out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
+    gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
+    result = _gpu.run(kernel, problem, *gpu_arrays, out=out)
+    assert result is out
+    _check(cp, out, reference(*arrays), terms)
+
+
+@gpu
+def test_direct_run_rejects_wrong_sizes(cp):
+    from fastconv import _gpu
+
+    problem = _params.global_pool_problem("global_avg_pool2d", (1, 2, 2, 3))
+    with pytest.raises(ValueError, match="x must hold 12 elements"):
+        _gpu.run("global_avg_pool2d", problem, cp.zeros(11, dtype=cp.float32))
+    with pytest.raises(ValueError, match="out must hold 3 elements"):
+        _gpu.run("global_avg_pool2d", problem, cp.zeros(12, dtype=cp.float32), out=cp.zeros(4, dtype=cp.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Streams, array kinds, devices
+
+
+@gpu
+def test_results_are_ordered_on_a_non_default_stream(cp, rng):
+    x, wt, b = _data(rng, 8, 64, 64, 32), _data(rng, 3, 3, 32, 64), _data(rng, 64)
+    want = np.tanh(ref.conv2d(x, wt, b, padding="same")) * 2.0 + 1.0
+    stream = cp.cuda.Stream(non_blocking=True)  # no implicit sync with the legacy default stream
+    with stream:
+        x_gpu = cp.zeros(x.shape, dtype=cp.float32)
+        x_gpu[...] = cp.asarray(x)  # the write the conv must wait for, queued on `stream`
+        y = fastconv.conv2d(x_gpu, cp.asarray(wt), cp.asarray(b), padding="same")
+        z = cp.tanh(y) * 2.0 + 1.0
+        got = cp.asnumpy(z)  # waits for `stream`, the current one
+    assert_close(got, want, terms=9 * 32)
+
+
+@gpu
+def test_numpy_and_cupy_arguments_do_not_mix(cp, rng):
+    x, wt = _data(rng, 1, 5, 5, 3), _data(rng, 3, 3, 3, 4)
+    with pytest.raises(TypeError, match="same device"):
+        fastconv.conv2d(x, cp.asarray(wt))
+
+
+@gpu
+def test_foreign_cuda_array_interface_objects_are_accepted(cp, rng):
+    class Foreign:  # exposes only the interface, like a Numba or PyTorch tensor would
+        def __init__(self, a):
+            self._a = a
+
+        @property
+        def __cuda_array_interface__(self):
+            return self._a.__cuda_array_interface__
+
+    x, wt = _data(rng, 2, 6, 7, 4), _data(rng, 3, 3, 4, 5)
+    got = fastconv.conv2d(Foreign(cp.asarray(x, dtype=cp.float32)), Foreign(cp.asarray(wt, dtype=cp.float32)))
+    _check(cp, got, ref.conv2d(x, wt), 36)
+
+
+@gpu
+def test_float64_and_strided_inputs_are_converted(cp, rng):
+    x, wt = _data(rng, 2, 6, 14, 4), _data(rng, 3, 3, 4, 5)
+    x_gpu = cp.asarray(x)[:, :, ::2, :]  # float64, not contiguous
+    _check(cp, fastconv.conv2d(x_gpu, cp.asarray(wt)), ref.conv2d(x[:, :, ::2, :], wt), 36)
+
+
+@gpu
+def test_arrays_on_different_devices_are_rejected(cp, rng):
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two CUDA devices")
+    with cp.cuda.Device(0):
+        x = cp.asarray(_data(rng, 1, 5, 5, 3))
+    with cp.cuda.Device(1):
+        wt = cp.asarray(_data(rng, 3, 3, 3, 4))
+    with pytest.raises(ValueError, match=r"x on GPU 0, w on GPU 1"):
+        fastconv.conv2d(x, wt)
+
+
+@gpu
+def test_second_device(cp, rng):
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two CUDA devices")
+    x, wt = _data(rng, 1, 9, 9, 8), _data(rng, 3, 3, 8, 8)
+    with cp.cuda.Device(1):
+        x_gpu, w_gpu = cp.asarray(x), cp.asarray(wt)
+    got = fastconv.conv2d(x_gpu, w_gpu)  # current device is 0: the op must follow the arrays
+    assert got.device.id == 1
+    _check(cp, got, ref.conv2d(x, wt), 72)
+
+
+# --------------------------------------------------------------------------------------------
+# 64-bit indexing: an input of more than 2^31 elements (about 10 GB)
+
+
+@gpu
+def test_tensors_beyond_2_pow_31_elements(cp, rng):
+    if cp.cuda.Device().mem_info[0] < 40 * 2**30:
+        pytest.skip("needs 40 GiB of free GPU memory")
+    shape = (1, 8192, 8192, 36)  # 2.4e9 elements; the last rows sit past 2^31
+    x = cp.random.standard_normal(shape, dtype=cp.float32)
+    x_tail = cp.asnumpy(x[:, -5:]).astype(np.float64)
+    wt = _data(rng, 3, 3, 36, 8)
+    dw = _data(rng, 3, 3, 36)
+    pw = _data(rng, 36, 8)
+
+    y = fastconv.conv2d(x, cp.asarray(wt))
+    _check(cp, y[:, -3:], ref.conv2d(x_tail, wt), 9 * 36)
+    del y
+    y = fastconv.depthwise_conv2d(x, cp.asarray(dw))
+    _check(cp, y[:, -3:], ref.depthwise_conv2d(x_tail, dw), 9)
+    del y
+    y = fastconv.pointwise_conv2d(x, cp.asarray(pw))
+    _check(cp, y[:, -5:], ref.pointwise_conv2d(x_tail, pw), 36)
+    del y
+    y = fastconv.max_pool2d(x, 2)
+    _check(cp, y[:, -2:], ref.max_pool2d(x_tail[:, 1:], 2), 4)
+    del y
+    _check(cp, fastconv.global_max_pool2d(x), cp.asnumpy(x.max(axis=(1, 2))), 1)
+    _check(cp, fastconv.global_avg_pool2d(x), cp.asnumpy(x.mean(axis=(1, 2), dtype=cp.float64)), 8192 * 8192)
