@@ -107,4 +107,15 @@ void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
   table().global_max_pool(p, x, y, num_threads());
 }
 
+double fma_peak(int threads, double seconds) {
+  if (threads < 1) throw std::invalid_argument("fma_peak: threads must be >= 1");
+  if (!(seconds > 0.0)) throw std::invalid_argument("fma_peak: seconds must be > 0");
+  return table().fma_peak(threads, seconds);
+}
+double triad_bandwidth(int64_t floats_per_array, int threads) {
+  if (threads < 1) throw std::invalid_argument("triad_bandwidth: threads must be >= 1");
+  if (floats_per_array < 1) throw std::invalid_argument("triad_bandwidth: floats_per_array must be >= 1");
+  return table().triad_bandwidth(floats_per_array, threads);
+}
+
 }  // namespace fastconv::cpu

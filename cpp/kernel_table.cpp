@@ -8,6 +8,7 @@ namespace fastconv::cpu::FC_ISA {
 
 const KernelTable table = {
     FC_STRINGIFY(FC_ISA), conv2d, depthwise, gemm, max_pool, avg_pool, global_avg_pool, global_max_pool,
+    fma_peak, triad_bandwidth,
 };
 
 }  // namespace fastconv::cpu::FC_ISA

@@ -96,6 +96,10 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("set_isa", &cpu::set_isa, py::arg("name"), "Switch the kernels' instruction set (tests, benchmarks).");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
+  m.def("fma_peak", &cpu::fma_peak, py::arg("threads"), py::arg("seconds") = 0.2,
+        py::call_guard<py::gil_scoped_release>(), "Register-only float32 FMA GFLOP/s of the active ISA (bench).");
+  m.def("triad_bandwidth", &cpu::triad_bandwidth, py::arg("floats_per_array"), py::arg("threads"),
+        py::call_guard<py::gil_scoped_release>(), "STREAM triad GB/s (3 arrays x 4 B per element; bench).");
 
 #if defined(_OPENMP)
   m.attr("openmp") = _OPENMP;

@@ -29,4 +29,9 @@ void avg_pool2d(const Pool2dParams& p, const float* x, float* y);
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y);
 void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y);
 
+// Machine ceilings for `fastconv bench` (cpp/peak.cpp), with the active instruction set:
+// float32 FMA GFLOP/s over `threads` threads, measured for about `seconds`; triad GB/s.
+double fma_peak(int threads, double seconds);
+double triad_bandwidth(int64_t floats_per_array, int threads);
+
 }  // namespace fastconv::cpu

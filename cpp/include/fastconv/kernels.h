@@ -13,6 +13,8 @@ using ConvFn = void (*)(const Conv2dParams&, const float* x, const float* w, con
 using GemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);
 using PoolFn = void (*)(const Pool2dParams&, const float* x, float* y, int threads);
 using GlobalPoolFn = void (*)(const GlobalPoolParams&, const float* x, float* y, int threads);
+using FmaPeakFn = double (*)(int threads, double seconds);
+using TriadFn = double (*)(int64_t floats_per_array, int threads);
 
 struct KernelTable {
   const char* isa;
@@ -23,6 +25,8 @@ struct KernelTable {
   PoolFn avg_pool;
   GlobalPoolFn global_avg_pool;
   GlobalPoolFn global_max_pool;
+  FmaPeakFn fma_peak;       // peak.cpp: register-only FMA GFLOP/s over `threads` (fastconv bench)
+  TriadFn triad_bandwidth;  // peak.cpp: STREAM triad GB/s, 3 arrays x 4 bytes per element
 };
 
 // Declares one instruction set's kernels; expanded once per ISA below and inside each family file.
@@ -35,6 +39,8 @@ struct KernelTable {
   void avg_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
   void global_avg_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
   void global_max_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
+  double fma_peak(int threads, double seconds);                                                     \
+  double triad_bandwidth(int64_t floats_per_array, int threads);                                    \
   extern const KernelTable table;                                                                     \
   }
 

@@ -1,0 +1,610 @@
+"""One small adapter per library the bench runs: fastconv itself and its peers.
+
+An adapter lives inside its own worker process (worker.py) and answers four questions:
+  missing()            None when the library imports, else a one-line hint on how to add it
+  setup(threads)       pin the library's thread pool once (every CPU library gets the same count)
+  supports(case)       whether the library has this op at all (else the table shows '-')
+  prepare(case, arrays) -> (run, fetch)
+                       `run()` is the timed region: the op on data already in the library's own
+                       format and memory (layout conversions are not timed); `fetch(result)` turns
+                       what `run` returned into an NHWC float NumPy array for the correctness check.
+
+Peer names (`--peers`): numpy (im2col + matmul baseline), numpy_ref (the float64 oracle; slow,
+opt-in), torch_nchw, torch_nhwc (channels_last), ort_nchw (onnxruntime, one-node model);
+on the GPU: cudnn (PyTorch, channels_last, TF32 off) and cupy (only where CuPy has the op).
+`module:attribute` loads an adapter class from elsewhere (experiments, tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import numpy as np
+
+from .suites import CONV_OPS, POOL_OPS, Case
+
+CPU_PEERS = ("numpy", "torch_nchw", "torch_nhwc", "ort_nchw")
+GPU_PEERS = ("cudnn", "cupy")
+OPT_IN_PEERS = ("numpy_ref",)
+
+
+def call_op(module, case: Case, arrays: dict):
+    """Call `module.<op>` (fastconv or fastconv.reference: same signatures) on the case's arrays."""
+    fn = getattr(module, case.op)
+    if case.op in CONV_OPS:
+        return fn(arrays["x"], arrays["w"], arrays.get("b"), **case.kwargs())
+    return fn(arrays["x"], **case.kwargs())
+
+
+def _missing_module(module: str, hint: str) -> str | None:
+    return None if importlib.util.find_spec(module) is not None else hint
+
+
+class Adapter:
+    """Base: a CPU library that takes NumPy arrays and returns NHWC NumPy arrays."""
+
+    name = "?"
+    device = "cpu"
+    label = None  # column header; defaults to name
+
+    def missing(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return ""
+
+    def setup(self, threads: int) -> None:
+        pass
+
+    def supports(self, case: Case) -> bool:
+        return True
+
+    def prepare(self, case: Case, arrays: dict):
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU adapters)."""
+
+
+# --------------------------------------------------------------------------------------------
+# CPU
+
+
+class Fastconv(Adapter):
+    name = "fastconv"
+
+    def version(self):
+        import fastconv
+
+        return f"{fastconv.__version__} ({fastconv._cpu.active_isa()})"
+
+    def setup(self, threads):
+        import fastconv
+
+        fastconv.set_num_threads(threads)
+
+    def prepare(self, case, arrays):
+        import fastconv
+
+        return (lambda: call_op(fastconv, case, arrays)), np.asarray
+
+
+class NumpyRef(Adapter):
+    """fastconv.reference: float64 NumPy, written for clarity. A floor for 'did we beat NumPy'."""
+
+    name = "numpy_ref"
+
+    def version(self):
+        return np.__version__
+
+    def prepare(self, case, arrays):
+        from fastconv import reference
+
+        return (lambda: call_op(reference, case, arrays)), np.asarray
+
+
+class NumpyIm2col(Adapter):
+    """What a NumPy user writes: im2col + one float32 matmul (BLAS), per-tap sums for depthwise."""
+
+    name = "numpy"
+
+    def version(self):
+        return np.__version__
+
+    def prepare(self, case, arrays):
+        p = case.problem()
+        x, w, b = arrays["x"], arrays.get("w"), arrays.get("b")
+        if case.op == "dense":
+            fn = lambda: _epilogue(x @ w, b, case.activation)  # noqa: E731
+        elif case.op == "pointwise_conv2d":
+            fn = lambda: _epilogue((x.reshape(-1, p.c_in) @ w).reshape(p.out_shape), b, case.activation)  # noqa: E731
+        elif case.op == "conv2d":
+            fn = lambda: _epilogue(_im2col_conv(p, x, w), b, case.activation)  # noqa: E731
+        elif case.op == "depthwise_conv2d":
+            fn = lambda: _epilogue(_tap_depthwise(p, x, w), b, case.activation)  # noqa: E731
+        elif case.op in POOL_OPS:
+            fn = lambda: _window_pool(p, x)  # noqa: E731
+        else:
+            fn = lambda: x.mean(axis=(1, 2))  # noqa: E731
+        return fn, np.asarray
+
+
+def _pad(p, x, fill=0.0):
+    pads = ((0, 0), (p.pad_top, p.pad_bottom), (p.pad_left, p.pad_right), (0, 0))
+    return x if not any(a or b for a, b in pads) else np.pad(x, pads, constant_values=fill)
+
+
+def _windows(p, xp):
+    """(N, OH, OW, C, KH, KW) strided view of the padded input."""
+    view = np.lib.stride_tricks.sliding_window_view(xp, (p.kh, p.kw), axis=(1, 2))
+    return view[:, :: p.stride_h, :: p.stride_w][:, : p.out_h, : p.out_w]
+
+
+def _im2col_conv(p, x, w):
+    cols = _windows(p, _pad(p, x)).transpose(0, 1, 2, 4, 5, 3).reshape(-1, p.kh * p.kw * p.c_in)
+    return (cols @ w.reshape(-1, p.c_out)).reshape(p.out_shape)
+
+
+def _tap_depthwise(p, x, w):
+    xp = _pad(p, x)
+    acc = np.zeros(p.out_shape, dtype=np.float32)
+    for ky in range(p.kh):
+        for kx in range(p.kw):
+            tap = xp[:, ky : ky + (p.out_h - 1) * p.stride_h + 1 : p.stride_h,
+                     kx : kx + (p.out_w - 1) * p.stride_w + 1 : p.stride_w]
+            acc += tap * w[ky, kx]
+    return acc
+
+
+def _window_pool(p, x):
+    if p.op == "max_pool2d":
+        return _windows(p, _pad(p, x, -np.inf)).max(axis=(-2, -1))
+    total = _windows(p, _pad(p, x)).sum(axis=(-2, -1))
+    # Padding counts toward the divisor only with count_include_pad.
+    ones = _pad(p, np.ones((1, p.h, p.w, 1), dtype=np.float32), 1.0 if p.count_include_pad else 0.0)
+    return total / _windows(p, ones).sum(axis=(-2, -1))
+
+
+def _epilogue(y, b, activation):
+    from fastconv.reference import activate
+
+    if b is not None:
+        y += b
+    return activate(y, activation)
+
+
+# ---- PyTorch ---------------------------------------------------------------------------------
+
+
+class _Torch(Adapter):
+    channels_last = False
+    device = "cpu"
+
+    def missing(self):
+        return _missing_module("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu")
+
+    def version(self):
+        import torch
+
+        return torch.__version__
+
+    def setup(self, threads):
+        import torch
+
+        torch.set_grad_enabled(False)
+        if self.device == "cpu":
+            torch.set_num_threads(threads)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already set
+                pass
+
+    def _tensor(self, a):
+        import torch
+
+        return torch.from_numpy(a)
+
+    def prepare(self, case, arrays):
+        fn, out = _torch_op(case, arrays, self._tensor, self.channels_last)
+        return fn, lambda y: _torch_to_nhwc(y, out)
+
+
+class TorchNchw(_Torch):
+    name = "torch_nchw"
+
+
+class TorchNhwc(_Torch):
+    name = "torch_nhwc"
+    channels_last = True
+
+
+def _torch_activation(activation):
+    import torch
+    import torch.nn.functional as F
+
+    return {
+        None: lambda y: y,
+        "relu": lambda y: F.relu(y, inplace=True),
+        "relu6": lambda y: F.relu6(y, inplace=True),
+        "sigmoid": torch.sigmoid_,
+        "tanh": torch.tanh_,
+        "silu": lambda y: F.silu(y, inplace=True),
+    }[activation]
+
+
+def _torch_op(case: Case, arrays: dict, tensor, channels_last: bool):
+    """The PyTorch call for a case. `tensor` moves a NumPy array to the library's device."""
+    import torch
+    import torch.nn.functional as F
+
+    p = case.problem()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = tensor(arrays["x"])
+    b = tensor(arrays["b"]) if arrays.get("b") is not None else None
+    act = _torch_activation(getattr(p, "activation", None))
+    if case.op == "dense":
+        wt = tensor(np.ascontiguousarray(arrays["w"].T))
+        return (lambda: act(F.linear(x, wt, b))), "nc"
+    x = x.permute(0, 3, 1, 2).contiguous(memory_format=fmt)  # NHWC memory is channels_last already
+    if case.op == "global_avg_pool2d":
+        return (lambda: x.mean(dim=(2, 3))), "nc"
+    symmetric = p.pad_top == p.pad_bottom and p.pad_left == p.pad_right
+    pad = (p.pad_top, p.pad_left) if symmetric else (0, 0)
+    extra = None if symmetric else (p.pad_left, p.pad_right, p.pad_top, p.pad_bottom)
+    stride = (p.stride_h, p.stride_w)
+    if case.op in POOL_OPS:
+        if case.op == "max_pool2d":
+            fill = -float("inf")
+            op = lambda v: F.max_pool2d(v, (p.kh, p.kw), stride, pad)  # noqa: E731
+        else:
+            fill = 0.0
+            op = lambda v: F.avg_pool2d(v, (p.kh, p.kw), stride, pad, count_include_pad=p.count_include_pad)  # noqa: E731
+        if extra:
+            return (lambda: op(F.pad(x, extra, value=fill))), "nchw"
+        return (lambda: op(x)), "nchw"
+    w = arrays["w"]
+    if case.op == "depthwise_conv2d":
+        w = w.reshape(p.kh, p.kw, p.c_out).transpose(2, 0, 1)[:, None]  # (C, 1, KH, KW)
+    elif case.op == "pointwise_conv2d":
+        w = w.T[:, :, None, None]
+    else:
+        w = w.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    wt = tensor(np.ascontiguousarray(w)).contiguous(memory_format=fmt)
+    groups = p.groups
+
+    def run():
+        v = F.pad(x, extra) if extra else x
+        return act(F.conv2d(v, wt, b, stride=stride, padding=pad, groups=groups))
+
+    return run, "nchw"
+
+
+def _torch_to_nhwc(y, layout):
+    y = y.detach()
+    if layout == "nchw":
+        y = y.permute(0, 2, 3, 1)
+    return y.contiguous().cpu().numpy()
+
+
+# ---- onnxruntime -----------------------------------------------------------------------------
+
+
+class OrtNchw(Adapter):
+    """onnxruntime CPU on a one-node model (plus the activation node) built with onnx.helper.
+
+    Standard ONNX Conv is NCHW; the input is converted outside the timed region. Weights are
+    initializers, so ORT may pre-pack them as it would in deployment.
+    """
+
+    name = "ort_nchw"
+
+    def missing(self):
+        for module in ("onnxruntime", "onnx"):
+            if importlib.util.find_spec(module) is None:
+                return "pip install onnxruntime onnx"
+        return None
+
+    def version(self):
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def setup(self, threads):
+        self.threads = threads
+
+    def prepare(self, case, arrays):
+        import onnxruntime as ort
+
+        model, feed = _onnx_model(case, arrays)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        nchw = case.op not in ("dense", "global_avg_pool2d")
+        return (lambda: session.run(None, feed)[0]), (
+            lambda y: np.ascontiguousarray(y.transpose(0, 2, 3, 1)) if nchw else y.reshape(y.shape[0], -1)
+        )
+
+
+def _onnx_model(case: Case, arrays: dict):
+    from onnx import TensorProto, helper, numpy_helper
+
+    p = case.problem()
+    x = arrays["x"]
+    nodes, inits = [], []
+    if case.op == "dense":
+        feed = {"x": x}
+        inits.append(numpy_helper.from_array(arrays["w"], "w"))
+        inputs = ["x", "w"]
+        if arrays.get("b") is not None:
+            inits.append(numpy_helper.from_array(arrays["b"], "b"))
+            inputs.append("b")
+        nodes.append(helper.make_node("Gemm", inputs, ["y0"]))
+    else:
+        feed = {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
+        if case.op == "global_avg_pool2d":
+            nodes.append(helper.make_node("GlobalAveragePool", ["x"], ["y0"]))
+        elif case.op in POOL_OPS:
+            kind = "MaxPool" if case.op == "max_pool2d" else "AveragePool"
+            attrs = dict(kernel_shape=[p.kh, p.kw], strides=[p.stride_h, p.stride_w],
+                         pads=[p.pad_top, p.pad_left, p.pad_bottom, p.pad_right])
+            if kind == "AveragePool":
+                attrs["count_include_pad"] = int(p.count_include_pad)
+            nodes.append(helper.make_node(kind, ["x"], ["y0"], **attrs))
+        else:
+            w = arrays["w"]
+            if case.op == "depthwise_conv2d":
+                w = w.reshape(p.kh, p.kw, p.c_out).transpose(2, 0, 1)[:, None]
+            elif case.op == "pointwise_conv2d":
+                w = w.T[:, :, None, None]
+            else:
+                w = w.transpose(3, 2, 0, 1)
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(w), "w"))
+            inputs = ["x", "w"]
+            if arrays.get("b") is not None:
+                inits.append(numpy_helper.from_array(arrays["b"], "b"))
+                inputs.append("b")
+            nodes.append(helper.make_node(
+                "Conv", inputs, ["y0"], kernel_shape=[p.kh, p.kw], strides=[p.stride_h, p.stride_w],
+                pads=[p.pad_top, p.pad_left, p.pad_bottom, p.pad_right], group=p.groups,
+            ))
+    nodes += _onnx_activation(getattr(p, "activation", None), "y0", "y")
+    if len(nodes) == 1 or nodes[-1].output[0] != "y":
+        nodes[-1].output[0] = "y"
+    graph = helper.make_graph(
+        nodes, case.name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(feed["x"].shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, feed
+
+
+def _onnx_activation(activation, src, dst):
+    from onnx import helper
+
+    if activation is None:
+        return []
+    if activation == "relu6":
+        return _clip6(src, dst)
+    if activation == "silu":
+        return [helper.make_node("Sigmoid", [src], ["sig"]), helper.make_node("Mul", [src, "sig"], [dst])]
+    kind = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[activation]
+    return [helper.make_node(kind, [src], [dst])]
+
+
+def _clip6(src, dst):
+    """Clip(0, 6) with its bounds as Constant nodes (opset >= 11 takes them as inputs)."""
+    from onnx import helper, numpy_helper
+
+    lo = helper.make_node("Constant", [], ["clip_lo"], value=numpy_helper.from_array(np.array(0, np.float32)))
+    hi = helper.make_node("Constant", [], ["clip_hi"], value=numpy_helper.from_array(np.array(6, np.float32)))
+    return [lo, hi, helper.make_node("Clip", [src, "clip_lo", "clip_hi"], [dst])]
+
+
+# --------------------------------------------------------------------------------------------
+# GPU: inputs rotate over several copies so that repeated runs do not time the L2 cache.
+
+
+def gpu_missing() -> str | None:
+    """None when CuPy, a CUDA device and fastconv's CUDA module are all present, else why not."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:  # ImportError, or driver errors without a GPU
+        return f"CuPy with a CUDA device is not available ({type(exc).__name__}: {exc})"
+    try:
+        from fastconv import _gpu
+
+        _gpu.cuda_module()
+    except Exception as exc:
+        return f"fastconv's CUDA module is unavailable ({exc})"
+    return None
+
+
+def _copies_for(arrays: dict, l2_bytes: int) -> int:
+    """Enough input sets that cycling through them overflows L2 twice over (at most 64)."""
+    nbytes = sum(a.nbytes for a in arrays.values() if a is not None)
+    return int(min(64, max(1, -(-2 * l2_bytes // max(nbytes, 1)))))
+
+
+def _l2_bytes() -> int:
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id).get("l2CacheSize", 64 << 20))
+
+
+class _Rotating:
+    """Cycles over prepared callables, one per copy of the inputs."""
+
+    def __init__(self, runs):
+        self.runs, self.i = runs, 0
+
+    def __call__(self):
+        self.i = (self.i + 1) % len(self.runs)
+        return self.runs[self.i]()
+
+
+class FastconvGpu(Adapter):
+    name = "fastconv"
+    device = "gpu"
+
+    def missing(self):
+        return gpu_missing()
+
+    def version(self):
+        import fastconv
+
+        return fastconv.__version__
+
+    def synchronize(self):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+    def prepare(self, case, arrays):
+        import cupy
+
+        import fastconv
+
+        sets = [{k: None if a is None else cupy.asarray(a) for k, a in arrays.items()}
+                for _ in range(_copies_for(arrays, _l2_bytes()))]
+        runs = [lambda s=s: call_op(fastconv, case, s) for s in sets]
+        return _Rotating(runs), cupy.asnumpy
+
+
+class Cudnn(_Torch):
+    """cuDNN through PyTorch, channels_last, TF32 off (plain FP32 math, like ours)."""
+
+    name = "cudnn"
+    device = "gpu"
+    channels_last = True
+    label = "cudnn (TF32 off)"
+
+    def missing(self):
+        hint = _Torch.missing(self)
+        if hint:
+            return "pip install torch (a CUDA build)"
+        import torch
+
+        return None if torch.cuda.is_available() else "PyTorch has no CUDA device (CPU-only build?)"
+
+    def setup(self, threads):
+        import torch
+
+        super().setup(threads)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+
+    def synchronize(self):
+        import torch
+
+        torch.cuda.synchronize()
+
+    def _tensor(self, a):
+        import torch
+
+        return torch.from_numpy(a).cuda()
+
+    def prepare(self, case, arrays):
+        runs = []
+        for _ in range(_copies_for(arrays, _l2_bytes_torch())):
+            fn, out = _torch_op(case, arrays, self._tensor, True)
+            runs.append(fn)
+        return _Rotating(runs), lambda y: _torch_to_nhwc(y, out)
+
+
+def _l2_bytes_torch() -> int:
+    import torch
+
+    return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 64 << 20))
+
+
+class Cupy(Adapter):
+    """CuPy where it has the op: matmul (cuBLAS) for dense / pointwise, mean for global pooling."""
+
+    name = "cupy"
+    device = "gpu"
+
+    def missing(self):
+        return _missing_module("cupy", "pip install cupy-cuda12x")
+
+    def version(self):
+        import cupy
+
+        return cupy.__version__
+
+    def synchronize(self):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+    def supports(self, case):
+        return case.op in ("dense", "pointwise_conv2d", "global_avg_pool2d") and case.activation is None
+
+    def prepare(self, case, arrays):
+        import cupy
+
+        p = case.problem()
+        runs = []
+        for _ in range(_copies_for(arrays, _l2_bytes())):
+            x = cupy.asarray(arrays["x"])
+            if case.op == "global_avg_pool2d":
+                runs.append(lambda x=x: x.mean(axis=(1, 2)))
+                continue
+            w = cupy.asarray(arrays["w"])
+            b = None if arrays.get("b") is None else cupy.asarray(arrays["b"])
+            x2 = x.reshape(-1, x.shape[-1])
+
+            def run(x2=x2, w=w, b=b):
+                y = x2 @ w
+                return y if b is None else y.__iadd__(b)
+
+            runs.append(run)
+        shape = getattr(p, "out_shape", None)
+        return _Rotating(runs), lambda y: cupy.asnumpy(y).reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------
+
+REGISTRY = {
+    ("cpu", "fastconv"): Fastconv,
+    ("cpu", "numpy"): NumpyIm2col,
+    ("cpu", "numpy_ref"): NumpyRef,
+    ("cpu", "torch_nchw"): TorchNchw,
+    ("cpu", "torch_nhwc"): TorchNhwc,
+    ("cpu", "ort_nchw"): OrtNchw,
+    ("gpu", "fastconv"): FastconvGpu,
+    ("gpu", "cudnn"): Cudnn,
+    ("gpu", "cupy"): Cupy,
+}
+
+
+def known_peers(device: str) -> list[str]:
+    return [name for (dev, name) in REGISTRY if dev == device and name != "fastconv"]
+
+
+def load_adapter(spec: str, device: str) -> Adapter:
+    """A registered peer name, or 'module:attribute' naming an Adapter subclass (or instance)."""
+    if ":" in spec:
+        module, attr = spec.split(":", 1)
+        obj = getattr(importlib.import_module(module), attr)
+        adapter = obj() if isinstance(obj, type) else obj
+        adapter.name = spec if adapter.name == "?" else adapter.name
+        return adapter
+    try:
+        return REGISTRY[(device, spec)]()
+    except KeyError:
+        raise ValueError(
+            f"--peers: unknown {device} peer {spec!r}; expected one of {', '.join(known_peers(device))} "
+            "or module:attribute"
+        ) from None
