@@ -1,4 +1,4 @@
-"""The `fastconv` command line: `fastconv info` (and `python -m fastconv info`)."""
+"""The `fastconv` command line: `fastconv info`, `fastconv demo edges [IMAGE]` (and `python -m fastconv ...`)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     commands.add_parser("info", help="version, build flags, CPU ISA in use, threads, CUDA module").set_defaults(
         handler=_print_info
     )
+    from . import demo
+
+    demo.add_parser(commands)  # `fastconv demo edges [IMAGE]`
     args = parser.parse_args(argv)
     return args.handler(args)
 
