@@ -169,7 +169,8 @@ class Model:
 
         Each layer gets the reference's input (rounded to float32) and is compared with the reference's
         output under _compare's rule (rtol=None: the tolerance grows with the layer's reduction length)
-        or a fixed rtol. Returns a CheckReport; raises AssertionError naming the worst layer on a mismatch.
+        or a fixed rtol. Returns a CheckReport whose worst_* fields name the layer with the largest error
+        relative to its tolerance; raises AssertionError naming every failing layer on a mismatch.
         x: NumPy (checked on the CPU) or CuPy (on the GPU); default one random image at input_shape.
         """
         from .. import reference
@@ -218,8 +219,8 @@ class Model:
         missing = sorted(set(mine) - set(state))
         extra = sorted(set(state) - set(mine))
         if missing or extra:
-            raise ValueError(f"{self.name}: weights do not match the model: missing {missing[:5]}, unexpected {extra[:5]}"
-                             + (" (was one of them saved after fold_batch_norm?)" if missing or extra else ""))
+            raise ValueError(f"{self.name}: weights do not match the model: missing {missing[:5]}, unexpected "
+                             f"{extra[:5]} (weights saved after fold_batch_norm() load only into a folded model)")
         for layer in self.layers():
             layer.set_params(**{k: state[f"{layer.name}.{k}"] for k in layer.params})
         return self
