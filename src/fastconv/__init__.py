@@ -9,16 +9,25 @@ from importlib.metadata import PackageNotFoundError, version
 from . import reference
 from ._params import conv_output_size
 from .ops import (
+    activate,
+    adaptive_avg_pool2d,
+    add,
     avg_pool2d,
+    batch_norm,
+    concat,
     conv2d,
     dense,
     depthwise_conv2d,
+    flatten,
     get_num_threads,
     global_avg_pool2d,
     global_max_pool2d,
+    local_response_norm,
     max_pool2d,
     pointwise_conv2d,
+    scale_channels,
     set_num_threads,
+    softmax,
 )
 
 try:
@@ -27,16 +36,25 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "activate",
+    "adaptive_avg_pool2d",
+    "add",
     "avg_pool2d",
+    "batch_norm",
+    "concat",
     "conv2d",
     "conv_output_size",
     "dense",
     "depthwise_conv2d",
+    "flatten",
     "get_num_threads",
     "global_avg_pool2d",
     "global_max_pool2d",
+    "local_response_norm",
     "max_pool2d",
     "pointwise_conv2d",
     "reference",
+    "scale_channels",
     "set_num_threads",
+    "softmax",
 ]

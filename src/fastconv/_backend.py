@@ -66,3 +66,12 @@ def run(kernel: str, problem, *arrays):
     out = np.empty(problem.out_shape, dtype=np.float32)
     getattr(_cpu, kernel)(problem, *arrays, out)
     return out
+
+
+def array_module(array):
+    """numpy for CPU arrays, cupy for GPU ones: the elementwise layers compute with it directly."""
+    if _on_gpu(array):
+        import cupy
+
+        return cupy
+    return np

@@ -379,3 +379,109 @@ def global_pool_problem(op, x_shape) -> GlobalPoolProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     n, h, w, c = (int(d) for d in x_shape)
     return GlobalPoolProblem(op, n, h, w, c)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers for whole networks (batch norm, residual add, concat, softmax, adaptive pooling, LRN,
+# channel scaling, flatten, standalone activation). These are memory-bound elementwise ops that
+# run with the input's array module; only their arguments are checked here.
+
+
+def _check_nd(op: str, name: str, shape, min_ndim: int, layout: str) -> None:
+    if len(shape) < min_ndim:
+        raise ValueError(f"{op}: {name} must be at least {min_ndim}-D {layout}, got shape {tuple(shape)}")
+    _check_shape(op, name, shape, len(shape), layout)
+
+
+def activate_problem(op, x_shape, activation) -> str | None:
+    _check_nd(op, "x", x_shape, 1, "array")
+    if activation is None:
+        raise ValueError(f"{op}: activation must be one of {', '.join(ACTIVATIONS)}, got None")
+    return _check_activation(op, activation)
+
+
+def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> str | None:
+    """x (..., C); each of mean, var, gamma, beta (C,) (gamma / beta may be None)."""
+    _check_nd(op, "x", x_shape, 2, "(N, ..., C)")
+    c = int(x_shape[-1])
+    for name, shape in shapes.items():
+        if shape is not None and tuple(shape) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},) (one per channel of x), got {tuple(shape)}")
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
+        raise TypeError(f"{op}: eps must be a number, got {eps!r}")
+    if not eps >= 0:
+        raise ValueError(f"{op}: eps must be >= 0, got {eps!r}")
+    return _check_activation(op, activation)
+
+
+def add_problem(op, a_shape, b_shape, activation) -> str | None:
+    _check_nd(op, "a", a_shape, 1, "array")
+    if tuple(a_shape) != tuple(b_shape):
+        raise ValueError(f"{op}: a and b must have the same shape, got {tuple(a_shape)} and {tuple(b_shape)}")
+    return _check_activation(op, activation)
+
+
+def concat_problem(op, shapes) -> tuple[int, ...]:
+    """xs: a non-empty sequence of (N, H, W, C_i) sharing N, H, W -> (N, H, W, sum C_i)."""
+    if len(shapes) == 0:
+        raise ValueError(f"{op}: xs must be a non-empty sequence of arrays")
+    for i, shape in enumerate(shapes):
+        _check_nd(op, f"xs[{i}]", shape, 2, "(N, ..., C)")
+        if tuple(shape[:-1]) != tuple(shapes[0][:-1]):
+            raise ValueError(
+                f"{op}: xs[{i}] has shape {tuple(shape)}; all arrays must match xs[0] {tuple(shapes[0])} "
+                "in every axis but the last (channels)"
+            )
+    return tuple(int(d) for d in shapes[0][:-1]) + (sum(int(s[-1]) for s in shapes),)
+
+
+def softmax_problem(op, x_shape, axis) -> int:
+    _check_nd(op, "x", x_shape, 1, "array")
+    if not _is_int(axis):
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    if not -len(x_shape) <= axis < len(x_shape):
+        raise ValueError(f"{op}: axis {axis} is out of range for x with {len(x_shape)} dimensions")
+    return int(axis) % len(x_shape)
+
+
+def adaptive_pool_problem(op, x_shape, output_size) -> tuple[int, int, int, int]:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    oh, ow = _positive_pair(op, "output_size", output_size)
+    n, h, w, c = (int(d) for d in x_shape)
+    return (n, oh, ow, c)
+
+
+def adaptive_bounds(n: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows along one axis: [floor(i n / out), ceil((i + 1) n / out))."""
+    return [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
+
+
+def lrn_problem(op, x_shape, size, alpha, beta, k) -> None:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    if not _is_int(size):
+        raise TypeError(f"{op}: size must be an int, got {size!r}")
+    if size < 1:
+        raise ValueError(f"{op}: size must be >= 1, got {size}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{op}: {name} must be a number, got {value!r}")
+    if not k > 0:
+        raise ValueError(f"{op}: k must be > 0 (it keeps the denominator positive), got {k!r}")
+
+
+def scale_channels_problem(op, x_shape, s_shape) -> None:
+    _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
+    _check_shape(op, "s", s_shape, 2, "(N, C)")
+    if tuple(s_shape) != (x_shape[0], x_shape[3]):
+        raise ValueError(
+            f"{op}: s must have shape (N, C) = ({x_shape[0]}, {x_shape[3]}) to match x {tuple(x_shape)}, "
+            f"got {tuple(s_shape)}"
+        )
+
+
+def flatten_problem(op, x_shape) -> tuple[int, int]:
+    _check_nd(op, "x", x_shape, 2, "(N, ...)")
+    total = 1
+    for d in x_shape[1:]:
+        total *= int(d)
+    return (int(x_shape[0]), total)

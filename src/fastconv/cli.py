@@ -1,4 +1,5 @@
-"""The `fastconv` command line: `fastconv info`, `fastconv bench` (and `python -m fastconv ...`)."""
+"""The `fastconv` command line: `fastconv info`, `fastconv bench`, `fastconv demo edges [IMAGE]`
+(and `python -m fastconv ...`)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def main(argv=None) -> int:
     commands.add_parser("info", help="version, build flags, CPU ISA in use, threads, CUDA module").set_defaults(
         handler=_print_info
     )
-    from fastconv.bench import add_parser as _add_bench_parser
+    from . import bench, demo
 
-    _add_bench_parser(commands)  # `fastconv bench`: see fastconv/bench/__init__.py
+    bench.add_parser(commands)  # `fastconv bench`
+    demo.add_parser(commands)  # `fastconv demo edges [IMAGE]`
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -85,3 +85,138 @@ def set_num_threads(n) -> None:
 
 def get_num_threads() -> int:
     return _cpu.get_num_threads()
+
+
+# --------------------------------------------------------------------------------------------
+# Layers for whole networks. Memory-bound and elementwise, so they compute in float32 with the
+# input's own array module (NumPy or CuPy) rather than a compiled kernel; validation in _params.
+
+
+def _activate(xp, v, activation):
+    if activation is None:
+        return v
+    if activation == "relu":
+        return xp.maximum(v, 0)
+    if activation == "relu6":
+        return xp.clip(v, 0, 6)
+    if activation == "tanh":
+        return xp.tanh(v)
+    sigmoid = 1 / (1 + xp.exp(-v))
+    return sigmoid if activation == "sigmoid" else v * sigmoid
+
+
+def _f32(xp, a):
+    return a if a.dtype == xp.float32 else a.astype(xp.float32)
+
+
+def activate(x, activation):
+    """Standalone activation: "relu", "relu6", "sigmoid", "tanh" or "silu", elementwise."""
+    (x,) = _backend.as_inputs("activate", x=x)
+    activation = _params.activate_problem("activate", x.shape, activation)
+    with _errstate(x):
+        return _f32(_backend.array_module(x), _activate(_backend.array_module(x), x, activation))
+
+
+def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None):
+    """Inference batch normalisation over the last (channel) axis:
+    (x - mean) / sqrt(var + eps) * gamma + beta, then the activation. mean, var, gamma, beta: (C,).
+    """
+    x, mean, var, gamma, beta = _backend.as_inputs("batch_norm", x=x, mean=mean, var=var, gamma=gamma, beta=beta)
+    shapes = dict(mean=mean.shape, var=var.shape, gamma=_shape(gamma), beta=_shape(beta))
+    activation = _params.batch_norm_problem("batch_norm", x.shape, shapes, eps, activation)
+    xp = _backend.array_module(x)
+    scale = 1 / xp.sqrt(var + xp.float32(eps))
+    if gamma is not None:
+        scale = scale * gamma
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + beta
+    with _errstate(x):
+        return _f32(xp, _activate(xp, x * scale + shift, activation))
+
+
+def add(a, b, *, activation=None):
+    """Elementwise a + b of equal shapes (a residual connection), then the activation."""
+    a, b = _backend.as_inputs("add", a=a, b=b)
+    activation = _params.add_problem("add", a.shape, b.shape, activation)
+    xp = _backend.array_module(a)
+    with _errstate(a):
+        return _f32(xp, _activate(xp, a + b, activation))
+
+
+def concat(xs):
+    """Concatenate (N, H, W, C_i) arrays along the channel axis -> (N, H, W, sum C_i)."""
+    xs = list(xs) if not hasattr(xs, "shape") else [xs]
+    arrays = _backend.as_inputs("concat", **{f"xs[{i}]": a for i, a in enumerate(xs)}) if xs else []
+    _params.concat_problem("concat", [a.shape for a in arrays])
+    return _backend.array_module(arrays[0]).concatenate(arrays, axis=-1)
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, computed stably (the maximum subtracted first)."""
+    (x,) = _backend.as_inputs("softmax", x=x)
+    axis = _params.softmax_problem("softmax", x.shape, axis)
+    xp = _backend.array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    return _f32(xp, e / e.sum(axis=axis, keepdims=True))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed (OH, OW) with PyTorch's windows: rows [floor(i H / OH), ceil((i+1) H / OH)).
+
+    When OH divides H and OW divides W this is avg_pool2d with size = stride = (H / OH, W / OW).
+    """
+    (x,) = _backend.as_inputs("adaptive_avg_pool2d", x=x)
+    n, oh, ow, c = _params.adaptive_pool_problem("adaptive_avg_pool2d", x.shape, output_size)
+    h, w = x.shape[1], x.shape[2]
+    if h % oh == 0 and w % ow == 0:
+        return avg_pool2d(x, (h // oh, w // ow))
+    xp = _backend.array_module(x)
+    out = xp.empty((n, oh, ow, c), dtype=xp.float32)
+    for i, (r0, r1) in enumerate(_params.adaptive_bounds(h, oh)):
+        for j, (c0, c1) in enumerate(_params.adaptive_bounds(w, ow)):
+            out[:, i, j, :] = x[:, r0:r1, c0:c1, :].mean(axis=(1, 2))
+    return out
+
+
+def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    """Local response normalisation across channels, PyTorch's definition (AlexNet paper constants):
+    y_c = x_c / (k + alpha / size * sum of x_j^2 over j in [c - size // 2, c + (size - 1) // 2]) ** beta.
+    """
+    (x,) = _backend.as_inputs("local_response_norm", x=x)
+    _params.lrn_problem("local_response_norm", x.shape, size, alpha, beta, k)
+    xp = _backend.array_module(x)
+    c = x.shape[3]
+    sq = xp.pad(x * x, ((0, 0), (0, 0), (0, 0), (size // 2, (size - 1) // 2)))
+    total = xp.zeros_like(x)
+    for shift in range(size):
+        total += sq[..., shift : shift + c]
+    return _f32(xp, x / (total * xp.float32(alpha / size) + xp.float32(k)) ** xp.float32(beta))
+
+
+def scale_channels(x, s):
+    """Squeeze-and-excitation's rescaling: x (N, H, W, C) times s (N, C), broadcast over H and W."""
+    x, s = _backend.as_inputs("scale_channels", x=x, s=s)
+    _params.scale_channels_problem("scale_channels", x.shape, s.shape)
+    return x * s[:, None, None, :]
+
+
+def flatten(x):
+    """(N, ...) -> (N, product of the rest), in the array's (NHWC) order."""
+    (x,) = _backend.as_inputs("flatten", x=x)
+    return x.reshape(_params.flatten_problem("flatten", x.shape))
+
+
+class _errstate:
+    """Silence NumPy overflow warnings in exp (sigmoid of very negative inputs is correctly 0)."""
+
+    def __init__(self, x):
+        self._state = None if _backend._on_gpu(x) else __import__("numpy").errstate(over="ignore")
+
+    def __enter__(self):
+        if self._state is not None:
+            self._state.__enter__()
+
+    def __exit__(self, *exc):
+        if self._state is not None:
+            self._state.__exit__(*exc)

@@ -33,15 +33,23 @@ from fastconv._params import (
 
 __all__ = [
     "activate",
+    "adaptive_avg_pool2d",
+    "add",
     "avg_pool2d",
+    "batch_norm",
+    "concat",
     "conv2d",
     "conv_output_size",
     "dense",
     "depthwise_conv2d",
     "global_avg_pool2d",
+    "flatten",
     "global_max_pool2d",
+    "local_response_norm",
     "max_pool2d",
     "pointwise_conv2d",
+    "scale_channels",
+    "softmax",
 ]
 
 
@@ -230,3 +238,93 @@ def dense(x, w, b=None, *, activation=None):
     if b is not None:
         y = y + b.astype(np.float64)
     return activate(y, p.activation).astype(_result_dtype(x, w, b))
+
+
+# --------------------------------------------------------------------------------------------
+# Layers for whole networks: written from the textbook / PyTorch definitions, in float64.
+
+from fastconv import _params as _p  # noqa: E402  (kept with the additions it serves)
+
+
+def _f64(a):
+    return None if a is None else a.astype(np.float64)
+
+
+def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None):
+    """(x - mean) / sqrt(var + eps) * gamma + beta over the last axis, then the activation."""
+    op = "batch_norm"
+    x, mean, var, gamma, beta = _float_inputs(op, x=x, mean=mean, var=var, gamma=gamma, beta=beta)
+    shapes = dict(mean=mean.shape, var=var.shape, gamma=_shape_or_none(gamma), beta=_shape_or_none(beta))
+    activation = _p.batch_norm_problem(op, x.shape, shapes, eps, activation)
+    y = (_f64(x) - _f64(mean)) / np.sqrt(_f64(var) + eps)
+    if gamma is not None:
+        y = y * _f64(gamma)
+    if beta is not None:
+        y = y + _f64(beta)
+    return activate(y, activation).astype(_result_dtype(x, mean, var, gamma, beta))
+
+
+def add(a, b, *, activation=None):
+    op = "add"
+    a, b = _float_inputs(op, a=a, b=b)
+    activation = _p.add_problem(op, a.shape, b.shape, activation)
+    return activate(_f64(a) + _f64(b), activation).astype(_result_dtype(a, b))
+
+
+def concat(xs):
+    op = "concat"
+    xs = list(xs) if not hasattr(xs, "shape") else [xs]
+    arrays = _float_inputs(op, **{f"xs[{i}]": a for i, a in enumerate(xs)}) if xs else []
+    _p.concat_problem(op, [a.shape for a in arrays])
+    return np.concatenate([_f64(a) for a in arrays], axis=-1).astype(_result_dtype(*arrays))
+
+
+def softmax(x, axis=-1):
+    op = "softmax"
+    (x,) = _float_inputs(op, x=x)
+    axis = _p.softmax_problem(op, x.shape, axis)
+    v = _f64(x)
+    e = np.exp(v - v.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(_result_dtype(x))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """PyTorch's adaptive average pooling: output cell i averages rows [floor(i H / OH), ceil((i+1) H / OH))."""
+    op = "adaptive_avg_pool2d"
+    (x,) = _float_inputs(op, x=x)
+    n, oh, ow, c = _p.adaptive_pool_problem(op, x.shape, output_size)
+    v = _f64(x)
+    out = np.empty((n, oh, ow, c))
+    for i, (r0, r1) in enumerate(_p.adaptive_bounds(x.shape[1], oh)):
+        for j, (c0, c1) in enumerate(_p.adaptive_bounds(x.shape[2], ow)):
+            out[:, i, j, :] = v[:, r0:r1, c0:c1, :].mean(axis=(1, 2))
+    return out.astype(_result_dtype(x))
+
+
+def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+    """PyTorch's local_response_norm over the channel axis (zero-padded, divided by size)."""
+    op = "local_response_norm"
+    (x,) = _float_inputs(op, x=x)
+    _p.lrn_problem(op, x.shape, size, alpha, beta, k)
+    v = _f64(x)
+    c = x.shape[3]
+    out = np.empty_like(v)
+    for ch in range(c):
+        lo, hi = max(ch - size // 2, 0), min(ch + (size - 1) // 2, c - 1)
+        div = k + alpha / size * (v[..., lo : hi + 1] ** 2).sum(axis=-1)
+        out[..., ch] = v[..., ch] / div**beta
+    return out.astype(_result_dtype(x))
+
+
+def scale_channels(x, s):
+    """x (N, H, W, C) * s (N, C) broadcast over H and W."""
+    op = "scale_channels"
+    x, s = _float_inputs(op, x=x, s=s)
+    _p.scale_channels_problem(op, x.shape, s.shape)
+    return (_f64(x) * _f64(s)[:, None, None, :]).astype(_result_dtype(x, s))
+
+
+def flatten(x):
+    op = "flatten"
+    (x,) = _float_inputs(op, x=x)
+    return x.reshape(_p.flatten_problem(op, x.shape))
