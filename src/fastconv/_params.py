@@ -10,6 +10,7 @@ Layouts: activations NHWC, dense-conv weights HWIO (KH, KW, C_in // groups, C_ou
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -268,6 +269,25 @@ class DenseProblem:
 # Builders, one per public op
 
 
+def _memoized(builder):
+    """Cache a builder's problems: a network calls each layer with the same arguments every time,
+    and building a problem costs more than a small kernel. Exceptions are never cached, and
+    unhashable arguments (pads given as lists) are simply built again."""
+    cached = functools.lru_cache(maxsize=1024)(builder)
+
+    @functools.wraps(builder)
+    def build(*args):
+        try:
+            hash(args)
+        except TypeError:
+            return builder(*args)
+        return cached(*args)
+
+    return build
+
+
+
+@_memoized
 def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, groups, activation) -> Conv2dProblem:
     """Validate conv2d arguments. w_shape is HWIO (KH, KW, C_in // groups, C_out)."""
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
@@ -312,6 +332,7 @@ def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, a
     )
 
 
+@_memoized
 def depthwise_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, activation) -> Conv2dProblem:
     """w (KH, KW, C) or (KH, KW, C, M): output channel c * M + m, i.e. conv2d with groups = C."""
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
@@ -327,6 +348,7 @@ def depthwise_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, 
     return _conv_geometry(op, (n, h, w, c), (kh, kw), c * mult, c, stride, padding, dilation, activation, b_shape)
 
 
+@_memoized
 def pointwise_problem(op, x_shape, w_shape, b_shape, activation) -> Conv2dProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
     _check_shape(op, "w", w_shape, 2, "(C_in, C_out)")
@@ -337,6 +359,7 @@ def pointwise_problem(op, x_shape, w_shape, b_shape, activation) -> Conv2dProble
     return _conv_geometry(op, tuple(int(d) for d in x_shape), (1, 1), c_out, 1, 1, 0, 1, activation, b_shape)
 
 
+@_memoized
 def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
     _check_shape(op, "x", x_shape, 2, "(N, in_features)")
     _check_shape(op, "w", w_shape, 2, "(in_features, out_features)")
@@ -351,6 +374,7 @@ def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
     )
 
 
+@_memoized
 def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_pad=False) -> Pool2dProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     n, h, w, c = (int(d) for d in x_shape)
@@ -375,6 +399,7 @@ def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_
     return Pool2dProblem(op, n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, oh, ow, bool(count_include_pad))
 
 
+@_memoized
 def global_pool_problem(op, x_shape) -> GlobalPoolProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     n, h, w, c = (int(d) for d in x_shape)
