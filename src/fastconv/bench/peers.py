@@ -182,7 +182,7 @@ class _Torch(Adapter):
     device = "cpu"
 
     def missing(self):
-        return _missing_module("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu")
+        return _missing_module("torch", "pip install torch (a CPU build is enough)")
 
     def version(self):
         import torch
