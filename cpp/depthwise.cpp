@@ -42,32 +42,39 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
   return r;
 }
 
-// kPixelBlock interior output pixels of one channel block (M = 1, dilation_w = 1). x: input at
-// the first valid kernel row, the first pixel's leftmost tap, channel c0; w: weights at the first
-// valid kernel row, kx = 0, c0; c: channels (the pixel stride of x, w and y).
+// kPixelBlock interior output pixels over all channels (M = 1, dilation_w = 1), one channel block
+// at a time; the column offsets are set up once for all blocks. x: input at the first valid kernel
+// row and the first pixel's leftmost tap; w: weights at the first valid kernel row, kx = 0;
+// c: channels (the pixel stride of x, w, b and y).
 template <int KW, int SW>
-void interior_block(const float* x, int64_t x_row_step, const float* w, int64_t rows, int64_t c, vfloat bias,
+void interior_block(const float* x, int64_t x_row_step, const float* w, int64_t rows, int64_t c, const float* b,
                     Activation act, float* y) {
   constexpr int kInputs = (kPixelBlock - 1) * SW + KW;  // input columns the block's windows cover
-  vfloat acc[kPixelBlock];
+  for (int64_t cb = 0; cb < c; cb += kLanes) {
+    const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
+    const vfloat bias = b ? vec::load(b + c0) : vfloat{};
+    vfloat acc[kPixelBlock];
 #pragma GCC unroll 16
-  for (int j = 0; j < kPixelBlock; ++j) acc[j] = bias;
-  for (int64_t r = 0; r < rows; ++r, x += x_row_step, w += KW * c) {
-    vfloat wk[KW];
+    for (int j = 0; j < kPixelBlock; ++j) acc[j] = bias;
+    const float* xr = x + c0;
+    const float* wr = w + c0;
+    for (int64_t r = 0; r < rows; ++r, xr += x_row_step, wr += KW * c) {
+      vfloat wk[KW];
 #pragma GCC unroll 8
-    for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(w + kx * c);
+      for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
 #pragma GCC unroll 32
-    for (int i = 0; i < kInputs; ++i) {
-      const vfloat v = vec::load(x + i * c);
+      for (int i = 0; i < kInputs; ++i) {
+        const vfloat v = vec::load(xr + i * c);
 #pragma GCC unroll 16
-      for (int j = 0; j < kPixelBlock; ++j) {
-        const int kx = i - j * SW;  // a constant once unrolled
-        if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
+        for (int j = 0; j < kPixelBlock; ++j) {
+          const int kx = i - j * SW;  // a constant once unrolled
+          if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
+        }
       }
     }
-  }
 #pragma GCC unroll 16
-  for (int j = 0; j < kPixelBlock; ++j) vec::store(y + j * c, vec::activate(act, acc[j]));
+    for (int j = 0; j < kPixelBlock; ++j) vec::store(y + j * c + c0, vec::activate(act, acc[j]));
+  }
 }
 
 // Output pixel ox over all channels with the window clipped to the input (M = 1, C >= kLanes):
@@ -120,12 +127,8 @@ void row_lanes(const Conv2dParams& p, const float* xn, const float* w, const flo
     // most) stay in L1 while every channel block passes over them.
     for (int64_t ox = ox_lo; ox < ox_hi; ox += kPixelBlock) {
       const int64_t o = min_i64(ox, ox_hi - kPixelBlock);  // the last block overlaps the one before
-      for (int64_t cb = 0; cb < c; cb += kLanes) {
-        const int64_t c0 = min_i64(cb, c - kLanes);
-        const vfloat bias = b ? vec::load(b + c0) : vfloat{};
-        interior_block<KW, SW>(x_first + (o * SW - p.pad_left) * c + c0, x_row_step, w_first + c0,
-                               rows.ky1 - rows.ky0, c, bias, p.activation, y + o * c + c0);
-      }
+      interior_block<KW, SW>(x_first + (o * SW - p.pad_left) * c, x_row_step, w_first, rows.ky1 - rows.ky0, c, b,
+                             p.activation, y + o * c);
     }
   }
   for (int64_t ox = max_i64(ox_lo, ox_hi); ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rows, ox, y + ox * c);
