@@ -1,118 +1,229 @@
 // Max, average and global pooling, NHWC. Compiled once per instruction set; see kernels.h.
 //
 // Each window is clipped to the real input, so padding is never read: max pooling then behaves as
-// if the padding were -inf, and average pooling divides by the clipped count (or, with
-// count_include_pad, by the window clipped to the padded input, as PyTorch does under ceil_mode).
-// Channels are the vector lanes.
+// if the padding were -inf (and keeps NaN like numpy.max), and average pooling divides by the
+// clipped count (or, with count_include_pad, by the window clipped to the padded input, as PyTorch
+// does under ceil_mode). One pass, no temporaries beyond one row for small C. Paths:
+//  - pool_row_lanes (C >= one vector): per output pixel, channels in vector lanes, four vectors
+//    at a time; the last block overlaps the one before when C is not a multiple of the vector.
+//    Outputs far larger than L2 (kStreamMinBytes) are written with non-temporal stores.
+//  - pool_row_small (C below one vector, e.g. LeNet's 6): the window is separable, so each output
+//    row first reduces its input rows over the contiguous W * C floats into a row buffer with full
+//    vectors, then reduces along W per output pixel.
+//  - global pools: threads split (image, channel chunk); each chunk's running max / sum stays in
+//    registers over all pixels; sums go from float to double every kFloatRun pixels.
+// Threads split (image, output row) pairs, so batch 1 uses every core.
+#include <cstdlib>
 #include <limits>
 
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
+#include "fastconv/simd_dw.h"
 
 namespace fastconv::cpu::FC_ISA {
 
 namespace {
+
+using vec::kLanes;
+using vec::vfloat;
+
+// Streaming stores pay off once the output is far past L2 (1 MiB) and will not be re-read soon.
+constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
 
 struct Window {
   int64_t y0, y1, x0, x1;  // clipped to the input, half-open
   int64_t padded_count;    // window positions inside the padded input
 };
 
-inline Window window_at(const Pool2dParams& p, int64_t oy, int64_t ox) {
+Window window_at(const Pool2dParams& p, int64_t oy, int64_t ox) {
   const int64_t ys = oy * p.stride_h - p.pad_top, xs = ox * p.stride_w - p.pad_left;
   const int64_t ye = min_i64(ys + p.kh, p.h + p.pad_bottom), xe = min_i64(xs + p.kw, p.w + p.pad_right);
   return {max_i64(ys, 0), min_i64(ye, p.h), max_i64(xs, 0), min_i64(xe, p.w), (ye - ys) * (xe - xs)};
 }
 
+float avg_scale(const Pool2dParams& p, const Window& win) {
+  const int64_t count = p.count_include_pad ? win.padded_count : (win.y1 - win.y0) * (win.x1 - win.x0);
+  return 1.0f / static_cast<float>(count);
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+template <bool kMax>
+vfloat combine(vfloat acc, vfloat v) {
+  if constexpr (kMax) {
+    return vec::max_nan(acc, v);
+  } else {
+    return acc + v;
+  }
+}
+
+template <bool kMax>
+float combine(float acc, float v) {
+  if constexpr (kMax) {
+    return (v > acc || v != v) ? v : acc;
+  } else {
+    return acc + v;
+  }
+}
+
+template <bool kStream>
+void put(float* out, vfloat v) {
+  if (kStream && vec::streamable(out)) {
+    vec::stream(out, v);
+  } else {
+    vec::store(out, v);
+  }
+}
+
+// One output row, C >= kLanes.
+template <bool kMax, bool kStream>
+void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy) {
+  const int64_t c = p.c, row_step = p.w * c;
+  for (int64_t ox = 0; ox < p.out_w; ++ox) {
+    const Window win = window_at(p, oy, ox);
+    const float scale = kMax ? 1.0f : avg_scale(p, win);
+    const float* first = xn + (win.y0 * p.w + win.x0) * c;
+    const int64_t rows = win.y1 - win.y0, cols = win.x1 - win.x0;
+    float* out = y + ox * c;
+    for (int64_t cb = 0; cb < c; cb += 4 * kLanes) {
+      int64_t c0[4];
+      vfloat acc[4];
+      for (int q = 0; q < 4; ++q) {
+        c0[q] = min_i64(cb + q * kLanes, c - kLanes);
+        acc[q] = vec::splat(kMax ? kNegInf : 0.0f);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t k = 0; k < cols; ++k) {
+          const float* xp = first + r * row_step + k * c;
+          for (int q = 0; q < 4; ++q) acc[q] = combine<kMax>(acc[q], vec::load(xp + c0[q]));
+        }
+      }
+      for (int q = 0; q < 4; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
+    }
+  }
+}
+
+// One output row, C < kLanes: rows reduced over the flat W * C floats into buf, then along W.
+template <bool kMax>
+void pool_row_small(const Pool2dParams& p, const float* xn, float* y, int64_t oy, float* buf) {
+  const int64_t c = p.c, len = p.w * c;
+  const Window rows = window_at(p, oy, 0);
+  const float* x0 = xn + rows.y0 * len;
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    vfloat acc = vec::load(x0 + i);
+    for (int64_t r = 1; r < rows.y1 - rows.y0; ++r) acc = combine<kMax>(acc, vec::load(x0 + r * len + i));
+    vec::store(buf + i, acc);
+  }
+  for (; i < len; ++i) {
+    float acc = x0[i];
+    for (int64_t r = 1; r < rows.y1 - rows.y0; ++r) acc = combine<kMax>(acc, x0[r * len + i]);
+    buf[i] = acc;
+  }
+  for (int64_t ox = 0; ox < p.out_w; ++ox) {
+    const Window win = window_at(p, oy, ox);
+    const float scale = kMax ? 1.0f : avg_scale(p, win);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float* bp = buf + win.x0 * c + ch;
+      float acc = bp[0];
+      for (int64_t k = 1; k < win.x1 - win.x0; ++k) acc = combine<kMax>(acc, bp[k * c]);
+      y[ox * c + ch] = kMax ? acc : acc * scale;
+    }
+  }
+}
+
+template <bool kMax>
+void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
+  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c * p.kh * p.kw, threads);
+  const bool stream = p.n * p.out_h * p.out_w * p.c * int64_t{sizeof(float)} >= kStreamMinBytes;
+  const bool small = p.c < kLanes;
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* buf = small ? static_cast<float*>(std::malloc(static_cast<size_t>(p.w * p.c) * sizeof(float))) : nullptr;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t oy = 0; oy < p.out_h; ++oy) {
+        const float* xn = x + n * p.h * p.w * p.c;
+        float* yr = y + (n * p.out_h + oy) * p.out_w * p.c;
+        if (small) {
+          pool_row_small<kMax>(p, xn, yr, oy, buf);
+        } else if (stream) {
+          pool_row_lanes<kMax, true>(p, xn, yr, oy);
+        } else {
+          pool_row_lanes<kMax, false>(p, xn, yr, oy);
+        }
+      }
+    }
+    if (stream) vec::stream_fence();
+    std::free(buf);
+  }
+}
+
+// Global pools: channel chunks of four vectors; the last chunk also takes the remainder, so that
+// no two threads write the same output.
+constexpr int64_t kGlobalChunk = 4 * kLanes;
+// Pixels summed in float before the partial sum moves into the double total: short float runs
+// stay accurate and the double total does not drift over a 224 x 224 map.
+constexpr int64_t kFloatRun = 64;
+
+int64_t global_chunks(const GlobalPoolParams& p) { return max_i64(1, p.c / kGlobalChunk); }
+
+template <bool kMax>
+void global_pool(const GlobalPoolParams& p, const float* x, float* y, int threads) {
+  const int64_t pixels = p.h * p.w, chunks = global_chunks(p);
+  const int nthreads = threads_for(p.n * pixels * p.c, threads);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t c_begin = chunk * kGlobalChunk, c_end = chunk == chunks - 1 ? p.c : c_begin + kGlobalChunk;
+      const float* xn = x + n * pixels * p.c;
+      float* out = y + n * p.c;
+      for (int64_t cb = c_begin; cb < c_end; cb += kGlobalChunk) {
+        // Four vectors; C below one vector uses partial vectors, otherwise the last ones overlap.
+        const int64_t width = min_i64(kLanes, p.c);
+        int64_t c0[4];
+        for (int q = 0; q < 4; ++q) c0[q] = min_i64(cb + q * kLanes, c_end - width);
+        vfloat acc[4];
+        double total[4][kLanes] = {};
+        for (int64_t run = 0; run < pixels; run += kFloatRun) {
+          const int64_t run_end = kMax ? pixels : min_i64(run + kFloatRun, pixels);
+          for (int q = 0; q < 4; ++q) acc[q] = vec::splat(kMax ? kNegInf : 0.0f);
+          for (int64_t i = run; i < run_end; ++i) {
+            const float* xp = xn + i * p.c;
+            for (int q = 0; q < 4; ++q) {
+              const vfloat v = width == kLanes ? vec::load(xp + c0[q]) : vec::load_partial(xp + c0[q], width);
+              acc[q] = combine<kMax>(acc[q], v);
+            }
+          }
+          if (kMax) break;
+          for (int q = 0; q < 4; ++q) {
+            for (int j = 0; j < kLanes; ++j) total[q][j] += acc[q][j];
+          }
+        }
+        for (int q = 0; q < 4; ++q) {
+          if (!kMax) {
+            for (int j = 0; j < kLanes; ++j) acc[q][j] = static_cast<float>(total[q][j] / static_cast<double>(pixels));
+          }
+          if (width == kLanes) {
+            vec::store(out + c0[q], acc[q]);
+          } else {
+            vec::store_partial(out + c0[q], acc[q], width);
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
-void max_pool(const Pool2dParams& p, const float* x, float* y, int threads) {
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c * p.kh * p.kw, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t oy = 0; oy < p.out_h; ++oy) {
-      for (int64_t ox = 0; ox < p.out_w; ++ox) {
-        const Window win = window_at(p, oy, ox);
-        float* out = y + ((n * p.out_h + oy) * p.out_w + ox) * p.c;
-        for (int64_t c = 0; c < p.c; ++c) out[c] = -std::numeric_limits<float>::infinity();
-        for (int64_t iy = win.y0; iy < win.y1; ++iy) {
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-            const float* xp = x + ((n * p.h + iy) * p.w + ix) * p.c;
-            // NaN wins, as in numpy.max: once out[c] is NaN, no comparison replaces it.
-#pragma omp simd
-            for (int64_t c = 0; c < p.c; ++c) out[c] = (xp[c] > out[c] || xp[c] != xp[c]) ? xp[c] : out[c];
-          }
-        }
-      }
-    }
-  }
-}
-
-void avg_pool(const Pool2dParams& p, const float* x, float* y, int threads) {
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c * p.kh * p.kw, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t oy = 0; oy < p.out_h; ++oy) {
-      for (int64_t ox = 0; ox < p.out_w; ++ox) {
-        const Window win = window_at(p, oy, ox);
-        const int64_t count = p.count_include_pad ? win.padded_count : (win.y1 - win.y0) * (win.x1 - win.x0);
-        const float scale = 1.0f / static_cast<float>(count);
-        float* out = y + ((n * p.out_h + oy) * p.out_w + ox) * p.c;
-        for (int64_t c = 0; c < p.c; ++c) out[c] = 0.0f;
-        for (int64_t iy = win.y0; iy < win.y1; ++iy) {
-          for (int64_t ix = win.x0; ix < win.x1; ++ix) {
-            const float* xp = x + ((n * p.h + iy) * p.w + ix) * p.c;
-#pragma omp simd
-            for (int64_t c = 0; c < p.c; ++c) out[c] += xp[c];
-          }
-        }
-#pragma omp simd
-        for (int64_t c = 0; c < p.c; ++c) out[c] *= scale;
-      }
-    }
-  }
-}
-
-// Global pools split (batch, channel chunk) over threads so that batch 1 still uses every core.
+void max_pool(const Pool2dParams& p, const float* x, float* y, int threads) { pool2d<true>(p, x, y, threads); }
+void avg_pool(const Pool2dParams& p, const float* x, float* y, int threads) { pool2d<false>(p, x, y, threads); }
 void global_avg_pool(const GlobalPoolParams& p, const float* x, float* y, int threads) {
-  const int64_t pixels = p.h * p.w, chunks = (p.c + kChannelChunk - 1) / kChannelChunk;
-  const int nthreads = threads_for(p.n * pixels * p.c, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t c0 = chunk * kChannelChunk, len = min_i64(kChannelChunk, p.c - c0);
-      // double accumulators: a 224x224 map sums 50k values.
-      double acc[kChannelChunk];
-      for (int64_t j = 0; j < len; ++j) acc[j] = 0.0;
-      const float* xp = x + n * pixels * p.c + c0;
-      for (int64_t i = 0; i < pixels; ++i) {
-#pragma omp simd
-        for (int64_t j = 0; j < len; ++j) acc[j] += xp[i * p.c + j];
-      }
-      for (int64_t j = 0; j < len; ++j) y[n * p.c + c0 + j] = static_cast<float>(acc[j] / static_cast<double>(pixels));
-    }
-  }
+  global_pool<false>(p, x, y, threads);
 }
-
 void global_max_pool(const GlobalPoolParams& p, const float* x, float* y, int threads) {
-  const int64_t pixels = p.h * p.w, chunks = (p.c + kChannelChunk - 1) / kChannelChunk;
-  const int nthreads = threads_for(p.n * pixels * p.c, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t c0 = chunk * kChannelChunk, len = min_i64(kChannelChunk, p.c - c0);
-      float* out = y + n * p.c + c0;
-      const float* xp = x + n * pixels * p.c + c0;
-      for (int64_t j = 0; j < len; ++j) out[j] = xp[j];
-      for (int64_t i = 1; i < pixels; ++i) {
-#pragma omp simd
-        for (int64_t j = 0; j < len; ++j) {
-          const float v = xp[i * p.c + j];
-          out[j] = (v > out[j] || v != v) ? v : out[j];
-        }
-      }
-    }
-  }
+  global_pool<true>(p, x, y, threads);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

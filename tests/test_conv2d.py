@@ -97,6 +97,47 @@ def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
     check_against_reference(device, "pointwise_conv2d", [x, w, b], dict(activation=activation), terms=shape[3])
 
 
+# The vector paths of cpp/depthwise.cpp: interior blocks of 8 output pixels (3x3 / 5x5, stride 1 /
+# 2), clipped border pixels, channel counts past / below one vector, M > 1, every activation.
+@pytest.mark.parametrize(
+    "x_shape, k, mult, kwargs",
+    [
+        ((1, 20, 37, 19), 3, 1, dict(padding=1)),  # C not a multiple of 8 or 16: overlapping last block
+        ((2, 21, 23, 13), 3, 1, dict(stride=2, padding=1)),  # stride 2, odd sizes
+        ((1, 17, 30, 40), 5, 1, dict(padding=2, activation="silu")),
+        ((1, 19, 41, 24), 5, 1, dict(stride=2, padding=((1, 2), (2, 1)), activation="tanh")),
+        ((1, 12, 26, 16), 3, 1, dict(stride=(1, 2), padding=((0, 3), (3, 0)), activation="sigmoid")),
+        ((1, 14, 33, 17), 3, 1, dict(stride=(2, 1), dilation=(2, 1), padding="same", activation="relu6")),
+        ((1, 9, 1, 16), 3, 1, dict(padding=1, activation="relu")),  # W = 1: border pixels only
+        ((1, 11, 10, 16), 3, 1, dict(padding=1)),  # interior narrower than one block
+        ((1, 10, 29, 20), 3, 1, dict(dilation=2, padding="same")),  # unspecialised: clipped everywhere
+        ((1, 13, 27, 5), 3, 1, dict(padding=1)),  # C below one vector
+        ((1, 12, 20, 8), 3, 2, dict(stride=2, padding=1)),  # channel multiplier
+        ((2, 15, 24, 3), 5, 3, dict(padding=2, activation="silu")),
+    ],
+)
+def test_depthwise_vector_paths(x_shape, k, mult, kwargs, device, isa, rng):
+    c = x_shape[3]
+    x = random_array(rng, x_shape, scale=3.0)  # wide enough to reach the activations' tails
+    w, b = random_array(rng, (k, k, c, mult)), random_array(rng, (c * mult,))
+    check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+def test_depthwise_nan_and_large_values(device, isa):
+    x = np.ones((1, 12, 24, 20), np.float32)
+    x[0, 5, 10, 3] = np.nan  # interior pixel
+    x[0, 0, 0, 4] = np.nan  # corner: border path
+    x[0, 7, 15, 6] = 1e30  # exp(+-huge) in sigmoid / tanh / silu must saturate, not give NaN
+    x[0, 3, 20, 7] = -1e30
+    w = np.ones((3, 3, 20), np.float32)
+    for act in ACTIVATIONS:
+        got = device.get(fastconv.depthwise_conv2d(device.put(x), device.put(w), padding=1, activation=act))
+        want = reference.depthwise_conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, activation=act)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=str(act))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-6, err_msg=str(act))
+
+
 def test_depthwise_equals_grouped_conv2d(device, rng):
     x, w = random_array(rng, (2, 10, 10, 6)), random_array(rng, (3, 3, 6, 2))
     dw = device.get(fastconv.depthwise_conv2d(device.put(x), device.put(w), stride=2, padding="same"))

@@ -57,6 +57,47 @@ def test_pool_shapes(op, shape, kwargs, device, isa, rng):
     check_against_reference(device, op, [random_array(rng, shape)], kwargs, terms=9)
 
 
+# The paths of cpp/pool.cpp: channels in lanes (C past / below one vector, overlapping last
+# block), the row-buffer path for small C, and streaming stores for outputs past kStreamMinBytes.
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((2, 15, 17, 19), dict(size=3, stride=2, padding=1)),
+        ((1, 16, 9, 37), dict(size=(2, 3), stride=(1, 2), padding=((1, 0), (0, 2)), ceil_mode=True)),
+        ((3, 13, 11, 6), dict(size=2, stride=2, ceil_mode=True)),  # LeNet-like C, odd sizes
+        ((1, 12, 14, 5), dict(size=3, stride=1, padding=1)),
+        ((2, 9, 10, 3), dict(size=(3, 2), stride=(2, 3), padding=((1, 2), (1, 1)), ceil_mode=True)),
+        ((1, 7, 1, 16), dict(size=(3, 1), stride=1, padding=((1, 1), (0, 0)))),  # W = 1
+        ((2, 300, 300, 16), dict(size=2, stride=1)),  # streamed output, aligned pixels
+        ((2, 300, 300, 17), dict(size=2, stride=1, padding=1)),  # streamed, unaligned pixels
+    ],
+)
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_vector_paths(op, extra, shape, kwargs, device, isa, rng):
+    check_against_reference(device, op, [random_array(rng, shape)], dict(kwargs, **extra), terms=9)
+
+
+@pytest.mark.parametrize("c", [3, 16, 21])
+def test_max_pool_nan_in_every_path(c, device, isa):
+    x = np.zeros((1, 6, 8, c), np.float32)
+    x[0, 1, 1, 0] = np.nan  # inside a window
+    x[0, 5, 7, c - 1] = np.nan  # in the last column and channel (the overlapping block)
+    x[0, 2, 4, c // 2] = np.nan
+    for kwargs in [dict(size=2), dict(size=3, stride=2, padding=1), dict(size=3, stride=1, padding=1)]:
+        y = device.get(fastconv.max_pool2d(device.put(x), **kwargs))
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(reference.max_pool2d(x, **kwargs)), err_msg=str(kwargs))
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 7, 1280), (3, 5, 9, 100), (2, 4, 3, 7), (1, 90, 90, 40)])
+def test_global_pools_shapes(shape, device, isa, rng):
+    x = random_array(rng, shape)
+    check_against_reference(device, "global_avg_pool2d", [x], terms=shape[1] * shape[2])
+    check_against_reference(device, "global_max_pool2d", [x])
+    x[-1, -1, -1, -1] = np.nan  # the last pixel of the last (overlapping) channel block
+    y = device.get(fastconv.global_max_pool2d(device.put(x)))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(reference.global_max_pool2d(x)))
+
+
 def test_ceil_mode_drops_a_window_starting_in_padding():
     # 6 wide, window 2, stride 2, pad 1: padded 8 gives 4 windows; the 4th starts at input
     # column 5, inside the input, so it stays.

@@ -1,0 +1,124 @@
+// Vector helpers for the depthwise and pooling kernels (depthwise.cpp, pool.cpp), written once with
+// GCC vector extensions: the same source is a 16-byte (SSE2), 32-byte (AVX2) or 64-byte (AVX-512)
+// vector depending on the flags of the translation unit that includes it. Everything lives in the
+// ISA's own namespace and is static inline (see kernel_util.h).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include "fastconv/activation.h"
+
+#if defined(__AVX512F__)
+#define FC_DW_VEC_BYTES 64
+#elif defined(__AVX2__)
+#define FC_DW_VEC_BYTES 32
+#else
+#define FC_DW_VEC_BYTES 16
+#endif
+
+namespace fastconv::cpu::FC_ISA::vec {
+
+typedef float vfloat __attribute__((vector_size(FC_DW_VEC_BYTES)));
+typedef int32_t vint __attribute__((vector_size(FC_DW_VEC_BYTES)));
+// The same vector with 4-byte alignment: loads and stores at any channel offset.
+typedef float vfloat_u __attribute__((vector_size(FC_DW_VEC_BYTES), aligned(4), may_alias));
+
+constexpr int kLanes = FC_DW_VEC_BYTES / 4;
+
+static inline vfloat load(const float* p) { return *reinterpret_cast<const vfloat_u*>(p); }
+static inline void store(float* p, vfloat v) { *reinterpret_cast<vfloat_u*>(p) = v; }
+static inline vfloat splat(float s) { return vfloat{} + s; }
+
+// The first n < kLanes lanes; the rest are zero on load and left untouched on store.
+static inline vfloat load_partial(const float* p, int64_t n) {
+  float tmp[kLanes] = {};
+  std::memcpy(tmp, p, static_cast<size_t>(n) * sizeof(float));
+  return load(tmp);
+}
+static inline void store_partial(float* p, vfloat v, int64_t n) {
+  float tmp[kLanes];
+  store(tmp, v);
+  std::memcpy(p, tmp, static_cast<size_t>(n) * sizeof(float));
+}
+
+// Non-temporal store for outputs far larger than the caches: written around them, no read for
+// ownership. In 16-byte pieces, so it needs only the 16-byte alignment NumPy guarantees; callers
+// check it and fall back to store(). Each thread that streams calls stream_fence() when done.
+static inline bool streamable(const float* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+static inline void stream(float* p, vfloat v) {
+#if defined(__SSE2__)
+  float tmp[kLanes];
+  store(tmp, v);  // folded away: the pieces come straight from the register
+  for (int i = 0; i < kLanes; i += 4) _mm_stream_ps(p + i, _mm_loadu_ps(tmp + i));
+#else
+  store(p, v);
+#endif
+}
+static inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// a > b ? a : b lane by lane (b when either is NaN), one instruction on x86.
+static inline vfloat max_plain(vfloat a, vfloat b) {
+#if defined(__AVX512F__)
+  return _mm512_max_ps(a, b);
+#elif defined(__AVX2__)
+  return _mm256_max_ps(a, b);
+#elif defined(__SSE2__)
+  return _mm_max_ps(a, b);
+#else
+  return a > b ? a : b;
+#endif
+}
+
+// Running maximum that keeps NaN like numpy.max: a NaN in v replaces m, and a NaN already in m
+// stays (max_plain(v, m) returns m when m is NaN).
+static inline vfloat max_nan(vfloat m, vfloat v) { return v != v ? v : max_plain(v, m); }
+
+// e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r by its degree-7 Taylor polynomial,
+// 2^n through the exponent bits. Clamped to [-87, 88] so that 2^n stays a normal float; NaN stays NaN.
+static inline vfloat exp_approx(vfloat x) {
+  x = x < -87.0f ? splat(-87.0f) : x;
+  x = x > 88.0f ? splat(88.0f) : x;
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const vfloat n = (x * 1.44269504f + round_magic) - round_magic;
+  // ln 2 = 2839 / 4096 + lo: n * 2839 / 4096 is exact for |n| <= 127, so r loses no bits.
+  const vfloat r = (x - n * 0.693115234375f) - n * 3.19461833e-5f;
+  vfloat p = splat(1.0f / 5040.0f);
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const vint bits = (__builtin_convertvector(n, vint) + 127) << 23;
+  return p * reinterpret_cast<const vfloat&>(bits);
+}
+
+// The activations of activation.h on a whole vector (NaN stays NaN in every one).
+static inline vfloat activate(Activation act, vfloat v) {
+  const vfloat zero = {};
+  switch (act) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < zero ? zero : v;
+    case Activation::kRelu6: return v < zero ? zero : (v > 6.0f ? splat(6.0f) : v);
+    case Activation::kSigmoid: return 1.0f / (1.0f + exp_approx(-v));
+    case Activation::kTanh: {
+      const vfloat a = v < zero ? -v : v;
+      const vfloat t = 1.0f - 2.0f / (exp_approx(2.0f * a) + 1.0f);
+      return v < zero ? -t : t;
+    }
+    case Activation::kSilu: return v / (1.0f + exp_approx(-v));
+  }
+  return v;
+}
+
+}  // namespace fastconv::cpu::FC_ISA::vec
