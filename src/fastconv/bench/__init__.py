@@ -2,11 +2,16 @@
 
     fastconv bench --quick                      # under a minute on 2 cores
     fastconv bench --suite full --json out.json --plot roofline.png
+    fastconv bench --models                     # ResNet-50, MobileNet v2, EfficientNet-B0 vs PyTorch
 
 For every case of a suite: FLOPs and the fewest bytes it must move (suites.cost), the roofline
 floor time from the measured ceilings (ceilings.py), our median time, GFLOP/s, GB/s, % of the
 roofline, and peer / ours ratios for every installed peer (peers.py), each library in its own
 worker process (worker.py) taking turns with the others (runner.py). report.py prints and saves.
+
+`--models`: end-to-end batch-1 and batch-8 inference of whole fastconv.models networks (batch norm
+folded, weights prepared once) against PyTorch running the same graph with the same weights
+(peers.torch_forward), each checked before it is timed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import tempfile
 import time
 
 DEFAULT_MIN_TIME = {"tiny": 0.02, "quick": 0.12, "full": 0.3}
+MODELS_MIN_TIME = 2.0  # seconds per model at batch 1 (larger batches: divided by the batch, >= 1 call a round)
+MODEL_PEERS = ("torch_nhwc",)
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -46,6 +53,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write every figure and the machine description as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a roofline PNG (needs matplotlib: fastconv[plot])")
     p.add_argument("--remeasure", action="store_true", help="measure the machine's ceilings again (else cached)")
+    p.add_argument("--models", action="store_true",
+                   help="end-to-end batch-1 and batch-8 latency of ResNet-50, MobileNet v2 and EfficientNet-B0 "
+                        "vs PyTorch (CPU, channels_last, the same weights and threads) instead of the kernel suite")
+    p.add_argument("--model-list", help=argparse.SUPPRESS)  # NAME[@RESOLUTION],... for --models (tests, experiments)
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=main)
     return p
@@ -119,6 +130,8 @@ def run(args) -> dict:
     from .report import Progress
 
     start = time.perf_counter()
+    if getattr(args, "models", False):
+        return _run_models(args, start)
     suite_name, cases = suites.load_suite(args.suite)
     cases = suites.select_ops(cases, _split(args.ops))
     if not cases:
@@ -158,6 +171,55 @@ def run(args) -> dict:
     return result
 
 
+def _run_models(args, start: float) -> dict:
+    """`--models`: whole networks on the CPU, fastconv and each peer in its own worker."""
+    from pathlib import Path
+
+    import fastconv
+
+    from . import runner, suites
+    from .report import Progress
+
+    if args.device == "gpu":
+        raise SystemExit("fastconv bench: --models runs on the CPU only")
+    try:
+        cases = suites.model_cases(_split(args.model_list))
+    except ValueError as exc:
+        raise SystemExit(f"fastconv bench: --model-list: {exc}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("fastconv bench: --threads must be >= 1")
+        fastconv.set_num_threads(args.threads)
+    args.threads = fastconv.get_num_threads()
+    if args.repeat < 1:
+        raise SystemExit("fastconv bench: --repeat must be >= 1")
+    if args.min_time is None:
+        args.min_time = MODELS_MIN_TIME
+    peers = list(MODEL_PEERS) if args.peers is None else _peer_list("cpu", _split(args.peers))
+    result = {
+        "schema": "fastconv-bench/1",
+        "suite": "models",
+        "options": {k: v for k, v in vars(args).items() if k not in ("handler",)},
+        "machine": machine(),
+        "model": {"latency": "one forward pass of the whole batch (batch norm folded, weights ready)",
+                  "peer": "PyTorch runs the same folded graph (peers.torch_forward), eval, no_grad",
+                  "check": "fastconv: Model.check against fastconv.reference (<= 64x64); peers: vs fastconv",
+                  "spread": "(max - min) / median of one library's calls",
+                  "ratio": "peer median / fastconv median, per round, median over rounds (> 1: fastconv faster)"},
+        "ceilings": {},
+        "devices": {},
+        "notes": [],
+        "cases_run": [c.name for c in cases],
+    }
+    logdir = tempfile.mkdtemp(prefix="fastconv-bench-logs-")
+    try:
+        result["models"] = runner.run_models(cases, peers, args, Progress(enabled=not args.no_progress), Path(logdir))
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    result["elapsed_s"] = time.perf_counter() - start
+    return result
+
+
 def _run_devices(args, cases, devices, result, progress, logdir) -> None:
     from pathlib import Path
 
@@ -183,9 +245,10 @@ def main(args) -> int:
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and result["devices"]:
         problem = write_plot(result, args.plot)
         print(problem or f"wrote {args.plot}", file=sys.stderr if problem else sys.stdout)
     # A wrong answer from fastconv fails the command (CI); a peer's error is only reported.
-    ours_failed = any(c["ours"]["status"] != "ok" for d in result["devices"].values() for c in d["cases"])
+    parts = list(result["devices"].values()) + ([result["models"]] if "models" in result else [])
+    ours_failed = any(c["ours"]["status"] != "ok" for d in parts for c in d["cases"])
     return 1 if ours_failed else 0

@@ -13,6 +13,12 @@ Peer names (`--peers`): numpy (im2col + matmul baseline), numpy_ref (the float64
 opt-in), torch_nchw, torch_nhwc (channels_last), ort_nchw (onnxruntime, one-node model);
 on the GPU: cudnn (PyTorch, channels_last, TF32 off) and cupy (only where CuPy has the op).
 `module:attribute` loads an adapter class from elsewhere (experiments, tests).
+
+Whole models (`--models`): an adapter with `supports_models` also answers
+  prepare_model(case, model, x) -> (run, fetch)
+                       `run()` is one forward pass of the (batch-norm folded) fastconv model `model`
+                       on the NHWC batch `x`, in the library's own format. PyTorch runs the graph
+                       that `torch_forward` translates from the model's layers, with the same weights.
 """
 
 from __future__ import annotations
@@ -63,6 +69,15 @@ class Adapter:
     def prepare(self, case: Case, arrays: dict):
         raise NotImplementedError
 
+    supports_models = False
+
+    def prepare_model(self, case, model, x):
+        raise NotImplementedError
+
+    def check_model(self, case, model) -> dict:
+        """Checks of the model itself before its first timing (fastconv: Model.check); raise on failure."""
+        return {}
+
     def synchronize(self) -> None:
         """Wait for queued device work (GPU adapters)."""
 
@@ -88,6 +103,22 @@ class Fastconv(Adapter):
         import fastconv
 
         return (lambda: call_op(fastconv, case, arrays)), np.asarray
+
+    supports_models = True
+
+    def prepare_model(self, case, model, x):
+        return (lambda: model(x)), np.asarray
+
+    def check_model(self, case, model):
+        """Model.check (layer by layer against fastconv.reference) on one image at <= 64x64, so that the
+        float64 reference stays quick; the timed resolution is then checked against PyTorch."""
+        _, h, w, c = case.input_shape(model)
+        small = (1, min(h, 64), min(w, 64), c)
+        x = np.random.default_rng(0).standard_normal(small).astype(np.float32)
+        report = model.check(x)
+        return {"check": f"{'x'.join(map(str, small))}: worst layer {report.worst_layer} {report.worst_error:.3g} "
+                         f"(tolerance {report.worst_tolerance:.3g}), end to end {report.end_to_end_error:.3g}",
+                "check_error": report.end_to_end_error}
 
 
 class NumpyRef(Adapter):
@@ -209,6 +240,16 @@ class _Torch(Adapter):
         fn, out = _torch_op(case, arrays, self._tensor, self.channels_last)
         return fn, lambda y: _torch_to_nhwc(y, out)
 
+    supports_models = True
+
+    def prepare_model(self, case, model, x):
+        import torch
+
+        forward = torch_forward(model, self.channels_last, self._tensor)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        xt = self._tensor(x).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+        return (lambda: forward(xt)), lambda y: _torch_to_nhwc(y, "nchw" if y.dim() == 4 else "nc")
+
 
 class TorchNchw(_Torch):
     name = "torch_nchw"
@@ -285,6 +326,149 @@ def _torch_to_nhwc(y, layout):
     if layout == "nchw":
         y = y.permute(0, 2, 3, 1)
     return y.contiguous().cpu().numpy()
+
+
+# ---- fastconv model -> PyTorch ---------------------------------------------------------------
+
+
+def torch_forward(model, channels_last: bool = True, tensor=None):
+    """A PyTorch function equivalent to a fastconv model: x (N, C, H, W) tensor -> what model(x) returns
+    (NCHW where ours is NHWC; (N, classes) for a classifier), with the same weights.
+
+    Each leaf layer becomes torch.nn.functional calls on weights converted once (the layers' own
+    PyTorch conversion, Layer.to_torch: HWIO -> OIHW, depthwise -> (C * M, 1, KH, KW), dense ->
+    (out, in) with PyTorch's (C, H, W) flattening); the model's blocks (Sequential, Residual,
+    Branches, SqueezeExcite) route tensors exactly as they route our arrays. Batch norm is whatever
+    the model holds: folded into the convolutions (as fastconv runs it) or BatchNorm in eval mode.
+    channels_last: weights and activations in NHWC memory (PyTorch's fast CPU path for convolutions).
+    A layer type without a translation raises NotImplementedError naming it.
+    """
+    import torch
+
+    from fastconv.models import _layers
+
+    tensor = tensor or torch.from_numpy
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    leaves = {id(layer): _torch_leaf(layer, tensor, fmt) for layer in model.layers()}
+
+    class _TorchRun:
+        def call(self, layer, *xs):
+            if isinstance(layer, _layers.Block):
+                return layer.forward(self, *xs)
+            return leaves[id(layer)](*xs)
+
+    ctx = _TorchRun()
+    return lambda x: ctx.call(model.body, x)
+
+
+def _nhwc_shape(x) -> tuple:
+    n, c, h, w = x.shape
+    return (n, h, w, c)
+
+
+def _per_shape(plan):
+    """Memoise plan(nhwc_shape) per input shape: padding etc. are resolved once, not on every call."""
+    cache = {}
+
+    def get(x):
+        key = tuple(x.shape)
+        if key not in cache:
+            cache[key] = plan(_nhwc_shape(x))
+        return cache[key]
+
+    return get
+
+
+def _window_args(p):
+    """(stride, symmetric padding, F.pad argument or None) of a conv / pool problem."""
+    stride = (p.stride_h, p.stride_w)
+    if p.pad_top == p.pad_bottom and p.pad_left == p.pad_right:
+        return stride, (p.pad_top, p.pad_left), None
+    return stride, (0, 0), (p.pad_left, p.pad_right, p.pad_top, p.pad_bottom)
+
+
+def _torch_leaf(layer, tensor, fmt):
+    """One fastconv leaf layer -> a function of torch tensors (NCHW, `fmt` memory)."""
+    import torch
+    import torch.nn.functional as F
+
+    from fastconv import _params
+    from fastconv.models import _layers as L
+
+    sd = {k.rsplit(".", 1)[1]: tensor(np.ascontiguousarray(v)) for k, v in layer.to_torch().items()
+          if not k.endswith("num_batches_tracked")}
+    act = _torch_activation(getattr(layer, "activation", None))  # in place: on fresh outputs only
+    kind = type(layer)
+    if kind in (L.Conv2d, L.DepthwiseConv2d):
+        w, b = sd["weight"].contiguous(memory_format=fmt), sd.get("bias")
+        groups = layer.groups if kind is L.Conv2d else layer.channels
+
+        def conv_plan(s):
+            p = layer.problem(s)
+            return _window_args(p) + ((p.dilation_h, p.dilation_w),)
+
+        plan = _per_shape(conv_plan)
+
+        def conv(x):
+            stride, pad, extra, dilation = plan(x)
+            if extra:
+                x = F.pad(x, extra)
+            return act(F.conv2d(x, w, b, stride, pad, dilation, groups))
+
+        return conv
+    if kind is L.Dense:
+        w, b = sd["weight"].reshape(layer.n_out, layer.n_in), sd.get("bias")
+        return lambda x: act(F.linear(x, w, b))
+    if kind is L.BatchNorm:
+        mean, var, gamma, beta = sd["running_mean"], sd["running_var"], sd["weight"], sd["bias"]
+        return lambda x: act(F.batch_norm(x, mean, var, gamma, beta, False, 0.0, layer.eps))
+    if kind in (L.MaxPool2d, L.AvgPool2d):
+        is_max = kind is L.MaxPool2d
+        op = "max_pool2d" if is_max else "avg_pool2d"
+        include = getattr(layer, "count_include_pad", False)
+
+        def pool_plan(s):
+            p = _params.pool2d_problem(op, s, layer.size, layer.stride, layer.padding, layer.ceil_mode, include)
+            stride, pad, extra = _window_args(p)
+            if extra and not (is_max or include):
+                raise NotImplementedError(f"{layer.name}: asymmetric padding in avg_pool2d without count_include_pad")
+            return (p.kh, p.kw), stride, pad, extra, (p.out_h, p.out_w)
+
+        plan = _per_shape(pool_plan)
+
+        def pool(x):
+            size, stride, pad, extra, out_hw = plan(x)
+            if extra:
+                x = F.pad(x, extra, value=-float("inf") if is_max else 0.0)
+            if is_max:
+                y = F.max_pool2d(x, size, stride, pad, ceil_mode=layer.ceil_mode)
+            else:
+                y = F.avg_pool2d(x, size, stride, pad, ceil_mode=layer.ceil_mode, count_include_pad=include)
+            if tuple(y.shape[2:]) != out_hw:  # a window rule PyTorch does not share: never compare wrong shapes
+                raise NotImplementedError(f"{layer.name}: PyTorch pools to {tuple(y.shape[2:])}, fastconv to {out_hw}")
+            return y
+
+        return pool
+    if kind is L.GlobalAvgPool2d:
+        return lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1)  # as torchvision's models do
+    if kind is L.AdaptiveAvgPool2d:
+        return lambda x: F.adaptive_avg_pool2d(x, layer.output_size)
+    if kind is L.Flatten:
+        return lambda x: torch.flatten(x, 1)  # (C, H, W) order: Dense.to_torch reorders for torch_chw
+    if kind is L.Softmax:
+        return lambda x: F.softmax(x, dim=-1)
+    if kind is L.LocalResponseNorm:
+        return lambda x: F.local_response_norm(x, layer.size, layer.alpha, layer.beta, layer.k)
+    if kind is L.Activation:  # its input may be shared (a residual's): not in place
+        fn = {"relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "silu": F.silu}
+        return fn[layer.activation]
+    if kind is L.Add:
+        return lambda a, b: act(torch.add(a, b))
+    if kind is L.Concat:
+        return lambda *xs: torch.cat(xs, dim=1)
+    if kind is L.ScaleChannels:
+        return lambda x, s: x * s[:, :, None, None]
+    raise NotImplementedError(f"{layer.name}: no PyTorch translation for {layer.kind}")
 
 
 # ---- onnxruntime -----------------------------------------------------------------------------

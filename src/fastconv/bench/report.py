@@ -153,8 +153,45 @@ def _summary_table(part: dict, peers: list[str], labels: list[str]) -> str:
     return _render(rows, set(range(1, len(rows[0]))))
 
 
+def models_table(result: dict) -> str:
+    """--models: per model and batch, our latency, each peer's, ratio (rounds' range) and spread."""
+    part = result["models"]
+    peers = [n for n in part["libraries"] if n != "fastconv"]
+    head = ["model", "batch", "input", "GMACs", "fastconv", "spread", "img/s"]
+    for n in peers:
+        label = part["libraries"][n].get("label", n)
+        head += [label, "spread", "ratio", "(rounds)"]
+    rows = [head]
+    for c in part["cases"]:
+        ours = c["ours"]
+        row = [c["model"], str(c["batch"]), c["shape"], f"{c['macs'] / 1e9:.2f}"]
+        row += ([fmt_time(ours["median_s"]), f"{100 * ours['spread']:.0f}%", f"{ours['images_per_s']:.1f}"]
+                if ours["status"] == "ok" else ["ERROR", "", ""])
+        for n in peers:
+            cell = c["peers"].get(n, {})
+            if cell.get("status") == "ok":
+                rr = cell.get("ratio_rounds") or [cell.get("ratio", 0)]
+                row += [fmt_time(cell["median_s"]), f"{100 * cell['spread']:.0f}%", _peer_cell(cell),
+                        f"{min(rr):.2f}-{max(rr):.2f}" if "ratio" in cell else ""]
+            else:
+                row += ["n/a" if part["libraries"][n]["status"] == "n/a" else _peer_cell(cell), "", "", ""]
+        rows.append(row)
+    title = (f"Models  {result['machine']['cpu']}  isa={result['machine']['isa']}  threads={part['threads']}  "
+             f"PyTorch: same graph and weights (batch norm folded), channels_last, eval, no_grad")
+    out = [title, "latency = median of one forward pass of the whole batch; ratio = peer time / fastconv time "
+                  "(> 1: fastconv is faster); spread = (max - min) / median", "", _render(rows, set(range(1, len(head))))]
+    checks = dict.fromkeys(f"  check {c['name'].split('/')[0]}: {c['ours']['check']}"  # once per model
+                           for c in part["cases"] if "check" in c["ours"])
+    out += _notes(part, peers)
+    if checks:
+        out += [""] + list(checks)
+    return "\n".join(out)
+
+
 def text_report(result: dict) -> str:
     parts = [device_table(result, d) for d in result["devices"]]
+    if "models" in result:
+        parts.append(models_table(result))
     parts += [f"note: {n}" for n in result.get("notes", [])]
     parts.append(f"suite {result['suite']}: {len(result['cases_run'])} cases, {result['elapsed_s']:.1f}s")
     return "\n\n".join(parts)

@@ -25,7 +25,7 @@ import numpy as np
 from . import ceilings
 from .peers import call_op
 from .report import Progress
-from .suites import Case, cost
+from .suites import Case, ModelCase, cost
 
 ROUNDS = 4
 
@@ -159,17 +159,57 @@ class Runner:
                                "rounds": [], "times": []}
                 active.append(name)
         ref_path.unlink()
+        self._rounds(case.name, cells, active, {"cmd": "time", "seconds": self.min_time / ROUNDS, "min_calls": 1})
+        return cells
+
+    def _rounds(self, label: str, cells: dict, active: list, msg: dict) -> None:
+        """ROUNDS rounds of `msg` in which the active libraries take turns (A B C, C B A, ...)."""
         for r in range(ROUNDS):
             for name in active if r % 2 == 0 else active[::-1]:
                 if cells[name]["status"] != "ok":
                     continue
-                self.progress.status(f"{case.name}: {name} round {r + 1}/{ROUNDS}")
-                reply = self._request(name, {"cmd": "time", "seconds": self.min_time / ROUNDS, "min_calls": 1})
+                self.progress.status(f"{label}: {name} round {r + 1}/{ROUNDS}")
+                reply = self._request(name, msg)
                 if "error" in reply:
                     cells[name] = {"status": "error", "error": reply["error"]}
                     continue
                 cells[name]["rounds"].append(statistics.median(reply["times"]))
                 cells[name]["times"].extend(reply["times"])
+
+    # ---- one whole model (--models) ----------------------------------------------------------
+    def run_model_case(self, case: ModelCase, tmp: Path) -> dict:
+        """Like run_case, but fastconv's answer (itself checked by Model.check) is the peers' reference.
+
+        Timing: min_time / ROUNDS / batch seconds per round and at least 2 calls (batch 1) or 1 call
+        (larger batches, which are slow and steadier), so batch 8 costs about as much as batch 1.
+        """
+        out_path = tmp / f"{case.name.replace('/', '_')}.npy"
+        cells, active = {}, []
+        for name in self.workers:  # fastconv first: its output is the others' reference
+            self.progress.status(f"{case.name}: {name} check + warm-up")
+            msg = {"cmd": "prepare", "case": case.spec, "seed": self.seed,
+                   "warmup_calls": 1 if case.batch == 1 else 0}
+            if name == "fastconv":
+                msg["output"] = str(out_path)
+            elif out_path.exists():
+                msg["reference"] = str(out_path)
+            else:
+                cells[name] = {"status": "error", "error": "not checked: fastconv has no answer to compare with"}
+                continue
+            reply = self._request(name, msg)
+            if reply.get("unsupported"):
+                cells[name] = {"status": "unsupported"}
+            elif "error" in reply:
+                cells[name] = {"status": "error", "error": reply["error"]}
+            else:
+                cells[name] = {"status": "ok", "verified": True, "error_rel": reply.get("error_rel"),
+                               "rounds": [], "times": []}
+                if "check" in reply:
+                    cells[name]["check"] = reply["check"]
+                active.append(name)
+        out_path.unlink(missing_ok=True)
+        self._rounds(case.name, cells, active, {"cmd": "time", "seconds": self.min_time / ROUNDS / case.batch,
+                                                "min_calls": 2 if case.batch == 1 else 1})
         return cells
 
     def _request(self, name: str, msg: dict) -> dict:
@@ -204,6 +244,8 @@ def merge_passes(passes: list[dict]) -> dict:
         best = min(ok, key=lambda c: statistics.median(c["times"]))
         merged[name] = dict(_stats(best["times"]), status="ok", verified=True, error_rel=best["error_rel"],
                             round_medians=[r for c in ok for r in c["rounds"]])
+        if "check" in best:
+            merged[name]["check"] = best["check"]
     return merged
 
 
@@ -221,6 +263,12 @@ def case_figures(case: Case, cells: dict, peak_gflops: float, bandwidth_gbs: flo
         t = ours["median_s"]
         ours = dict(ours, gflops=flops / t / 1e9, gbs=nbytes / t / 1e9, pct_roofline=100.0 * floor / t)
     entry["ours"] = ours
+    return _add_peers(entry, cells)
+
+
+def _add_peers(entry: dict, cells: dict) -> dict:
+    """entry["peers"] with per-round ratios peer / ours, and the best peer."""
+    ours = entry["ours"]
     entry["peers"] = {}
     for name, cell in cells.items():
         if name == "fastconv":
@@ -235,6 +283,21 @@ def case_figures(case: Case, cells: dict, peak_gflops: float, bandwidth_gbs: flo
     if timed:
         best = min(timed, key=lambda n: timed[n]["median_s"])
         entry["best_peer"], entry["ratio_best"] = best, timed[best]["ratio"]
+    return entry
+
+
+def model_figures(case: ModelCase, cells: dict, macs: int) -> dict:
+    """One --models row: latencies, images/s, spread ((max - min) / median) and peer / ours ratios."""
+    entry = {"name": case.name, "model": case.model, "batch": case.batch, "shape": case.describe(),
+             "macs": macs, "flops": 2.0 * macs}
+    ours = cells.get("fastconv", {"status": "error", "error": "no result"})
+    if ours["status"] == "ok":
+        ours = dict(ours, images_per_s=case.batch / ours["median_s"])
+    entry["ours"] = ours
+    entry = _add_peers(entry, cells)
+    for cell in [entry["ours"], *entry["peers"].values()]:
+        if cell["status"] == "ok":
+            cell["spread"] = (cell["max_s"] - cell["min_s"]) / cell["median_s"]
     return entry
 
 
@@ -295,3 +358,30 @@ def _one_line(cells: dict) -> str:
         return f"fastconv {statistics.median(ours['times']) * 1e3:.3f} ms"
     return f"fastconv {ours.get('status', '?')}: {ours.get('error', '')}"
 
+
+
+def run_models(cases: list[ModelCase], peer_names, options, progress, logdir) -> dict:
+    """All passes of --models on the CPU -> the JSON's "models" part."""
+    from fastconv.models import MODELS
+
+    runner = Runner("cpu", peer_names, options.threads, options.min_time, options.seed, None, progress, logdir)
+    passes: dict[str, list] = {c.name: [] for c in cases}
+    try:
+        progress.start(len(cases) * options.repeat, "models")
+        tmp = Path(tempfile.mkdtemp(prefix="fastconv-bench-"))
+        try:
+            for p in range(options.repeat):
+                for case in cases if p % 2 == 0 else cases[::-1]:
+                    cells = runner.run_model_case(case, tmp)
+                    passes[case.name].append(cells)
+                    progress.case_done(case.name, _one_line(cells))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        runner.close()
+        progress.finish()
+    entries = []
+    for c in cases:
+        model = MODELS[c.model]()
+        entries.append(model_figures(c, merge_passes(passes[c.name]), model.macs(c.input_shape(model)[1:], c.batch)))
+    return {"threads": options.threads, "libraries": runner.libraries, "cases": entries}

@@ -249,3 +249,73 @@ def select_ops(cases: list[Case], ops: list[str] | None) -> list[Case]:
         return cases
     wanted = set(ops)
     return [c for c in cases if c.op in wanted or c.family in wanted or c.name in wanted]
+
+
+# --------------------------------------------------------------------------------------------
+# Whole models (`fastconv bench --models`)
+
+DEFAULT_MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
+MODEL_BATCHES = (1, 8)
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """End-to-end inference of one fastconv.models network at one batch size.
+
+    Every worker builds the same weights from the seed (Model.init), folds batch norm once and
+    feeds the same input; `resolution` None means the model's standard one (224 for ResNet-50).
+    """
+
+    name: str
+    model: str
+    batch: int
+    resolution: int | None = None
+    spec: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def build(self, seed: int):
+        """The model as it is timed: initialised from the seed, batch norm folded (weights ready)."""
+        from fastconv.models import MODELS
+
+        return MODELS[self.model]().init(seed).fold_batch_norm()
+
+    def input_shape(self, model=None) -> tuple[int, int, int, int]:
+        from fastconv.models import MODELS
+
+        h, w, c = (model or MODELS[self.model]()).input_shape
+        if self.resolution is not None:
+            h = w = self.resolution
+        return (self.batch, h, w, c)
+
+    def inputs(self, seed: int, model=None) -> dict:
+        """{"x": NHWC float32}, the same in every process for a seed (the batch size is not hashed,
+        so image 0 of batch 8 is batch 1's image)."""
+        rng = np.random.default_rng([seed, _stable_hash(f"{self.model}@{self.resolution}")])
+        return {"x": rng.standard_normal(self.input_shape(model), dtype=np.float32)}
+
+    def describe(self) -> str:
+        return "x".join(map(str, self.input_shape()))
+
+
+def model_case_from_dict(d: dict) -> ModelCase:
+    from fastconv.models import MODELS
+
+    name = d.get("name", "?")
+    if d.get("model") not in MODELS:
+        raise ValueError(f"model case {name!r}: unknown model {d.get('model')!r}; expected one of {', '.join(MODELS)}")
+    resolution = d.get("resolution")
+    return ModelCase(name, d["model"], int(d.get("batch", 1)), None if resolution is None else int(resolution), dict(d))
+
+
+def model_cases(names: list[str] | None, batches=MODEL_BATCHES) -> list[ModelCase]:
+    """Cases for `--models`: each model (NAME or NAME@RESOLUTION) at each batch size, model by model."""
+    cases = []
+    for entry in names or DEFAULT_MODELS:
+        model, _, res = entry.partition("@")
+        if _ and not res.isdigit():
+            raise ValueError(f"{entry!r}: expected NAME or NAME@RESOLUTION (e.g. mobilenet_v2@32)")
+        for batch in batches:
+            spec = {"name": f"{model}{'@' + res if res else ''}/b{batch}", "model": model, "batch": batch}
+            if res:
+                spec["resolution"] = int(res)
+            cases.append(model_case_from_dict(spec))
+    return cases

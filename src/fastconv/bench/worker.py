@@ -12,6 +12,12 @@ protocol).
       -> {"ok": true, "first_s": T, "error_rel": E}  |  {"unsupported": true}  |  {"error": MSG}
       Builds the inputs from the seed (identical in every worker), runs once, checks the answer
       against the reference (a wrong answer is an error and is never timed), then warms up.
+  {"cmd": "prepare", "case": {"model": NAME, "batch": B, ...}, "seed": S, "output" | "reference": PATH,
+   "warmup": SECONDS, "warmup_calls": K}
+      A whole model (--models): built from the seed and batch-norm folded once per worker (cached
+      across batch sizes), checked once (fastconv: Model.check against fastconv.reference), run once;
+      with "output" the answer is saved there (fastconv's, the peers' reference), with "reference"
+      it is compared with that file (MODEL_RTOL) and a mismatch is an error, never timed.
   {"cmd": "time", "seconds": S, "min_calls": K}  -> {"times": [seconds per call, ...]}
   {"cmd": "quit"}
 """
@@ -23,6 +29,11 @@ import os
 import sys
 import time
 import traceback
+
+# Peer vs fastconv on a whole network's output, relative to |ours| + RMS(ours) (_compare's measure).
+# Two float32 runs of the same graph differ by ~1e-5 after 50 layers; a wrong weight layout, padding
+# or routing gives O(1).
+MODEL_RTOL = 1e-4
 
 
 def _protocol_stream():
@@ -40,6 +51,7 @@ class Worker:
         self.adapter = peers.load_adapter(peer, device)
         self.threads = threads
         self.run = None
+        self.models: dict = {}  # (model, resolution, seed) -> (built model, check reply fields)
 
     def hello(self) -> dict:
         hint = self.adapter.missing()
@@ -56,6 +68,8 @@ class Worker:
         from .suites import case_from_dict
 
         self.run = None
+        if "model" in msg["case"]:
+            return self.prepare_model(msg)
         case = case_from_dict(msg["case"])
         if not self.adapter.supports(case):
             return {"unsupported": True}
@@ -79,11 +93,53 @@ class Worker:
         self._warm_up(msg.get("warmup", 0.05), first)
         return {"ok": True, "first_s": first, "error_rel": err}
 
-    def _warm_up(self, seconds: float, first: float) -> None:
-        """At least one more call, and `seconds` of them: caches, page faults, pools, autotuners."""
+    def prepare_model(self, msg: dict) -> dict:
+        import numpy as np
+
+        from fastconv._compare import max_relative_error
+
+        from .suites import model_case_from_dict
+
+        case = model_case_from_dict(msg["case"])
+        if not self.adapter.supports_models:
+            return {"unsupported": True}
+        key = (case.model, case.resolution, msg["seed"])
+        if key not in self.models:
+            model = case.build(msg["seed"])  # prepared once per model, outside every timed region
+            try:
+                checked = self.adapter.check_model(case, model)
+            except AssertionError as exc:
+                return {"error": f"wrong answer: {exc}"}
+            self.models[key] = (model, checked)
+        model, checked = self.models[key]
+        run, fetch = self.adapter.prepare_model(case, model, case.inputs(msg["seed"], model)["x"])
+        start = time.perf_counter()
+        result = run()
+        self.adapter.synchronize()
+        first = time.perf_counter() - start
+        got = np.asarray(fetch(result))
+        reply = dict(checked, ok=True, first_s=first)
+        if msg.get("output"):
+            np.save(msg["output"], got)
+        if msg.get("reference"):
+            want = np.load(msg["reference"])
+            if got.shape != want.shape:
+                return {"error": f"wrong answer: shape {got.shape}, fastconv {want.shape}"}
+            err, where = max_relative_error(got, want)
+            if not err <= MODEL_RTOL:
+                return {"error": f"wrong answer: differs from fastconv by {err:.3g} > {MODEL_RTOL:g} at {list(where)}",
+                        "error_rel": err if np.isfinite(err) else None}
+            reply["error_rel"] = err
+        del result, got
+        self.run = run
+        self._warm_up(msg.get("warmup", 0.0), first, msg.get("warmup_calls", 1))
+        return reply
+
+    def _warm_up(self, seconds: float, first: float, min_calls: int = 1) -> None:
+        """At least `min_calls` more calls (default 1), and `seconds` of them: caches, page faults, pools, autotuners."""
         deadline = time.perf_counter() + seconds
         calls = 0
-        while calls < 1 or (time.perf_counter() < deadline and calls < 1000):
+        while calls < min_calls or (time.perf_counter() < deadline and calls < 1000):
             self.run()
             calls += 1
         self.adapter.synchronize()
