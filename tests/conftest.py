@@ -9,26 +9,7 @@ import numpy as np
 import pytest
 
 from fastconv import _cpu
-
-
-def _gpu_skip_reason():
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA device"
-    except Exception as exc:  # ImportError, or CUDA driver errors without a GPU
-        return f"CuPy with a CUDA device is not available ({type(exc).__name__})"
-    try:
-        from fastconv import _gpu
-
-        _gpu.cuda_module()
-    except Exception as exc:
-        return f"fastconv CUDA module unavailable: {exc}"
-    return None
-
-
-_GPU_SKIP = _gpu_skip_reason()
+from helpers import GPU_SKIP_REASON as _GPU_SKIP
 
 
 class Device:

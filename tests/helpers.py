@@ -6,6 +6,27 @@ import fastconv
 from fastconv import _compare, reference
 
 
+def _gpu_skip_reason():
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except Exception as exc:  # ImportError, or CUDA driver errors without a GPU
+        return f"CuPy with a CUDA device is not available ({type(exc).__name__})"
+    try:
+        from fastconv import _gpu
+
+        _gpu.cuda_module()
+    except Exception as exc:
+        return f"fastconv CUDA module unavailable: {exc}"
+    return None
+
+
+# Why GPU tests cannot run here, or None when they can.
+GPU_SKIP_REASON = _gpu_skip_reason()
+
+
 def random_array(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 

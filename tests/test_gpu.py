@@ -18,26 +18,8 @@ import fastconv
 from fastconv import _params
 from fastconv import reference as ref
 from fastconv._compare import assert_close
+from helpers import GPU_SKIP_REASON as _GPU_SKIP
 
-
-def _gpu_skip_reason():
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA device"
-    except Exception as exc:  # ImportError, or CUDA driver errors without a GPU
-        return f"CuPy with a CUDA device is not available ({type(exc).__name__})"
-    try:
-        from fastconv import _gpu
-
-        _gpu.cuda_module()
-    except Exception as exc:
-        return f"fastconv CUDA module unavailable: {exc}"
-    return None
-
-
-_GPU_SKIP = _gpu_skip_reason()
 gpu = pytest.mark.skipif(_GPU_SKIP is not None, reason=str(_GPU_SKIP))
 
 
