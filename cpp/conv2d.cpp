@@ -173,6 +173,8 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
         for (int64_t t = 0; t < group_tiles; ++t) {
           const int64_t first_pixel = (group + t) * kTileRows;
           job.segs = segs + t * taps * kTileRows;
+          // The group's inputs come into cache while the first block runs; later blocks reuse them.
+          job.next_segs = block == 0 && t + 1 < group_tiles ? job.segs + taps * kTileRows : nullptr;
           job.out = y + first_pixel * p.c_out + block * kTileCols;
           run_tile_rows(min_i64(kTileRows, pixels - first_pixel), job);
         }

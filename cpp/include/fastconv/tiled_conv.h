@@ -36,6 +36,7 @@ typedef float vfloat __attribute__((vector_size(FC_VEC_BYTES)));
 typedef float vfloat_unaligned __attribute__((vector_size(FC_VEC_BYTES), aligned(4), may_alias));
 
 constexpr int kVecLen = FC_VEC_BYTES / 4;
+constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
 constexpr int kTileVecs = 2;                     // vectors of output channels per tile
 constexpr int kTileCols = kTileVecs * kVecLen;   // 8 portable, 16 AVX2, 32 AVX-512
 // Pixels per tile: 2 x kTileRows accumulators + 2 weight vectors + 1 broadcast fit the register
@@ -56,6 +57,7 @@ static inline vfloat splat(float s) { return s * (vfloat{} + 1.0f); }
 // weights of segment t are the seg rows w + t * seg * ldw, each kTileCols wide.
 struct TileJob {
   const float* const* segs;
+  const float* const* next_segs;  // the next tile's segs, prefetched while this one runs; or nullptr
   int64_t taps, seg;
   const float* w;
   int64_t ldw;
@@ -104,15 +106,24 @@ static inline void run_tile(const TileJob& job) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) a[r] = job.segs[t * kTileRows + r];
     const float* wt = job.w + t * job.seg * job.ldw;
-    for (int64_t i = 0; i < job.seg; ++i, wt += job.ldw) {
-      vfloat wv[kTileVecs];
-#pragma GCC unroll 4
-      for (int v = 0; v < kTileVecs; ++v) wv[v] = load_vec(wt + v * kVecLen);
+    // In steps of one cache line of input per pixel, each step prefetching the next tile's matching
+    // line: streamed inputs (a GEMM's rows) arrive from DRAM before they are needed.
+    for (int64_t i0 = 0; i0 < job.seg; i0 += kLineFloats) {
+      if (job.next_segs) {
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        const vfloat s = splat(a[r][i]);
+        for (int r = 0; r < kTileRows; ++r) __builtin_prefetch(job.next_segs[t * kTileRows + r] + i0);
+      }
+      const int64_t i1 = min_i64(i0 + kLineFloats, job.seg);
+      for (int64_t i = i0; i < i1; ++i, wt += job.ldw) {
+        vfloat wv[kTileVecs];
 #pragma GCC unroll 4
-        for (int v = 0; v < kTileVecs; ++v) acc[r][v] += s * wv[v];
+        for (int v = 0; v < kTileVecs; ++v) wv[v] = load_vec(wt + v * kVecLen);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const vfloat s = splat(a[r][i]);
+#pragma GCC unroll 4
+          for (int v = 0; v < kTileVecs; ++v) acc[r][v] += s * wv[v];
+        }
       }
     }
   }
