@@ -3,8 +3,8 @@
 //
 // A GEMM is the 1x1 convolution of `rows` images of one pixel each, so it runs on the same
 // register-tiled engine as the dense convolution (tiled_conv.h): tiles of kTileRows rows x
-// kTileCols columns, one reduction of length k per tile, w read in place with row stride m (only
-// the last, partial column block is packed). Threads split the rows.
+// kTileCols columns, one reduction of length k per tile, w packed per call into contiguous
+// kTileCols-wide column blocks, the next tile's rows prefetched. Threads split the rows.
 #include "fastconv/kernels.h"
 #include "fastconv/tiled_conv.h"
 
