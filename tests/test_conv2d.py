@@ -64,6 +64,14 @@ def test_conv2d_random_geometry(case, device, isa, rng):
         ((1, 5, 5, 2), (5, 5, 2, 3), {}),  # 1x1 output
         ((1, 6, 8, 4), (2, 3, 4, 4), dict(stride=(2, 3), padding=((0, 3), (2, 1)))),
         ((1, 9, 9, 4), (3, 3, 4, 4), dict(stride=5, padding="same")),  # stride > kernel
+        # Register-tiled kernel edges: channel blocks of 8/16/32, tiles of 6/8 pixels spanning rows.
+        ((1, 7, 5, 64), (3, 3, 64, 40), dict(padding="same", activation="relu6")),  # C_out % 16 != 0
+        ((2, 6, 7, 3), (3, 3, 3, 17), dict(padding=1)),  # C_in < 8, batch > 1, 84 pixels % 6 == 0
+        ((3, 5, 5, 5), (3, 3, 5, 33), dict(padding=1, activation="silu")),  # 75 pixels, partial tile
+        ((1, 11, 11, 2), (5, 5, 2, 7), dict(padding=(2, 3), stride=2)),  # every tile at a border
+        ((1, 16, 16, 8), (3, 3, 8, 16), dict(padding="same", dilation=(2, 3))),  # gathered windows
+        ((1, 4, 30, 1), (1, 7, 1, 9), dict(padding=((0, 0), (3, 3)))),  # wide kernel, C_in = 1
+        ((2, 9, 9, 24), (3, 3, 8, 63), dict(groups=3, padding="same")),  # groups > 1: fallback path
     ],
 )
 def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
