@@ -14,6 +14,12 @@ namespace fastconv::cpu {
 
 namespace {
 
+// Cost-model constants of prefer_winograd (relative to one multiply-add of the direct kernel).
+constexpr int64_t kWinogradMinChannels = 16;
+constexpr double kWinogradGemmCost = 1.0;     // a Winograd GEMM multiply-add
+constexpr double kWinogradTileCost = 150.0;   // input + output transform, per tile and channel
+constexpr double kWinogradWeightCost = 20.0;  // weight transform, per transform element and channel pair
+
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
   if (&t == &avx512::table) {
@@ -56,6 +62,22 @@ std::atomic<int> g_num_threads{omp_get_max_threads()};
 
 const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 
+// algorithm="auto": Winograd F(4x4, 3x3) when its estimated time is below the direct kernel's.
+// In units of one vector FMA lane (a multiply-add): the direct kernel does 9 * C_in * C_out per
+// output pixel at about the efficiency of the GEMM microkernel; Winograd does 36 * C_in * C_out per
+// 4x4 tile (border tiles count whole), plus the transforms, which are memory- and shuffle-bound
+// and cost per channel and tile rather than per channel pair, plus the per-call weight transform.
+// The constants were fitted to 1-thread timings (bench/NOTES-winograd.md).
+bool prefer_winograd(const Conv2dParams& p) {
+  if (!p.winograd_eligible() || p.c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
+  const double tiles = static_cast<double>(p.n) * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
+  const double pairs = static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
+  const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * 9.0 * pairs;
+  const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (p.c_in + p.c_out) * kWinogradTileCost +
+                          36.0 * pairs * kWinogradWeightCost;
+  return winograd < direct;
+}
+
 }  // namespace
 
 std::vector<std::string> supported_isas() {
@@ -90,6 +112,9 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
     table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
   } else if (p.is_depthwise()) {
     table().depthwise(p, x, w, b, y, num_threads());
+  } else if (p.algorithm == ConvAlgorithm::kWinograd ||
+             (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p))) {
+    table().winograd(p, x, w, b, y, num_threads());
   } else {
     table().conv2d(p, x, w, b, y, num_threads());
   }

@@ -27,6 +27,15 @@ inline Activation activation_from(py::handle obj) {
   throw std::invalid_argument("unknown activation " + name);
 }
 
+// conv2d's algorithm= ("auto", "direct", "winograd"; validated in _params.py).
+inline ConvAlgorithm algorithm_from(py::handle obj) {
+  const std::string name = obj.attr("algorithm").cast<std::string>();
+  if (name == "auto") return ConvAlgorithm::kAuto;
+  if (name == "direct") return ConvAlgorithm::kDirect;
+  if (name == "winograd") return ConvAlgorithm::kWinograd;
+  throw std::invalid_argument("unknown conv2d algorithm " + name);
+}
+
 inline Conv2dParams conv2d_params(py::handle p) {
   Conv2dParams c{};
   c.n = field(p, "n"), c.h = field(p, "h"), c.w = field(p, "w"), c.c_in = field(p, "c_in");
@@ -36,6 +45,7 @@ inline Conv2dParams conv2d_params(py::handle p) {
   c.pad_top = field(p, "pad_top"), c.pad_left = field(p, "pad_left");
   c.out_h = field(p, "out_h"), c.out_w = field(p, "out_w");
   c.activation = activation_from(p);
+  c.algorithm = algorithm_from(p);
   return c;
 }
 

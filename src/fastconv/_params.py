@@ -15,6 +15,7 @@ import numbers
 from dataclasses import dataclass
 
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "silu")
+ALGORITHMS = ("auto", "direct", "winograd")  # conv2d's algorithm=
 
 # Guards the 64-bit index arithmetic of the kernels with a wide margin.
 _MAX_ELEMENTS = 2**62
@@ -193,10 +194,18 @@ class Conv2dProblem:
     out_w: int
     activation: str | None
     has_bias: bool
+    # conv2d's algorithm=: "auto" (the CPU dispatch's cost model picks), "direct" or "winograd".
+    algorithm: str = "auto"
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.out_h, self.out_w, self.c_out)
+
+    @property
+    def winograd_eligible(self) -> bool:
+        """The shapes the Winograd F(4x4, 3x3) kernel computes (any padding)."""
+        return (self.kh, self.kw, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w, self.groups) == (
+            3, 3, 1, 1, 1, 1, 1)
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
@@ -288,8 +297,11 @@ def _memoized(builder):
 
 
 @_memoized
-def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, groups, activation) -> Conv2dProblem:
+def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, groups, activation,
+                   algorithm="auto") -> Conv2dProblem:
     """Validate conv2d arguments. w_shape is HWIO (KH, KW, C_in // groups, C_out)."""
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"{op}: unknown algorithm {algorithm!r}; expected one of {', '.join(map(repr, ALGORITHMS))}")
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
     _check_shape(op, "w", w_shape, 4, "(KH, KW, C_in // groups, C_out)")
     n, h, w, c_in = (int(d) for d in x_shape)
@@ -308,10 +320,18 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
             f"for x with C_in={c_in} and groups={groups}, got {tuple(w_shape)}"
         )
     _check_bias(op, b_shape, c_out)
-    return _conv_geometry(op, (n, h, w, c_in), (kh, kw), c_out, groups, stride, padding, dilation, activation, b_shape)
+    p = _conv_geometry(op, (n, h, w, c_in), (kh, kw), c_out, groups, stride, padding, dilation, activation, b_shape,
+                       algorithm)
+    if algorithm == "winograd" and not p.winograd_eligible:
+        raise ValueError(
+            f"{op}: algorithm='winograd' needs a 3x3 kernel with stride 1, dilation 1 and groups 1, got a "
+            f"{kh}x{kw} kernel with stride {(p.stride_h, p.stride_w)}, dilation {(p.dilation_h, p.dilation_w)} "
+            f"and groups {groups}; use algorithm='auto' or 'direct'"
+        )
+    return p
 
 
-def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, activation, b_shape):
+def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, activation, b_shape, algorithm="auto"):
     n, h, w, c_in = x_dims
     kh, kw = k_hw
     sh, sw = _positive_pair(op, "stride", stride)
@@ -328,7 +348,7 @@ def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, a
     _check_shape(op, "output", (n, oh, ow, c_out), 4, "(N, OH, OW, C_out)")
     return Conv2dProblem(
         op, n, h, w, c_in, kh, kw, c_out, groups, sh, sw, dh, dw, pt, pb, pl, pr, oh, ow,
-        _check_activation(op, activation), b_shape is not None,
+        _check_activation(op, activation), b_shape is not None, algorithm,
     )
 
 

@@ -12,15 +12,19 @@ def _shape(a):
     return None if a is None else a.shape
 
 
-def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, activation=None):
+def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, activation=None, algorithm="auto"):
     """2-D convolution (cross-correlation) of x (N, H, W, C_in) with w (KH, KW, C_in // groups, C_out).
 
     padding: "valid", "same" (TensorFlow/ONNX SAME_UPPER), int, (ph, pw) or ((top, bottom), (left, right)).
     activation: None, "relu", "relu6", "sigmoid", "tanh" or "silu", applied after the bias.
+    algorithm: "auto" (default: a cost model picks), "direct", or "winograd" (F(4x4, 3x3): about 4x
+    fewer multiplies, a slightly larger float32 rounding error; only 3x3 kernels with stride 1,
+    dilation 1 and groups 1, else ValueError). The CUDA backend runs every algorithm directly.
     Returns (N, OH, OW, C_out) float32.
     """
     x, w, b = _backend.as_inputs("conv2d", x=x, w=w, b=b)
-    p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation)
+    p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation,
+                               algorithm)
     return _backend.run("conv2d", p, x, w, b)
 
 

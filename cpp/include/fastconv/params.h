@@ -10,6 +10,11 @@
 
 namespace fastconv {
 
+// conv2d's algorithm= argument. kAuto: the CPU dispatch's cost model picks; kWinograd is only ever
+// set for 3x3, stride 1, dilation 1, groups 1 problems (_params.py checks). The CUDA module has no
+// Winograd kernel and runs every algorithm as its direct implicit GEMM.
+enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
+
 struct Conv2dParams {
   int64_t n, h, w, c_in;
   int64_t kh, kw, c_out, groups;
@@ -17,6 +22,7 @@ struct Conv2dParams {
   int64_t pad_top, pad_left;  // bottom/right padding is implied by out_h / out_w
   int64_t out_h, out_w;
   Activation activation;
+  ConvAlgorithm algorithm;
 
   int64_t c_in_per_group() const { return c_in / groups; }
   int64_t c_out_per_group() const { return c_out / groups; }
@@ -26,6 +32,11 @@ struct Conv2dParams {
   bool is_pointwise() const {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
+  }
+  // The shapes conv2d_winograd.cpp computes: 3x3, stride 1, dilation 1, groups 1, any padding.
+  bool winograd_eligible() const {
+    return kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dilation_h == 1 && dilation_w == 1 &&
+           groups == 1;
   }
 };
 

@@ -1,0 +1,348 @@
+// Winograd F(4x4, 3x3) convolution: 3x3 kernel, stride 1, dilation 1, groups 1, NHWC activations,
+// HWIO weights, any padding. Compiled once per instruction set (FC_ISA = portable | avx2 | avx512);
+// see kernels.h. dispatch.cpp decides when it runs (algorithm="winograd", or "auto" and the cost
+// model there).
+//
+// Each 4x4 output tile is computed from the 6x6 input patch d around it as
+//     Y = AT [ sum_ci (G g G^T) (.) (BT d B) ] A
+// so per (tile, C_in, C_out) triple the 4 * 4 * 9 = 144 multiply-adds of the direct convolution
+// become 36: the elementwise product of 6x6 transformed tiles, which is 36 independent GEMMs
+// [tiles x C_in] @ [C_in x C_out], one per transform element e.
+//
+// Steps, per call:
+//  1. Weights: U[e][co block][ci][kCols] = (G g G^T)[e] for every (ci, co), zero padded past C_out.
+//     Computed on every call: 36 * C_in * C_out values at ~50 flops each, against
+//     2 * 36 * tiles * C_in * C_out flops of GEMM, i.e. under 2% once there are >= 48 tiles.
+//  2. For each block of `block` tiles (threads share a block, every step split between them):
+//     a. input transform: V[e][tile][ci] = (BT d B)[e], channels in vector lanes; the patch is read
+//        straight from x with zeros outside the image (padding) or past C_in.
+//     b. 36 x (C_out / kCols) x (block / kRows) register-tiled GEMM microkernels: kRows tiles x
+//        kCols output channels in 2 x kRows vector accumulators, one broadcast of V per tile and
+//        two vector loads of U per input channel. M[e][tile][co].
+//     c. output transform AT M A, + bias, activation, stored clipped to the output (border tiles).
+// V and M of a block stay in L2 / L3; U[e] (C_in x kCols per microkernel) is reused from L1 by
+// every tile of the block.
+//
+// Accuracy: the transforms of F(4x4, 3x3) (points 0, +-1, +-2) amplify float32 rounding; measured
+// against the float64 reference in bench/NOTES-winograd.md, well inside tolerance for C_in 1-512.
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "fastconv/kernel_util.h"
+#include "fastconv/kernels.h"
+
+#if defined(__AVX512F__)
+#define FC_VEC_BYTES 64
+#elif defined(__AVX2__)
+#define FC_VEC_BYTES 32
+#else
+#define FC_VEC_BYTES 16
+#endif
+
+namespace fastconv::cpu::FC_ISA {
+
+namespace {
+
+typedef float wvec __attribute__((vector_size(FC_VEC_BYTES)));
+typedef float wvec_u __attribute__((vector_size(FC_VEC_BYTES), aligned(4), may_alias));
+
+constexpr int kLanes = FC_VEC_BYTES / 4;
+constexpr int kColVecs = 2;
+constexpr int kCols = kColVecs * kLanes;  // output channels per microkernel: 8 / 16 / 32
+#if defined(__AVX512F__)
+constexpr int kRows = 8;  // 16 accumulators of 32 registers
+#else
+constexpr int kRows = 6;  // 12 accumulators of 16 registers
+#endif
+constexpr int kAlpha = 6;  // input tile side
+constexpr int kM = 4;      // output tile side
+constexpr int kElems = kAlpha * kAlpha;
+
+static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(p); }
+static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
+static inline wvec splat(float s) { return s * (wvec{} + 1.0f); }
+
+static inline float* alloc_floats(int64_t count) {
+  const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
+  return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+}
+
+// BT applied to a column d0..d5 (input transform, both directions).
+static inline void bt6(const wvec d[6], wvec r[6]) {
+  const wvec four = splat(4.0f), five = splat(5.0f), two = splat(2.0f);
+  r[0] = four * d[0] - five * d[2] + d[4];
+  const wvec a = d[4] - four * d[2], b = d[3] - four * d[1];  // r1 = a + b, r2 = a - b
+  r[1] = a + b;
+  r[2] = a - b;
+  const wvec c = d[4] - d[2], e = two * (d[3] - d[1]);  // r3 = c + e, r4 = c - e
+  r[3] = c + e;
+  r[4] = c - e;
+  r[5] = four * d[1] - five * d[3] + d[5];
+}
+
+// AT applied to m0..m5 (output transform, both directions).
+static inline void at6(const wvec m[6], wvec o[4]) {
+  const wvec two = splat(2.0f), four = splat(4.0f), eight = splat(8.0f);
+  const wvec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+  o[0] = m[0] + s12 + s34;
+  o[1] = d12 + two * d34;
+  o[2] = s12 + four * s34;
+  o[3] = d12 + eight * d34 + m[5];
+}
+
+// G applied to g0..g2 (weight transform, both directions).
+static inline void g3(const wvec g[3], wvec u[6]) {
+  const wvec q = splat(0.25f), sixth = splat(1.0f / 6.0f), c24 = splat(1.0f / 24.0f), c12 = splat(1.0f / 12.0f);
+  u[0] = q * g[0];
+  const wvec s02 = g[0] + g[2];
+  u[1] = -sixth * (s02 + g[1]);
+  u[2] = -sixth * (s02 - g[1]);
+  const wvec t = c24 * g[0] + sixth * g[2];
+  u[3] = t + c12 * g[1];
+  u[4] = t - c12 * g[1];
+  u[5] = g[2];
+}
+
+struct Geometry {
+  int64_t tiles_h, tiles_w, tiles;
+  int64_t ci_pad, co_pad, co_blocks;
+  int64_t block;     // tiles per block, a multiple of kRows
+  int64_t v_stride;  // floats between transform elements of V: block * ci_pad, plus a cache line
+  int64_t m_stride;  // the same for M
+};
+
+// 1. U[e][cb][ci][kCols] from w[ky][kx][ci][co]; rows of ci split between the threads.
+static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u) {
+  const int64_t e_stride = g.co_blocks * p.c_in * kCols;
+#pragma omp for schedule(static)
+  for (int64_t ci = 0; ci < p.c_in; ++ci) {
+    for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
+      const int64_t len = min_i64(kLanes, p.c_out - co0);
+      wvec gk[3][3];
+      for (int ky = 0; ky < 3; ++ky) {
+        for (int kx = 0; kx < 3; ++kx) {
+          const float* src = w + ((ky * 3 + kx) * p.c_in + ci) * p.c_out + co0;
+          if (len == kLanes) {
+            gk[ky][kx] = ld(src);
+          } else {
+            alignas(64) float tmp[kLanes] = {};
+            for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
+            gk[ky][kx] = ld(tmp);
+          }
+        }
+      }
+      // Rows: t[i][kx] = (G g)[i][kx]; then columns: u[i][j] = (t G^T)[i][j].
+      wvec t[6][3];
+      for (int kx = 0; kx < 3; ++kx) {
+        const wvec col[3] = {gk[0][kx], gk[1][kx], gk[2][kx]};
+        wvec r[6];
+        g3(col, r);
+        for (int i = 0; i < 6; ++i) t[i][kx] = r[i];
+      }
+      const int64_t cb = co0 / kCols, lane0 = co0 % kCols;
+      for (int i = 0; i < 6; ++i) {
+        wvec r[6];
+        g3(t[i], r);
+        for (int j = 0; j < 6; ++j) st(u + (i * 6 + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
+      }
+    }
+  }
+}
+
+// 2a. V[e][slot][ci] for one tile.
+static inline void transform_input_tile(const Conv2dParams& p, const Geometry& g, const float* x, int64_t tile,
+                                        float* v_slot) {
+  const int64_t n = tile / (g.tiles_h * g.tiles_w);
+  const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
+  const int64_t iy0 = ty * kM - p.pad_top, ix0 = tx * kM - p.pad_left;
+  const bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + kAlpha <= p.h && ix0 + kAlpha <= p.w;
+  const float* base = x + ((n * p.h + iy0) * p.w + ix0) * p.c_in;  // may point outside: only used when inside
+  for (int64_t ci0 = 0; ci0 < g.ci_pad; ci0 += kLanes) {
+    const int64_t len = min_i64(kLanes, p.c_in - ci0);
+    wvec d[6][6];
+    if (inside && len == kLanes) {
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 6; ++j) d[i][j] = ld(base + (i * p.w + j) * p.c_in + ci0);
+    } else {
+      for (int i = 0; i < 6; ++i) {
+        const int64_t iy = iy0 + i;
+        for (int j = 0; j < 6; ++j) {
+          const int64_t ix = ix0 + j;
+          if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) {
+            d[i][j] = splat(0.0f);
+          } else {
+            const float* src = x + ((n * p.h + iy) * p.w + ix) * p.c_in + ci0;
+            if (len == kLanes) {
+              d[i][j] = ld(src);
+            } else {
+              alignas(64) float tmp[kLanes] = {};
+              for (int64_t c = 0; c < len; ++c) tmp[c] = src[c];
+              d[i][j] = ld(tmp);
+            }
+          }
+        }
+      }
+    }
+    // Columns then rows: t = BT d, V = t B.
+    wvec t[6][6];
+    for (int j = 0; j < 6; ++j) {
+      const wvec col[6] = {d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]};
+      wvec r[6];
+      bt6(col, r);
+      for (int i = 0; i < 6; ++i) t[i][j] = r[i];
+    }
+    for (int i = 0; i < 6; ++i) {
+      wvec r[6];
+      bt6(t[i], r);
+      for (int j = 0; j < 6; ++j) st(v_slot + (i * 6 + j) * g.v_stride + ci0, r[j]);
+    }
+  }
+}
+
+// 2b. M rows [R tiles] x kCols = V rows [R tiles] x C_in @ U [C_in x kCols].
+template <int R>
+static inline void gemm_tile(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc) {
+  wvec acc[R][kColVecs];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kColVecs; ++v) acc[r][v] = splat(0.0f);
+  const float* ar[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) ar[r] = a + r * lda;
+  for (int64_t i = 0; i < k; ++i, b += kCols) {
+    wvec bv[kColVecs];
+#pragma GCC unroll 4
+    for (int v = 0; v < kColVecs; ++v) bv[v] = ld(b + v * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const wvec s = splat(ar[r][i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kColVecs; ++v) acc[r][v] += s * bv[v];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < kColVecs; ++v) st(c + r * ldc + v * kLanes, acc[r][v]);
+}
+
+template <int R = kRows>
+static inline void gemm_rows(int64_t rows, const float* a, int64_t lda, const float* b, int64_t k, float* c,
+                             int64_t ldc) {
+  if constexpr (R > 1) {
+    if (rows < R) return gemm_rows<R - 1>(rows, a, lda, b, k, c, ldc);
+  }
+  gemm_tile<R>(a, lda, b, k, c, ldc);
+}
+
+// 2c. Output transform of one tile, + bias, activation, clipped to the output.
+static inline void transform_output_tile(const Conv2dParams& p, const Geometry& g, const float* m_slot,
+                                         const float* bias_pad, int64_t tile, float* y) {
+  const int64_t n = tile / (g.tiles_h * g.tiles_w);
+  const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
+  const int64_t oy0 = ty * kM, ox0 = tx * kM;
+  const int64_t rows = min_i64(kM, p.out_h - oy0), cols = min_i64(kM, p.out_w - ox0);
+  const Activation act = p.activation;
+  const bool vec_act = act == Activation::kNone || act == Activation::kRelu || act == Activation::kRelu6;
+  const wvec zero = splat(0.0f), six = splat(6.0f);
+  for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
+    const int64_t len = min_i64(kLanes, p.c_out - co0);
+    // Rows then columns: t = AT m (4 x 6), o = t A (4 x 4).
+    wvec t[4][6];
+    for (int j = 0; j < 6; ++j) {
+      wvec col[6];
+      for (int i = 0; i < 6; ++i) col[i] = ld(m_slot + (i * 6 + j) * g.m_stride + co0);
+      wvec r[4];
+      at6(col, r);
+      for (int i = 0; i < 4; ++i) t[i][j] = r[i];
+    }
+    const wvec bv = bias_pad ? ld(bias_pad + co0) : splat(0.0f);
+    for (int64_t i = 0; i < rows; ++i) {
+      wvec o[4];
+      at6(t[i], o);
+      float* out_row = y + ((n * p.out_h + oy0 + i) * p.out_w + ox0) * p.c_out + co0;
+      for (int64_t j = 0; j < cols; ++j) {
+        wvec val = o[j] + bv;
+        float* dst = out_row + j * p.c_out;
+        if (vec_act && len == kLanes) {
+          // Comparisons with NaN are false: NaN passes through relu and relu6 like in PyTorch.
+          if (act != Activation::kNone) val = val < zero ? zero : val;
+          if (act == Activation::kRelu6) val = val > six ? six : val;
+          st(dst, val);
+        } else {
+          alignas(64) float tmp[kLanes];
+          st(tmp, val);
+          store_activated(act, tmp, dst, len);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  Geometry g{};
+  g.tiles_h = (p.out_h + kM - 1) / kM;
+  g.tiles_w = (p.out_w + kM - 1) / kM;
+  g.tiles = p.n * g.tiles_h * g.tiles_w;
+  g.ci_pad = (p.c_in + kLanes - 1) / kLanes * kLanes;
+  g.co_blocks = (p.c_out + kCols - 1) / kCols;
+  g.co_pad = g.co_blocks * kCols;
+  const int64_t work = g.tiles * kElems * p.c_in * p.c_out;
+  const int nthreads = threads_for(work, threads);
+  // A block's V and M (36 * block * (C_in + C_out) floats) sized for about 768 KiB per thread of
+  // L2, but at least 8 row panels so that each U[e] column block is reused by >= 48 tiles, and
+  // never more than the problem has.
+  const int64_t per_tile_bytes = kElems * 4 * (g.ci_pad + g.co_pad);
+  int64_t block = (768 * 1024 * nthreads / per_tile_bytes) / kRows * kRows;
+  block = max_i64(block, 8 * kRows);
+  block = min_i64(block, 64 * kRows);
+  block = min_i64(block, (g.tiles + kRows - 1) / kRows * kRows);
+  g.block = block;
+  g.v_stride = block * g.ci_pad + 16;
+  g.m_stride = block * g.co_pad + 16;
+
+  const int64_t u_e_stride = g.co_blocks * p.c_in * kCols;
+  float* u = alloc_floats(kElems * u_e_stride);
+  float* v = alloc_floats(kElems * g.v_stride);
+  float* m = alloc_floats(kElems * g.m_stride);
+  float* bias_pad = nullptr;
+  if (b) {
+    bias_pad = alloc_floats(g.co_pad);
+    for (int64_t j = 0; j < g.co_pad; ++j) bias_pad[j] = j < p.c_out ? b[j] : 0.0f;
+  }
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    transform_weights(p, g, w, u);  // ends with the implicit barrier of its omp for
+    for (int64_t first = 0; first < g.tiles; first += g.block) {
+      const int64_t count = min_i64(g.block, g.tiles - first);
+      const int64_t panels = (count + kRows - 1) / kRows;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < count; ++t) transform_input_tile(p, g, x, first + t, v + t * g.ci_pad);
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t e = 0; e < kElems; ++e) {
+        for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
+          const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
+          for (int64_t panel = 0; panel < panels; ++panel) {
+            const int64_t r0 = panel * kRows;
+            gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
+                      m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
+          }
+        }
+      }
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < count; ++t) transform_output_tile(p, g, m + t * g.co_pad, bias_pad, first + t, y);
+    }
+  }
+  std::free(bias_pad);
+  std::free(m);
+  std::free(v);
+  std::free(u);
+}
+
+}  // namespace fastconv::cpu::FC_ISA
