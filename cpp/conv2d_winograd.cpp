@@ -69,6 +69,32 @@ static inline float* alloc_floats(int64_t count) {
   return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
 }
 
+// The calling thread's scratch (U, V and M of a call), kept between calls. Freshly allocated, a
+// 512 x 512 layer's 38 MB of transformed weights is above glibc's largest mmap threshold (32 MB),
+// so every call would map new pages and fault each one in: measured 46 ms of page faults against
+// 5 ms of work. Grows to the largest call's need and is freed when the thread exits; calls needing
+// more than kWorkspaceKeepFloats allocate and free their own.
+constexpr int64_t kWorkspaceKeepFloats = int64_t{64} << 20;  // 256 MiB
+
+struct Workspace {
+  float* data = nullptr;
+  int64_t capacity = 0;
+  ~Workspace() { std::free(data); }
+};
+static thread_local Workspace tls_workspace;
+
+static inline float* acquire_workspace(int64_t count, bool* owned) {
+  *owned = count > kWorkspaceKeepFloats;
+  if (*owned) return alloc_floats(count);
+  Workspace& ws = tls_workspace;
+  if (ws.capacity < count) {
+    std::free(ws.data);
+    ws.data = alloc_floats(count);
+    ws.capacity = count;
+  }
+  return ws.data;
+}
+
 // BT applied to a column d0..d5 (input transform, both directions).
 static inline void bt6(const wvec d[6], wvec r[6]) {
   const wvec four = splat(4.0f), five = splat(5.0f), two = splat(2.0f);
@@ -114,25 +140,25 @@ struct Geometry {
 };
 
 // 1. U[e][cb][ci][kCols] from w[ky][kx][ci][co]; rows of ci split between the threads.
-static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u) {
-  const int64_t e_stride = g.co_blocks * p.c_in * kCols;
+// The 9 taps of one input channel are first copied, a chunk of output channels at a time, into a
+// zero-padded local buffer: read in place they are 9 streams C_in * C_out floats apart, which for
+// power-of-two channel counts all map onto the same cache sets.
+static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u,
+                                     int64_t e_stride) {
+  constexpr int64_t kChunk = 256;  // a multiple of kCols
+  alignas(64) float taps[9][kChunk];
 #pragma omp for schedule(static)
   for (int64_t ci = 0; ci < p.c_in; ++ci) {
-    for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
-      const int64_t len = min_i64(kLanes, p.c_out - co0);
+    for (int64_t chunk0 = 0; chunk0 < g.co_pad; chunk0 += kChunk) {
+    const int64_t chunk_len = min_i64(kChunk, g.co_pad - chunk0);
+    for (int k = 0; k < 9; ++k) {
+      const float* src = w + (k * p.c_in + ci) * p.c_out;
+      for (int64_t j = 0; j < chunk_len; ++j) taps[k][j] = chunk0 + j < p.c_out ? src[chunk0 + j] : 0.0f;
+    }
+    for (int64_t co0 = chunk0; co0 < chunk0 + chunk_len; co0 += kLanes) {
       wvec gk[3][3];
-      for (int ky = 0; ky < 3; ++ky) {
-        for (int kx = 0; kx < 3; ++kx) {
-          const float* src = w + ((ky * 3 + kx) * p.c_in + ci) * p.c_out + co0;
-          if (len == kLanes) {
-            gk[ky][kx] = ld(src);
-          } else {
-            alignas(64) float tmp[kLanes] = {};
-            for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
-            gk[ky][kx] = ld(tmp);
-          }
-        }
-      }
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) gk[ky][kx] = ld(&taps[ky * 3 + kx][co0 - chunk0]);
       // Rows: t[i][kx] = (G g)[i][kx]; then columns: u[i][j] = (t G^T)[i][j].
       wvec t[6][3];
       for (int kx = 0; kx < 3; ++kx) {
@@ -147,6 +173,7 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
         g3(t[i], r);
         for (int j = 0; j < 6; ++j) st(u + (i * 6 + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
       }
+    }
     }
   }
 }
@@ -306,10 +333,12 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   g.v_stride = block * g.ci_pad + 16;
   g.m_stride = block * g.co_pad + 16;
 
-  const int64_t u_e_stride = g.co_blocks * p.c_in * kCols;
-  float* u = alloc_floats(kElems * u_e_stride);
-  float* v = alloc_floats(kElems * g.v_stride);
-  float* m = alloc_floats(kElems * g.m_stride);
+  // Plus a cache line: 36 streams a power of two apart would share cache sets.
+  const int64_t u_e_stride = g.co_blocks * p.c_in * kCols + 16;
+  bool owned = false;
+  float* u = acquire_workspace(kElems * (u_e_stride + g.v_stride + g.m_stride), &owned);
+  float* v = u + kElems * u_e_stride;
+  float* m = v + kElems * g.v_stride;
   float* bias_pad = nullptr;
   if (b) {
     bias_pad = alloc_floats(g.co_pad);
@@ -318,7 +347,7 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
 
 #pragma omp parallel num_threads(nthreads)
   {
-    transform_weights(p, g, w, u);  // ends with the implicit barrier of its omp for
+    transform_weights(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
     for (int64_t first = 0; first < g.tiles; first += g.block) {
       const int64_t count = min_i64(g.block, g.tiles - first);
       const int64_t panels = (count + kRows - 1) / kRows;
@@ -340,9 +369,7 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
     }
   }
   std::free(bias_pad);
-  std::free(m);
-  std::free(v);
-  std::free(u);
+  if (owned) std::free(u);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

@@ -123,6 +123,8 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
   FC_CHECK_LAUNCH("conv2d_nhwc_kernel_v1");
 }
 
+// p.algorithm is ignored: there is no CUDA Winograd kernel, so "auto", "direct" and "winograd" all
+// run the kernels below (a "winograd" problem is 3x3 stride 1 groups 1: the implicit GEMM).
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream) {
   if (p.is_pointwise()) {
     gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream);
