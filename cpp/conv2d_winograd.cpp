@@ -56,9 +56,8 @@ constexpr int kRows = 8;  // 16 accumulators of 32 registers
 #else
 constexpr int kRows = 6;  // 12 accumulators of 16 registers
 #endif
-constexpr int kAlpha = 6;  // input tile side
-constexpr int kM = 4;      // output tile side
-constexpr int kElems = kAlpha * kAlpha;
+// A: input tile side, 6 for F(4x4, 3x3) or 4 for F(2x2, 3x3); the output tile side is A - 2.
+constexpr int kMaxAlpha = 6;
 
 static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(p); }
 static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
@@ -95,8 +94,16 @@ static inline float* acquire_workspace(int64_t count, bool* owned) {
   return ws.data;
 }
 
-// BT applied to a column d0..d5 (input transform, both directions).
-static inline void bt6(const wvec d[6], wvec r[6]) {
+// BT applied to a column d0..d(A-1) (input transform, both directions).
+template <int A>
+static inline void bt(const wvec* d, wvec* r) {
+  if constexpr (A == 4) {
+    r[0] = d[0] - d[2];
+    r[1] = d[1] + d[2];
+    r[2] = d[2] - d[1];
+    r[3] = d[1] - d[3];
+    return;
+  }
   const wvec four = splat(4.0f), five = splat(5.0f), two = splat(2.0f);
   r[0] = four * d[0] - five * d[2] + d[4];
   const wvec a = d[4] - four * d[2], b = d[3] - four * d[1];  // r1 = a + b, r2 = a - b
@@ -108,8 +115,14 @@ static inline void bt6(const wvec d[6], wvec r[6]) {
   r[5] = four * d[1] - five * d[3] + d[5];
 }
 
-// AT applied to m0..m5 (output transform, both directions).
-static inline void at6(const wvec m[6], wvec o[4]) {
+// AT applied to m0..m(A-1) (output transform, both directions).
+template <int A>
+static inline void at(const wvec* m, wvec* o) {
+  if constexpr (A == 4) {
+    o[0] = m[0] + m[1] + m[2];
+    o[1] = m[1] - m[2] - m[3];
+    return;
+  }
   const wvec two = splat(2.0f), four = splat(4.0f), eight = splat(8.0f);
   const wvec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
   o[0] = m[0] + s12 + s34;
@@ -119,7 +132,16 @@ static inline void at6(const wvec m[6], wvec o[4]) {
 }
 
 // G applied to g0..g2 (weight transform, both directions).
-static inline void g3(const wvec g[3], wvec u[6]) {
+template <int A>
+static inline void gt(const wvec* g, wvec* u) {
+  if constexpr (A == 4) {
+    const wvec half = splat(0.5f), s02 = g[0] + g[2];
+    u[0] = g[0];
+    u[1] = half * (s02 + g[1]);
+    u[2] = half * (s02 - g[1]);
+    u[3] = g[2];
+    return;
+  }
   const wvec q = splat(0.25f), sixth = splat(1.0f / 6.0f), c24 = splat(1.0f / 24.0f), c12 = splat(1.0f / 12.0f);
   u[0] = q * g[0];
   const wvec s02 = g[0] + g[2];
@@ -143,6 +165,7 @@ struct Geometry {
 // The 9 taps of one input channel are first copied, a chunk of output channels at a time, into a
 // zero-padded local buffer: read in place they are 9 streams C_in * C_out floats apart, which for
 // power-of-two channel counts all map onto the same cache sets.
+template <int A>
 static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u,
                                      int64_t e_stride) {
   constexpr int64_t kChunk = 256;  // a multiple of kCols
@@ -160,18 +183,18 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
       for (int ky = 0; ky < 3; ++ky)
         for (int kx = 0; kx < 3; ++kx) gk[ky][kx] = ld(&taps[ky * 3 + kx][co0 - chunk0]);
       // Rows: t[i][kx] = (G g)[i][kx]; then columns: u[i][j] = (t G^T)[i][j].
-      wvec t[6][3];
+      wvec t[A][3];
       for (int kx = 0; kx < 3; ++kx) {
         const wvec col[3] = {gk[0][kx], gk[1][kx], gk[2][kx]};
-        wvec r[6];
-        g3(col, r);
-        for (int i = 0; i < 6; ++i) t[i][kx] = r[i];
+        wvec r[A];
+        gt<A>(col, r);
+        for (int i = 0; i < A; ++i) t[i][kx] = r[i];
       }
       const int64_t cb = co0 / kCols, lane0 = co0 % kCols;
-      for (int i = 0; i < 6; ++i) {
-        wvec r[6];
-        g3(t[i], r);
-        for (int j = 0; j < 6; ++j) st(u + (i * 6 + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
+      for (int i = 0; i < A; ++i) {
+        wvec r[A];
+        gt<A>(t[i], r);
+        for (int j = 0; j < A; ++j) st(u + (i * A + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
       }
     }
     }
@@ -179,23 +202,24 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
 }
 
 // 2a. V[e][slot][ci] for one tile.
+template <int A>
 static inline void transform_input_tile(const Conv2dParams& p, const Geometry& g, const float* x, int64_t tile,
                                         float* v_slot) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w);
   const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
-  const int64_t iy0 = ty * kM - p.pad_top, ix0 = tx * kM - p.pad_left;
-  const bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + kAlpha <= p.h && ix0 + kAlpha <= p.w;
+  const int64_t iy0 = ty * (A - 2) - p.pad_top, ix0 = tx * (A - 2) - p.pad_left;
+  const bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + A <= p.h && ix0 + A <= p.w;
   const float* base = x + ((n * p.h + iy0) * p.w + ix0) * p.c_in;  // may point outside: only used when inside
   for (int64_t ci0 = 0; ci0 < g.ci_pad; ci0 += kLanes) {
     const int64_t len = min_i64(kLanes, p.c_in - ci0);
-    wvec d[6][6];
+    wvec d[A][A];
     if (inside && len == kLanes) {
-      for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 6; ++j) d[i][j] = ld(base + (i * p.w + j) * p.c_in + ci0);
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) d[i][j] = ld(base + (i * p.w + j) * p.c_in + ci0);
     } else {
-      for (int i = 0; i < 6; ++i) {
+      for (int i = 0; i < A; ++i) {
         const int64_t iy = iy0 + i;
-        for (int j = 0; j < 6; ++j) {
+        for (int j = 0; j < A; ++j) {
           const int64_t ix = ix0 + j;
           if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) {
             d[i][j] = splat(0.0f);
@@ -213,17 +237,18 @@ static inline void transform_input_tile(const Conv2dParams& p, const Geometry& g
       }
     }
     // Columns then rows: t = BT d, V = t B.
-    wvec t[6][6];
-    for (int j = 0; j < 6; ++j) {
-      const wvec col[6] = {d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]};
-      wvec r[6];
-      bt6(col, r);
-      for (int i = 0; i < 6; ++i) t[i][j] = r[i];
+    wvec t[A][A];
+    for (int j = 0; j < A; ++j) {
+      wvec col[A];
+      for (int i = 0; i < A; ++i) col[i] = d[i][j];
+      wvec r[A];
+      bt<A>(col, r);
+      for (int i = 0; i < A; ++i) t[i][j] = r[i];
     }
-    for (int i = 0; i < 6; ++i) {
-      wvec r[6];
-      bt6(t[i], r);
-      for (int j = 0; j < 6; ++j) st(v_slot + (i * 6 + j) * g.v_stride + ci0, r[j]);
+    for (int i = 0; i < A; ++i) {
+      wvec r[A];
+      bt<A>(t[i], r);
+      for (int j = 0; j < A; ++j) st(v_slot + (i * A + j) * g.v_stride + ci0, r[j]);
     }
   }
 }
@@ -266,30 +291,32 @@ static inline void gemm_rows(int64_t rows, const float* a, int64_t lda, const fl
 }
 
 // 2c. Output transform of one tile, + bias, activation, clipped to the output.
+template <int A>
 static inline void transform_output_tile(const Conv2dParams& p, const Geometry& g, const float* m_slot,
                                          const float* bias_pad, int64_t tile, float* y) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w);
   const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
-  const int64_t oy0 = ty * kM, ox0 = tx * kM;
-  const int64_t rows = min_i64(kM, p.out_h - oy0), cols = min_i64(kM, p.out_w - ox0);
+  constexpr int M = A - 2;
+  const int64_t oy0 = ty * M, ox0 = tx * M;
+  const int64_t rows = min_i64(M, p.out_h - oy0), cols = min_i64(M, p.out_w - ox0);
   const Activation act = p.activation;
   const bool vec_act = act == Activation::kNone || act == Activation::kRelu || act == Activation::kRelu6;
   const wvec zero = splat(0.0f), six = splat(6.0f);
   for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
     const int64_t len = min_i64(kLanes, p.c_out - co0);
     // Rows then columns: t = AT m (4 x 6), o = t A (4 x 4).
-    wvec t[4][6];
-    for (int j = 0; j < 6; ++j) {
-      wvec col[6];
-      for (int i = 0; i < 6; ++i) col[i] = ld(m_slot + (i * 6 + j) * g.m_stride + co0);
-      wvec r[4];
-      at6(col, r);
-      for (int i = 0; i < 4; ++i) t[i][j] = r[i];
+    wvec t[M][A];
+    for (int j = 0; j < A; ++j) {
+      wvec col[A];
+      for (int i = 0; i < A; ++i) col[i] = ld(m_slot + (i * A + j) * g.m_stride + co0);
+      wvec r[M];
+      at<A>(col, r);
+      for (int i = 0; i < M; ++i) t[i][j] = r[i];
     }
     const wvec bv = bias_pad ? ld(bias_pad + co0) : splat(0.0f);
     for (int64_t i = 0; i < rows; ++i) {
-      wvec o[4];
-      at6(t[i], o);
+      wvec o[M];
+      at<A>(t[i], o);
       float* out_row = y + ((n * p.out_h + oy0 + i) * p.out_w + ox0) * p.c_out + co0;
       for (int64_t j = 0; j < cols; ++j) {
         wvec val = o[j] + bv;
@@ -309,9 +336,9 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
   }
 }
 
-}  // namespace
-
-void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+template <int A>
+void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  constexpr int kM = A - 2, kElems = A * A;
   Geometry g{};
   g.tiles_h = (p.out_h + kM - 1) / kM;
   g.tiles_w = (p.out_w + kM - 1) / kM;
@@ -347,12 +374,12 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
 
 #pragma omp parallel num_threads(nthreads)
   {
-    transform_weights(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
+    transform_weights<A>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
     for (int64_t first = 0; first < g.tiles; first += g.block) {
       const int64_t count = min_i64(g.block, g.tiles - first);
       const int64_t panels = (count + kRows - 1) / kRows;
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_input_tile(p, g, x, first + t, v + t * g.ci_pad);
+      for (int64_t t = 0; t < count; ++t) transform_input_tile<A>(p, g, x, first + t, v + t * g.ci_pad);
 #pragma omp for collapse(2) schedule(static)
       for (int64_t e = 0; e < kElems; ++e) {
         for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
@@ -365,11 +392,24 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
         }
       }
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_output_tile(p, g, m + t * g.co_pad, bias_pad, first + t, y);
+      for (int64_t t = 0; t < count; ++t) transform_output_tile<A>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
     }
   }
   std::free(bias_pad);
   if (owned) std::free(u);
+}
+
+}  // namespace
+
+// F(4x4, 3x3) unless the activation is sigmoid or tanh: those compress large outputs to a small
+// range while passing the absolute error of pre-activation values near 0 unchanged, which can turn
+// F(4x4)'s ~10x larger rounding error into a tolerance failure; F(2x2, 3x3) keeps it small.
+void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
+    run_winograd<4>(p, x, w, b, y, threads);
+  } else {
+    run_winograd<6>(p, x, w, b, y, threads);
+  }
 }
 
 }  // namespace fastconv::cpu::FC_ISA
