@@ -18,7 +18,11 @@ namespace {
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr double kWinogradGemmCost = 1.0;     // a Winograd GEMM multiply-add
 constexpr double kWinogradTileCost = 150.0;   // input + output transform, per tile and channel
-constexpr double kWinogradWeightCost = 20.0;  // weight transform, per transform element and channel pair
+// Weight transform, per transform element and channel pair: cheap while the 36 * C_in * C_out
+// transformed weights stay in cache, ~6x more once they spill to L3 / DRAM (written, then read back).
+constexpr double kWinogradWeightCost = 10.0;
+constexpr double kWinogradWeightCostSpilled = 60.0;
+constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
@@ -73,8 +77,10 @@ bool prefer_winograd(const Conv2dParams& p) {
   const double tiles = static_cast<double>(p.n) * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
   const double pairs = static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * 9.0 * pairs;
+  const double weight_cost =
+      36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes ? kWinogradWeightCost : kWinogradWeightCostSpilled;
   const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (p.c_in + p.c_out) * kWinogradTileCost +
-                          36.0 * pairs * kWinogradWeightCost;
+                          36.0 * pairs * weight_cost;
   return winograd < direct;
 }
 
