@@ -2,19 +2,27 @@
 // multiplier M = C_out / C_in (output channel c * M + m). Weights (KH, KW, 1, C * M), i.e. the
 // user's (KH, KW, C, M) as laid out in memory. Compiled once per instruction set; see kernels.h.
 //
-// Channels sit in the vector lanes (simd_dw.h). Threads split the (image, output row) pairs, so
-// batch 1 uses every core. Per output row, the path is chosen once per call:
-//  - row_lanes<KW, SW> (M = 1, C >= one vector, dilation_w = 1, KW x SW in {3, 5} x {1, 2}, any
-//    KH, stride_h, dilation_h, padding): the interior columns, where the whole window is inside
-//    the input, go kPixelBlock output pixels at a time per channel block with the KW taps and the
-//    pixels unrolled; each input vector is loaded once per kernel row and feeds every output of
-//    the block that uses it, and the block's KW weights stay in registers. The few border
-//    columns take clipped_pixel. Rows outside the input are skipped (padding), so the interior
-//    code has no bounds checks. The last channel block overlaps the one before when C is not a
-//    multiple of the vector width: those outputs are simply written twice with the same value.
-//  - row_lanes<0, 0> (M = 1, C >= one vector, any other geometry): clipped_pixel everywhere.
-//  - row_any (M > 1, or C below one vector): one output pixel at a time, partial vectors.
-// Bias and activation are applied to the accumulators before the single store.
+// Channels sit in the vector lanes (simd_dw.h). Threads take chunks of consecutive output rows
+// (image, row) dynamically, so batch 1 uses every core and a preempted thread stalls nobody. The
+// path is chosen once per call (choose_path):
+//  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
+//    stride_h, dilation_h, padding; chosen when M > 1, when the output is narrower than
+//    kStageMaxWidth, or when input + output exceed kStageMinBytes): each thread copies the input
+//    rows it needs once into a ring (RowStage), zero-padded left and right and with channels
+//    expanded to C * M, then every output pixel goes through pixel_block: 8 (4, 1 on narrow maps)
+//    output pixels per channel block with the KW taps unrolled, each input vector loaded once per
+//    kernel row, the KW weights in registers, no bounds checks.
+//  - row_direct<KW, SW> (the same geometries with M = 1 otherwise): pixel_block reads the input
+//    rows in place for the interior columns; the few border columns take clipped_pixel.
+//  - row_clipped (M = 1, C >= one vector, other geometries): clipped_pixel everywhere.
+//  - row_any (M > 1 or C below one vector, other geometries): one pixel at a time, partial vectors.
+// Rows outside the input (padding) are skipped. The last channel block of a pixel, and the last
+// pixel block of a row, overlap the one before instead of masking: those outputs are written
+// twice with the same value. Bias and activation are applied to the accumulators before the store.
+#include <cstring>
+#include <optional>
+#include <vector>
+
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 #include "fastconv/simd_dw.h"
@@ -25,10 +33,6 @@ namespace {
 
 using vec::kLanes;
 using vec::vfloat;
-
-// Interior output pixels per block: 8 independent accumulator chains hide the FMA latency
-// (4 cycles, 2 pipes), and 8 + KW + 1 vector registers still fit AVX2's 16 for KW <= 5.
-constexpr int kPixelBlock = 8;
 
 // The kernel rows ky in [ky0, ky1) that fall inside the input for output row oy.
 struct RowRange {
@@ -42,23 +46,25 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
   return r;
 }
 
-// kPixelBlock interior output pixels over all channels (M = 1, dilation_w = 1), one channel block
-// at a time; the column offsets are set up once for all blocks. x: input at the first valid kernel
-// row and the first pixel's leftmost tap; w: weights at the first valid kernel row, kx = 0;
-// c: channels (the pixel stride of x, w, b and y).
-template <int KW, int SW>
-void interior_block(const float* x, int64_t x_row_step, const float* w, int64_t rows, int64_t c, const float* b,
-                    Activation act, float* y) {
-  constexpr int kInputs = (kPixelBlock - 1) * SW + KW;  // input columns the block's windows cover
+// NP output pixels over all channels (dilation_w = 1), one channel block at a time; the KW
+// weights of a kernel row stay in registers and each input vector is loaded once per kernel row,
+// feeding every output of the block that uses it. rows: the valid kernel rows' input rows,
+// already padded left and right with zeros, so no bounds checks; x_off: the block's first tap
+// within each row; w: weights at the first valid kernel row, kx = 0; c: channels (the pixel stride
+// of the rows, w, b and y).
+template <int KW, int SW, int NP>
+void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, const float* b,
+                 Activation act, float* y) {
+  constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
   for (int64_t cb = 0; cb < c; cb += kLanes) {
     const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
     const vfloat bias = b ? vec::load(b + c0) : vfloat{};
-    vfloat acc[kPixelBlock];
+    vfloat acc[NP];
 #pragma GCC unroll 16
-    for (int j = 0; j < kPixelBlock; ++j) acc[j] = bias;
-    const float* xr = x + c0;
+    for (int j = 0; j < NP; ++j) acc[j] = bias;
     const float* wr = w + c0;
-    for (int64_t r = 0; r < rows; ++r, xr += x_row_step, wr += KW * c) {
+    for (int64_t r = 0; r < nrows; ++r, wr += KW * c) {
+      const float* xr = rows[r] + x_off + c0;
       vfloat wk[KW];
 #pragma GCC unroll 8
       for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
@@ -66,14 +72,14 @@ void interior_block(const float* x, int64_t x_row_step, const float* w, int64_t 
       for (int i = 0; i < kInputs; ++i) {
         const vfloat v = vec::load(xr + i * c);
 #pragma GCC unroll 16
-        for (int j = 0; j < kPixelBlock; ++j) {
+        for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;  // a constant once unrolled
           if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
         }
       }
     }
 #pragma GCC unroll 16
-    for (int j = 0; j < kPixelBlock; ++j) vec::store(y + j * c + c0, vec::activate(act, acc[j]));
+    for (int j = 0; j < NP; ++j) vec::store(y + j * c + c0, vec::activate(act, acc[j]));
   }
 }
 
@@ -105,33 +111,119 @@ void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const
   }
 }
 
-// One output row (M = 1, C >= kLanes). KW = 0: no interior specialisation.
-template <int KW, int SW>
-void row_lanes(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const RowRange rows = valid_rows(p, oy);
-  const int64_t c = p.c_out;
-  // Interior columns [ox_lo, ox_hi): ox * SW - pad_left >= 0 and ox * SW - pad_left + KW <= W.
-  int64_t ox_lo = 0, ox_hi = 0;
-  if constexpr (KW > 0) {
-    ox_lo = min_i64((p.pad_left + SW - 1) / SW, p.out_w);
-    const int64_t last_start = p.w - KW + p.pad_left;
-    ox_hi = last_start < 0 ? ox_lo : max_i64(ox_lo, min_i64(last_start / SW + 1, p.out_w));
-    if (ox_hi - ox_lo < kPixelBlock) ox_hi = ox_lo;  // too narrow for one block
-  }
-  for (int64_t ox = 0; ox < ox_lo; ++ox) clipped_pixel(p, xn, w, b, rows, ox, y + ox * c);
-  if (ox_hi > ox_lo) {
-    const int64_t x_row_step = p.dilation_h * p.w * c;
-    const float* x_first = xn + (rows.iy0 + rows.ky0 * p.dilation_h) * p.w * c;
-    const float* w_first = w + rows.ky0 * KW * c;
-    // Pixel blocks outside, channel blocks inside: the block's input columns (KH x 17 pixels at
-    // most) stay in L1 while every channel block passes over them.
-    for (int64_t ox = ox_lo; ox < ox_hi; ox += kPixelBlock) {
-      const int64_t o = min_i64(ox, ox_hi - kPixelBlock);  // the last block overlaps the one before
-      interior_block<KW, SW>(x_first + (o * SW - p.pad_left) * c, x_row_step, w_first, rows.ky1 - rows.ky0, c, b,
-                             p.activation, y + o * c);
+// One thread's copies of the input rows it is working on, in a ring of (KH - 1) * dilation_h + 1
+// rows (every row one output row needs, so rows shared by consecutive output rows are copied
+// once). Each copy has pad_left zero pixels in front and zeros after the input up to the last
+// column a window reaches, and its channels expanded to C * M (x[c] repeated M times), so the
+// pixel blocks see M = 1 and no borders. Streaming each input row once, in order, also suits the
+// hardware prefetchers when the input comes from DRAM.
+class RowStage {
+ public:
+  // The storage is the thread's own and kept between calls: a fresh allocation per call can return
+  // pages to the system and fault them in again (the heap top moves with the callers' arrays).
+  RowStage(const Conv2dParams& p, const float* x) : p_(p), x_(x) {
+    slots_ = (p.kh - 1) * p.dilation_h + 1;
+    width_ = max_i64(p.pad_left + p.w, (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
+    static thread_local std::vector<float> buf;
+    static thread_local std::vector<int64_t> key;
+    // Rows start on 64-byte boundaries, like NumPy's arrays: a vector load at a misaligned
+    // address crosses cache lines twice as often.
+    slot_size_ = (width_ * p.c_out + 15) / 16 * 16;
+    const size_t size = static_cast<size_t>(slots_ * slot_size_ + 16);
+    if (buf.size() < size) buf.resize(size);
+    key.assign(static_cast<size_t>(slots_), -1);
+    buf_ = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / sizeof(float) % 16) % 16;
+    key_ = key.data();
+    for (int64_t s = 0; s < slots_; ++s) {  // the zero columns left and right of the input
+      float* row = buf_ + s * slot_size_;
+      std::memset(row, 0, static_cast<size_t>(p.pad_left * p.c_out) * sizeof(float));
+      std::memset(row + (p.pad_left + p.w) * p.c_out, 0,
+                  static_cast<size_t>((width_ - p.pad_left - p.w) * p.c_out) * sizeof(float));
     }
   }
-  for (int64_t ox = max_i64(ox_lo, ox_hi); ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rows, ox, y + ox * c);
+  // Padded column 0 (input column -pad_left) of input row iy of image n.
+  const float* row(int64_t n, int64_t iy) {
+    const int64_t slot = iy % slots_, key = n * p_.h + iy;
+    float* dst = buf_ + slot * slot_size_;
+    if (key_[slot] != key) {
+      key_[slot] = key;
+      const float* src = x_ + key * p_.w * p_.c_in;
+      float* out = dst + p_.pad_left * p_.c_out;
+      const int64_t mult = p_.c_out / p_.c_in;
+      if (mult == 1) {
+        std::memcpy(out, src, static_cast<size_t>(p_.w * p_.c_in) * sizeof(float));
+      } else {
+        for (int64_t i = 0; i < p_.w * p_.c_in; ++i) {
+          for (int64_t m = 0; m < mult; ++m) out[i * mult + m] = src[i];
+        }
+      }
+    }
+    return dst;
+  }
+
+ private:
+  const Conv2dParams& p_;
+  const float* x_;
+  int64_t slots_, width_, slot_size_;
+  float* buf_;
+  int64_t* key_;  // n * H + iy of the row in each slot, -1 when empty
+};
+
+// One output row from staged rows (dilation_w = 1, C * M >= kLanes): blocks of 8 pixels, the last
+// one overlapping the one before (its outputs written twice with the same value); maps narrower
+// than 8 pixels take blocks of 4 the same way, narrower than 4 single pixels.
+template <int KW, int SW>
+void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
+                int64_t oy) {
+  const RowRange rr = valid_rows(p, oy);
+  const float* rows[64];  // kernel heights past 64 are not staged (choose_path)
+  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = stage.row(n, rr.iy0 + ky * p.dilation_h);
+  const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w;
+  const float* w0 = w + rr.ky0 * KW * c;
+  if (ow >= 8) {
+    for (int64_t ox = 0; ox < ow; ox += 8) {
+      const int64_t o = min_i64(ox, ow - 8);
+      pixel_block<KW, SW, 8>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
+    }
+  } else if (ow >= 4) {
+    for (int64_t ox = 0; ox < ow; ox += 4) {
+      const int64_t o = min_i64(ox, ow - 4);
+      pixel_block<KW, SW, 4>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
+    }
+  } else {
+    for (int64_t o = 0; o < ow; ++o) pixel_block<KW, SW, 1>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
+  }
+}
+
+// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1): the interior
+// columns, where the whole window is inside the input, in blocks of 8 pixels (the last overlapping
+// the one before); the few border columns, and interiors narrower than a block, take clipped_pixel.
+template <int KW, int SW>
+void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
+  const RowRange rr = valid_rows(p, oy);
+  const int64_t c = p.c_out;
+  // Interior columns [ox_lo, ox_hi): ox * SW - pad_left >= 0 and ox * SW - pad_left + KW <= W.
+  const int64_t ox_lo = min_i64((p.pad_left + SW - 1) / SW, p.out_w);
+  const int64_t last_start = p.w - KW + p.pad_left;
+  int64_t ox_hi = last_start < 0 ? ox_lo : max_i64(ox_lo, min_i64(last_start / SW + 1, p.out_w));
+  if (ox_hi - ox_lo < 8) ox_hi = ox_lo;
+  for (int64_t ox = 0; ox < ox_lo; ++ox) clipped_pixel(p, xn, w, b, rr, ox, y + ox * c);
+  if (ox_hi > ox_lo) {
+    const float* rows[64];  // kernel heights past 64 take row_clipped (choose_path)
+    for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
+    const float* w0 = w + rr.ky0 * KW * c;
+    for (int64_t ox = ox_lo; ox < ox_hi; ox += 8) {
+      const int64_t o = min_i64(ox, ox_hi - 8);
+      pixel_block<KW, SW, 8>(rows, rr.ky1 - rr.ky0, (o * SW - p.pad_left) * c, w0, c, b, p.activation, y + o * c);
+    }
+  }
+  for (int64_t ox = max_i64(ox_lo, ox_hi); ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rr, ox, y + ox * c);
+}
+
+// One output row (M = 1, C >= kLanes, geometries without a staged kernel): clipped_pixel everywhere.
+void row_clipped(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
+  const RowRange rows = valid_rows(p, oy);
+  for (int64_t ox = 0; ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rows, ox, y + ox * p.c_out);
 }
 
 // One output row, any M and C: per pixel and channel block, input lanes gathered as x[co / M].
@@ -159,28 +251,61 @@ void row_any(const Conv2dParams& p, const float* xn, const float* w, const float
   }
 }
 
+using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
-RowFn choose_row(const Conv2dParams& p) {
-  if (p.c_out != p.c_in || p.c_in < kLanes) return row_any;
-  if (p.dilation_w == 1) {
-    if (p.kw == 3 && p.stride_w == 1) return row_lanes<3, 1>;
-    if (p.kw == 3 && p.stride_w == 2) return row_lanes<3, 2>;
-    if (p.kw == 5 && p.stride_w == 1) return row_lanes<5, 1>;
-    if (p.kw == 5 && p.stride_w == 2) return row_lanes<5, 2>;
+// Staged rows cost one copy of the input; they pay off with M > 1 (no gathers), on narrow maps
+// (no border pixels, less block overlap) and when the input and output are far past the caches
+// (one sequential stream per input row). Above this many bytes the input and output are assumed
+// to come from DRAM: half of L3, which the machine's other work shares.
+constexpr int64_t kStageMinBytes = int64_t{16} << 20;
+constexpr int64_t kStageMaxWidth = 16;  // output rows narrower than this are staged
+
+template <int KW, int SW>
+bool pick(const Conv2dParams& p, StagedFn* staged, RowFn* direct) {
+  if (p.kw != KW || p.stride_w != SW) return false;
+  const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
+  if (p.c_out != p.c_in || p.out_w < kStageMaxWidth || bytes >= kStageMinBytes) {
+    *staged = row_staged<KW, SW>;
+  } else {
+    *direct = row_direct<KW, SW>;
   }
-  return row_lanes<0, 0>;
+  return true;
+}
+
+// Sets exactly one of staged and direct.
+void choose_path(const Conv2dParams& p, StagedFn* staged, RowFn* direct) {
+  *staged = nullptr;
+  *direct = p.c_out == p.c_in && p.c_in >= kLanes ? row_clipped : row_any;
+  if (p.c_out < kLanes || p.dilation_w != 1 || p.kh > 64) return;
+  pick<3, 1>(p, staged, direct) || pick<3, 2>(p, staged, direct) || pick<5, 1>(p, staged, direct) ||
+      pick<5, 2>(p, staged, direct);
 }
 
 }  // namespace
 
 void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  const RowFn row = choose_row(p);
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t oy = 0; oy < p.out_h; ++oy) {
-      row(p, x + n * p.h * p.w * p.c_in, w, b, y + (n * p.out_h + oy) * p.out_w * p.c_out, oy);
+  StagedFn staged;
+  RowFn row;
+  choose_path(p, &staged, &row);
+  const int64_t rows = p.n * p.out_h;
+  const int nthreads = threads_for(rows * p.out_w * p.c_out * p.kh * p.kw, threads);
+  // Chunks of consecutive rows (they share staged input rows), about eight per thread: a thread
+  // that is preempted on a shared machine leaves its remaining chunks to the others.
+  const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::optional<RowStage> stage;
+    if (staged) stage.emplace(p, x);
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = r / p.out_h, oy = r % p.out_h;
+      float* yr = y + r * p.out_w * p.c_out;
+      if (staged) {
+        staged(p, *stage, n, w, b, yr, oy);
+      } else {
+        row(p, x + n * p.h * p.w * p.c_in, w, b, yr, oy);
+      }
     }
   }
 }

@@ -10,11 +10,14 @@
 //  - pool_row_small (C below one vector, e.g. LeNet's 6): the window is separable, so each output
 //    row first reduces its input rows over the contiguous W * C floats into a row buffer with full
 //    vectors, then reduces along W per output pixel.
-//  - global pools: threads split (image, channel chunk); each chunk's running max / sum stays in
-//    registers over all pixels; sums go from float to double every kFloatRun pixels.
+//  - global pools: threads split (image, channel segment); pixel by pixel, each pixel's segment
+//    folded into a running row in L1 with full vectors, so the input streams in order; sums go from
+//    float to double every kFloatRun pixels.
 // Threads split (image, output row) pairs, so batch 1 uses every core.
 #include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
@@ -159,58 +162,57 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   }
 }
 
-// Global pools: channel chunks of four vectors; the last chunk also takes the remainder, so that
-// no two threads write the same output.
-constexpr int64_t kGlobalChunk = 4 * kLanes;
+// Global pools: threads split (image, channel segment); one segment per image unless there are
+// fewer images than threads. Pixel-major: each pixel's segment is one contiguous run of memory,
+// folded into a running row in L1, so the input is read as one sequential stream (the
+// prefetchers' best case) instead of one strided walk per channel block.
 // Pixels summed in float before the partial sum moves into the double total: short float runs
 // stay accurate and the double total does not drift over a 224 x 224 map.
 constexpr int64_t kFloatRun = 64;
 
-int64_t global_chunks(const GlobalPoolParams& p) { return max_i64(1, p.c / kGlobalChunk); }
+template <bool kMax>
+void global_segment(const GlobalPoolParams& p, const float* xn, int64_t c0, int64_t c1, float* run, double* total,
+                    float* out) {
+  const int64_t pixels = p.h * p.w, len = c1 - c0;
+  for (int64_t j = 0; j < len; ++j) total[j] = 0.0;
+  for (int64_t first = 0; first < pixels; first += kFloatRun) {
+    const int64_t last = kMax ? pixels : min_i64(first + kFloatRun, pixels);
+    std::memcpy(run, xn + first * p.c + c0, static_cast<size_t>(len) * sizeof(float));
+    for (int64_t i = first + 1; i < last; ++i) {
+      const float* xp = xn + i * p.c + c0;
+      int64_t j = 0;
+      for (; j + kLanes <= len; j += kLanes) vec::store(run + j, combine<kMax>(vec::load(run + j), vec::load(xp + j)));
+      for (; j < len; ++j) run[j] = combine<kMax>(run[j], xp[j]);
+    }
+    if (kMax) {
+      std::memcpy(out + c0, run, static_cast<size_t>(len) * sizeof(float));
+      return;
+    }
+    for (int64_t j = 0; j < len; ++j) total[j] += run[j];
+  }
+  for (int64_t j = 0; j < len; ++j) out[c0 + j] = static_cast<float>(total[j] / static_cast<double>(pixels));
+}
 
 template <bool kMax>
 void global_pool(const GlobalPoolParams& p, const float* x, float* y, int threads) {
-  const int64_t pixels = p.h * p.w, chunks = global_chunks(p);
+  const int64_t pixels = p.h * p.w;
   const int nthreads = threads_for(p.n * pixels * p.c, threads);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      const int64_t c_begin = chunk * kGlobalChunk, c_end = chunk == chunks - 1 ? p.c : c_begin + kGlobalChunk;
-      const float* xn = x + n * pixels * p.c;
-      float* out = y + n * p.c;
-      for (int64_t cb = c_begin; cb < c_end; cb += kGlobalChunk) {
-        // Four vectors; C below one vector uses partial vectors, otherwise the last ones overlap.
-        const int64_t width = min_i64(kLanes, p.c);
-        int64_t c0[4];
-        for (int q = 0; q < 4; ++q) c0[q] = min_i64(cb + q * kLanes, c_end - width);
-        vfloat acc[4];
-        double total[4][kLanes] = {};
-        for (int64_t run = 0; run < pixels; run += kFloatRun) {
-          const int64_t run_end = kMax ? pixels : min_i64(run + kFloatRun, pixels);
-          for (int q = 0; q < 4; ++q) acc[q] = vec::splat(kMax ? kNegInf : 0.0f);
-          for (int64_t i = run; i < run_end; ++i) {
-            const float* xp = xn + i * p.c;
-            for (int q = 0; q < 4; ++q) {
-              const vfloat v = width == kLanes ? vec::load(xp + c0[q]) : vec::load_partial(xp + c0[q], width);
-              acc[q] = combine<kMax>(acc[q], v);
-            }
-          }
-          if (kMax) break;
-          for (int q = 0; q < 4; ++q) {
-            for (int j = 0; j < kLanes; ++j) total[q][j] += acc[q][j];
-          }
-        }
-        for (int q = 0; q < 4; ++q) {
-          if (!kMax) {
-            for (int j = 0; j < kLanes; ++j) acc[q][j] = static_cast<float>(total[q][j] / static_cast<double>(pixels));
-          }
-          if (width == kLanes) {
-            vec::store(out + c0[q], acc[q]);
-          } else {
-            vec::store_partial(out + c0[q], acc[q], width);
-          }
-        }
-      }
+  const int64_t vectors = (p.c + kLanes - 1) / kLanes;
+  const int64_t segs = min_i64(vectors, p.n >= nthreads ? 1 : (nthreads + p.n - 1) / p.n);
+  const int64_t seg_vectors = (vectors + segs - 1) / segs;
+#pragma omp parallel num_threads(nthreads)
+  {
+    static thread_local std::vector<float> run;
+    static thread_local std::vector<double> total;
+    if (run.size() < static_cast<size_t>(p.c)) {
+      run.resize(static_cast<size_t>(p.c));
+      total.resize(static_cast<size_t>(p.c));
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < p.n * segs; ++u) {
+      const int64_t n = u / segs, s = u % segs;
+      const int64_t c0 = min_i64(s * seg_vectors * kLanes, p.c), c1 = min_i64(c0 + seg_vectors * kLanes, p.c);
+      if (c1 > c0) global_segment<kMax>(p, x + n * pixels * p.c, c0, c1, run.data(), total.data(), y + n * p.c);
     }
   }
 }

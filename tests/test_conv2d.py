@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import reference
 
+from conftest import Device
 from helpers import check_against_reference, random_array
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
@@ -129,6 +130,42 @@ def test_depthwise_vector_paths(x_shape, k, mult, kwargs, device, isa, rng):
     x = random_array(rng, x_shape, scale=3.0)  # wide enough to reach the activations' tails
     w, b = random_array(rng, (k, k, c, mult)), random_array(rng, (c * mult,))
     check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+# The staged rows of cpp/depthwise.cpp: channel multiplier M > 1 (expanded copies), narrow maps
+# (blocks of 8 / 4 / 1 pixels), W = 1, strides and paddings larger than the kernel's reach.
+@pytest.mark.parametrize("mult", [2, 3])
+@pytest.mark.parametrize(
+    "x_shape, k, kwargs",
+    [
+        ((1, 13, 21, 8), 3, dict(stride=1, padding=1)),
+        ((2, 15, 19, 5), 3, dict(stride=2, padding=((0, 2), (1, 0)), activation="relu")),
+        ((1, 9, 1, 12), 3, dict(padding=1)),  # W = 1
+        ((1, 11, 6, 7), 5, dict(stride=(1, 2), padding=2, activation="silu")),
+        ((1, 17, 23, 9), 5, dict(stride=2, padding=((2, 1), (3, 2)), dilation=(2, 1))),
+        ((1, 5, 3, 16), 3, dict(stride=(2, 1), padding=((3, 3), (2, 2)))),  # rows wholly in padding
+    ],
+)
+def test_depthwise_multiplier(x_shape, k, mult, kwargs, device, isa, rng):
+    c = x_shape[3]
+    x, w, b = random_array(rng, x_shape), random_array(rng, (k, k, c, mult)), random_array(rng, (c * mult,))
+    check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+@pytest.mark.parametrize("c", [1, 7, 8, 9, 16, 23, 40])
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_narrow_and_odd(c, k, stride, device, isa, rng):
+    for hw in [(1, 1), (9, 3), (11, 7), (13, 15), (19, 17)]:
+        x = random_array(rng, (1, *hw, c))
+        w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
+        check_against_reference(device, "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
+
+
+def test_depthwise_large_batch_is_staged(isa, rng):
+    # Input + output past kStageMinBytes (16 MiB): the staged path for M = 1.
+    x = random_array(rng, (9, 40, 40, 160))
+    w, b = random_array(rng, (3, 3, 160)), random_array(rng, (160,))
+    check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(padding=1, activation="relu6"), terms=9)
 
 
 def test_depthwise_nan_and_large_values(device, isa):
