@@ -2,15 +2,17 @@
 // Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 //
 // Kernel versions and when each runs:
-//  - tiled_conv (groups == 1, every stride / padding / dilation; also every GEMM, see gemm.cpp):
-//    the register-tiled engine of tiled_conv.h. Output pixels are flattened over (n, oy, ox) and cut
-//    into tiles of kTileRows consecutive pixels (a tile may span output rows); output channels into
-//    blocks of kTileCols. For kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is
-//    KW*C_in contiguous floats laid out like the weight rows w[ky, :, :, :], so one reduction of
-//    length KW*C_in per kernel row covers every tap and input channel, even for C_in = 1 or 3.
-//    Windows that leave the image horizontally (padding) or are dilated are gathered, zero padded,
-//    into a per-thread scratch; rows above / below the image point at a zero segment. Weights are
-//    packed per call into contiguous, zero-padded kTileCols-wide channel blocks.
+//  - tiled_conv (groups == 1, every stride / padding / dilation; also GEMMs of more than 32 rows,
+//    see gemm.cpp): the register-tiled engine of tiled_conv.h. Output pixels are flattened over
+//    (n, oy, ox) and cut into tiles of TR consecutive pixels (a tile may span output rows); output
+//    channels into blocks of TV vectors. Tile shape: the narrow kNarrowRows x 1-vector tile when
+//    C_out fits one vector (LeNet C1: 6 channels), else the wide kTileRows x 2-vector tile.
+//    For kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is KW*C_in contiguous
+//    floats laid out like the weight rows w[ky, :, :, :], so one reduction of length KW*C_in per
+//    kernel row covers every tap and input channel, even for C_in = 1 or 3. Windows that leave
+//    the image horizontally (padding) or are dilated are gathered, zero padded, into a per-thread
+//    scratch; rows above / below the image point at a zero segment. Weights are packed per call
+//    into contiguous, zero-padded channel blocks.
 //  - grouped_conv2d (groups > 1): the simple per-pixel reference loop, a documented fallback.
 #include <omp.h>
 
