@@ -2,15 +2,17 @@
 // Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 //
 // Kernel versions and when each runs:
-//  - tiled_conv (groups == 1, every stride / padding / dilation; also every GEMM, see gemm.cpp):
-//    the register-tiled engine of tiled_conv.h. Output pixels are flattened over (n, oy, ox) and cut
-//    into tiles of kTileRows consecutive pixels (a tile may span output rows); output channels into
-//    blocks of kTileCols. For kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is
-//    KW*C_in contiguous floats laid out like the weight rows w[ky, :, :, :], so one reduction of
-//    length KW*C_in per kernel row covers every tap and input channel, even for C_in = 1 or 3.
-//    Windows that leave the image horizontally (padding) or are dilated are gathered, zero padded,
-//    into a per-thread scratch; rows above / below the image point at a zero segment. Weights are
-//    packed per call into contiguous, zero-padded kTileCols-wide channel blocks.
+//  - tiled_conv (groups == 1, every stride / padding / dilation; also GEMMs of more than 32 rows,
+//    see gemm.cpp): the register-tiled engine of tiled_conv.h. Output pixels are flattened over
+//    (n, oy, ox) and cut into tiles of TR consecutive pixels (a tile may span output rows); output
+//    channels into blocks of TV vectors. Tile shape: the narrow kNarrowRows x 1-vector tile when
+//    C_out fits one vector (LeNet C1: 6 channels), else the wide kTileRows x 2-vector tile.
+//    For kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is KW*C_in contiguous
+//    floats laid out like the weight rows w[ky, :, :, :], so one reduction of length KW*C_in per
+//    kernel row covers every tap and input channel, even for C_in = 1 or 3. Windows that leave
+//    the image horizontally (padding) or are dilated are gathered, zero padded, into a per-thread
+//    scratch; rows above / below the image point at a zero segment. Weights are packed per call
+//    into contiguous, zero-padded channel blocks.
 //  - grouped_conv2d (groups > 1): the simple per-pixel reference loop, a documented fallback.
 #include <omp.h>
 
@@ -88,25 +90,26 @@ static inline void gather_window_row(const Conv2dParams& p, const float* x_row, 
   }
 }
 
-}  // namespace
-
-void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+// The engine with TR x TV tiles (see tiled_conv.h).
+template <int TR, int TV>
+void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  constexpr int64_t kCols = TV * kVecLen;
   const int64_t seg = p.kw * p.c_in;  // one kernel row of one pixel's window
   const int64_t taps = p.kh;
   const int64_t weight_rows = taps * seg;
   const int64_t pixels = p.n * p.out_h * p.out_w;
-  const int64_t tiles = (pixels + kTileRows - 1) / kTileRows;
-  const int64_t blocks = (p.c_out + kTileCols - 1) / kTileCols;
+  const int64_t tiles = (pixels + TR - 1) / TR;
+  const int64_t blocks = (p.c_out + kCols - 1) / kCols;
   const int nthreads = threads_for(pixels * weight_rows * p.c_out, threads);
 
-  // Weights packed per call into [block][weight_rows][kTileCols], zero padded past C_out: one
+  // Weights packed per call into [block][weight_rows][kCols], zero padded past C_out: one
   // block's weights are then contiguous (read in place with row stride C_out, a large C_out maps a
   // block onto a few cache sets and it thrashes L2). Bias padded the same way.
-  float* w_packed = alloc_floats(blocks * weight_rows * kTileCols);
-  float* b_packed = b ? alloc_floats(blocks * kTileCols) : nullptr;
-  for (int64_t j = 0; b && j < blocks * kTileCols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
+  float* w_packed = alloc_floats(blocks * weight_rows * kCols);
+  float* b_packed = b ? alloc_floats(blocks * kCols) : nullptr;
+  for (int64_t j = 0; b && j < blocks * kCols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
   const bool needs_gather = p.dilation_w != 1 || p.pad_left > 0 || (p.out_w - 1) * p.stride_w - p.pad_left + p.kw > p.w;
-  const int64_t scratch_per_thread = needs_gather ? kTilesPerGroup * kTileRows * taps * seg : 0;
+  const int64_t scratch_per_thread = needs_gather ? kTilesPerGroup * TR * taps * seg : 0;
   float* scratch = needs_gather ? alloc_floats(nthreads * scratch_per_thread) : nullptr;
   float* zeros = alloc_floats(seg);
   std::memset(zeros, 0, sizeof(float) * seg);
@@ -118,28 +121,28 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < weight_rows; ++row) {
       const float* src = w + row * p.c_out;
-      for (int64_t block = 0; block < blocks; ++block, src += kTileCols) {
-        const int64_t cols = min_i64(kTileCols, p.c_out - block * kTileCols);
-        float* dst = w_packed + (block * weight_rows + row) * kTileCols;
-        for (int64_t j = 0; j < kTileCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
+      for (int64_t block = 0; block < blocks; ++block, src += kCols) {
+        const int64_t cols = min_i64(kCols, p.c_out - block * kCols);
+        float* dst = w_packed + (block * weight_rows + row) * kCols;
+        for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
       }
     }
 
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t tile_begin = tiles * tid / nt, tile_end = tiles * (tid + 1) / nt;
-    const float** segs = new const float*[kTilesPerGroup * taps * kTileRows];
+    const float** segs = new const float*[kTilesPerGroup * taps * TR];
     float* my_scratch = scratch ? scratch + tid * scratch_per_thread : nullptr;
 
     for (int64_t group = tile_begin; group < tile_end; group += kTilesPerGroup) {
       const int64_t group_tiles = min_i64(kTilesPerGroup, tile_end - group);
       // Where each pixel's window rows start; pixels past the end read zeros and are never stored.
-      int64_t pixel = group * kTileRows;
+      int64_t pixel = group * TR;
       int64_t n = pixel / (p.out_h * p.out_w), oy = pixel / p.out_w % p.out_h, ox = pixel % p.out_w;
       int64_t gathered = 0;
-      for (int64_t slot = 0; slot < group_tiles * kTileRows; ++slot, ++pixel) {
-        const float** pixel_segs = segs + slot / kTileRows * taps * kTileRows + slot % kTileRows;
+      for (int64_t slot = 0; slot < group_tiles * TR; ++slot, ++pixel) {
+        const float** pixel_segs = segs + slot / TR * taps * TR + slot % TR;
         if (pixel >= pixels) {
-          for (int64_t ky = 0; ky < taps; ++ky) pixel_segs[ky * kTileRows] = zeros;
+          for (int64_t ky = 0; ky < taps; ++ky) pixel_segs[ky * TR] = zeros;
           continue;
         }
         const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
@@ -148,13 +151,13 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
           const int64_t iy = iy0 + ky * p.dilation_h;
           const float* x_row = x + (n * p.h + iy) * p.w * p.c_in;
           if (iy < 0 || iy >= p.h) {
-            pixel_segs[ky * kTileRows] = zeros;
+            pixel_segs[ky * TR] = zeros;
           } else if (window_inside) {
-            pixel_segs[ky * kTileRows] = x_row + ix0 * p.c_in;
+            pixel_segs[ky * TR] = x_row + ix0 * p.c_in;
           } else {
             float* dst = my_scratch + gathered++ * seg;
             gather_window_row(p, x_row, ix0, dst);
-            pixel_segs[ky * kTileRows] = dst;
+            pixel_segs[ky * TR] = dst;
           }
         }
         if (++ox == p.out_w) {
@@ -166,19 +169,19 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
         TileJob job{};
         job.taps = taps;
         job.seg = seg;
-        job.w = w_packed + block * weight_rows * kTileCols;
-        job.ldw = kTileCols;
-        job.bias = b_packed ? b_packed + block * kTileCols : nullptr;
+        job.w = w_packed + block * weight_rows * kCols;
+        job.ldw = kCols;
+        job.bias = b_packed ? b_packed + block * kCols : nullptr;
         job.ldo = p.c_out;
-        job.cols = min_i64(kTileCols, p.c_out - block * kTileCols);
+        job.cols = min_i64(kCols, p.c_out - block * kCols);
         job.act = p.activation;
         for (int64_t t = 0; t < group_tiles; ++t) {
-          const int64_t first_pixel = (group + t) * kTileRows;
-          job.segs = segs + t * taps * kTileRows;
+          const int64_t first_pixel = (group + t) * TR;
+          job.segs = segs + t * taps * TR;
           // The group's inputs come into cache while the first block runs; later blocks reuse them.
-          job.next_segs = block == 0 && t + 1 < group_tiles ? job.segs + taps * kTileRows : nullptr;
-          job.out = y + first_pixel * p.c_out + block * kTileCols;
-          run_tile_rows(min_i64(kTileRows, pixels - first_pixel), job);
+          job.next_segs = block == 0 && t + 1 < group_tiles ? job.segs + taps * TR : nullptr;
+          job.out = y + first_pixel * p.c_out + block * kCols;
+          run_tile_rows<TR, TV>(min_i64(TR, pixels - first_pixel), job);
         }
       }
     }
@@ -188,6 +191,16 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
   std::free(scratch);
   std::free(b_packed);
   std::free(w_packed);
+}
+
+}  // namespace
+
+void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  if (p.c_out <= kVecLen) {
+    tiled_conv_impl<kNarrowRows, 1>(p, x, w, b, y, threads);
+  } else {
+    tiled_conv_impl<kTileRows, kTileVecs>(p, x, w, b, y, threads);
+  }
 }
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {

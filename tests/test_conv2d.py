@@ -259,3 +259,30 @@ def test_thread_counts_give_the_same_answer(threads, rng):
     finally:
         fastconv.set_num_threads(previous)
     np.testing.assert_allclose(got, reference.conv2d(x.astype(np.float64), w, padding="same"), rtol=1e-4, atol=1e-4)
+
+
+# First layers: C_in 1..4 (kernel rows shorter than a cache line), C_out 1..40 (the narrow
+# one-vector tile up to 4/8/16 channels, the wide tile above), stride 2 / 4, padding on every side,
+# 2 and 3 threads.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((3, 12, 12, 1), (5, 5, 1, 6), {}),  # LeNet C1 shape
+        ((1, 17, 19, 3), (3, 3, 3, 32), dict(stride=2, padding=1, activation="silu")),  # stem
+        ((2, 23, 27, 3), (11, 11, 3, 40), dict(stride=4, activation="relu")),  # AlexNet-like
+        ((1, 13, 11, 2), (3, 5, 2, 1), dict(padding=((2, 1), (3, 2)), activation="sigmoid")),
+        ((1, 9, 14, 4), (3, 3, 4, 9), dict(stride=2, padding=((1, 2), (0, 3)), activation="tanh")),
+        ((2, 10, 10, 1), (3, 3, 1, 17), dict(padding="same", activation="relu6")),
+        ((1, 8, 9, 4), (2, 2, 4, 8), dict(stride=(2, 1), padding=((0, 1), (1, 0)))),
+        ((1, 7, 7, 3), (7, 7, 3, 5), dict(padding=3)),  # every pixel at a border
+    ],
+)
+def test_conv2d_first_layers(threads, x_shape, w_shape, kwargs, device, isa, rng):
+    x, w, b = random_array(rng, x_shape, 2.0), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+    finally:
+        fastconv.set_num_threads(previous)

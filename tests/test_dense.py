@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
+from fastconv import reference
 
 from helpers import check_against_reference, random_array
 
@@ -37,3 +38,40 @@ def test_relu_keeps_nan_in_full_tiles(isa):
     x[3, 1] = np.nan
     got = fastconv.dense(x, np.ones((4, 32), np.float32), activation="relu")
     assert np.isnan(got[3]).all() and np.isfinite(np.delete(got, 3, axis=0)).all()
+
+
+# The weight-streaming path (rows <= 32): row groups of 4 / 8, strips of 3 vectors, a column tail
+# narrower than one vector read from a padded copy, reduction chunks of 16 with the sum kept in y.
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 32, 33])
+@pytest.mark.parametrize("k, m", [(1, 1), (15, 7), (16, 8), (17, 25), (100, 40), (49, 1000), (300, 131)])
+def test_dense_streaming_edges(rows, k, m, device, isa, rng):
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    check_against_reference(device, "dense", [x, w, b], dict(activation="silu"), terms=k)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("rows, k, m", [(1, 700, 1000), (8, 100, 33), (3, 64, 17), (9, 40, 200), (40, 50, 70)])
+def test_dense_thread_counts(threads, rows, k, m, device, isa, rng):
+    """Threads split the columns in whole cache lines; fewer lines than threads leaves some idle."""
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "sigmoid", "tanh", "silu"])
+def test_streaming_activations_nan_and_saturation(activation, isa):
+    x = np.ones((3, 4), np.float32)
+    x[1, 2] = np.nan
+    x[2] = [1e30, -1e30, 30.0, -100.0]
+    w = np.zeros((4, 27), np.float32)
+    w[0, :9], w[1, 9:18], w[2, 18:], w[3, :] = 1.0, 1.0, 1.0, 0.5
+    got = fastconv.dense(x, w, activation=activation)
+    want = reference.dense(x.astype(np.float64), w.astype(np.float64), activation=activation)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-6)
+

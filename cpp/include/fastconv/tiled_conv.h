@@ -3,12 +3,14 @@
 // extensions, so the portable (SSE2, 4 lanes), AVX2 (8 lanes) and AVX-512 (16 lanes) builds run
 // the same code with different vector widths and tile heights.
 //
-// The unit of work is an output tile: kTileRows consecutive output pixels (GEMM rows) x kTileCols
-// output channels, held in 2 x kTileRows vector registers. Each pixel's input is described as
-// `taps` segments of `seg` contiguous floats (for a convolution: one kernel row ky, laid out
-// [kx][ci] exactly like the matching HWIO weight rows), so the inner loop is: load the kTileCols
-// weights of one reduction step, broadcast one input value per pixel, FMA. Bias is the initial
-// accumulator value; the activation is applied in the store.
+// The unit of work is an output tile: TR consecutive output pixels (GEMM rows) x V vectors of
+// output channels, held in TR x V vector registers. Two shapes: the wide tile (kTileRows x 2
+// vectors: 6x16 AVX2, 8x32 AVX-512, 6x8 SSE2) and the narrow tile (kNarrowRows x 1 vector) for
+// C_out <= one vector. Each pixel's input is described as `taps` segments of `seg` contiguous
+// floats (for a convolution: one kernel row ky, laid out [kx][ci] exactly like the matching HWIO
+// weight rows), so the inner loop is: load the V weight vectors of one reduction step, broadcast
+// one input value per pixel, FMA. Bias is the initial accumulator value; the activation (all of
+// them vectorised, vexp for sigmoid / tanh / SiLU) is applied in the store.
 #pragma once
 
 #include <cstdint>
@@ -27,76 +29,142 @@
 namespace fastconv::cpu::FC_ISA {
 
 // Defined in conv2d.cpp: groups == 1 convolution with the tiled engine. gemm.cpp runs through it
-// as a 1x1 convolution of rows images of 1x1 pixels.
+// as a 1x1 convolution of rows images of 1x1 pixels when the GEMM has many rows.
 void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads);
 
 namespace {
 
 typedef float vfloat __attribute__((vector_size(FC_VEC_BYTES)));
+typedef int32_t vint __attribute__((vector_size(FC_VEC_BYTES)));
 typedef float vfloat_unaligned __attribute__((vector_size(FC_VEC_BYTES), aligned(4), may_alias));
 
 constexpr int kVecLen = FC_VEC_BYTES / 4;
 constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
-constexpr int kTileVecs = 2;                     // vectors of output channels per tile
-constexpr int kTileCols = kTileVecs * kVecLen;   // 8 portable, 16 AVX2, 32 AVX-512
-// Pixels per tile: 2 x kTileRows accumulators + 2 weight vectors + 1 broadcast fit the register
-// file (16 vector registers for SSE2/AVX2, 32 for AVX-512), and kTileRows input pointers fit the
-// general-purpose registers.
+// The wide tile: kTileVecs vectors of output channels x kTileRows pixels. 2 x kTileRows
+// accumulators + 2 weight vectors + 1 broadcast fit the register file (16 vector registers for
+// SSE2/AVX2, 32 for AVX-512), and kTileRows input pointers fit the general-purpose registers.
+constexpr int kTileVecs = 2;
 #if defined(__AVX512F__)
 constexpr int kTileRows = 8;
 #else
 constexpr int kTileRows = 6;
 #endif
+// The narrow tile, for C_out <= one vector (LeNet's 6 channels): one vector of channels x
+// kNarrowRows pixels, so no second vector of idle lanes is multiplied.
+constexpr int kNarrowRows = 8;
 
 static inline vfloat load_vec(const float* p) { return *reinterpret_cast<const vfloat_unaligned*>(p); }
 static inline void store_vec(float* p, vfloat v) { *reinterpret_cast<vfloat_unaligned*>(p) = v; }
 // s * 1 folds to a plain broadcast; `vfloat{} + s` would cost an add (it must keep -0.0 as is).
 static inline vfloat splat(float s) { return s * (vfloat{} + 1.0f); }
 
-// What one tile multiplies: segs[t * kTileRows + r] is where segment t of pixel r starts; the
-// weights of segment t are the seg rows w + t * seg * ldw, each kTileCols wide.
+// e^x for the activations (relative error ~1e-7): x = n ln2 + r, |r| <= ln2 / 2, e^r by its
+// degree-7 Taylor polynomial (truncation error < 1e-8), 2^n built in the exponent bits. Returns
+// +inf above 88 and 0 below -87.3 (where 2^n leaves the normal range); NaN stays NaN.
+static inline vfloat vexp(vfloat x) {
+  const vfloat hi = splat(88.0f), lo = splat(-87.3f);
+  vfloat xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  const vfloat round = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vfloat nf = (xc * splat(1.44269504f) + round) - round;
+  vfloat r = xc - nf * splat(0.693359375f);  // ln 2 in two parts (Cody-Waite)
+  r = r - nf * splat(-2.12194440e-4f);
+  vfloat poly = splat(1.0f / 5040.0f);
+  poly = poly * r + splat(1.0f / 720.0f);
+  poly = poly * r + splat(1.0f / 120.0f);
+  poly = poly * r + splat(1.0f / 24.0f);
+  poly = poly * r + splat(1.0f / 6.0f);
+  poly = poly * r + splat(0.5f);
+  poly = poly * r + splat(1.0f);
+  poly = poly * r + splat(1.0f);
+  const vint n = __builtin_convertvector(nf == nf ? nf : splat(0.0f), vint);
+  vfloat result = poly * (vfloat)((n + 127) << 23);  // a vector cast reinterprets the bits
+  result = x > hi ? splat(__builtin_inff()) : result;
+  result = x < lo ? splat(0.0f) : result;
+  return x != x ? x : result;
+}
+
+// The fused activations on a vector, matching apply_activation (activation.h) to rounding.
+// Comparisons with NaN are false, so NaN passes through relu and relu6 like in PyTorch.
+static inline vfloat activate(Activation act, vfloat a) {
+  const vfloat one = splat(1.0f);
+  switch (act) {
+    case Activation::kNone: return a;
+    case Activation::kRelu: return a < splat(0.0f) ? splat(0.0f) : a;
+    case Activation::kRelu6: {
+      a = a < splat(0.0f) ? splat(0.0f) : a;
+      return a > splat(6.0f) ? splat(6.0f) : a;
+    }
+    case Activation::kSigmoid: return one / (one + vexp(-a));
+    case Activation::kTanh: {
+      // 1 - 2 / (e^(2|a|) + 1) with a's sign: no cancellation but near 0 (absolute error ~1e-7).
+      const vfloat m = a < splat(0.0f) ? -a : a;
+      const vfloat t = one - splat(2.0f) / (vexp(m + m) + one);
+      return a < splat(0.0f) ? -t : t;
+    }
+    case Activation::kSilu: return a / (one + vexp(-a));
+  }
+  return a;
+}
+
+// Stores R rows x V vectors of accumulators (row r at out + r * ldo), activated; only the first
+// `cols` <= V * kVecLen columns of each row are written.
+template <int R, int V>
+static inline void store_rows(vfloat (&acc)[R][V], float* out, int64_t ldo, int64_t cols, Activation act) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = activate(act, acc[r][v]);
+  }
+  if (cols == V * kVecLen) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) store_vec(out + r * ldo + v * kVecLen, acc[r][v]);
+    }
+    return;
+  }
+  alignas(64) float row[V * kVecLen];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) store_vec(row + v * kVecLen, acc[r][v]);
+    for (int64_t j = 0; j < cols; ++j) out[r * ldo + j] = row[j];
+  }
+}
+
+// Loads `cols` <= V * kVecLen floats of a row as V vectors, zeros past `cols`.
+template <int V>
+static inline void load_row(const float* src, int64_t cols, vfloat (&dst)[V]) {
+  if (cols == V * kVecLen) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) dst[v] = load_vec(src + v * kVecLen);
+    return;
+  }
+  alignas(64) float row[V * kVecLen] = {};
+  for (int64_t j = 0; j < cols; ++j) row[j] = src[j];
+  for (int v = 0; v < V; ++v) dst[v] = load_vec(row + v * kVecLen);
+}
+
+// What one tile multiplies: segs[t * TR + r] is where segment t of pixel r starts (TR: the
+// tile's row count); the weights of segment t are the seg rows w + t * seg * ldw, each
+// V * kVecLen wide.
 struct TileJob {
   const float* const* segs;
   const float* const* next_segs;  // the next tile's segs, prefetched while this one runs; or nullptr
   int64_t taps, seg;
   const float* w;
   int64_t ldw;
-  const float* bias;  // kTileCols values, or nullptr
+  const float* bias;  // V * kVecLen values, or nullptr
   float* out;         // pixel r's channels start at out + r * ldo
-  int64_t ldo, cols;  // cols <= kTileCols channels are stored
+  int64_t ldo, cols;  // cols <= V * kVecLen channels are stored
   Activation act;
 };
 
-template <int R>
-static inline void store_tile(const TileJob& job, vfloat (&acc)[R][kTileVecs]) {
-  const Activation act = job.act;
-  if (job.cols == kTileCols && (act == Activation::kNone || act == Activation::kRelu || act == Activation::kRelu6)) {
-    const vfloat zero = splat(0.0f), six = splat(6.0f);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-      for (int v = 0; v < kTileVecs; ++v) {
-        vfloat a = acc[r][v];
-        // Comparisons with NaN are false, so NaN passes through relu and relu6 like in PyTorch.
-        if (act != Activation::kNone) a = a < zero ? zero : a;
-        if (act == Activation::kRelu6) a = a > six ? six : a;
-        store_vec(job.out + r * job.ldo + v * kVecLen, a);
-      }
-    }
-    return;
-  }
-  alignas(64) float tile[R][kTileCols];
-  for (int r = 0; r < R; ++r) {
-    for (int v = 0; v < kTileVecs; ++v) store_vec(tile[r] + v * kVecLen, acc[r][v]);
-    store_activated(act, tile[r], job.out + r * job.ldo, job.cols);
-  }
-}
-
-template <int R>
+// R <= TR active rows of a TR x V tile.
+template <int R, int TR, int V>
 static inline void run_tile(const TileJob& job) {
-  vfloat acc[R][kTileVecs];
+  vfloat acc[R][V];
 #pragma GCC unroll 4
-  for (int v = 0; v < kTileVecs; ++v) {
+  for (int v = 0; v < V; ++v) {
     const vfloat init = job.bias ? load_vec(job.bias + v * kVecLen) : splat(0.0f);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r][v] = init;
@@ -104,39 +172,39 @@ static inline void run_tile(const TileJob& job) {
   for (int64_t t = 0; t < job.taps; ++t) {
     const float* a[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) a[r] = job.segs[t * kTileRows + r];
+    for (int r = 0; r < R; ++r) a[r] = job.segs[t * TR + r];
     const float* wt = job.w + t * job.seg * job.ldw;
     // In steps of one cache line of input per pixel, each step prefetching the next tile's matching
     // line: streamed inputs (a GEMM's rows) arrive from DRAM before they are needed.
     for (int64_t i0 = 0; i0 < job.seg; i0 += kLineFloats) {
       if (job.next_segs) {
 #pragma GCC unroll 16
-        for (int r = 0; r < kTileRows; ++r) __builtin_prefetch(job.next_segs[t * kTileRows + r] + i0);
+        for (int r = 0; r < TR; ++r) __builtin_prefetch(job.next_segs[t * TR + r] + i0);
       }
       const int64_t i1 = min_i64(i0 + kLineFloats, job.seg);
       for (int64_t i = i0; i < i1; ++i, wt += job.ldw) {
-        vfloat wv[kTileVecs];
+        vfloat wv[V];
 #pragma GCC unroll 4
-        for (int v = 0; v < kTileVecs; ++v) wv[v] = load_vec(wt + v * kVecLen);
+        for (int v = 0; v < V; ++v) wv[v] = load_vec(wt + v * kVecLen);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const vfloat s = splat(a[r][i]);
 #pragma GCC unroll 4
-          for (int v = 0; v < kTileVecs; ++v) acc[r][v] += s * wv[v];
+          for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
         }
       }
     }
   }
-  store_tile<R>(job, acc);
+  store_rows<R, V>(acc, job.out, job.ldo, job.cols, job.act);
 }
 
-// A tile of `rows` <= kTileRows pixels (fewer only for the last tile of a problem).
-template <int R = kTileRows>
+// A tile of `rows` <= TR pixels (fewer only for the last tile of a problem).
+template <int TR, int V, int R = TR>
 static inline void run_tile_rows(int64_t rows, const TileJob& job) {
   if constexpr (R > 1) {
-    if (rows < R) return run_tile_rows<R - 1>(rows, job);
+    if (rows < R) return run_tile_rows<TR, V, R - 1>(rows, job);
   }
-  run_tile<R>(job);
+  run_tile<R, TR, V>(job);
 }
 
 }  // namespace
