@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fastconv
 from fastconv.bench import suites
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Where the fastconv under test lives (the source tree or site-packages): the subprocesses import the same.
+SRC = str(Path(fastconv.__file__).resolve().parents[1])
 
 BROKEN_PEER = textwrap.dedent(
     """

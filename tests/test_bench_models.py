@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fastconv
+
 from fastconv import models
 from fastconv._compare import max_relative_error
 from fastconv.bench import suites
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# Where the fastconv under test lives (the source tree or site-packages): the subprocesses import the same.
+SRC = str(Path(fastconv.__file__).resolve().parents[1])
 
 try:
     import torch
