@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import fastconv
-
 from fastconv import models
 from fastconv._compare import max_relative_error
 from fastconv.bench import suites
