@@ -24,7 +24,7 @@
 // every tile of the block.
 //
 // Accuracy: the transforms of F(4x4, 3x3) (points 0, +-1, +-2) amplify float32 rounding; measured
-// against the float64 reference in bench/NOTES-winograd.md, well inside tolerance for C_in 1-512.
+// against the float64 reference in bench/NOTES.md (Winograd section), well inside tolerance for C_in 1-512.
 #include <omp.h>
 
 #include <cstdlib>

@@ -71,7 +71,7 @@ const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 // output pixel at about the efficiency of the GEMM microkernel; Winograd does 36 * C_in * C_out per
 // 4x4 tile (border tiles count whole), plus the transforms, which are memory- and shuffle-bound
 // and cost per channel and tile rather than per channel pair, plus the per-call weight transform.
-// The constants were fitted to 1-thread timings (bench/NOTES-winograd.md).
+// The constants were fitted to 1-thread timings (bench/NOTES.md (Winograd section)).
 bool prefer_winograd(const Conv2dParams& p) {
   if (!p.winograd_eligible() || p.c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);

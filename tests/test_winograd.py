@@ -68,7 +68,7 @@ def test_winograd_random_shapes(case, device, isa, rng):
 def test_winograd_error_growth(c_in, isa, rng):
     """The transforms amplify rounding; the error must stay well inside the float32 tolerance,
     whose sqrt(9 * C_in) growth covers the long reductions (measured: <= 0.5 of it, see
-    bench/NOTES-winograd.md)."""
+    bench/NOTES.md (Winograd section))."""
     x = random_array(rng, (1, 14, 13, c_in))
     w = random_array(rng, (3, 3, c_in, 24))
     b = random_array(rng, (24,))
