@@ -9,12 +9,13 @@
 //    Outputs far larger than L2 (kStreamMinBytes) are written with non-temporal stores.
 //  - pool_row_small (C below one vector, e.g. LeNet's 6): the window is separable, so each output
 //    row first reduces its input rows over the contiguous W * C floats into a row buffer with full
-//    vectors, then reduces along W per output pixel.
+//    vectors, then reduces along W per output pixel, one full vector per window column (the
+//    columns' windows computed once per call), stores overlapping the next pixel's.
 //  - global pools: threads split (image, channel segment); pixel by pixel, each pixel's segment
 //    folded into a running row in L1 with full vectors, so the input streams in order; sums go from
 //    float to double every kFloatRun pixels.
-// Threads split (image, output row) pairs, so batch 1 uses every core.
-#include <cstdlib>
+// Threads take chunks of (image, output row) pairs dynamically, so batch 1 uses every core; the
+// thread count follows the bytes moved (threads_for on input + output bytes).
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -106,59 +107,95 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
   }
 }
 
-// One output row, C < kLanes: rows reduced over the flat W * C floats into buf, then along W.
+// The columns of output pixel ox, the same for every output row: computed once per call.
+struct ColWindow {
+  int64_t x0, cols;    // clipped to the input
+  int64_t padded;      // window columns inside the padded input
+};
+
+// One output row, C < kLanes: the window is separable. The valid input rows are reduced over the
+// flat W * C floats into buf with full vectors; then each output pixel reduces its columns of buf
+// with one full vector per column (lanes past C read the next pixel's values, or buf's zeroed
+// tail) and stores a full vector at its own offset: the extra lanes land on the next pixels, whose
+// stores come after and overwrite them. Pixels whose vector would reach past the row store only
+// their C floats.
 template <bool kMax>
-void pool_row_small(const Pool2dParams& p, const float* xn, float* y, int64_t oy, float* buf) {
+void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const float* xn, float* y, int64_t oy, float* buf) {
   const int64_t c = p.c, len = p.w * c;
   const Window rows = window_at(p, oy, 0);
+  const int64_t nrows = rows.y1 - rows.y0;
   const float* x0 = xn + rows.y0 * len;
   int64_t i = 0;
   for (; i + kLanes <= len; i += kLanes) {
     vfloat acc = vec::load(x0 + i);
-    for (int64_t r = 1; r < rows.y1 - rows.y0; ++r) acc = combine<kMax>(acc, vec::load(x0 + r * len + i));
+    for (int64_t r = 1; r < nrows; ++r) acc = combine<kMax>(acc, vec::load(x0 + r * len + i));
     vec::store(buf + i, acc);
   }
   for (; i < len; ++i) {
     float acc = x0[i];
-    for (int64_t r = 1; r < rows.y1 - rows.y0; ++r) acc = combine<kMax>(acc, x0[r * len + i]);
+    for (int64_t r = 1; r < nrows; ++r) acc = combine<kMax>(acc, x0[r * len + i]);
     buf[i] = acc;
   }
+  // Rows inside the padded input: the window's row count under count_include_pad.
+  const int64_t ys = oy * p.stride_h - p.pad_top;
+  const int64_t padded_rows = min_i64(ys + p.kh, p.h + p.pad_bottom) - ys;
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
-    const Window win = window_at(p, oy, ox);
-    const float scale = kMax ? 1.0f : avg_scale(p, win);
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float* bp = buf + win.x0 * c + ch;
-      float acc = bp[0];
-      for (int64_t k = 1; k < win.x1 - win.x0; ++k) acc = combine<kMax>(acc, bp[k * c]);
-      y[ox * c + ch] = kMax ? acc : acc * scale;
+    const ColWindow& cw = cols[ox];
+    const float* bp = buf + cw.x0 * c;
+    vfloat acc = vec::load(bp);
+    for (int64_t k = 1; k < cw.cols; ++k) acc = combine<kMax>(acc, vec::load(bp + k * c));
+    if (!kMax) {
+      const int64_t count = p.count_include_pad ? padded_rows * cw.padded : nrows * cw.cols;
+      acc *= 1.0f / static_cast<float>(count);
+    }
+    if (ox * c + kLanes <= p.out_w * c) {  // the whole vector stays inside the row
+      vec::store(y + ox * c, acc);
+    } else {
+      vec::store_partial(y + ox * c, acc, c);
     }
   }
 }
 
 template <bool kMax>
 void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c * p.kh * p.kw, threads);
-  const bool stream = p.n * p.out_h * p.out_w * p.c * int64_t{sizeof(float)} >= kStreamMinBytes;
+  // Pooling is memory-bound with a few operations per element moved: the thread count follows the
+  // bytes read and written (kParallelMinWork = 512 KiB, ~50 us of one thread at ~10 GB/s).
+  const int64_t out_bytes = p.n * p.out_h * p.out_w * p.c * int64_t{sizeof(float)};
+  const int nthreads = threads_for(p.n * p.h * p.w * p.c * int64_t{sizeof(float)} + out_bytes, threads);
+  const bool stream = out_bytes >= kStreamMinBytes;
   const bool small = p.c < kLanes;
+  std::vector<ColWindow> cols;
+  if (small) {
+    cols.resize(static_cast<size_t>(p.out_w));
+    for (int64_t ox = 0; ox < p.out_w; ++ox) {
+      const Window win = window_at(p, 0, ox);
+      const int64_t xs = ox * p.stride_w - p.pad_left;
+      cols[static_cast<size_t>(ox)] = {win.x0, win.x1 - win.x0, min_i64(xs + p.kw, p.w + p.pad_right) - xs};
+    }
+  }
+  const int64_t rows = p.n * p.out_h;
+  // Chunks of consecutive rows, about eight per thread: a preempted thread leaves the rest to others.
+  const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
 #pragma omp parallel num_threads(nthreads)
   {
-    float* buf = small ? static_cast<float*>(std::malloc(static_cast<size_t>(p.w * p.c) * sizeof(float))) : nullptr;
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t n = 0; n < p.n; ++n) {
-      for (int64_t oy = 0; oy < p.out_h; ++oy) {
-        const float* xn = x + n * p.h * p.w * p.c;
-        float* yr = y + (n * p.out_h + oy) * p.out_w * p.c;
-        if (small) {
-          pool_row_small<kMax>(p, xn, yr, oy, buf);
-        } else if (stream) {
-          pool_row_lanes<kMax, true>(p, xn, yr, oy);
-        } else {
-          pool_row_lanes<kMax, false>(p, xn, yr, oy);
-        }
+    // The row buffer, kept per thread between calls; kLanes floats past W * C for the last column's
+    // full-vector load, zeroed once.
+    static thread_local std::vector<float> buf;
+    if (small && buf.size() < static_cast<size_t>(p.w * p.c + kLanes)) buf.assign(static_cast<size_t>(p.w * p.c + kLanes), 0.0f);
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = r / p.out_h, oy = r % p.out_h;
+      const float* xn = x + n * p.h * p.w * p.c;
+      float* yr = y + r * p.out_w * p.c;
+      if (small) {
+        pool_row_small<kMax>(p, cols.data(), xn, yr, oy, buf.data());
+      } else if (stream) {
+        pool_row_lanes<kMax, true>(p, xn, yr, oy);
+      } else {
+        pool_row_lanes<kMax, false>(p, xn, yr, oy);
       }
     }
     if (stream) vec::stream_fence();
-    std::free(buf);
   }
 }
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import reference
 
+from conftest import Device
 from helpers import check_against_reference, random_array
 
 hsettings = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -77,7 +78,31 @@ def test_pool_vector_paths(op, extra, shape, kwargs, device, isa, rng):
     check_against_reference(device, op, [random_array(rng, shape)], dict(kwargs, **extra), terms=9)
 
 
-@pytest.mark.parametrize("c", [3, 16, 21])
+# Small C (below one vector): full-vector column loads and stores that overlap the next pixel's,
+# the row's last pixels stored partially (C = 1 reaches seven pixels ahead); inputs past 512 KiB so
+# that 2 and 3 threads split the rows (the thread count follows the bytes moved).
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((48, 28, 28, 6), dict(size=2)),  # LeNet S2
+        ((5, 61, 67, 1), dict(size=3, stride=2, padding=1, ceil_mode=True)),
+        ((9, 33, 29, 7), dict(size=(2, 3), stride=(2, 1), padding=((0, 1), (1, 1)), ceil_mode=True)),
+        ((4, 40, 45, 3), dict(size=3, stride=3, ceil_mode=True)),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng):
+    x = random_array(rng, shape)
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=9)
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("c", [1, 3, 6, 16, 21])
 def test_max_pool_nan_in_every_path(c, device, isa):
     x = np.zeros((1, 6, 8, c), np.float32)
     x[0, 1, 1, 0] = np.nan  # inside a window
