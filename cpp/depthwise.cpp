@@ -9,7 +9,8 @@
 //    stride_h, dilation_h, padding; chosen when M > 1, when the output is narrower than
 //    kStageMaxWidth, or when input + output exceed kStageMinBytes): each thread copies the input
 //    rows it needs once into a ring (RowStage), zero-padded left and right and with channels
-//    expanded to C * M, then every output pixel goes through pixel_block: 8 (4, 1 on narrow maps)
+//    expanded to C * M (M = 2 by vector lane permutations, other M by a scalar loop), then every
+//    output pixel goes through pixel_block: 8 (4, 1 on narrow maps)
 //    output pixels per channel block with the KW taps unrolled, each input vector loaded once per
 //    kernel row, the KW weights in registers, no bounds checks.
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise): pixel_block reads the input
@@ -150,10 +151,25 @@ class RowStage {
       const float* src = x_ + key * p_.w * p_.c_in;
       float* out = dst + p_.pad_left * p_.c_out;
       const int64_t mult = p_.c_out / p_.c_in;
+      const int64_t len = p_.w * p_.c_in;
       if (mult == 1) {
-        std::memcpy(out, src, static_cast<size_t>(p_.w * p_.c_in) * sizeof(float));
+        std::memcpy(out, src, static_cast<size_t>(len) * sizeof(float));
+      } else if (mult == 2) {
+        // One input vector becomes two: each lane repeated twice, by two lane permutations.
+        vec::vint lo, hi;
+        for (int j = 0; j < kLanes; ++j) {
+          lo[j] = j / 2;
+          hi[j] = kLanes / 2 + j / 2;
+        }
+        int64_t i = 0;
+        for (; i + kLanes <= len; i += kLanes) {
+          const vfloat v = vec::load(src + i);
+          vec::store(out + 2 * i, __builtin_shuffle(v, lo));
+          vec::store(out + 2 * i + kLanes, __builtin_shuffle(v, hi));
+        }
+        for (; i < len; ++i) out[2 * i] = out[2 * i + 1] = src[i];
       } else {
-        for (int64_t i = 0; i < p_.w * p_.c_in; ++i) {
+        for (int64_t i = 0; i < len; ++i) {
           for (int64_t m = 0; m < mult; ++m) out[i * mult + m] = src[i];
         }
       }
