@@ -27,6 +27,11 @@ constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels.
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerMaxKernel = 64;  // its per-call tap tables
+// With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
+// KH*KW*C_in = 27: 1.6x the tiled engine) and loses on long ones (AlexNet C1, 363: 0.85x), where
+// the tiled engine's per-pixel setup is amortised; the crossover between was not measured.
+constexpr int64_t kFirstLayerWideMaxTaps = 100;
+constexpr int64_t kFirstLayerWideChannels = 16;
 
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
@@ -89,10 +94,11 @@ bool prefer_winograd(const Conv2dParams& p) {
 }
 
 // The first-layer kernel serves dense convolutions with at most kFirstLayerMaxCin input channels
-// that are not GEMMs (pointwise) and not explicitly Winograd.
+// that are not GEMMs (pointwise) and not explicitly Winograd, except wide layers with long reductions.
 bool prefer_first_layer(const Conv2dParams& p) {
   return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.algorithm != ConvAlgorithm::kWinograd &&
-         p.kh <= kFirstLayerMaxKernel && p.kw <= kFirstLayerMaxKernel;
+         p.kh <= kFirstLayerMaxKernel && p.kw <= kFirstLayerMaxKernel &&
+         (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps);
 }
 
 }  // namespace

@@ -334,8 +334,9 @@ def test_conv2d_first_layer_random(case, isa, rng):
     [
         ((3, 32, 32, 1), (5, 5, 1, 6), dict(activation="relu")),  # LeNet C1, pixel vectors
         ((1, 45, 45, 3), (3, 3, 3, 32), dict(stride=2, padding="same", activation="silu")),  # EfficientNet stem
-        ((2, 43, 43, 3), (11, 11, 3, 96), dict(stride=4)),  # AlexNet C1, channel vectors, 3 channel blocks
-        ((1, 19, 27, 4), (7, 7, 4, 17), dict(stride=(2, 3), padding=((3, 1), (0, 4)), dilation=(2, 1))),
+        ((2, 43, 43, 3), (5, 5, 3, 96), dict(stride=4)),  # channel vectors, 3 channel blocks (AVX2)
+        ((2, 43, 43, 3), (11, 11, 3, 96), dict(stride=4)),  # AlexNet C1: 363 taps, routed to the tiled engine
+        ((1, 19, 27, 4), (5, 3, 4, 17), dict(stride=(2, 3), padding=((3, 1), (0, 4)), dilation=(2, 1))),
         ((2, 9, 70, 2), (1, 3, 2, 40), dict(padding="same", activation="relu6")),  # 1xK, many bands
         ((1, 40, 9, 1), (3, 1, 1, 1), dict(padding=((2, 2), (0, 0)))),  # C_out 1, tall image
         ((1, 5, 5, 3), (5, 5, 3, 16), {}),  # 1x1 output
