@@ -24,6 +24,15 @@ constexpr double kWinogradWeightCost = 10.0;
 constexpr double kWinogradWeightCostSpilled = 60.0;
 constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 
+// First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels.
+constexpr int64_t kFirstLayerMaxCin = 4;
+constexpr int64_t kFirstLayerMaxKernel = 64;  // its per-call tap tables
+// With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
+// KH*KW*C_in = 27: 1.6x the tiled engine) and loses on long ones (AlexNet C1, 363: 0.85x), where
+// the tiled engine's per-pixel setup is amortised; the crossover between was not measured.
+constexpr int64_t kFirstLayerWideMaxTaps = 100;
+constexpr int64_t kFirstLayerWideChannels = 16;
+
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
   if (&t == &avx512::table) {
@@ -84,6 +93,14 @@ bool prefer_winograd(const Conv2dParams& p) {
   return winograd < direct;
 }
 
+// The first-layer kernel serves dense convolutions with at most kFirstLayerMaxCin input channels
+// that are not GEMMs (pointwise) and not explicitly Winograd, except wide layers with long reductions.
+bool prefer_first_layer(const Conv2dParams& p) {
+  return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.algorithm != ConvAlgorithm::kWinograd &&
+         p.kh <= kFirstLayerMaxKernel && p.kw <= kFirstLayerMaxKernel &&
+         (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps);
+}
+
 }  // namespace
 
 std::vector<std::string> supported_isas() {
@@ -118,6 +135,8 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
     table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
   } else if (p.is_depthwise()) {
     table().depthwise(p, x, w, b, y, num_threads());
+  } else if (prefer_first_layer(p)) {
+    table().first_layer(p, x, w, b, y, num_threads());
   } else if (p.algorithm == ConvAlgorithm::kWinograd ||
              (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p))) {
     table().winograd(p, x, w, b, y, num_threads());

@@ -286,3 +286,78 @@ def test_conv2d_first_layers(threads, x_shape, w_shape, kwargs, device, isa, rng
         check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
     finally:
         fastconv.set_num_threads(previous)
+
+
+# First-layer kernel (conv2d_first_layer.cpp): groups 1, C_in <= 4, not pointwise. Both tile
+# variants (pixel vectors for C_out below the wide tile, channel vectors above), every stride,
+# dilation and padding form, widths and heights off the 8 / 16-pixel tiles, several threads.
+@st.composite
+def first_layer_cases(draw):
+    c_in = draw(st.integers(1, 4))
+    c_out = draw(st.one_of(st.integers(1, 40), st.just(96)))
+    kh, kw = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.integers(0, 3),
+            st.tuples(st.tuples(st.integers(0, 5), st.integers(0, 5)), st.tuples(st.integers(0, 5), st.integers(0, 5))),
+        )
+    )
+    h = draw(st.integers(dilation[0] * (kh - 1) + 1, dilation[0] * (kh - 1) + 21))
+    w = draw(st.integers(dilation[1] * (kw - 1) + 1, dilation[1] * (kw - 1) + 37))
+    return dict(
+        x_shape=(draw(st.integers(1, 3)), h, w, c_in), w_shape=(kh, kw, c_in, c_out), bias=draw(st.booleans()),
+        threads=draw(st.integers(1, 3)),
+        kwargs=dict(stride=stride, padding=padding, dilation=dilation, activation=draw(st.sampled_from(ACTIVATIONS))),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=first_layer_cases())
+def test_conv2d_first_layer_random(case, isa, rng):
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, case["w_shape"])
+    b = random_array(rng, (case["w_shape"][3],)) if case["bias"] else None
+    previous = fastconv.get_num_threads()
+    fastconv.set_num_threads(case["threads"])
+    try:
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], case["kwargs"], terms=int(np.prod(case["w_shape"][:3])))
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((3, 32, 32, 1), (5, 5, 1, 6), dict(activation="relu")),  # LeNet C1, pixel vectors
+        ((1, 45, 45, 3), (3, 3, 3, 32), dict(stride=2, padding="same", activation="silu")),  # EfficientNet stem
+        ((2, 43, 43, 3), (5, 5, 3, 96), dict(stride=4)),  # channel vectors, 3 channel blocks (AVX2)
+        ((2, 43, 43, 3), (11, 11, 3, 96), dict(stride=4)),  # AlexNet C1: 363 taps, routed to the tiled engine
+        ((1, 19, 27, 4), (5, 3, 4, 17), dict(stride=(2, 3), padding=((3, 1), (0, 4)), dilation=(2, 1))),
+        ((2, 9, 70, 2), (1, 3, 2, 40), dict(padding="same", activation="relu6")),  # 1xK, many bands
+        ((1, 40, 9, 1), (3, 1, 1, 1), dict(padding=((2, 2), (0, 0)))),  # C_out 1, tall image
+        ((1, 5, 5, 3), (5, 5, 3, 16), {}),  # 1x1 output
+    ],
+)
+def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    previous = fastconv.get_num_threads()
+    fastconv.set_num_threads(threads)
+    try:
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("c_out", [6, 32])
+def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
+    x = np.ones((1, 12, 20, 3), np.float32)
+    x[0, 5, 7, 1] = np.nan
+    y = fastconv.conv2d(x, np.ones((3, 3, 3, c_out), np.float32), activation=activation)
+    nan_rows, nan_cols = np.nonzero(np.isnan(y[0, :, :, 0]))
+    assert set(nan_rows) == {3, 4, 5} and set(nan_cols) == {5, 6, 7}
+    assert np.isnan(y[0, 3:6, 5:8]).all() and np.isfinite(np.delete(y[0], [3, 4, 5], axis=0)).all()

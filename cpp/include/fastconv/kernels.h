@@ -1,4 +1,4 @@
-// The CPU kernel table. Each op family (conv2d.cpp, conv2d_winograd.cpp, depthwise.cpp, gemm.cpp, pool.cpp) is compiled
+// The CPU kernel table. Each op family (conv2d.cpp, conv2d_first_layer.cpp, conv2d_winograd.cpp, depthwise.cpp, gemm.cpp, pool.cpp) is compiled
 // once per instruction set, with that set's target flags and FC_ISA naming the namespace its
 // functions live in (portable, avx2, avx512). dispatch.cpp picks one table at import, from the
 // CPU's features or FASTCONV_ISA. Kernels take raw pointers and a thread count; they never allocate
@@ -21,6 +21,7 @@ struct KernelTable {
   ConvFn conv2d;     // direct convolution, any stride / padding / dilation / groups
   ConvFn winograd;   // conv2d_winograd.cpp: F(4x4, 3x3), 3x3 stride 1 dilation 1 groups 1 only
   ConvFn depthwise;  // groups == C_in, one input channel per group
+  ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers
   PoolFn max_pool;
   PoolFn avg_pool;
@@ -36,6 +37,7 @@ struct KernelTable {
   void conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void winograd_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void depthwise(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  void first_layer_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void gemm(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);    \
   void max_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
   void avg_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \

@@ -1,0 +1,296 @@
+// First-layer convolution: groups == 1, few input channels (C_in <= kFirstLayerMaxCin, see
+// dispatch.cpp for the routing rule), any kernel size, stride, dilation and padding. NHWC
+// activations, HWIO weights. Compiled once per instruction set (FC_ISA); see kernels.h.
+//
+// Why a separate kernel: the tiled engine (conv2d.cpp) vectorises across output channels and
+// reduces over one kernel row of KW * C_in floats per pixel, so with C_in = 1 (LeNet C1: 5 floats a
+// row, 6 channels in 8 lanes) per-pixel pointer setup and idle lanes dominate. Here the vector lanes
+// hold consecutive OUTPUT PIXELS of one output row and each output channel is an accumulator.
+//
+// Two tile variants over one row panel:
+//  - Row panel. Per work item (one image, a band of up to kBandRows output rows) the input rows the
+//    band reads are copied once into a per-thread panel, zero padded on every side and
+//    de-interleaved by channel and by column phase modulo the stride:
+//        panel[row][ci][phase][j] = x_padded[row, j * stride_w + phase, ci].
+//    The input column of output pixel ox at tap kx is ox * s + kx * d = (ox + q) * s + r with
+//    q = kx * d / s, r = kx * d % s, so kPixVecs * kVecLen consecutive output pixels read
+//    consecutive panel floats at panel[row][ci][r][ox + q]: plain vector loads for every stride,
+//    dilation, padding and C_in.
+//  - Pixel-vector tile (C_out < kTileVecs * kVecLen, e.g. LeNet C1's 6 channels): kPixVecs vectors
+//    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
+//    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
+//    [block][ky][ci][kx][C], the tap order of the loop.
+//    Bias is the initial accumulator, the activation is applied on the vectors (activate(),
+//    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC through a stack buffer.
+//  - Channel-vector tile (C_out >= kTileVecs * kVecLen: AlexNet C1, the EfficientNet stem): the
+//    tiled engine's wide tile shape, kTileRows pixels x kTileVecs channel vectors; the pixels'
+//    inputs are broadcast from consecutive panel floats (no per-pixel pointers), weights packed
+//    [block][ky][ci][kx][kTileVecs * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h).
+// Threads take work items dynamically (batch 1 still spreads over its row bands).
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "fastconv/kernel_util.h"
+#include "fastconv/kernels.h"
+#include "fastconv/tiled_conv.h"
+
+namespace fastconv::cpu::FC_ISA {
+
+namespace {
+
+// Register budget: kPixVecs * kChanBlock accumulators + kPixVecs inputs + 1 broadcast fit the 16
+// vector registers of SSE2 / AVX2 (2 x 6 + 3 = 15) and the 32 of AVX-512 (2 x 12 + 3 = 27).
+constexpr int kPixVecs = 2;
+#if defined(__AVX512F__)
+constexpr int kChanBlock = 12;
+#else
+constexpr int kChanBlock = 6;
+#endif
+constexpr int kTilePixels = kPixVecs * kVecLen;
+// Output rows per work item: enough to amortise the panel (input rows shared by neighbouring
+// output rows are copied once per band), few enough that batch 1 has work for every thread.
+constexpr int64_t kBandRows = 8;
+
+static inline float* alloc_floats(int64_t count) {
+  const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
+  return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+}
+
+struct Geometry {
+  int64_t wq;         // panel floats per (row, channel, phase)
+  int64_t row_floats; // panel floats per padded input row: c_in * stride_w * wq
+  int64_t band_rows;  // panel rows of a full band
+};
+
+static inline Geometry geometry(const Conv2dParams& p) {
+  Geometry g;
+  const int64_t tiles_w = (p.out_w + kTilePixels - 1) / kTilePixels;
+  // Tiles may run past out_w (never stored): both tile shapes read inside the panel.
+  g.wq = tiles_w * kTilePixels + kTileRows + (p.kw - 1) * p.dilation_w / p.stride_w;
+  g.row_floats = p.c_in * p.stride_w * g.wq;
+  g.band_rows = (kBandRows - 1) * p.stride_h + (p.kh - 1) * p.dilation_h + 1;
+  return g;
+}
+
+// Fills the panel rows of padded input rows [prow0, prow0 + rows) of image n.
+static inline void build_panel(const Conv2dParams& p, const Geometry& g, const float* x_image, int64_t prow0,
+                               int64_t rows, float* panel) {
+  const int64_t s = p.stride_w;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst_row = panel + r * g.row_floats;
+    const int64_t iy = prow0 + r - p.pad_top;
+    if (iy < 0 || iy >= p.h) {
+      std::memset(dst_row, 0, sizeof(float) * g.row_floats);
+      continue;
+    }
+    const float* src = x_image + iy * p.w * p.c_in;
+    for (int64_t phase = 0; phase < s; ++phase) {
+      // Columns j whose input column j * s + phase - pad_left lies inside the image: [j0, j1).
+      const int64_t first = p.pad_left - phase;  // j * s >= first
+      const int64_t j0 = min_i64(g.wq, first > 0 ? (first + s - 1) / s : 0);
+      const int64_t j1 = max_i64(j0, min_i64(g.wq, (p.w + p.pad_left - phase + s - 1) / s));
+      for (int64_t ci = 0; ci < p.c_in; ++ci) {
+        float* dst = dst_row + (ci * s + phase) * g.wq;
+        std::memset(dst, 0, sizeof(float) * j0);
+        const float* in = src + (j0 * s + phase - p.pad_left) * p.c_in + ci;
+        const int64_t step = s * p.c_in;
+        for (int64_t j = j0; j < j1; ++j, in += step) dst[j] = *in;
+        std::memset(dst + j1, 0, sizeof(float) * (g.wq - j1));
+      }
+    }
+  }
+}
+
+// One tile: kTilePixels output pixels starting at panel column ox0 of output row `rows` x C
+// output channels. rows[ky] points at panel row (oy * s_h + ky * d_h); off[kx] = r * wq + q.
+template <int C>
+static inline void run_tile(const Conv2dParams& p, const Geometry& g, const float* const* rows, const int64_t* off,
+                            int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels,
+                            Activation act) {
+  vfloat acc[C][kPixVecs];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+    const vfloat init = splat(bias ? bias[c] : 0.0f);
+#pragma GCC unroll 4
+    for (int v = 0; v < kPixVecs; ++v) acc[c][v] = init;
+  }
+  const int64_t chan_stride = p.stride_w * g.wq;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const float* row = rows[ky] + ox0;
+    for (int64_t ci = 0; ci < p.c_in; ++ci, row += chan_stride) {
+      for (int64_t kx = 0; kx < p.kw; ++kx, wb += C) {
+        const float* src = row + off[kx];
+        vfloat xv[kPixVecs];
+#pragma GCC unroll 4
+        for (int v = 0; v < kPixVecs; ++v) xv[v] = load_vec(src + v * kVecLen);
+#pragma GCC unroll 16
+        for (int c = 0; c < C; ++c) {
+          const vfloat wv = splat(wb[c]);
+#pragma GCC unroll 4
+          for (int v = 0; v < kPixVecs; ++v) acc[c][v] += xv[v] * wv;
+        }
+      }
+    }
+  }
+  alignas(64) float buf[C][kTilePixels];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kPixVecs; ++v) store_vec(&buf[c][v * kVecLen], activate(act, acc[c][v]));
+  }
+  for (int64_t i = 0; i < pixels; ++i, out += p.c_out) {
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) out[c] = buf[c][i];
+  }
+}
+
+using TileFn = void (*)(const Conv2dParams&, const Geometry&, const float* const*, const int64_t*, int64_t,
+                        const float*, const float*, float*, int64_t, Activation);
+
+template <int C = kChanBlock>
+static inline TileFn tile_for(int64_t channels) {
+  if constexpr (C > 1) {
+    if (channels < C) return tile_for<C - 1>(channels);
+  }
+  return &run_tile<C>;
+}
+
+// Channel-vector tile: kTileRows consecutive output pixels x kTileVecs vectors of output channels
+// (the tiled engine's wide tile shape). Per tap: kTileVecs weight vectors, one broadcast per pixel
+// from consecutive panel floats, kTileRows * kTileVecs FMAs; stores go straight to NHWC.
+// wb: [tap][kTileVecs * kVecLen], zero padded; bias likewise or nullptr.
+static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const float* const* rows, const int64_t* off,
+                             int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels, int64_t cols,
+                             Activation act) {
+  constexpr int R = kTileRows, V = kTileVecs;
+  vfloat acc[R][V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    const vfloat init = bias ? load_vec(bias + v * kVecLen) : splat(0.0f);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) acc[r][v] = init;
+  }
+  const int64_t chan_stride = p.stride_w * g.wq;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const float* row = rows[ky] + ox0;
+    for (int64_t ci = 0; ci < p.c_in; ++ci, row += chan_stride) {
+      for (int64_t kx = 0; kx < p.kw; ++kx, wb += V * kVecLen) {
+        const float* src = row + off[kx];
+        vfloat wv[V];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) wv[v] = load_vec(wb + v * kVecLen);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const vfloat s = splat(src[r]);
+#pragma GCC unroll 4
+          for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
+        }
+      }
+    }
+  }
+  if (pixels == R) return store_rows<R, V>(acc, out, p.c_out, cols, act);
+  for (int64_t r = 0; r < pixels; ++r) {
+    vfloat one[1][V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) one[0][v] = acc[r][v];
+    store_rows<1, V>(one, out + r * p.c_out, p.c_out, cols, act);
+  }
+}
+
+}  // namespace
+
+void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
+                        int threads) {
+  const Geometry g = geometry(p);
+  const int64_t taps = p.kh * p.kw * p.c_in;
+  constexpr int64_t kCols = kTileVecs * kVecLen;
+  // Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at
+  // C_out 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x).
+  const bool channel_vectors = p.c_out >= kCols;
+  // Pixel-vector tiles: equal channel blocks of at most kChanBlock (block k has base + (k < extra)
+  // channels). Channel-vector tiles: blocks of kCols channels, the last one zero padded.
+  const int64_t blocks = channel_vectors ? (p.c_out + kCols - 1) / kCols : (p.c_out + kChanBlock - 1) / kChanBlock;
+  const int64_t base = p.c_out / blocks, extra = p.c_out % blocks;
+  const int64_t bands = (p.out_h + kBandRows - 1) / kBandRows;
+  const int64_t items = p.n * bands;
+  const int nthreads = static_cast<int>(
+      min_i64(threads_for(p.n * p.out_h * p.out_w * taps * p.c_out, threads), items));
+
+  // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
+  // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
+  // w_packed + k * taps * kCols as [tap][kCols].
+  float* w_packed = alloc_floats(channel_vectors ? blocks * taps * kCols : taps * p.c_out);
+  float* b_packed = channel_vectors && b ? alloc_floats(blocks * kCols) : nullptr;
+  for (int64_t j = 0; b_packed && j < blocks * kCols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
+  for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
+    const int64_t cb = channel_vectors ? min_i64(kCols, p.c_out - co0) : base + (k < extra ? 1 : 0);
+    const int64_t width = channel_vectors ? kCols : cb;
+    float* dst = w_packed + (channel_vectors ? k * taps * kCols : co0 * taps);
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      for (int64_t ci = 0; ci < p.c_in; ++ci) {
+        for (int64_t kx = 0; kx < p.kw; ++kx, dst += width) {
+          const float* src = w + ((ky * p.kw + kx) * p.c_in + ci) * p.c_out + co0;
+          for (int64_t c = 0; c < width; ++c) dst[c] = c < cb ? src[c] : 0.0f;
+        }
+      }
+    }
+    co0 += cb;
+  }
+  float* panels = alloc_floats(nthreads * g.band_rows * g.row_floats);
+  int64_t off[64];  // KW <= 64 is checked by the dispatch
+  for (int64_t kx = 0; kx < p.kw; ++kx) {
+    const int64_t col = kx * p.dilation_w;
+    off[kx] = col % p.stride_w * g.wq + col / p.stride_w;
+  }
+  const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* panel = panels + omp_get_thread_num() * g.band_rows * g.row_floats;
+    const float* rows[64];  // KH <= 64 is checked by the dispatch
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t n = item / bands, oy0 = item % bands * kBandRows;
+      const int64_t oy1 = min_i64(oy0 + kBandRows, p.out_h);
+      const int64_t prow0 = oy0 * p.stride_h;
+      build_panel(p, g, x + n * p.h * p.w * p.c_in, prow0, (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1,
+                  panel);
+      for (int64_t oy = oy0; oy < oy1; ++oy) {
+        for (int64_t ky = 0; ky < p.kh; ++ky) {
+          rows[ky] = panel + (oy * p.stride_h + ky * p.dilation_h - prow0) * g.row_floats;
+        }
+        float* y_row = y + (n * p.out_h + oy) * p.out_w * p.c_out;
+        if (channel_vectors) {
+          for (int64_t k = 0; k < blocks; ++k) {
+            const float* wb = w_packed + k * taps * kCols;
+            const float* bias = b_packed ? b_packed + k * kCols : nullptr;
+            const int64_t cols = min_i64(kCols, p.c_out - k * kCols);
+            for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTileRows) {
+              run_ctile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + k * kCols,
+                        min_i64(kTileRows, p.out_w - ox0), cols, p.activation);
+            }
+          }
+          continue;
+        }
+        for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
+          const int64_t cb = base + (k < extra ? 1 : 0);
+          const TileFn tile = k < extra ? tile_big : tile_small;
+          const float* wb = w_packed + co0 * taps;
+          const float* bias = b ? b + co0 : nullptr;
+          for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTilePixels) {
+            tile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + co0, min_i64(kTilePixels, p.out_w - ox0),
+                 p.activation);
+          }
+          co0 += cb;
+        }
+      }
+    }
+  }
+  std::free(panels);
+  std::free(b_packed);
+  std::free(w_packed);
+}
+
+}  // namespace fastconv::cpu::FC_ISA
