@@ -2,8 +2,8 @@
 // Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 //
 // Kernel versions and when each runs:
-//  - tiled_conv (groups == 1, every stride / padding / dilation; also GEMMs of more than 32 rows,
-//    see gemm.cpp): the register-tiled engine of tiled_conv.h. Output pixels are flattened over
+//  - tiled_conv (groups == 1, every stride / padding / dilation; pointwise convolutions go to
+//    gemm.cpp instead): the register-tiled engine of tiled_conv.h. Output pixels are flattened over
 //    (n, oy, ox) and cut into tiles of TR consecutive pixels (a tile may span output rows); output
 //    channels into blocks of TV vectors. Tile shape: the narrow kNarrowRows x 1-vector tile when
 //    C_out fits one vector (LeNet C1: 6 channels), else the wide kTileRows x 2-vector tile.

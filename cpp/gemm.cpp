@@ -10,16 +10,22 @@
 //    weights (kChunkK x 24 floats on AVX2) stay in L1 between the row groups. The partial sums
 //    live in y between chunks; the last chunk adds nothing new but the activation. A column tail
 //    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights.
-//  - tiled_conv (more rows): a GEMM is the 1x1 convolution of `rows` images of one pixel each, so
-//    it runs on the register-tiled engine of the dense convolution (tiled_conv.h, conv2d.cpp):
-//    weights packed per call into contiguous column blocks, threads split the rows. The pack is
-//    amortised over many rows there.
+//  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
+//    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
+//    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded. The
+//    input is read in place. Threads take contiguous runs of row tiles (kTileRows = 6 rows on
+//    SSE2 / AVX2, 8 on AVX-512; kNarrowRows = 8 for the 1-vector case). A thread walks its tiles in
+//    groups of kGroupBytes of input; for each column block every tile of the group runs the whole
+//    k loop in TR x V register accumulators (bias as the start value, activation in the store, one
+//    write of each output vector), so the group's rows are read from DRAM once and the output rows
+//    are written in full lines. During the first block each tile prefetches the matching tile of
+//    the next group.
 #include <omp.h>
 
 #include <cstdlib>
 
 #include "fastconv/kernels.h"
-#include "fastconv/tiled_conv.h"
+#include "fastconv/tiled_conv.h"  // vfloat, the store / load helpers
 
 namespace fastconv::cpu::FC_ISA {
 
@@ -163,20 +169,124 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
   std::free(tail_w);
 }
 
+// ---- panel_gemm (rows > kStreamMaxRows) ----------------------------------------------------------
+
+// Input bytes of the tiles of one thread visited together: for each column block, every tile of the
+// group runs before the next block, so the group's rows come from DRAM once and from L1 for the
+// other blocks. 8 KiB: one 6-row tile for K >= 171 (the weights of all blocks then stream from L2
+// per tile, ~10 B / cycle), up to 14 tiles for K = 24 (whose weights all stay in L1).
+constexpr int64_t kGroupBytes = 8192;
+
+// R <= TR rows x V vectors of y = x w + b for one column block: w packed [k][V * kVecLen], bias
+// padded to V * kVecLen. `pf`: the next tile's input rows, prefetched one line per row every 16
+// steps (GEMM rows arrive from DRAM in runs too short for the hardware prefetcher), or nullptr.
+template <int R, int V>
+static inline void panel_tile(const float* x, int64_t ldx, int64_t k, const float* w, const float* bias,
+                              const float* pf, float* y, int64_t ldy, int64_t cols, Activation act) {
+  vfloat acc[R][V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    const vfloat init = bias ? load_vec(bias + v * kVecLen) : splat(0.0f);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) acc[r][v] = init;
+  }
+  const float* wi = w;
+  for (int64_t i0 = 0; i0 < k; i0 += kLineFloats) {
+    if (pf) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) __builtin_prefetch(pf + r * ldx + i0);
+    }
+    const int64_t i1 = min_i64(i0 + kLineFloats, k);
+#pragma GCC unroll 4
+    for (int64_t i = i0; i < i1; ++i, wi += V * kVecLen) {
+      vfloat wv[V];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) wv[v] = load_vec(wi + v * kVecLen);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const vfloat s = splat(x[r * ldx + i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
+      }
+    }
+  }
+  store_rows<R, V>(acc, y, ldy, cols, act);
+}
+
+template <int TR, int V, int R = TR>
+static inline void panel_tile_rows(int64_t rows, const float* x, int64_t ldx, int64_t k, const float* w,
+                                   const float* bias, const float* pf, float* y, int64_t ldy, int64_t cols,
+                                   Activation act) {
+  if constexpr (R > 1) {
+    if (rows < R) return panel_tile_rows<TR, V, R - 1>(rows, x, ldx, k, w, bias, pf, y, ldy, cols, act);
+  }
+  panel_tile<R, V>(x, ldx, k, w, bias, pf, y, ldy, cols, act);
+}
+
+// Column blocks of TV vectors; the last block, when at most one vector of columns is left, is a
+// 1-vector block (N = 33: 16 + 16 + 8 columns computed, not 48).
+template <int TR, int TV>
+void panel_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  constexpr int64_t kCols = TV * kVecLen;
+  const int64_t full_blocks = p.m / kCols, rest = p.m - full_blocks * kCols;
+  const bool narrow_tail = rest > 0 && rest <= kVecLen && TV > 1;
+  const int64_t blocks = full_blocks + (rest > 0);
+  const int64_t padded = full_blocks * kCols + (rest == 0 ? 0 : narrow_tail ? kVecLen : kCols);
+  const int64_t tiles = (p.rows + TR - 1) / TR;
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), tiles));
+
+  // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded.
+  const size_t packed_bytes = ((static_cast<size_t>(p.k * padded + padded) * sizeof(float) + 63) / 64) * 64;
+  float* w_packed = static_cast<float*>(std::aligned_alloc(64, packed_bytes));
+  float* b_packed = w_packed + p.k * padded;
+  for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
+
+#pragma omp parallel num_threads(nthreads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < p.k; ++i) {
+      const float* src = w + i * p.m;
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
+        float* dst = w_packed + c0 * p.k + i * width;
+        for (int64_t j = 0; j < width; ++j) dst[j] = c0 + j < p.m ? src[c0 + j] : 0.0f;
+      }
+    }
+
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t t_begin = tiles * tid / nt, t_end = tiles * (tid + 1) / nt;
+    const int64_t group = max_i64(1, kGroupBytes / (TR * p.k * static_cast<int64_t>(sizeof(float))));
+    for (int64_t g0 = t_begin; g0 < t_end; g0 += group) {
+      const int64_t g1 = min_i64(g0 + group, t_end);
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t c0 = blk * kCols, cols = min_i64(kCols, p.m - c0);
+        const float* wb = w_packed + c0 * p.k;
+        const float* bb = b ? b_packed + c0 : nullptr;
+        for (int64_t t = g0; t < g1; ++t) {
+          const int64_t r0 = t * TR, nr = min_i64(TR, p.rows - r0);
+          const float* xt = x + r0 * p.k;
+          // While the first block runs, the matching tile of the next group is prefetched: it arrives
+          // in L1 / L2 a whole group's work ahead of its use.
+          const float* pf = blk == 0 && t + group < t_end ? xt + group * TR * p.k : nullptr;
+          float* yt = y + r0 * p.m + c0;
+          if (narrow_tail && blk == full_blocks) {
+            panel_tile_rows<TR, 1>(nr, xt, p.k, p.k, wb, bb, pf, yt, p.m, cols, p.activation);
+          } else {
+            panel_tile_rows<TR, TV>(nr, xt, p.k, p.k, wb, bb, pf, yt, p.m, cols, p.activation);
+          }
+        }
+      }
+    }
+  }
+  std::free(w_packed);
+}
+
 }  // namespace
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   if (p.rows <= kStreamMaxRows) return stream_gemm(p, x, w, b, y, threads);
-  Conv2dParams as_conv{};
-  as_conv.n = p.rows;
-  as_conv.h = as_conv.w = as_conv.out_h = as_conv.out_w = 1;
-  as_conv.kh = as_conv.kw = 1;
-  as_conv.c_in = p.k;
-  as_conv.c_out = p.m;
-  as_conv.groups = 1;
-  as_conv.stride_h = as_conv.stride_w = as_conv.dilation_h = as_conv.dilation_w = 1;
-  as_conv.activation = p.activation;
-  tiled_conv(as_conv, x, w, b, y, threads);
+  if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, b, y, threads);
+  panel_gemm<kTileRows, kTileVecs>(p, x, w, b, y, threads);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

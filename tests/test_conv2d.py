@@ -361,3 +361,17 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     nan_rows, nan_cols = np.nonzero(np.isnan(y[0, :, :, 0]))
     assert set(nan_rows) == {3, 4, 5} and set(nan_cols) == {5, 6, 7}
     assert np.isnan(y[0, 3:6, 5:8]).all() and np.isfinite(np.delete(y[0], [3, 4, 5], axis=0)).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape, c_out, activation", [((3, 15, 17, 67), 33, None), ((1, 56, 56, 24), 144, "relu6"),
+                                                        ((2, 7, 7, 70), 9, "relu"), ((1, 9, 11, 1), 300, "relu6")])
+def test_pointwise_panel_shapes(threads, x_shape, c_out, activation, device, isa, rng):
+    """MobileNet / EfficientNet-like 1x1 layers and odd widths on the panel GEMM, on 1-3 threads."""
+    x, w, b = random_array(rng, x_shape), random_array(rng, (x_shape[-1], c_out)), random_array(rng, (c_out,))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "pointwise_conv2d", [x, w, b], dict(activation=activation), terms=x_shape[-1])
+    finally:
+        fastconv.set_num_threads(previous)

@@ -75,3 +75,51 @@ def test_streaming_activations_nan_and_saturation(activation, isa):
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-6)
 
+
+
+# The panel path (rows > 32): row tiles of 6 / 8 (the last one short), column blocks of 2 vectors
+# with a 1-vector block for a tail of <= one vector, 1-vector blocks only when m <= one vector,
+# weights packed per call; groups of tiles (8 KiB of input) swept once per column block.
+@pytest.mark.parametrize("rows", [33, 37, 48, 50, 100])
+@pytest.mark.parametrize("k, m", [(1, 1), (2, 7), (3, 8), (5, 9), (16, 16), (24, 144), (17, 33), (31, 17),
+                                  (64, 40), (70, 65), (9, 300), (67, 131), (256, 64)])
+def test_dense_panel_edges(rows, k, m, device, isa, rng):
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
+    check_against_reference(device, "dense", [x, w, None], {}, terms=k)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(33, 100), k=st.integers(1, 70), m=st.integers(1, 300), threads=st.sampled_from([1, 2, 3]),
+       activation=st.sampled_from([None, "relu", "relu6", "silu"]))
+def test_dense_panel_random(rows, k, m, threads, activation, device, isa, rng):
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "dense", [x, w, b], dict(activation=activation), terms=k)
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("rows, k, m", [(4000, 24, 144), (3001, 67, 33), (777, 256, 64), (1000, 5, 7)])
+def test_dense_panel_threads(threads, rows, k, m, device, isa, rng):
+    """Large enough to run on several threads: each takes a contiguous run of row tiles."""
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("m", [5, 16, 33])
+def test_panel_keeps_nan(activation, m, isa):
+    x = np.ones((40, 3), np.float32)
+    x[7, 1] = np.nan
+    x[38, 0] = np.nan
+    got = fastconv.dense(x, np.ones((3, m), np.float32), activation=activation)
+    assert np.isnan(got[[7, 38]]).all() and np.isfinite(np.delete(got, [7, 38], axis=0)).all()

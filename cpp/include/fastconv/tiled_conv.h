@@ -1,4 +1,5 @@
-// The register-tiled engine shared by the dense convolution (conv2d.cpp) and the GEMM (gemm.cpp).
+// The register-tiled engine of the dense convolution (conv2d.cpp); its vector type, activations and
+// store / load helpers also serve the GEMM (gemm.cpp).
 // Included inside each instruction set's translation units; written once with GCC vector
 // extensions, so the portable (SSE2, 4 lanes), AVX2 (8 lanes) and AVX-512 (16 lanes) builds run
 // the same code with different vector widths and tile heights.
@@ -28,8 +29,7 @@
 
 namespace fastconv::cpu::FC_ISA {
 
-// Defined in conv2d.cpp: groups == 1 convolution with the tiled engine. gemm.cpp runs through it
-// as a 1x1 convolution of rows images of 1x1 pixels when the GEMM has many rows.
+// Defined in conv2d.cpp: groups == 1 convolution with the tiled engine.
 void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads);
 
 namespace {
