@@ -33,14 +33,6 @@
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 
-#if defined(__AVX512F__)
-#define FC_VEC_BYTES 64
-#elif defined(__AVX2__)
-#define FC_VEC_BYTES 32
-#else
-#define FC_VEC_BYTES 16
-#endif
-
 namespace fastconv::cpu::FC_ISA {
 
 namespace {

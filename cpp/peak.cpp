@@ -12,19 +12,14 @@
 
 #include <cstdint>
 
+#include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 
 namespace fastconv::cpu::FC_ISA {
 
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
+constexpr int kLanes = FC_VEC_BYTES / 4;
 constexpr int kAcc = 12;
 
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));

@@ -6,6 +6,16 @@
 
 #include "fastconv/activation.h"
 
+// Bytes of one vector register of the instruction set this translation unit is compiled for:
+// the vector-extension kernels size their vectors and tiles from it.
+#if defined(__AVX512F__)
+#define FC_VEC_BYTES 64
+#elif defined(__AVX2__)
+#define FC_VEC_BYTES 32
+#else
+#define FC_VEC_BYTES 16
+#endif
+
 namespace fastconv::cpu {
 
 // Output channels accumulated at once: the accumulator stays in L1 next to one weight row.

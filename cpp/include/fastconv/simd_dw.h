@@ -11,24 +11,16 @@
 #include <immintrin.h>
 #endif
 
-#include "fastconv/activation.h"
-
-#if defined(__AVX512F__)
-#define FC_DW_VEC_BYTES 64
-#elif defined(__AVX2__)
-#define FC_DW_VEC_BYTES 32
-#else
-#define FC_DW_VEC_BYTES 16
-#endif
+#include "fastconv/kernel_util.h"
 
 namespace fastconv::cpu::FC_ISA::vec {
 
-typedef float vfloat __attribute__((vector_size(FC_DW_VEC_BYTES)));
-typedef int32_t vint __attribute__((vector_size(FC_DW_VEC_BYTES)));
+typedef float vfloat __attribute__((vector_size(FC_VEC_BYTES)));
+typedef int32_t vint __attribute__((vector_size(FC_VEC_BYTES)));
 // The same vector with 4-byte alignment: loads and stores at any channel offset.
-typedef float vfloat_u __attribute__((vector_size(FC_DW_VEC_BYTES), aligned(4), may_alias));
+typedef float vfloat_u __attribute__((vector_size(FC_VEC_BYTES), aligned(4), may_alias));
 
-constexpr int kLanes = FC_DW_VEC_BYTES / 4;
+constexpr int kLanes = FC_VEC_BYTES / 4;
 
 static inline vfloat load(const float* p) { return *reinterpret_cast<const vfloat_u*>(p); }
 static inline void store(float* p, vfloat v) { *reinterpret_cast<vfloat_u*>(p) = v; }

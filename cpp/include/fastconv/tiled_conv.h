@@ -19,14 +19,6 @@
 #include "fastconv/kernel_util.h"
 #include "fastconv/params.h"
 
-#if defined(__AVX512F__)
-#define FC_VEC_BYTES 64
-#elif defined(__AVX2__)
-#define FC_VEC_BYTES 32
-#else
-#define FC_VEC_BYTES 16
-#endif
-
 namespace fastconv::cpu::FC_ISA {
 
 // Defined in conv2d.cpp: groups == 1 convolution with the tiled engine.

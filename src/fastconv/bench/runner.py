@@ -325,21 +325,7 @@ def run_device(device, cases, peer_names, options, ceiling, progress, logdir) ->
     else:
         peak, bandwidth = ceiling["fma_gflops"], ceiling["copy_gbs"]
     runner = Runner(device, peer_names, threads, options.min_time, options.seed, ceiling, progress, logdir)
-    passes: dict[str, list] = {c.name: [] for c in cases}
-    try:
-        progress.start(len(cases) * options.repeat, device)
-        tmp = Path(tempfile.mkdtemp(prefix="fastconv-bench-"))
-        try:
-            for p in range(options.repeat):
-                for case in cases if p % 2 == 0 else cases[::-1]:
-                    cells = runner.run_case(case, tmp)
-                    passes[case.name].append(cells)
-                    progress.case_done(case.name, _one_line(cells))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        runner.close()
-        progress.finish()
+    passes = _run_passes(runner, runner.run_case, cases, options.repeat, progress, device)
     entries = [case_figures(c, merge_passes(passes[c.name]), peak, bandwidth) for c in cases]
     peers_used = [n for n in runner.libraries if n != "fastconv"]
     return {
@@ -352,27 +338,17 @@ def run_device(device, cases, peer_names, options, ceiling, progress, logdir) ->
     }
 
 
-def _one_line(cells: dict) -> str:
-    ours = cells.get("fastconv", {})
-    if ours.get("status") == "ok" and ours["times"]:
-        return f"fastconv {statistics.median(ours['times']) * 1e3:.3f} ms"
-    return f"fastconv {ours.get('status', '?')}: {ours.get('error', '')}"
-
-
-
-def run_models(cases: list[ModelCase], peer_names, options, progress, logdir) -> dict:
-    """All passes of --models on the CPU -> the JSON's "models" part."""
-    from fastconv.models import MODELS
-
-    runner = Runner("cpu", peer_names, options.threads, options.min_time, options.seed, None, progress, logdir)
+def _run_passes(runner, run_one, cases, repeat: int, progress, label: str) -> dict[str, list]:
+    """Every case `repeat` times, in alternating order, closing the workers at the end ->
+    {case name: [cells of each pass]}."""
     passes: dict[str, list] = {c.name: [] for c in cases}
     try:
-        progress.start(len(cases) * options.repeat, "models")
+        progress.start(len(cases) * repeat, label)
         tmp = Path(tempfile.mkdtemp(prefix="fastconv-bench-"))
         try:
-            for p in range(options.repeat):
+            for p in range(repeat):
                 for case in cases if p % 2 == 0 else cases[::-1]:
-                    cells = runner.run_model_case(case, tmp)
+                    cells = run_one(case, tmp)
                     passes[case.name].append(cells)
                     progress.case_done(case.name, _one_line(cells))
         finally:
@@ -380,6 +356,22 @@ def run_models(cases: list[ModelCase], peer_names, options, progress, logdir) ->
     finally:
         runner.close()
         progress.finish()
+    return passes
+
+
+def _one_line(cells: dict) -> str:
+    ours = cells.get("fastconv", {})
+    if ours.get("status") == "ok" and ours["times"]:
+        return f"fastconv {statistics.median(ours['times']) * 1e3:.3f} ms"
+    return f"fastconv {ours.get('status', '?')}: {ours.get('error', '')}"
+
+
+def run_models(cases: list[ModelCase], peer_names, options, progress, logdir) -> dict:
+    """All passes of --models on the CPU -> the JSON's "models" part."""
+    from fastconv.models import MODELS
+
+    runner = Runner("cpu", peer_names, options.threads, options.min_time, options.seed, None, progress, logdir)
+    passes = _run_passes(runner, runner.run_model_case, cases, options.repeat, progress, "models")
     entries = []
     for c in cases:
         model = MODELS[c.model]()
