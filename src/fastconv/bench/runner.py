@@ -281,7 +281,9 @@ def _add_peers(entry: dict, cells: dict) -> dict:
         entry["peers"][name] = cell
     timed = {n: c for n, c in entry["peers"].items() if "ratio" in c}
     if timed:
-        best = min(timed, key=lambda n: timed[n]["median_s"])
+        # The peer that comes closest to us round by round (the smallest ratio), so the "best peer"
+        # column never shows a better ratio than one of the peers' own columns.
+        best = min(timed, key=lambda n: timed[n]["ratio"])
         entry["best_peer"], entry["ratio_best"] = best, timed[best]["ratio"]
     return entry
 
