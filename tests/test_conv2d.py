@@ -183,6 +183,21 @@ def test_depthwise_nan_and_large_values(device, isa):
         np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-6, err_msg=str(act))
 
 
+def test_depthwise_activation_range(isa):
+    # A 1x1 depthwise with unit weights is the activation alone (vec::activate): a dense sweep over
+    # exp's range reduction (n rounding at odd multiples of ln2 / 2) and its clamps at -87 / 88.
+    v = np.concatenate([np.linspace(-100, 100, 40001), np.arange(-130, 131) * (np.log(2) / 2),
+                        [-88.5, -88.0, -87.5, -87.0, -86.5, 86.5, 87.0, 87.5, 88.0, 88.5, 0.0, -0.0, 1e-30, -1e-30]])
+    v = np.resize(v, (len(v) + 15) // 16 * 16).astype(np.float32)
+    x = v.reshape(1, 1, -1, 16)
+    w = np.ones((1, 1, 16), np.float32)
+    for act in ACTIVATIONS:
+        got = fastconv.depthwise_conv2d(x, w, activation=act).ravel()
+        want = reference.activate(v.astype(np.float64), act)
+        rtol, atol = (1e-5, 1e-6) if act == "tanh" else (1e-6, 1e-30)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=str(act))
+
+
 def test_depthwise_equals_grouped_conv2d(device, rng):
     x, w = random_array(rng, (2, 10, 10, 6)), random_array(rng, (3, 3, 6, 2))
     dw = device.get(fastconv.depthwise_conv2d(device.put(x), device.put(w), stride=2, padding="same"))
