@@ -123,3 +123,39 @@ def test_panel_keeps_nan(activation, m, isa):
     x[38, 0] = np.nan
     got = fastconv.dense(x, np.ones((3, m), np.float32), activation=activation)
     assert np.isnan(got[[7, 38]]).all() and np.isfinite(np.delete(got, [7, 38], axis=0)).all()
+
+
+# Streaming path (rows <= 32) on 1-3 threads: every row count, odd reductions that end inside a
+# 16-step chunk, column counts that are not a multiple of any vector width (a tail on the last
+# thread), and fewer cache lines of columns than threads.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows", list(range(1, 33)))
+@pytest.mark.parametrize("k, m, bias, activation", [(1, 5, True, None), (31, 13, False, "relu"),
+                                                    (97, 61, True, "silu"), (515, 203, False, "tanh")])
+def test_streaming_rows_threads(threads, rows, k, m, bias, activation, device, isa, rng):
+    x, w = random_array(rng, (rows, k)), random_array(rng, (k, m))
+    b = random_array(rng, (m,)) if bias else None
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        check_against_reference(device, "dense", [x, w, b], dict(activation=activation), terms=k)
+    finally:
+        fastconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_streaming_keeps_nan_on_threads(threads, activation, isa):
+    """NaN passes through relu / relu6 in every thread's columns, including the column tail."""
+    rows, k, m = 5, 333, 1001
+    x = np.full((rows, k), 0.01, np.float32)
+    x[2, 200] = np.nan
+    w = np.full((k, m), -1.0, np.float32)
+    previous = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(threads)
+        got = fastconv.dense(x, w, np.zeros(m, np.float32), activation=activation)
+    finally:
+        fastconv.set_num_threads(previous)
+    assert np.isnan(got[2]).all()
+    assert (np.delete(got, 2, axis=0) == 0.0).all()
