@@ -1,5 +1,7 @@
 """Run a public op on a device and compare it with fastconv.reference in float64."""
 
+import contextlib
+
 import numpy as np
 
 import fastconv
@@ -40,3 +42,15 @@ def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
     want = getattr(reference, op_name)(*[None if a is None else a.astype(np.float64) for a in arrays], **kwargs)
     _compare.assert_close(got, want, terms=terms, what=f"{op_name}{kwargs}")
     return got
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Run the block with the CPU kernels on n threads, restoring the previous count after."""
+    previous = fastconv.get_num_threads()
+    fastconv.set_num_threads(n)
+    try:
+        yield
+    finally:
+        fastconv.set_num_threads(previous)
+

@@ -9,7 +9,7 @@ import fastconv
 from fastconv import reference
 
 from conftest import Device
-from helpers import check_against_reference, random_array
+from helpers import check_against_reference, num_threads, random_array
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -266,13 +266,9 @@ def test_calls_from_many_threads_agree(rng):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_counts_give_the_same_answer(threads, rng):
     x, w = random_array(rng, (1, 30, 30, 8)), random_array(rng, (3, 3, 8, 8))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         assert fastconv.get_num_threads() == threads
         got = fastconv.conv2d(x, w, padding="same")
-    finally:
-        fastconv.set_num_threads(previous)
     np.testing.assert_allclose(got, reference.conv2d(x.astype(np.float64), w, padding="same"), rtol=1e-4, atol=1e-4)
 
 
@@ -295,12 +291,8 @@ def test_thread_counts_give_the_same_answer(threads, rng):
 )
 def test_conv2d_first_layers(threads, x_shape, w_shape, kwargs, device, isa, rng):
     x, w, b = random_array(rng, x_shape, 2.0), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 # First-layer kernel (conv2d_first_layer.cpp): groups 1, C_in <= 4, not pointwise. Both tile
@@ -335,12 +327,8 @@ def test_conv2d_first_layer_random(case, isa, rng):
     x = random_array(rng, case["x_shape"])
     w = random_array(rng, case["w_shape"])
     b = random_array(rng, (case["w_shape"][3],)) if case["bias"] else None
-    previous = fastconv.get_num_threads()
-    fastconv.set_num_threads(case["threads"])
-    try:
+    with num_threads(case["threads"]):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], case["kwargs"], terms=int(np.prod(case["w_shape"][:3])))
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -359,12 +347,8 @@ def test_conv2d_first_layer_random(case, isa, rng):
 )
 def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
-    previous = fastconv.get_num_threads()
-    fastconv.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
@@ -384,9 +368,5 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
 def test_pointwise_panel_shapes(threads, x_shape, c_out, activation, device, isa, rng):
     """MobileNet / EfficientNet-like 1x1 layers and odd widths on the panel GEMM, on 1-3 threads."""
     x, w, b = random_array(rng, x_shape), random_array(rng, (x_shape[-1], c_out)), random_array(rng, (c_out,))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "pointwise_conv2d", [x, w, b], dict(activation=activation), terms=x_shape[-1])
-    finally:
-        fastconv.set_num_threads(previous)

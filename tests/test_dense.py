@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import reference
 
-from helpers import check_against_reference, random_array
+from helpers import check_against_reference, num_threads, random_array
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -54,12 +54,8 @@ def test_dense_streaming_edges(rows, k, m, device, isa, rng):
 def test_dense_thread_counts(threads, rows, k, m, device, isa, rng):
     """Threads split the columns in whole cache lines; fewer lines than threads leaves some idle."""
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6", "sigmoid", "tanh", "silu"])
@@ -94,12 +90,8 @@ def test_dense_panel_edges(rows, k, m, device, isa, rng):
        activation=st.sampled_from([None, "relu", "relu6", "silu"]))
 def test_dense_panel_random(rows, k, m, threads, activation, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "dense", [x, w, b], dict(activation=activation), terms=k)
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -107,12 +99,8 @@ def test_dense_panel_random(rows, k, m, threads, activation, device, isa, rng):
 def test_dense_panel_threads(threads, rows, k, m, device, isa, rng):
     """Large enough to run on several threads: each takes a contiguous run of row tiles."""
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
@@ -135,12 +123,8 @@ def test_panel_keeps_nan(activation, m, isa):
 def test_streaming_rows_threads(threads, rows, k, m, bias, activation, device, isa, rng):
     x, w = random_array(rng, (rows, k)), random_array(rng, (k, m))
     b = random_array(rng, (m,)) if bias else None
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(device, "dense", [x, w, b], dict(activation=activation), terms=k)
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -151,11 +135,7 @@ def test_streaming_keeps_nan_on_threads(threads, activation, isa):
     x = np.full((rows, k), 0.01, np.float32)
     x[2, 200] = np.nan
     w = np.full((k, m), -1.0, np.float32)
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         got = fastconv.dense(x, w, np.zeros(m, np.float32), activation=activation)
-    finally:
-        fastconv.set_num_threads(previous)
     assert np.isnan(got[2]).all()
     assert (np.delete(got, 2, axis=0) == 0.0).all()

@@ -9,7 +9,7 @@ import fastconv
 from fastconv import reference
 
 from conftest import Device
-from helpers import check_against_reference, random_array
+from helpers import check_against_reference, num_threads, random_array
 
 hsettings = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -94,12 +94,8 @@ def test_pool_vector_paths(op, extra, shape, kwargs, device, isa, rng):
 @pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
 def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng):
     x = random_array(rng, shape)
-    previous = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(threads)
+    with num_threads(threads):
         check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=9)
-    finally:
-        fastconv.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("c", [1, 3, 6, 16, 21])

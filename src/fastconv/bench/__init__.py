@@ -62,6 +62,21 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return p
 
 
+def _apply_run_options(args, default_min_time: float) -> None:
+    """--threads, --repeat and --min-time, shared by the kernel suites and --models."""
+    import fastconv
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("fastconv bench: --threads must be >= 1")
+        fastconv.set_num_threads(args.threads)
+    args.threads = fastconv.get_num_threads()
+    if args.repeat < 1:
+        raise SystemExit("fastconv bench: --repeat must be >= 1")
+    if args.min_time is None:
+        args.min_time = default_min_time
+
+
 def _split(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
@@ -124,8 +139,6 @@ def _peer_list(device: str, requested: list[str] | None) -> list[str]:
 
 def run(args) -> dict:
     """Run the bench for parsed arguments; returns the JSON-ready result."""
-    import fastconv
-
     from . import suites
     from .report import Progress
 
@@ -136,15 +149,7 @@ def run(args) -> dict:
     cases = suites.select_ops(cases, _split(args.ops))
     if not cases:
         raise SystemExit(f"fastconv bench: --ops {args.ops!r} matches no case of suite {suite_name}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit("fastconv bench: --threads must be >= 1")
-        fastconv.set_num_threads(args.threads)
-    args.threads = fastconv.get_num_threads()
-    if args.repeat < 1:
-        raise SystemExit("fastconv bench: --repeat must be >= 1")
-    if args.min_time is None:
-        args.min_time = DEFAULT_MIN_TIME.get(suite_name, 0.2)
+    _apply_run_options(args, DEFAULT_MIN_TIME.get(suite_name, 0.2))
     notes: list[str] = []
     devices = _devices(args.device, notes)
     progress = Progress(enabled=not args.no_progress)
@@ -175,8 +180,6 @@ def _run_models(args, start: float) -> dict:
     """`--models`: whole networks on the CPU, fastconv and each peer in its own worker."""
     from pathlib import Path
 
-    import fastconv
-
     from . import runner, suites
     from .report import Progress
 
@@ -186,15 +189,7 @@ def _run_models(args, start: float) -> dict:
         cases = suites.model_cases(_split(args.model_list))
     except ValueError as exc:
         raise SystemExit(f"fastconv bench: --model-list: {exc}") from None
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit("fastconv bench: --threads must be >= 1")
-        fastconv.set_num_threads(args.threads)
-    args.threads = fastconv.get_num_threads()
-    if args.repeat < 1:
-        raise SystemExit("fastconv bench: --repeat must be >= 1")
-    if args.min_time is None:
-        args.min_time = MODELS_MIN_TIME
+    _apply_run_options(args, MODELS_MIN_TIME)
     peers = list(MODEL_PEERS) if args.peers is None else _peer_list("cpu", _split(args.peers))
     result = {
         "schema": "fastconv-bench/1",
