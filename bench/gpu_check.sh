@@ -3,13 +3,16 @@
 # scikit-build-core, CMake, ninja and nvcc preinstalled). Usage: bench/gpu_check.sh OUTPUT_DIR
 #
 # Steps (each logs to OUTPUT_DIR/<step>.log, each bounded by a timeout so the whole run stays
-# within about 8 minutes on an H100):
-#   install    pip install of this checkout with FASTCONV_CUDA=ON (no isolation, no network)
+# within about 8 minutes on an H100; about 5 when all goes well):
+#   install    pip install of this checkout with FASTCONV_CUDA=ON (no isolation, no network), code
+#              for this card's architecture only (FASTCONV_CHECK_ARCH, default: the card's
+#              compute capability as nvidia-smi reports it) to keep the build short
 #   info       fastconv info: the CUDA module, device, driver
-#   pytest     pytest -q tests, GPU cases included
-#   memcheck   compute-sanitizer memcheck over bench/gpu_memcheck.py (every kernel once)
+#   pytest     the GPU tests: every op test's cuda parametrisation and tests/test_gpu.py
+#   memcheck   compute-sanitizer memcheck over bench/gpu_memcheck.py (every kernel version once)
 #   racecheck  compute-sanitizer racecheck over the same script (the shared-memory kernels)
-#   bench      fastconv bench --device gpu --suite quick, when that subcommand exists
+#   versions   bench/gpu_versions.py: each kernel version checked and timed on the gpu suite
+#   bench      fastconv bench --device gpu --suite gpu: fastconv vs cuDNN (TF32 off) and CuPy
 # A failing step does not stop the others; the exit status is 1 when any step failed.
 set -u
 
@@ -58,24 +61,30 @@ skip_step() {
 
 export FASTCONV_CUDA=ON
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export PYTHONUNBUFFERED=1
+arch=${FASTCONV_CHECK_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')}
+arch=${arch:-90}
 
-run_step install 240 "$python" -m pip install --no-build-isolation --no-deps --no-index -v .
+run_step install 240 "$python" -m pip install --no-build-isolation --no-deps --no-index -v \
+  -C "cmake.define.FASTCONV_CUDA_ARCHITECTURES=${arch}-real" .
 run_step info 30 "$python" -m fastconv info
-run_step pytest 180 "$python" -m pytest -q -p no:cacheprovider tests
+xdist=()
+"$python" -c "import xdist" 2>/dev/null && xdist=(-n 4)
+run_step pytest 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "cuda or test_gpu" tests
 if command -v compute-sanitizer >/dev/null 2>&1; then
   run_step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check no \
     "$python" bench/gpu_memcheck.py
-  run_step racecheck 90 compute-sanitizer --tool racecheck --error-exitcode 1 "$python" bench/gpu_memcheck.py
+  run_step racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 1 "$python" bench/gpu_memcheck.py
 else
   skip_step memcheck "compute-sanitizer not on PATH"
   skip_step racecheck "compute-sanitizer not on PATH"
 fi
-if "$python" -m fastconv bench --help >/dev/null 2>&1; then
-  run_step bench 90 "$python" -m fastconv bench --device gpu --suite quick --json "$out/bench_gpu.json"
-else
-  skip_step bench "no 'fastconv bench' subcommand"
-fi
+run_step versions 120 "$python" bench/gpu_versions.py --json "$out/versions.json"
+run_step bench 180 "$python" -m fastconv bench --device gpu --suite gpu --remeasure --json "$out/bench_gpu.json"
 
+echo
+[ -s "$out/versions.log" ] && grep -E "^[a-z0-9_]+ +[0-9] |^case|TFLOP/s, copy" "$out/versions.log" | cut -c1-110
+[ -s "$out/bench.log" ] && sed -n '/^GPU/,$p' "$out/bench.log" | cut -c1-150
 echo
 printf '%-10s %-14s %6s  %s\n' step status time last-line-of-log
 for i in "${!steps[@]}"; do

@@ -1,5 +1,6 @@
 """Runs every CUDA kernel version once on small, odd shapes: the workload for compute-sanitizer
-(bench/gpu_check.sh runs it under memcheck and racecheck).
+(bench/gpu_check.sh runs it under memcheck and racecheck). Each case runs with every kernel
+version that applies to it (the `version` argument, cuda/launch.h), not only the one auto picks.
 
 CuPy's memory pool is switched off so that each array is its own cudaMalloc and the sanitizer can
 see an access past its end. Every output starts as NaN and is compared with the float64 reference,
@@ -16,6 +17,8 @@ import numpy as np
 from fastconv import _gpu, _params
 from fastconv import reference as ref
 from fastconv._compare import assert_close
+
+VERSIONED = ("conv2d", "dense", "max_pool2d", "avg_pool2d")  # kernels with a version argument
 
 
 def conv(x, w, b, **kw):
@@ -50,8 +53,16 @@ def main() -> int:
     b = data(7)
     cases.append(("implicit GEMM, scalar A", "conv2d", *conv(x_odd, w, b, stride=1, padding="same", dilation=2,
                                                              groups=1), (x_odd, w, b), 30))
+    w, b = data(3, 3, 12, 72), data(72)
+    cases.append(("implicit GEMM, 128-wide tile", "conv2d", *conv(x, w, b, stride=1, padding="same", dilation=1,
+                                                                  groups=1), (x, w, b), 108))
+    for k, stride in ((3, 1), (5, 2)):
+        w = data(k, k, 12)
+        cases.append((f"depthwise {k}x{k}/{stride}, strip", "conv2d",
+                      *depthwise(x, w, stride=stride, padding=k // 2, dilation=1), (x, w.reshape(k, k, 1, 12), None),
+                      k * k))
     w = data(3, 3, 12)
-    cases.append(("depthwise, float4", "conv2d", *depthwise(x, w, stride=1, padding="same", dilation=1),
+    cases.append(("depthwise, float4, dilated", "conv2d", *depthwise(x, w, stride=1, padding="same", dilation=1),
                   (x, w.reshape(3, 3, 1, 12), None), 9))
     w = data(3, 3, 5, 3)
     cases.append(("depthwise, scalar, multiplier 3", "conv2d", *depthwise(x_odd, w, stride=2, padding=1, dilation=1),
@@ -64,15 +75,20 @@ def main() -> int:
     cases.append(("pointwise GEMM", "conv2d", _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, None,
                                                                          "silu"),
                   ref.pointwise_conv2d(x, w, activation="silu"), (x, w.reshape(1, 1, 12, 9), None), 12))
+    w = data(12, 72)
+    cases.append(("pointwise GEMM, 128-wide tile", "conv2d",
+                  _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, None, None),
+                  ref.pointwise_conv2d(x, w), (x, w.reshape(1, 1, 12, 72), None), 12))
     xd, w, b = data(3, 13), data(13, 67), data(67)
     cases.append(("dense GEMM", "dense", _params.dense_problem("dense", xd.shape, w.shape, b.shape, "tanh"),
                   ref.dense(xd, w, b, activation="tanh"), (xd, w, b), 13))
-    for kind, ceil_mode, count_include_pad in (("max", True, False), ("avg", True, True), ("avg", False, False)):
-        op = f"{kind}_pool2d"
-        problem = _params.pool2d_problem(op, x_odd.shape, 3, 2, 1, ceil_mode, count_include_pad)
-        want = (ref.max_pool2d(x_odd, 3, 2, 1, ceil_mode) if kind == "max"
-                else ref.avg_pool2d(x_odd, 3, 2, 1, count_include_pad, ceil_mode))
-        cases.append((f"{op}, ceil_mode={ceil_mode}", op, problem, want, (x_odd,), 9))
+    for xp in (x_odd, x):  # C = 5: scalar kernel; C = 12: float4 kernel too
+        for kind, ceil_mode, count_include_pad in (("max", True, False), ("avg", True, True), ("avg", False, False)):
+            op = f"{kind}_pool2d"
+            problem = _params.pool2d_problem(op, xp.shape, 3, 2, 1, ceil_mode, count_include_pad)
+            want = (ref.max_pool2d(xp, 3, 2, 1, ceil_mode) if kind == "max"
+                    else ref.avg_pool2d(xp, 3, 2, 1, count_include_pad, ceil_mode))
+            cases.append((f"{op} C={xp.shape[3]}, ceil_mode={ceil_mode}", op, problem, want, (xp,), 9))
     for op in ("global_avg_pool2d", "global_max_pool2d"):
         xg = data(2, 5, 7, 37)
         cases.append((op, op, _params.global_pool_problem(op, xg.shape), getattr(ref, op)(xg), (xg,), 35))
@@ -80,14 +96,18 @@ def main() -> int:
     failures = 0
     for label, kernel, problem, want, arrays, terms in cases:
         gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-        out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
-        _gpu.run(kernel, problem, *gpu_arrays, out=out)
-        try:
-            assert_close(cp.asnumpy(out), want, terms=terms, what=label)
-            print(f"ok    {label}")
-        except AssertionError as exc:
-            failures += 1
-            print(f"FAIL  {exc}")
+        for version in (1, 2) if kernel in VERSIONED else (0,):
+            out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
+            try:
+                _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)
+            except ValueError:
+                continue  # this version does not apply to the case
+            try:
+                assert_close(cp.asnumpy(out), want, terms=terms, what=f"{label}, v{version}")
+                print(f"ok    {label}, v{version}")
+            except AssertionError as exc:
+                failures += 1
+                print(f"FAIL  {exc}")
 
     module = _gpu.cuda_module()
     stream = cp.cuda.get_current_stream().ptr

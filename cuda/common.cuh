@@ -53,41 +53,58 @@ inline unsigned grid_size(int64_t blocks, const char* kernel_name) {
 __device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
 // ---- Block-tiled SGEMM core ---------------------------------------------------------------------
-// A block computes a kTileM x kTileN tile of C = A (rows x K) @ B (K x cols). Each k-step stages a
-// kTileM x kTileK slice of A (stored transposed, so a thread reads its 8 rows as two float4) and a
-// kTileK x kTileN slice of B in shared memory, double-buffered: the next slice is loaded into
-// registers while the current one is multiplied, with one __syncthreads per step.
-// Thread t owns rows {ty*4 + i, 64 + ty*4 + i : i < 4} and columns {tx*4 + j : j < 4}, where
-// tx = t % 16, ty = t / 16: two float4 smem reads of A and one of B per k feed 32 FMAs.
+// A block of 256 threads computes a 128 x kN tile of C = A (rows x K) @ B (K x cols), kN = 64 or
+// 128. Each k-step stages a 128 x 8 slice of A (stored transposed, so a thread reads its 8 rows as
+// two float4) and an 8 x kN slice of B in shared memory, double-buffered: the next slice is loaded
+// into registers while the current one is multiplied, with one __syncthreads per step.
+// Thread t (tx = t % 16, ty = t / 16) owns rows {ty*4 + i, 64 + ty*4 + i : i < 4} and columns
+// {tx*4 + j (+ 64 for the second group when kN = 128) : j < 4}: per k, two float4 reads of A and
+// kN / 64 of B feed 8 x kN / 16 FMAs (32 for the 128 x 64 tile, 64 for 128 x 128).
 // Loading: thread t fetches 4 consecutive k of A row t / 2 (k offset (t % 2) * 4), and threads
-// t < 128 fetch 4 consecutive columns of B row t / 16 (column offset (t % 16) * 4).
-constexpr int kTileM = 128, kTileN = 64, kTileK = 8, kGemmThreads = 256;
-constexpr int kThreadM = 8, kThreadN = 4;
+// t < 2 * kN fetch 4 consecutive columns of B row t / (kN / 4).
+constexpr int kTileM = 128, kTileK = 8, kGemmThreads = 256, kThreadM = 8;
 // Row stride of transposed A: +4 floats put the two k-halves of a warp's stores 16 banks apart,
 // and keep every row 16-byte aligned for the float4 reads.
 constexpr int kAStride = kTileM + 4;
 
-struct GemmSmem {
-  float a[2][kTileK][kAStride];
-  float b[2][kTileK][kTileN];
+template <int kN>
+struct GemmTile {
+  static_assert(kN == 64 || kN == 128, "column tile of 64 or 128");
+  static constexpr int kThreadN = kN / 16;  // columns per thread, in groups of 4
+  static constexpr int kGroups = kThreadN / 4;
+  struct Smem {
+    float a[2][kTileK][kAStride];
+    float b[2][kTileK][kN];
+  };
+  using Acc = float[kThreadM][kThreadN];
 };
+
+// Two resident blocks per SM for the 128 x 128 tile (registers capped at 128 per thread): one
+// block of 8 warps leaves too little to switch between while a warp waits on shared memory.
+template <int kN>
+constexpr int kGemmMinBlocks = kN == 128 ? 2 : 1;
 
 struct GemmThread {
   int tid, tx, ty;
   int a_row, a_k;  // the A element group this thread loads
-  int b_k, b_col;  // the B element group this thread loads (threads < 128)
-  __device__ explicit GemmThread(int t)
-      : tid(t), tx(t % 16), ty(t / 16), a_row(t / 2), a_k((t % 2) * 4), b_k(t / 16), b_col((t % 16) * 4) {}
-  __device__ bool loads_b() const { return tid < kTileK * kTileN / 4; }
-  // Row (0..127) of the tile held in accumulator row i.
+  int b_k, b_col;  // the B element group this thread loads (threads < 2 * kN)
+  template <int kN>
+  __device__ static GemmThread make(int t) {
+    return GemmThread{t, t % 16, t / 16, t / 2, (t % 2) * 4, t / (kN / 4), (t % (kN / 4)) * 4};
+  }
+  // Row (0..127) of the tile held in accumulator row i; column of accumulator group g, lane 0.
   __device__ int row(int i) const { return (i < 4 ? 0 : 64 - 4) + ty * 4 + i; }
+  __device__ int col(int group) const { return group * 64 + tx * 4; }
 };
 
 // load_a(k0) / load_b(k0) return the thread's float4 of the k-slice starting at k0 (zeros outside
 // the matrix); the loops below never index global memory themselves.
-template <class LoadA, class LoadB>
-__device__ __forceinline__ void gemm_block_tile(GemmSmem& s, const GemmThread& t, int64_t k_total, LoadA load_a,
-                                                LoadB load_b, float (&acc)[kThreadM][kThreadN]) {
+template <int kN, class LoadA, class LoadB>
+__device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN>::Smem& s, const GemmThread& t,
+                                                int64_t k_total, LoadA load_a, LoadB load_b,
+                                                typename GemmTile<kN>::Acc& acc) {
+  constexpr int kThreadN = GemmTile<kN>::kThreadN;
+  const bool loads_b = t.tid < 2 * kN;
 #pragma unroll
   for (int i = 0; i < kThreadM; ++i) {
 #pragma unroll
@@ -95,14 +112,14 @@ __device__ __forceinline__ void gemm_block_tile(GemmSmem& s, const GemmThread& t
   }
   const int64_t k_steps = ceil_div(k_total, kTileK);
   float4 a_next = load_a(0);
-  float4 b_next = t.loads_b() ? load_b(0) : float4{};
+  float4 b_next = loads_b ? load_b(0) : float4{};
 
   const auto stage = [&](int buf) {
     s.a[buf][t.a_k + 0][t.a_row] = a_next.x;
     s.a[buf][t.a_k + 1][t.a_row] = a_next.y;
     s.a[buf][t.a_k + 2][t.a_row] = a_next.z;
     s.a[buf][t.a_k + 3][t.a_row] = a_next.w;
-    if (t.loads_b()) *reinterpret_cast<float4*>(&s.b[buf][t.b_k][t.b_col]) = b_next;
+    if (loads_b) *reinterpret_cast<float4*>(&s.b[buf][t.b_k][t.b_col]) = b_next;
   };
   stage(0);
   __syncthreads();
@@ -112,15 +129,19 @@ __device__ __forceinline__ void gemm_block_tile(GemmSmem& s, const GemmThread& t
     const bool more = step + 1 < k_steps;
     if (more) {  // in flight while this step's FMAs run
       a_next = load_a((step + 1) * kTileK);
-      if (t.loads_b()) b_next = load_b((step + 1) * kTileK);
+      if (loads_b) b_next = load_b((step + 1) * kTileK);
     }
 #pragma unroll
     for (int k = 0; k < kTileK; ++k) {
       const float4 a0 = *reinterpret_cast<const float4*>(&s.a[buf][k][t.ty * 4]);
       const float4 a1 = *reinterpret_cast<const float4*>(&s.a[buf][k][64 + t.ty * 4]);
-      const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.tx * 4]);
       const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bw[kThreadN] = {bv.x, bv.y, bv.z, bv.w};
+      float bw[kThreadN];
+#pragma unroll
+      for (int g = 0; g < kThreadN / 4; ++g) {
+        const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.col(g)]);
+        bw[g * 4 + 0] = bv.x, bw[g * 4 + 1] = bv.y, bw[g * 4 + 2] = bv.z, bw[g * 4 + 3] = bv.w;
+      }
 #pragma unroll
       for (int i = 0; i < kThreadM; ++i) {
 #pragma unroll
@@ -135,33 +156,45 @@ __device__ __forceinline__ void gemm_block_tile(GemmSmem& s, const GemmThread& t
 
 // Epilogue: bias + activation, written to y[row * ldy + col] for row < rows, col < cols.
 // y and bias are already offset to the tile's group; vec means cols % 4 == 0, ldy % 4 == 0 and y
-// 16-byte aligned, so each thread's 4 columns are one aligned float4 store.
-__device__ __forceinline__ void gemm_store_tile(const GemmThread& t, const float (&acc)[kThreadM][kThreadN],
+// 16-byte aligned, so each group of 4 columns is one aligned float4 store.
+template <int kN>
+__device__ __forceinline__ void gemm_store_tile(const GemmThread& t, const typename GemmTile<kN>::Acc& acc,
                                                 int64_t row0, int64_t rows, int64_t col0, int64_t cols,
                                                 float* y, int64_t ldy, const float* bias, Activation act,
                                                 bool vec) {
-  const int64_t col = col0 + t.tx * 4;
-  if (col >= cols) return;
-  float bv[kThreadN];
 #pragma unroll
-  for (int j = 0; j < kThreadN; ++j) bv[j] = (bias != nullptr && col + j < cols) ? __ldg(bias + col + j) : 0.0f;
+  for (int g = 0; g < GemmTile<kN>::kGroups; ++g) {
+    const int64_t col = col0 + t.col(g);
+    if (col >= cols) continue;
+    float bv[4];
 #pragma unroll
-  for (int i = 0; i < kThreadM; ++i) {
-    const int64_t row = row0 + t.row(i);
-    if (row >= rows) continue;
-    float v[kThreadN];
+    for (int j = 0; j < 4; ++j) bv[j] = (bias != nullptr && col + j < cols) ? __ldg(bias + col + j) : 0.0f;
 #pragma unroll
-    for (int j = 0; j < kThreadN; ++j) v[j] = apply_activation(act, acc[i][j] + bv[j]);
-    float* out = y + row * ldy + col;
-    if (vec) {
-      *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
-    } else {
+    for (int i = 0; i < kThreadM; ++i) {
+      const int64_t row = row0 + t.row(i);
+      if (row >= rows) continue;
+      float v[4];
 #pragma unroll
-      for (int j = 0; j < kThreadN; ++j) {
-        if (col + j < cols) out[j] = v[j];
+      for (int j = 0; j < 4; ++j) v[j] = apply_activation(act, acc[i][g * 4 + j] + bv[j]);
+      float* out = y + row * ldy + col;
+      if (vec) {
+        *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if (col + j < cols) out[j] = v[j];
+        }
       }
     }
   }
+}
+
+// Column tile of the GEMM kernels' version: v1 128 x 64, v2 128 x 128. Auto (0) takes v2 when a
+// 64-wide tile would need more than one column tile per group.
+inline int gemm_version(int requested, int64_t cols, const char* op) {
+  if (requested == 0) return cols > 64 ? 2 : 1;
+  if (requested == 1 || requested == 2) return requested;
+  throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
 }
 
 }  // namespace fastconv::cuda

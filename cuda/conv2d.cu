@@ -1,11 +1,16 @@
 // Convolution entry point and the implicit-GEMM kernel for general (grouped, strided, dilated,
 // padded) NHWC convolutions with HWIO weights.
 //
-// Kernel versions (add new ones below and pick them in implicit_gemm_conv2d):
-//   conv2d_nhwc_kernel_v1<true>   FP32 SIMT implicit GEMM, A gathered as float4 (4 channels of one
-//                                 pixel): chosen when C_in / groups % 4 == 0 and x is 16-byte aligned.
-//   conv2d_nhwc_kernel_v1<false>  the same with scalar gathers: any channel count.
-//   (a TF32 tensor-core v2 would slot in here, chosen by a precision flag in Conv2dParams.)
+// Kernel versions (picked in implicit_gemm_conv2d; `version` 0 takes the best that applies):
+//   v1  conv2d_nhwc_kernel<kVecA, 64>   FP32 SIMT implicit GEMM, 128 x 64 block tile, 8 x 4 per
+//                                       thread (common.cuh). kVecA: A gathered as float4 (4 channels
+//                                       of one pixel) when C_in / groups % 4 == 0 and x is 16-byte
+//                                       aligned; else scalar gathers (any channel count).
+//   v2  conv2d_nhwc_kernel<true, 128>   the same core with a 128 x 128 tile, 8 x 8 per thread: half
+//                                       the shared-memory reads per FMA. Float4 gathers only (the
+//                                       scalar gathers spill at this size). Auto when it applies and
+//                                       C_out / groups > 64.
+//   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
 // conv2d() routes pointwise problems to gemm() (gemm.cu) and depthwise ones to depthwise_conv2d()
 // (depthwise.cu), exactly as cpp/dispatch.cpp does on the CPU.
 //
@@ -31,12 +36,12 @@ struct ConvGeometry {
   Activation activation;
 };
 
-template <bool kVecA>
-__global__ void __launch_bounds__(kGemmThreads)
-    conv2d_nhwc_kernel_v1(ConvGeometry g, const float* __restrict__ x, const float* __restrict__ w,
+template <bool kVecA, int kN>
+__global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
+    conv2d_nhwc_kernel(ConvGeometry g, const float* __restrict__ x, const float* __restrict__ w,
                           const float* __restrict__ bias, float* __restrict__ y) {
-  __shared__ __align__(16) GemmSmem smem;
-  const GemmThread t(threadIdx.x);
+  __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
+  const GemmThread t = GemmThread::make<kN>(threadIdx.x);
 
   // Column tiles fastest: the blocks that share one A tile (the large operand) run together.
   int64_t block = blockIdx.x;
@@ -44,7 +49,7 @@ __global__ void __launch_bounds__(kGemmThreads)
   block /= g.n_tiles;
   const int64_t m_tile = block % g.m_tiles;
   const int64_t group = block / g.m_tiles;
-  const int64_t row0 = m_tile * kTileM, col0 = n_tile * kTileN;
+  const int64_t row0 = m_tile * kTileM, col0 = n_tile * kN;
 
   // The output pixel of the A row this thread gathers, decoded once for the whole K loop.
   const int64_t m = row0 + t.a_row;
@@ -90,16 +95,25 @@ __global__ void __launch_bounds__(kGemmThreads)
     return make_float4(v[0], v[1], v[2], v[3]);
   };
 
-  float acc[kThreadM][kThreadN];
-  gemm_block_tile(smem, t, g.k_total, load_a, load_b, acc);
-  gemm_store_tile(t, acc, row0, g.rows, col0, g.cols, y + group * g.cols, g.c_out,
+  typename GemmTile<kN>::Acc acc;
+  gemm_block_tile<kN>(smem, t, g.k_total, load_a, load_b, acc);
+  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.cols, y + group * g.cols, g.c_out,
                   bias ? bias + group * g.cols : nullptr, g.activation, g.vec_b);
+}
+
+template <bool kVecA, int kN>
+void launch_conv2d(ConvGeometry g, int64_t groups, const float* x, const float* w, const float* b, float* y,
+                   cudaStream_t s) {
+  g.n_tiles = ceil_div(g.cols, kN);
+  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles * groups, "conv2d_nhwc_kernel");
+  conv2d_nhwc_kernel<kVecA, kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
+  FC_CHECK_LAUNCH("conv2d_nhwc_kernel");
 }
 
 }  // namespace
 
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
-                          StreamHandle stream) {
+                          StreamHandle stream, int version) {
   const int64_t cg = p.c_in_per_group(), k_total = p.kh * p.kw * cg;
   if (k_total > INT_MAX) throw std::invalid_argument("conv2d: KH * KW * C_in / groups must be below 2^31");
   ConvGeometry g{};
@@ -109,29 +123,36 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
   g.rows = p.n * p.out_h * p.out_w;
   g.cols = p.c_out_per_group();
   g.cg = static_cast<int>(cg), g.kw = static_cast<int>(p.kw), g.k_total = static_cast<int>(k_total);
-  g.m_tiles = ceil_div(g.rows, kTileM), g.n_tiles = ceil_div(g.cols, kTileN);
+  g.m_tiles = ceil_div(g.rows, kTileM);
   g.vec_b = g.cols % 4 == 0 && aligned16(w) && aligned16(y);
   g.activation = p.activation;
 
-  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles * p.groups, "conv2d_nhwc_kernel_v1");
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (cg % 4 == 0 && aligned16(x)) {
-    conv2d_nhwc_kernel_v1<true><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
-  } else {
-    conv2d_nhwc_kernel_v1<false><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
+  const bool vec_a = cg % 4 == 0 && aligned16(x);
+  if (version == 2 && !vec_a) {
+    throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");
   }
-  FC_CHECK_LAUNCH("conv2d_nhwc_kernel_v1");
+  const int chosen = gemm_version(version, g.cols, "conv2d");
+  if (!vec_a) {
+    // Scalar gathers keep the 128 x 64 tile: with 8 x 8 accumulators they would spill.
+    launch_conv2d<false, 64>(g, p.groups, x, w, b, y, s);
+  } else if (chosen == 2) {
+    launch_conv2d<true, 128>(g, p.groups, x, w, b, y, s);
+  } else {
+    launch_conv2d<true, 64>(g, p.groups, x, w, b, y, s);
+  }
 }
 
 // p.algorithm is ignored: there is no CUDA Winograd kernel, so "auto", "direct" and "winograd" all
 // run the kernels below (a "winograd" problem is 3x3 stride 1 groups 1: the implicit GEMM).
-void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream) {
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
+            int version) {
   if (p.is_pointwise()) {
-    gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream);
+    gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream, version);
   } else if (p.is_depthwise()) {
-    depthwise_conv2d(p, x, w, b, y, stream);
+    depthwise_conv2d(p, x, w, b, y, stream, version);
   } else {
-    implicit_gemm_conv2d(p, x, w, b, y, stream);
+    implicit_gemm_conv2d(p, x, w, b, y, stream, version);
   }
 }
 

@@ -1,16 +1,25 @@
 // Depthwise NHWC convolution: groups == C_in, one input channel per group, channel multiplier
 // M = C_out / C_in, weights (KH, KW, 1, C*M); output channel c*M + m reads input channel c.
 //
-// Kernel versions (chosen in depthwise_conv2d()):
-//   depthwise_nhwc_kernel_v1<true>   a block computes a tile_h x tile_w tile of output pixels for
-//                                    32 channels; the input patch under the tile (halo included,
-//                                    padding as zeros) is staged once in shared memory and every
-//                                    tap reads it from there. Channels as float4: M == 1,
-//                                    C % 4 == 0 and x, w, y 16-byte aligned.
-//   depthwise_nhwc_kernel_v1<false>  the same, one channel per lane, any C and multiplier M.
-//   depthwise_nhwc_direct_kernel     a thread per output element reading x straight from global
-//                                    memory: only when even a 1x1 output tile's patch (huge
-//                                    dilation) exceeds the shared-memory budget.
+// Kernel versions (chosen in depthwise_conv2d(); `version` 0 takes the best that applies):
+//   v1  depthwise_nhwc_kernel_v1<true>   a block computes a tile_h x tile_w tile of output pixels
+//                                        for 32 channels; the input patch under the tile (halo
+//                                        included, padding as zeros) is staged once in shared
+//                                        memory and every tap reads it from there. Channels as
+//                                        float4: M == 1, C % 4 == 0 and x, w, y 16-byte aligned.
+//       depthwise_nhwc_kernel_v1<false>  the same, one channel per lane, any C and multiplier M.
+//       depthwise_nhwc_direct_kernel     a thread per output element reading x straight from
+//                                        global memory: only when even a 1x1 output tile's patch
+//                                        (huge dilation) exceeds the shared-memory budget.
+//   v2  depthwise_nhwc_strip_kernel<K, S>  register-tiled stencil for square K = 3 or 5, stride
+//                                        S = 1 or 2 (both axes), dilation 1, M == 1, C % 4 == 0,
+//                                        aligned: a thread owns 4 channels (one float4) of a strip
+//                                        of kDwStrip output pixels along W; per filter row it loads
+//                                        the strip's input row once into registers (16-byte loads,
+//                                        a warp covers 128 adjacent channels) with the row's K
+//                                        weights, so each tap costs one FMA and no load. Vertical
+//                                        reuse comes from L1. v1 spends a shared-memory load and
+//                                        a weight load per tap.
 #include <algorithm>
 #include <type_traits>
 
@@ -140,6 +149,92 @@ __global__ void __launch_bounds__(kDwThreads)
   }
 }
 
+constexpr int kDwStrip = 4;  // output pixels per thread along W in the strip kernel
+
+struct StripGeometry {
+  int64_t h, w, c, out_h, out_w, pad_top, pad_left;
+  int64_t c4, strips, total;  // C / 4, strips per output row, threads (n * out_h * strips * c4)
+  Activation activation;
+};
+
+template <int K, int S>
+__global__ void __launch_bounds__(kDwThreads)
+    depthwise_nhwc_strip_kernel(StripGeometry g, const float* __restrict__ x, const float* __restrict__ w,
+                                const float* __restrict__ bias, float* __restrict__ y) {
+  constexpr int kIn = (kDwStrip - 1) * S + K;  // input pixels under one strip, per filter row
+  const int64_t i = blockIdx.x * int64_t{kDwThreads} + threadIdx.x;
+  if (i >= g.total) return;
+  // Channel groups fastest: a warp reads 512 contiguous bytes of each input pixel.
+  const int64_t c = (i % g.c4) * 4;
+  int64_t rest = i / g.c4;
+  const int64_t strip = rest % g.strips;
+  rest /= g.strips;
+  const int64_t oy = rest % g.out_h, img = rest / g.out_h;
+  const int64_t ox0 = strip * kDwStrip;
+  const int64_t ix0 = ox0 * S - g.pad_left;
+
+  float4 acc[kDwStrip];
+#pragma unroll
+  for (int o = 0; o < kDwStrip; ++o) acc[o] = float4{};
+#pragma unroll
+  for (int ky = 0; ky < K; ++ky) {
+    const int64_t iy = oy * S - g.pad_top + ky;
+    if (iy < 0 || iy >= g.h) continue;
+    const float* row = x + ((img * g.h + iy) * g.w) * g.c + c;
+    float4 in[kIn];
+#pragma unroll
+    for (int j = 0; j < kIn; ++j) {
+      const int64_t ix = ix0 + j;
+      in[j] = (ix >= 0 && ix < g.w) ? load4(row + ix * g.c) : float4{};
+    }
+#pragma unroll
+    for (int kx = 0; kx < K; ++kx) {
+      const float4 wv = load4(w + (ky * K + kx) * g.c + c);
+#pragma unroll
+      for (int o = 0; o < kDwStrip; ++o) {
+        const float4 v = in[o * S + kx];
+        acc[o].x = fmaf(v.x, wv.x, acc[o].x), acc[o].y = fmaf(v.y, wv.y, acc[o].y);
+        acc[o].z = fmaf(v.z, wv.z, acc[o].z), acc[o].w = fmaf(v.w, wv.w, acc[o].w);
+      }
+    }
+  }
+  float* out = y + ((img * g.out_h + oy) * g.out_w + ox0) * g.c + c;
+  const float* b = bias ? bias + c : nullptr;
+#pragma unroll
+  for (int o = 0; o < kDwStrip; ++o) {
+    if (ox0 + o < g.out_w) store_activated(out + o * g.c, acc[o], b, g.activation);
+  }
+}
+
+bool strip_kernel_applies(const Conv2dParams& p, const float* x, const float* w, const float* y) {
+  return p.c_out == p.c_in && p.c_in % 4 == 0 && p.kh == p.kw && (p.kh == 3 || p.kh == 5) &&
+         p.stride_h == p.stride_w && (p.stride_h == 1 || p.stride_h == 2) && p.dilation_h == 1 &&
+         p.dilation_w == 1 && aligned16(x) && aligned16(w) && aligned16(y);
+}
+
+template <int K, int S>
+void launch_strip(const StripGeometry& g, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
+  const unsigned blocks = grid_size(ceil_div(g.total, kDwThreads), "depthwise_nhwc_strip_kernel");
+  depthwise_nhwc_strip_kernel<K, S><<<blocks, kDwThreads, 0, s>>>(g, x, w, b, y);
+  FC_CHECK_LAUNCH("depthwise_nhwc_strip_kernel");
+}
+
+void depthwise_strip(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
+                     cudaStream_t s) {
+  StripGeometry g{};
+  g.h = p.h, g.w = p.w, g.c = p.c_in, g.out_h = p.out_h, g.out_w = p.out_w;
+  g.pad_top = p.pad_top, g.pad_left = p.pad_left, g.activation = p.activation;
+  g.c4 = p.c_in / 4, g.strips = ceil_div(p.out_w, kDwStrip);
+  g.total = p.n * p.out_h * g.strips * g.c4;
+  const int key = static_cast<int>(p.kh * 10 + p.stride_h);
+  switch (key) {
+    case 31: launch_strip<3, 1>(g, x, w, b, y, s); break;
+    case 32: launch_strip<3, 2>(g, x, w, b, y, s); break;
+    case 51: launch_strip<5, 1>(g, x, w, b, y, s); break;
+    default: launch_strip<5, 2>(g, x, w, b, y, s); break;
+  }
+}
+
 int64_t patch_extent(int64_t tile, int64_t stride, int64_t k, int64_t dilation) {
   return (tile - 1) * stride + (k - 1) * dilation + 1;
 }
@@ -147,13 +242,25 @@ int64_t patch_extent(int64_t tile, int64_t stride, int64_t k, int64_t dilation) 
 }  // namespace
 
 void depthwise_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
-                      StreamHandle stream) {
+                      StreamHandle stream, int version) {
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const bool strip = strip_kernel_applies(p, x, w, y);
+  if (version == 2 && !strip) {
+    throw std::invalid_argument("depthwise_conv2d: kernel version 2 needs a 3x3 or 5x5 filter, stride 1 or 2, "
+                                "dilation 1, C % 4 == 0, multiplier 1 and 16-byte aligned arrays");
+  }
+  if (version != 0 && version != 1 && version != 2) {
+    throw std::invalid_argument("depthwise_conv2d: no kernel version " + std::to_string(version));
+  }
+  if (strip && version != 1) {
+    depthwise_strip(p, x, w, b, y, s);
+    return;
+  }
   DepthwiseGeometry g{};
   g.n = p.n, g.h = p.h, g.w = p.w, g.c = p.c_in, g.mult = p.c_out / p.c_in, g.out_h = p.out_h, g.out_w = p.out_w;
   g.kh = p.kh, g.kw = p.kw, g.stride_h = p.stride_h, g.stride_w = p.stride_w;
   g.dilation_h = p.dilation_h, g.dilation_w = p.dilation_w, g.pad_top = p.pad_top, g.pad_left = p.pad_left;
   g.activation = p.activation;
-  const auto s = reinterpret_cast<cudaStream_t>(stream);
 
   // Largest output tile (up to 8 x 16, never beyond the output) whose input patch fits.
   int64_t tile_h = std::min<int64_t>(kDwTileH, p.out_h), tile_w = std::min<int64_t>(kDwTileW, p.out_w);

@@ -1,12 +1,13 @@
 // Tiled SGEMM for dense layers and pointwise (1x1, stride 1, unpadded) convolutions:
 // y (rows, m) = act(x (rows, k) @ w (k, m) + b), all row-major.
 //
-// Kernel versions (pick new ones in gemm()):
-//   gemm_kernel_v1   FP32 SIMT, 128x64 block tile, 8x4 per thread (common.cuh). A and B are read
-//                    as float4 when k % 4 == 0 / m % 4 == 0 and the pointers are 16-byte aligned,
-//                    else element by element. Chosen for every shape.
+// Kernel versions (picked in gemm(); `version` 0 takes the best that applies):
+//   v1  gemm_kernel<64>   FP32 SIMT, 128 x 64 block tile, 8 x 4 per thread (common.cuh). A and B
+//                         are read as float4 when k % 4 == 0 / m % 4 == 0 and the pointers are
+//                         16-byte aligned, else element by element.
+//   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread. Auto when m > 64.
 //   (candidates: a split-K or GEMV variant for rows < 16, where a 128-row tile idles most lanes;
-//    a TF32 tensor-core v2.)
+//    a TF32 tensor-core version.)
 #include "common.cuh"
 #include "launch.h"
 
@@ -21,15 +22,16 @@ struct GemmGeometry {
   Activation activation;
 };
 
-__global__ void __launch_bounds__(kGemmThreads)
-    gemm_kernel_v1(GemmGeometry g, const float* __restrict__ x, const float* __restrict__ w,
+template <int kN>
+__global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
+    gemm_kernel(GemmGeometry g, const float* __restrict__ x, const float* __restrict__ w,
                    const float* __restrict__ bias, float* __restrict__ y) {
-  __shared__ __align__(16) GemmSmem smem;
-  const GemmThread t(threadIdx.x);
+  __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
+  const GemmThread t = GemmThread::make<kN>(threadIdx.x);
 
   // Column tiles fastest: the blocks that share one row tile of x run together.
   const int64_t block = blockIdx.x;
-  const int64_t row0 = (block / g.n_tiles) * kTileM, col0 = (block % g.n_tiles) * kTileN;
+  const int64_t row0 = (block / g.n_tiles) * kTileM, col0 = (block % g.n_tiles) * kN;
 
   const int64_t a_row = row0 + t.a_row;
   const float* x_row = x + (a_row < g.rows ? a_row : 0) * g.k;
@@ -53,23 +55,35 @@ __global__ void __launch_bounds__(kGemmThreads)
     return make_float4(v[0], v[1], v[2], v[3]);
   };
 
-  float acc[kThreadM][kThreadN];
-  gemm_block_tile(smem, t, g.k, load_a, load_b, acc);
-  gemm_store_tile(t, acc, row0, g.rows, col0, g.m, y, g.m, bias, g.activation, g.vec_b);
+  typename GemmTile<kN>::Acc acc;
+  gemm_block_tile<kN>(smem, t, g.k, load_a, load_b, acc);
+  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.m, y, g.m, bias, g.activation, g.vec_b);
+}
+
+template <int kN>
+void launch_gemm(GemmGeometry g, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
+  g.n_tiles = ceil_div(g.m, kN);
+  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles, "gemm_kernel");
+  gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
+  FC_CHECK_LAUNCH("gemm_kernel");
 }
 
 }  // namespace
 
-void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream) {
+void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
+          int version) {
   GemmGeometry g{};
   g.rows = p.rows, g.k = p.k, g.m = p.m;
-  g.m_tiles = ceil_div(p.rows, kTileM), g.n_tiles = ceil_div(p.m, kTileN);
+  g.m_tiles = ceil_div(p.rows, kTileM);
   g.vec_a = p.k % 4 == 0 && aligned16(x);
   g.vec_b = p.m % 4 == 0 && aligned16(w) && aligned16(y);  // also gates the float4 stores of y
   g.activation = p.activation;
-  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles, "gemm_kernel_v1");
-  gemm_kernel_v1<<<blocks, kGemmThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(g, x, w, b, y);
-  FC_CHECK_LAUNCH("gemm_kernel_v1");
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  if (gemm_version(version, p.m, "gemm") == 2) {
+    launch_gemm<128>(g, x, w, b, y, s);
+  } else {
+    launch_gemm<64>(g, x, w, b, y, s);
+  }
 }
 
 }  // namespace fastconv::cuda

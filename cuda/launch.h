@@ -2,6 +2,9 @@
 // host compiler alone. Pointers are device pointers; `stream` is a cudaStream_t passed as an
 // integer (0: the legacy default stream). Every launcher is asynchronous: it enqueues work on
 // `stream` on the current device and returns; launch-configuration errors throw std::runtime_error.
+// `version` picks a kernel version (listed at the top of each .cu file): 0, what the ops use, takes
+// the best one that applies; n > 0 forces version n, for comparing versions side by side
+// (bench/gpu_versions.py), and throws std::invalid_argument where it does not apply.
 #pragma once
 
 #include <cstdint>
@@ -15,16 +18,18 @@ using StreamHandle = uintptr_t;
 
 // Any Conv2dProblem: pointwise -> gemm, depthwise -> depthwise kernel, else implicit GEMM
 // (the same choice as cpp/dispatch.cpp). b may be null.
-void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream);
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
+            int version = 0);
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
-                          StreamHandle stream);
+                          StreamHandle stream, int version = 0);
 void depthwise_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
-                      StreamHandle stream);
+                      StreamHandle stream, int version = 0);
 // y (rows, m) = act(x (rows, k) @ w (k, m) + b): dense layers and pointwise convolutions.
-void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream);
+void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
+          int version = 0);
 
-void max_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream);
-void avg_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream);
+void max_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version = 0);
+void avg_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version = 0);
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y, StreamHandle stream);
 void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y, StreamHandle stream);
 

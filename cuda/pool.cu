@@ -3,9 +3,15 @@
 // -inf and propagates NaN (as numpy.max does); average pooling divides by the clipped count or,
 // with count_include_pad, by the window clipped to the padded input (PyTorch under ceil_mode).
 //
-// Kernel versions:
-//   pool2d_nhwc_kernel<kMax>         a thread per output element, channel fastest so that a warp
-//                                    reads 32 adjacent channels of each window pixel.
+// Kernel versions (`version` 0 takes the best that applies):
+//   v1  pool2d_nhwc_kernel<kMax>     a thread per output element, channel fastest so that a warp
+//                                    reads 32 adjacent channels of each window pixel; 64-bit
+//                                    index arithmetic.
+//   v2  pool2d_nhwc_vec4_kernel<kMax, Index>  a thread per 4 channels of an output pixel: 16-byte
+//                                    loads and stores (C % 4 == 0, x and y 16-byte aligned), and
+//                                    the index decode in 32 bits when the tensor allows (64-bit
+//                                    division is a long software sequence on the GPU and would
+//                                    cost as much as the loads).
 //   global_pool_nhwc_kernel<kMax>    a block per (image, 32-channel chunk): 8 warps split the
 //                                    H*W pixels, then reduce through shared memory. The average
 //                                    accumulates in double, like the CPU kernel (a 224x224 map
@@ -53,6 +59,49 @@ __global__ void __launch_bounds__(kPoolThreads)
   }
 }
 
+__device__ __forceinline__ float4 max_nan(const float4& a, const float4& v) {
+  return make_float4(max_nan(a.x, v.x), max_nan(a.y, v.y), max_nan(a.z, v.z), max_nan(a.w, v.w));
+}
+
+// Index: uint32_t when every element offset of x and y fits, else int64_t.
+template <bool kMax, class Index>
+__global__ void __launch_bounds__(kPoolThreads)
+    pool2d_nhwc_vec4_kernel(Pool2dParams p64, const float* __restrict__ x, float* __restrict__ y, Index total) {
+  // Narrowed copies: the decode below runs in Index arithmetic.
+  const Index c4 = static_cast<Index>(p64.c / 4), out_w = static_cast<Index>(p64.out_w),
+              out_h = static_cast<Index>(p64.out_h), h = static_cast<Index>(p64.h), w = static_cast<Index>(p64.w),
+              c = static_cast<Index>(p64.c);
+  const int kh = static_cast<int>(p64.kh), kw = static_cast<int>(p64.kw);
+  for (Index i = blockIdx.x * Index{kPoolThreads} + threadIdx.x; i < total; i += Index{gridDim.x} * kPoolThreads) {
+    const Index cv = i % c4, pix = i / c4;
+    const Index ox = pix % out_w, rest = pix / out_w;
+    const Index oy = rest % out_h, img = rest / out_h;
+    // Window bounds as signed ints: they can start in the padding.
+    const int64_t ys = int64_t{oy} * p64.stride_h - p64.pad_top, xs = int64_t{ox} * p64.stride_w - p64.pad_left;
+    const int64_t ye = min(ys + kh, int64_t{h} + p64.pad_bottom), xe = min(xs + kw, int64_t{w} + p64.pad_right);
+    const Index y0 = static_cast<Index>(max(ys, int64_t{0})), y1 = static_cast<Index>(min(ye, int64_t{h}));
+    const Index x0 = static_cast<Index>(max(xs, int64_t{0})), x1 = static_cast<Index>(min(xe, int64_t{w}));
+    const float* x_img = x + img * h * w * c + cv * 4;
+    float4 acc = kMax ? make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY) : float4{};
+    for (Index iy = y0; iy < y1; ++iy) {
+      for (Index ix = x0; ix < x1; ++ix) {
+        const float4 v = load4(x_img + (iy * w + ix) * c);
+        if constexpr (kMax) {
+          acc = max_nan(acc, v);
+        } else {
+          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+      }
+    }
+    if constexpr (!kMax) {
+      const int64_t count = p64.count_include_pad ? (ye - ys) * (xe - xs) : int64_t{y1 - y0} * int64_t{x1 - x0};
+      const float scale = 1.0f / static_cast<float>(count);
+      acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
+    }
+    *reinterpret_cast<float4*>(y + i * 4) = acc;
+  }
+}
+
 template <bool kMax>
 __global__ void __launch_bounds__(kPoolThreads)
     global_pool_nhwc_kernel(GlobalPoolParams p, const float* __restrict__ x, float* __restrict__ y, int c_chunks) {
@@ -92,12 +141,36 @@ __global__ void __launch_bounds__(kPoolThreads)
   }
 }
 
+// Grid-stride loops: past 2^20 blocks every SM is busy anyway.
+unsigned pool_blocks(int64_t threads) {
+  return grid_size(std::min<int64_t>(ceil_div(threads, kPoolThreads), 1 << 20), "pool2d");
+}
+
 template <bool kMax>
-void launch_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream) {
+void launch_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version) {
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const bool vec4 = p.c % 4 == 0 && aligned16(x) && aligned16(y);
+  if (version == 2 && !vec4) {
+    throw std::invalid_argument("pool2d: kernel version 2 needs C % 4 == 0 and 16-byte aligned arrays");
+  }
+  if (version != 0 && version != 1 && version != 2) {
+    throw std::invalid_argument("pool2d: no kernel version " + std::to_string(version));
+  }
+  if (vec4 && version != 1) {
+    const int64_t total = p.n * p.out_h * p.out_w * (p.c / 4);
+    // 32-bit decode when every element offset of x and y (and the grid-stride step) stays below 2^32.
+    const bool narrow = p.n * p.h * p.w * p.c < (int64_t{1} << 31) && total * 4 < (int64_t{1} << 31);
+    if (narrow) {
+      pool2d_nhwc_vec4_kernel<kMax, uint32_t><<<pool_blocks(total), kPoolThreads, 0, s>>>(
+          p, x, y, static_cast<uint32_t>(total));
+    } else {
+      pool2d_nhwc_vec4_kernel<kMax, int64_t><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);
+    }
+    FC_CHECK_LAUNCH(kMax ? "pool2d_nhwc_vec4_kernel<max>" : "pool2d_nhwc_vec4_kernel<avg>");
+    return;
+  }
   const int64_t total = p.n * p.out_h * p.out_w * p.c;
-  // Grid-stride: past 2^20 blocks every SM is busy anyway.
-  const unsigned blocks = grid_size(std::min<int64_t>(ceil_div(total, kPoolThreads), 1 << 20), "pool2d");
-  pool2d_nhwc_kernel<kMax><<<blocks, kPoolThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(p, x, y, total);
+  pool2d_nhwc_kernel<kMax><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);
   FC_CHECK_LAUNCH(kMax ? "pool2d_nhwc_kernel<max>" : "pool2d_nhwc_kernel<avg>");
 }
 
@@ -112,11 +185,11 @@ void launch_global_pool(const GlobalPoolParams& p, const float* x, float* y, Str
 
 }  // namespace
 
-void max_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream) {
-  launch_pool2d<true>(p, x, y, stream);
+void max_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version) {
+  launch_pool2d<true>(p, x, y, stream, version);
 }
-void avg_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream) {
-  launch_pool2d<false>(p, x, y, stream);
+void avg_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version) {
+  launch_pool2d<false>(p, x, y, stream, version);
 }
 void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y, StreamHandle stream) {
   launch_global_pool<true>(p, x, y, stream);

@@ -122,7 +122,8 @@ def test_builtin_suites_load_with_identical_inputs_per_seed(name):
     assert cases
     for case in cases[:3]:
         a, b = case.inputs(7), case.inputs(7)
-        assert np.array_equal(a["x"], b["x"]) and np.all(a["x"] != 0)
+        # Random data, not zeros (a rare exact 0.0 among millions of normal draws is fine).
+        assert np.array_equal(a["x"], b["x"]) and np.count_nonzero(a["x"]) > 0.999 * a["x"].size
 
 
 def test_full_suite_has_the_issue_cases():

@@ -100,6 +100,10 @@ DEPTHWISE_CASES = [
     (1, 3, 3, 8, 3, 3, 1, 1, "valid", 1, None, True),  # 1x1 output
     (3, 7, 7, 64, 3, 3, 1, 1, "same", 1, "relu", True),  # small maps, batch 3
     (1, 5, 70, 33, 1, 7, 1, (1, 3), (0, 3), 1, None, True),  # 1x7 window, C = 33
+    (2, 13, 15, 20, 5, 5, 1, 1, 2, 1, "silu", True),  # strip kernel 5x5/1, W not a multiple of the strip
+    (1, 23, 21, 24, 5, 5, 1, 2, 2, 1, "relu6", True),  # strip kernel 5x5/2
+    (1, 6, 9, 8, 3, 3, 1, 2, "valid", 1, None, False),  # strip kernel 3x3/2, no padding
+    (1, 4, 4, 12, 3, 3, 1, 2, ((0, 2), (2, 0)), 1, None, True),  # strip kernel, asymmetric padding
 ]
 
 
@@ -223,6 +227,70 @@ def test_global_pool2d(cp, rng, kind, shape):
     want = ref_op(x)
     _poison_pool(cp, want.shape)
     _check(cp, op(cp.asarray(x)), want, shape[1] * shape[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Every kernel version, forced through _gpu.run's version argument
+
+
+def _version_cases(rng):
+    """label -> (kernel, problem, arrays, reference result, terms, versions that apply)."""
+    x16, x6, x12 = _data(rng, 2, 13, 11, 16), _data(rng, 1, 9, 10, 6), _data(rng, 2, 11, 13, 12)
+    w = _data(rng, 3, 3, 16, 200)
+    w6 = _data(rng, 3, 3, 6, 100)
+    wp = _data(rng, 16, 130)
+    xd, wd, bd = _data(rng, 70, 50), _data(rng, 50, 300), _data(rng, 300)
+    w3, w5 = _data(rng, 3, 3, 12), _data(rng, 5, 5, 12)
+    x8 = _data(rng, 2, 9, 11, 8)
+    conv = _params.conv2d_problem
+    dw = _params.depthwise_problem
+    pool = _params.pool2d_problem
+    return {
+        "conv 128-wide": ("conv2d", conv("conv2d", x16.shape, w.shape, None, 1, "same", 1, 1, "relu"), (x16, w, None),
+                          ref.conv2d(x16, w, padding="same", activation="relu"), 144, (1, 2)),
+        "conv scalar A": ("conv2d", conv("conv2d", x6.shape, w6.shape, None, 2, 1, 1, 1, None), (x6, w6, None),
+                          ref.conv2d(x6, w6, stride=2, padding=1), 54, (1,)),
+        "pointwise": ("conv2d", _params.pointwise_problem("pointwise_conv2d", x16.shape, wp.shape, None, "silu"),
+                      (x16, wp.reshape(1, 1, 16, 130), None), ref.pointwise_conv2d(x16, wp, activation="silu"), 16,
+                      (1, 2)),
+        "dense": ("dense", _params.dense_problem("dense", xd.shape, wd.shape, bd.shape, None), (xd, wd, bd),
+                  ref.dense(xd, wd, bd), 50, (1, 2)),
+        "depthwise 3x3/2": ("conv2d", dw("depthwise_conv2d", x12.shape, w3.shape, None, 2, 1, 1, "relu6"),
+                            (x12, w3.reshape(3, 3, 1, 12), None),
+                            ref.depthwise_conv2d(x12, w3, stride=2, padding=1, activation="relu6"), 9, (1, 2)),
+        "depthwise 5x5/1": ("conv2d", dw("depthwise_conv2d", x12.shape, w5.shape, None, 1, "same", 1, None),
+                            (x12, w5.reshape(5, 5, 1, 12), None), ref.depthwise_conv2d(x12, w5, padding="same"), 25,
+                            (1, 2)),
+        "depthwise dilated": ("conv2d", dw("depthwise_conv2d", x12.shape, w3.shape, None, 1, "same", 2, None),
+                              (x12, w3.reshape(3, 3, 1, 12), None),
+                              ref.depthwise_conv2d(x12, w3, padding="same", dilation=2), 9, (1,)),
+        "max pool C=8": ("max_pool2d", pool("max_pool2d", x8.shape, 3, 2, 1, True), (x8,),
+                         ref.max_pool2d(x8, 3, 2, 1, True), 9, (1, 2)),
+        "avg pool C=8": ("avg_pool2d", pool("avg_pool2d", x8.shape, 3, 2, 1, True, True), (x8,),
+                         ref.avg_pool2d(x8, 3, 2, 1, True, True), 9, (1, 2)),
+        "max pool C=6": ("max_pool2d", pool("max_pool2d", x6.shape, 2, 2, 0, False), (x6,),
+                         ref.max_pool2d(x6, 2, 2, 0), 4, (1,)),
+    }
+
+
+@gpu
+@pytest.mark.parametrize(
+    "label", ["conv 128-wide", "conv scalar A", "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
+              "depthwise dilated", "max pool C=8", "avg pool C=8", "max pool C=6"]
+)
+def test_every_kernel_version(cp, rng, label):
+    from fastconv import _gpu
+
+    kernel, problem, arrays, want, terms, versions = _version_cases(rng)[label]
+    gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
+    for version in (1, 2, 3):
+        out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
+        if version in versions:
+            _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)
+            _check(cp, out, want, terms)
+        else:
+            with pytest.raises(ValueError, match="version"):
+                _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)
 
 
 # --------------------------------------------------------------------------------------------

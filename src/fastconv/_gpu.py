@@ -144,12 +144,14 @@ def _checked(op: str, name: str, a, expected: int, device_id: int, cupy):
     return a.data.ptr
 
 
-def run(kernel: str, problem, *arrays, out=None):
+def run(kernel: str, problem, *arrays, out=None, version: int = 0):
     """Enqueue `kernel` on the current stream of x's device; return out (allocated when None).
 
     arrays: (x, w, b-or-None) for conv2d and dense, (x,) for the pools, float32 C-contiguous CuPy
     arrays of the sizes `problem` describes. out, when given, must be such an array of
-    problem.out_shape's size: every element is overwritten.
+    problem.out_shape's size: every element is overwritten. version: 0 lets the module pick the
+    kernel; n > 0 forces kernel version n (conv2d, dense, max/avg pooling; for benchmarks and
+    tests of each version), a ValueError where it does not apply.
     """
     cupy = _cupy()
     module = cuda_module()
@@ -180,5 +182,6 @@ def run(kernel: str, problem, *arrays, out=None):
         else:
             _checked(kernel, "out", out, out_size, device_id, cupy)
         stream = cupy.cuda.get_current_stream().ptr
-        getattr(module, kernel)(problem, *pointers, out.data.ptr, stream, device_id)
+        extra = {"version": version} if version else {}
+        getattr(module, kernel)(problem, *pointers, out.data.ptr, stream, device_id, **extra)
     return out

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-DEFAULT_MIN_TIME = {"tiny": 0.02, "quick": 0.12, "full": 0.3}
+DEFAULT_MIN_TIME = {"tiny": 0.02, "quick": 0.12, "full": 0.3, "gpu": 0.1}
 MODELS_MIN_TIME = 2.0  # seconds per model at batch 1 (larger batches: divided by the batch, >= 1 call a round)
 MODEL_PEERS = ("torch_nhwc",)
 
@@ -38,7 +38,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
                    help="where to run (all: the CPU, and the GPU when there is one)")
-    p.add_argument("--suite", default="quick", help="quick, full, tiny, or a suite JSON file (default quick)")
+    p.add_argument("--suite", default="quick", help="quick, full, tiny, gpu (batch-32 layers sized for a large GPU), or a suite JSON file (default quick)")
     p.add_argument("--quick", action="store_const", const="quick", dest="suite", help="= --suite quick")
     p.add_argument("--ops", help="comma-separated ops, families or case names to keep (e.g. depthwise,dense)")
     p.add_argument("--peers", help="comma-separated peers (default: all; 'none' for fastconv alone). CPU: numpy, "
