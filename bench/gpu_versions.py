@@ -6,7 +6,9 @@ NaN, computed, and its first image compared with the float64 reference; then the
 with CUDA events over rotating input copies (more bytes than the L2 holds, so DRAM is timed, not
 the cache). Prints a table (median microseconds, TFLOP/s, GB/s of the minimal traffic, and the
 fraction of the card's FP32 peak and copy bandwidth as measured by `fastconv bench`) and writes
-every figure as JSON.
+every figure as JSON. Last, the host cost of one call on a tiny problem (the kernel takes a few
+microseconds, so the host is the bottleneck): the public op, the bare `_gpu.run`, and PyTorch's
+F.conv2d when PyTorch is installed.
 
     python bench/gpu_versions.py [--suite gpu] [--ops depthwise,pooling] [--json out.json]
 """
@@ -22,6 +24,7 @@ import cupy as cp
 import numpy as np
 
 import fastconv
+import fastconv._params
 from fastconv import _gpu
 from fastconv import reference as ref
 from fastconv._compare import assert_close, max_relative_error
@@ -80,6 +83,41 @@ def time_version(problem, kernel, version, copies, samples=15) -> float:
     return statistics.median(times)
 
 
+def host_overhead(calls=3000) -> dict:
+    """Microseconds of host time per call of a depthwise 3x3 on (1, 8, 8, 32), queued back to back."""
+    import time
+
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal((1, 8, 8, 32), dtype=np.float32))
+    w = cp.asarray(rng.standard_normal((3, 3, 32), dtype=np.float32))
+    problem = fastconv._params.depthwise_problem("depthwise_conv2d", x.shape, w.shape, None, 1, 1, 1, "relu")
+    w4 = w.reshape(problem.weight_shape)
+    candidates = {
+        "fastconv.depthwise_conv2d": lambda: fastconv.depthwise_conv2d(x, w, padding=1, activation="relu"),
+        "_gpu.run": lambda: _gpu.run("conv2d", problem, x, w4, None),
+    }
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        xt = torch.randn(1, 32, 8, 8, device="cuda").to(memory_format=torch.channels_last)
+        wt = torch.randn(32, 1, 3, 3, device="cuda")
+        candidates["torch F.conv2d + relu"] = lambda: F.relu(F.conv2d(xt, wt, padding=1, groups=32))
+    except Exception:  # no PyTorch, or no CUDA build of it
+        pass
+    result = {}
+    for name, call in candidates.items():
+        for _ in range(100):
+            call()
+        cp.cuda.Device().synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        result[name] = (time.perf_counter() - start) / calls * 1e6
+        cp.cuda.Device().synchronize()
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="gpu")
@@ -127,9 +165,11 @@ def main(argv=None) -> int:
             continue
         print(f"{r['case']:<22} {r['version']:>1} {r['median_us']:>9.1f} {r['tflops']:>8.2f} {r['gbs']:>7.0f} "
               f"{100 * r['peak_fraction']:>5.0f}% {100 * r['bandwidth_fraction']:>4.0f}%  ok")
+    overhead = host_overhead()
+    print("host time per call, depthwise 3x3 on 1x8x8x32: " + ", ".join(f"{k} {v:.1f} us" for k, v in overhead.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"ceilings": ceiling, "rows": rows}, f, indent=1)
+            json.dump({"ceilings": ceiling, "rows": rows, "host_overhead_us": overhead}, f, indent=1)
     return 1 if failed else 0
 
 

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <stdexcept>
@@ -189,12 +190,63 @@ __device__ __forceinline__ void gemm_store_tile(const GemmThread& t, const typen
   }
 }
 
-// Column tile of the GEMM kernels' version: v1 128 x 64, v2 128 x 128. Auto (0) takes v2 when a
-// 64-wide tile would need more than one column tile per group.
-inline int gemm_version(int requested, int64_t cols, const char* op) {
-  if (requested == 0) return cols > 64 ? 2 : 1;
+// The multiprocessor count of the current device (a cached attribute lookup in the runtime).
+inline int multiprocessors() {
+  int device = 0, sms = 0;
+  FC_CUDA_CHECK(cudaGetDevice(&device));
+  FC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms;
+}
+
+// Column tile of the GEMM kernels: version 1 is 128 x 64, version 2 is 128 x 128. Auto (0) takes
+// the wide tile when it pads no more columns than the narrow one and still gives every SM a block;
+// measured on an H100 (bench/NOTES.md), the narrow tile wins whenever the wide one idles SMs.
+inline int gemm_tile_version(int requested, int64_t row_tiles, int64_t cols, int sms, const char* op) {
   if (requested == 1 || requested == 2) return requested;
-  throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
+  if (requested != 0) throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
+  const int64_t narrow = ceil_div(cols, 64), wide = ceil_div(cols, 128);
+  return (2 * wide == narrow && row_tiles * wide >= sms) ? 2 : 1;
+}
+
+// Split-K: when the output tiles alone leave SMs idle (a few rows, or few output channels), the K
+// range is cut into `splits` chunks of k_chunk (a multiple of kTileK); each block sums one chunk
+// into a float32 workspace of splits x rows x ldy, and split_k_reduce_kernel adds the chunks in a
+// fixed order (deterministic), then the bias and the activation.
+constexpr int64_t kMinStepsPerSplit = 16;  // keeps the workspace traffic small beside the FMAs
+
+struct SplitK {
+  int64_t splits, k_chunk;
+};
+
+inline SplitK choose_split_k(int64_t blocks, int64_t k_total, int sms) {
+  const int64_t k_steps = ceil_div(k_total, kTileK);
+  int64_t splits = 1;
+  if (blocks < sms) splits = std::min(ceil_div(2 * int64_t{sms}, blocks), std::max<int64_t>(1, k_steps / kMinStepsPerSplit));
+  const int64_t k_chunk = ceil_div(k_steps, splits) * kTileK;
+  return {ceil_div(k_total, k_chunk), k_chunk};
+}
+
+// y[e] = act(sum over s of partial[s * rows * ldy + e] + bias[e % ldy]), e < rows * ldy (gemm.cu).
+void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, int64_t ldy, const float* bias,
+                           Activation act, float* y, cudaStream_t stream);
+
+// Runs launch(partial) with a stream-ordered workspace for `splits` partial outputs of rows x ldy,
+// then the reduction into y, and frees the workspace on the stream.
+template <class Launch>
+void with_split_k(int64_t splits, int64_t rows, int64_t ldy, const float* bias, Activation act, float* y,
+                  cudaStream_t stream, Launch launch) {
+  const int64_t total = rows * ldy;
+  void* workspace = nullptr;
+  FC_CUDA_CHECK(cudaMallocAsync(&workspace, static_cast<size_t>(splits * total) * sizeof(float), stream));
+  float* partial = static_cast<float*>(workspace);
+  try {
+    launch(partial);
+    launch_split_k_reduce(partial, splits, total, ldy, bias, act, y, stream);
+  } catch (...) {
+    cudaFreeAsync(workspace, stream);
+    throw;
+  }
+  FC_CUDA_CHECK(cudaFreeAsync(workspace, stream));
 }
 
 }  // namespace fastconv::cuda

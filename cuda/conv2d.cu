@@ -8,8 +8,8 @@
 //                                       aligned; else scalar gathers (any channel count).
 //   v2  conv2d_nhwc_kernel<true, 128>   the same core with a 128 x 128 tile, 8 x 8 per thread: half
 //                                       the shared-memory reads per FMA. Float4 gathers only (the
-//                                       scalar gathers spill at this size). Auto when it applies and
-//                                       C_out / groups > 64.
+//                                       scalar gathers spill at this size). Auto: gemm_tile_version.
+// Both split K (common.cuh) when their tiles alone would leave SMs idle.
 //   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
 // conv2d() routes pointwise problems to gemm() (gemm.cu) and depthwise ones to depthwise_conv2d()
 // (depthwise.cu), exactly as cpp/dispatch.cpp does on the CPU.
@@ -32,6 +32,7 @@ struct ConvGeometry {
   int64_t cols;          // C_out / groups
   int cg, kw, k_total;   // Cg, KW, K = KH*KW*Cg (checked < 2^31 on the host)
   int64_t m_tiles, n_tiles;
+  int64_t k_chunk;       // K per split (split-K, common.cuh); k_total when not split
   bool vec_b;            // cols % 4 == 0 and w, y 16-byte aligned: float4 loads of B, float4 stores
   Activation activation;
 };
@@ -39,7 +40,7 @@ struct ConvGeometry {
 template <bool kVecA, int kN>
 __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
     conv2d_nhwc_kernel(ConvGeometry g, const float* __restrict__ x, const float* __restrict__ w,
-                          const float* __restrict__ bias, float* __restrict__ y) {
+                       const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
   __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
   const GemmThread t = GemmThread::make<kN>(threadIdx.x);
 
@@ -48,8 +49,16 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   const int64_t n_tile = block % g.n_tiles;
   block /= g.n_tiles;
   const int64_t m_tile = block % g.m_tiles;
-  const int64_t group = block / g.m_tiles;
+  block /= g.m_tiles;
+  const int64_t groups = g.c_in / g.cg;
+  // The 128-wide tile is only chosen when its tiles fill the GPU, so it never splits K: compiling
+  // the split out leaves its 64 accumulators the registers they need.
+  constexpr bool kSplits = kN == 64;
+  const int64_t group = block % groups, split = kSplits ? block / groups : 0;
   const int64_t row0 = m_tile * kTileM, col0 = n_tile * kN;
+  const int k_begin = kSplits ? static_cast<int>(split * g.k_chunk) : 0;
+  const int k_end = kSplits ? static_cast<int>(k_begin + g.k_chunk < g.k_total ? k_begin + g.k_chunk : g.k_total)
+                            : g.k_total;
 
   // The output pixel of the A row this thread gathers, decoded once for the whole K loop.
   const int64_t m = row0 + t.a_row;
@@ -60,7 +69,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   const float* x_img = x + img * g.h * g.w * g.c_in + group * g.cg;
 
   const auto gather = [&](int k) -> const float* {  // null in the padding or past the matrix
-    if (!row_ok || k >= g.k_total) return nullptr;
+    if (!row_ok || k >= k_end) return nullptr;
     const int tap = k / g.cg, c = k - tap * g.cg;
     const int ky = tap / g.kw, kx = tap - ky * g.kw;
     const int64_t iy = iy0 + ky * g.dilation_h, ix = ix0 + kx * g.dilation_w;
@@ -68,7 +77,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
     return x_img + (iy * g.w + ix) * g.c_in + c;
   };
   const auto load_a = [&](int64_t k0) {
-    const int k = static_cast<int>(k0) + t.a_k;
+    const int k = k_begin + static_cast<int>(k0) + t.a_k;
     if constexpr (kVecA) {
       // Cg % 4 == 0: the 4 k share one tap and are 4 adjacent, aligned channels.
       const float* p = gather(k);
@@ -85,8 +94,8 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   };
   const float* w_group = w + group * g.cols;
   const auto load_b = [&](int64_t k0) {
-    const int64_t k = k0 + t.b_k, col = col0 + t.b_col;
-    if (k >= g.k_total || col >= g.cols) return float4{};
+    const int64_t k = k_begin + k0 + t.b_k, col = col0 + t.b_col;
+    if (k >= k_end || col >= g.cols) return float4{};
     const float* p = w_group + k * g.c_out + col;
     if (g.vec_b) return load4(p);
     float v[4];
@@ -96,18 +105,33 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   };
 
   typename GemmTile<kN>::Acc acc;
-  gemm_block_tile<kN>(smem, t, g.k_total, load_a, load_b, acc);
-  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.cols, y + group * g.cols, g.c_out,
-                  bias ? bias + group * g.cols : nullptr, g.activation, g.vec_b);
+  gemm_block_tile<kN>(smem, t, k_end - k_begin, load_a, load_b, acc);
+  // Split-K: the raw sum of this K chunk into its slice of the workspace; the reduction adds the
+  // bias and the activation.
+  const bool split_k = kSplits && partial != nullptr;
+  float* out = split_k ? partial + split * g.rows * g.c_out : y;
+  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.cols, out + group * g.cols, g.c_out,
+                      (bias && !split_k) ? bias + group * g.cols : nullptr,
+                      split_k ? Activation::kNone : g.activation, g.vec_b);
 }
 
 template <bool kVecA, int kN>
-void launch_conv2d(ConvGeometry g, int64_t groups, const float* x, const float* w, const float* b, float* y,
+void launch_conv2d(ConvGeometry g, int64_t groups, int sms, const float* x, const float* w, const float* b, float* y,
                    cudaStream_t s) {
   g.n_tiles = ceil_div(g.cols, kN);
-  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles * groups, "conv2d_nhwc_kernel");
-  conv2d_nhwc_kernel<kVecA, kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
-  FC_CHECK_LAUNCH("conv2d_nhwc_kernel");
+  const int64_t tiles = g.m_tiles * g.n_tiles * groups;
+  const SplitK split = kN == 64 ? choose_split_k(tiles, g.k_total, sms) : SplitK{1, g.k_total};
+  g.k_chunk = split.k_chunk;
+  const unsigned blocks = grid_size(tiles * split.splits, "conv2d_nhwc_kernel");
+  if (split.splits == 1) {
+    conv2d_nhwc_kernel<kVecA, kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, nullptr);
+    FC_CHECK_LAUNCH("conv2d_nhwc_kernel");
+    return;
+  }
+  with_split_k(split.splits, g.rows, g.c_out, b, g.activation, y, s, [&](float* partial) {
+    conv2d_nhwc_kernel<kVecA, kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, partial);
+    FC_CHECK_LAUNCH("conv2d_nhwc_kernel");
+  });
 }
 
 }  // namespace
@@ -132,14 +156,15 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
   if (version == 2 && !vec_a) {
     throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");
   }
-  const int chosen = gemm_version(version, g.cols, "conv2d");
+  const int sms = multiprocessors();
+  const int chosen = gemm_tile_version(version, g.m_tiles * p.groups, g.cols, sms, "conv2d");
   if (!vec_a) {
     // Scalar gathers keep the 128 x 64 tile: with 8 x 8 accumulators they would spill.
-    launch_conv2d<false, 64>(g, p.groups, x, w, b, y, s);
+    launch_conv2d<false, 64>(g, p.groups, sms, x, w, b, y, s);
   } else if (chosen == 2) {
-    launch_conv2d<true, 128>(g, p.groups, x, w, b, y, s);
+    launch_conv2d<true, 128>(g, p.groups, sms, x, w, b, y, s);
   } else {
-    launch_conv2d<true, 64>(g, p.groups, x, w, b, y, s);
+    launch_conv2d<true, 64>(g, p.groups, sms, x, w, b, y, s);
   }
 }
 

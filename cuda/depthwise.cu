@@ -18,8 +18,9 @@
 //                                        the strip's input row once into registers (16-byte loads,
 //                                        a warp covers 128 adjacent channels) with the row's K
 //                                        weights, so each tap costs one FMA and no load. Vertical
-//                                        reuse comes from L1. v1 spends a shared-memory load and
-//                                        a weight load per tap.
+//                                        reuse comes from L1: threads are numbered so that a block
+//                                        holds kDwRows neighbouring output rows of a strip. v1
+//                                        spends a shared-memory load and a weight load per tap.
 #include <algorithm>
 #include <type_traits>
 
@@ -150,10 +151,12 @@ __global__ void __launch_bounds__(kDwThreads)
 }
 
 constexpr int kDwStrip = 4;  // output pixels per thread along W in the strip kernel
+constexpr int kDwRows = 4;   // output rows whose threads are numbered next to each other
 
 struct StripGeometry {
   int64_t h, w, c, out_h, out_w, pad_top, pad_left;
-  int64_t c4, strips, total;  // C / 4, strips per output row, threads (n * out_h * strips * c4)
+  int64_t c4, strips, row_groups;  // C / 4, strips per output row, ceil(out_h / kDwRows)
+  int64_t total;                   // threads: n * row_groups * kDwRows * strips * c4
   Activation activation;
 };
 
@@ -164,12 +167,17 @@ __global__ void __launch_bounds__(kDwThreads)
   constexpr int kIn = (kDwStrip - 1) * S + K;  // input pixels under one strip, per filter row
   const int64_t i = blockIdx.x * int64_t{kDwThreads} + threadIdx.x;
   if (i >= g.total) return;
-  // Channel groups fastest: a warp reads 512 contiguous bytes of each input pixel.
+  // Channel groups fastest: a warp reads 512 contiguous bytes of each input pixel. Then kDwRows
+  // output rows of the same strip, so that one block holds vertical neighbours, whose filter rows
+  // overlap: their shared input rows come from L1 instead of L2.
   const int64_t c = (i % g.c4) * 4;
   int64_t rest = i / g.c4;
+  const int64_t row_in_group = rest % kDwRows;
+  rest /= kDwRows;
   const int64_t strip = rest % g.strips;
   rest /= g.strips;
-  const int64_t oy = rest % g.out_h, img = rest / g.out_h;
+  const int64_t oy = (rest % g.row_groups) * kDwRows + row_in_group, img = rest / g.row_groups;
+  if (oy >= g.out_h) return;
   const int64_t ox0 = strip * kDwStrip;
   const int64_t ix0 = ox0 * S - g.pad_left;
 
@@ -224,8 +232,8 @@ void depthwise_strip(const Conv2dParams& p, const float* x, const float* w, cons
   StripGeometry g{};
   g.h = p.h, g.w = p.w, g.c = p.c_in, g.out_h = p.out_h, g.out_w = p.out_w;
   g.pad_top = p.pad_top, g.pad_left = p.pad_left, g.activation = p.activation;
-  g.c4 = p.c_in / 4, g.strips = ceil_div(p.out_w, kDwStrip);
-  g.total = p.n * p.out_h * g.strips * g.c4;
+  g.c4 = p.c_in / 4, g.strips = ceil_div(p.out_w, kDwStrip), g.row_groups = ceil_div(p.out_h, kDwRows);
+  g.total = p.n * g.row_groups * kDwRows * g.strips * g.c4;
   const int key = static_cast<int>(p.kh * 10 + p.stride_h);
   switch (key) {
     case 31: launch_strip<3, 1>(g, x, w, b, y, s); break;

@@ -5,9 +5,12 @@
 //   v1  gemm_kernel<64>   FP32 SIMT, 128 x 64 block tile, 8 x 4 per thread (common.cuh). A and B
 //                         are read as float4 when k % 4 == 0 / m % 4 == 0 and the pointers are
 //                         16-byte aligned, else element by element.
-//   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread. Auto when m > 64.
-//   (candidates: a split-K or GEMV variant for rows < 16, where a 128-row tile idles most lanes;
-//    a TF32 tensor-core version.)
+//   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread. Auto: gemm_tile_version (common.cuh).
+// Both split K (common.cuh) when their tiles alone would leave SMs idle: a dense layer at batch 64
+// has one row tile. (Candidates: a GEMV variant for rows < 16, where a 128-row tile idles most
+// lanes; a TF32 tensor-core version.)
+#include <algorithm>
+
 #include "common.cuh"
 #include "launch.h"
 
@@ -18,6 +21,7 @@ namespace {
 struct GemmGeometry {
   int64_t rows, k, m;
   int64_t m_tiles, n_tiles;  // row tiles, column tiles
+  int64_t k_chunk;           // K per split (split-K, common.cuh); k when not split
   bool vec_a, vec_b;
   Activation activation;
 };
@@ -25,28 +29,30 @@ struct GemmGeometry {
 template <int kN>
 __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
     gemm_kernel(GemmGeometry g, const float* __restrict__ x, const float* __restrict__ w,
-                   const float* __restrict__ bias, float* __restrict__ y) {
+                const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
   __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
   const GemmThread t = GemmThread::make<kN>(threadIdx.x);
 
-  // Column tiles fastest: the blocks that share one row tile of x run together.
+  // Column tiles fastest: the blocks that share one row tile of x run together; K splits slowest.
   const int64_t block = blockIdx.x;
-  const int64_t row0 = (block / g.n_tiles) * kTileM, col0 = (block % g.n_tiles) * kN;
+  const int64_t col0 = (block % g.n_tiles) * kN;
+  const int64_t row0 = (block / g.n_tiles % g.m_tiles) * kTileM, split = block / (g.n_tiles * g.m_tiles);
+  const int64_t k_begin = split * g.k_chunk, k_end = k_begin + g.k_chunk < g.k ? k_begin + g.k_chunk : g.k;
 
   const int64_t a_row = row0 + t.a_row;
   const float* x_row = x + (a_row < g.rows ? a_row : 0) * g.k;
   const auto load_a = [&](int64_t k0) {
-    const int64_t k = k0 + t.a_k;
-    if (a_row >= g.rows || k >= g.k) return float4{};
+    const int64_t k = k_begin + k0 + t.a_k;
+    if (a_row >= g.rows || k >= k_end) return float4{};
     if (g.vec_a) return load4(x_row + k);
     float v[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] = k + i < g.k ? __ldg(x_row + k + i) : 0.0f;
+    for (int i = 0; i < 4; ++i) v[i] = k + i < k_end ? __ldg(x_row + k + i) : 0.0f;
     return make_float4(v[0], v[1], v[2], v[3]);
   };
   const auto load_b = [&](int64_t k0) {
-    const int64_t k = k0 + t.b_k, col = col0 + t.b_col;
-    if (k >= g.k || col >= g.m) return float4{};
+    const int64_t k = k_begin + k0 + t.b_k, col = col0 + t.b_col;
+    if (k >= k_end || col >= g.m) return float4{};
     const float* p = w + k * g.m + col;
     if (g.vec_b) return load4(p);
     float v[4];
@@ -56,19 +62,50 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   };
 
   typename GemmTile<kN>::Acc acc;
-  gemm_block_tile<kN>(smem, t, g.k, load_a, load_b, acc);
-  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.m, y, g.m, bias, g.activation, g.vec_b);
+  gemm_block_tile<kN>(smem, t, k_end - k_begin, load_a, load_b, acc);
+  // Split-K: the raw sum of this K chunk into its slice of the workspace; the reduction adds the
+  // bias and the activation.
+  const bool split_k = partial != nullptr;
+  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.m, split_k ? partial + split * g.rows * g.m : y, g.m,
+                      split_k ? nullptr : bias, split_k ? Activation::kNone : g.activation, g.vec_b);
+}
+
+__global__ void __launch_bounds__(256)
+    split_k_reduce_kernel(const float* __restrict__ partial, int64_t splits, int64_t total, int64_t ldy,
+                          const float* __restrict__ bias, Activation act, float* __restrict__ y) {
+  for (int64_t e = blockIdx.x * int64_t{256} + threadIdx.x; e < total; e += int64_t{gridDim.x} * 256) {
+    float sum = 0.0f;
+    for (int64_t s = 0; s < splits; ++s) sum += partial[s * total + e];
+    y[e] = apply_activation(act, sum + (bias ? __ldg(bias + e % ldy) : 0.0f));
+  }
 }
 
 template <int kN>
-void launch_gemm(GemmGeometry g, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
+void launch_gemm(GemmGeometry g, int sms, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
   g.n_tiles = ceil_div(g.m, kN);
-  const unsigned blocks = grid_size(g.m_tiles * g.n_tiles, "gemm_kernel");
-  gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y);
-  FC_CHECK_LAUNCH("gemm_kernel");
+  const int64_t tiles = g.m_tiles * g.n_tiles;
+  const SplitK split = choose_split_k(tiles, g.k, sms);
+  g.k_chunk = split.k_chunk;
+  const unsigned blocks = grid_size(tiles * split.splits, "gemm_kernel");
+  if (split.splits == 1) {
+    gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, nullptr);
+    FC_CHECK_LAUNCH("gemm_kernel");
+    return;
+  }
+  with_split_k(split.splits, g.rows, g.m, b, g.activation, y, s, [&](float* partial) {
+    gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, partial);
+    FC_CHECK_LAUNCH("gemm_kernel");
+  });
 }
 
 }  // namespace
+
+void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, int64_t ldy, const float* bias,
+                           Activation act, float* y, cudaStream_t stream) {
+  const unsigned blocks = grid_size(std::min<int64_t>(ceil_div(total, 256), 1 << 16), "split_k_reduce_kernel");
+  split_k_reduce_kernel<<<blocks, 256, 0, stream>>>(partial, splits, total, ldy, bias, act, y);
+  FC_CHECK_LAUNCH("split_k_reduce_kernel");
+}
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
           int version) {
@@ -79,10 +116,11 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
   g.vec_b = p.m % 4 == 0 && aligned16(w) && aligned16(y);  // also gates the float4 stores of y
   g.activation = p.activation;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
-  if (gemm_version(version, p.m, "gemm") == 2) {
-    launch_gemm<128>(g, x, w, b, y, s);
+  const int sms = multiprocessors();
+  if (gemm_tile_version(version, g.m_tiles, p.m, sms, "gemm") == 2) {
+    launch_gemm<128>(g, sms, x, w, b, y, s);
   } else {
-    launch_gemm<64>(g, x, w, b, y, s);
+    launch_gemm<64>(g, sms, x, w, b, y, s);
   }
 }
 

@@ -5,7 +5,7 @@ missing, except test_describe_without_gpu, which must pass everywhere.
 Outputs are poisoned with NaN before each kernel writes them (through CuPy's pool for the public
 ops, through `out=` for direct `_gpu.run` calls), so an element a kernel forgets to write fails.
 Shapes are chosen to hit each kernel version and its edges: batch 1, sizes that are not multiples
-of the 128x64 GEMM tile or the 32-channel depthwise chunk, channel counts that are not multiples
+of the 128x64 GEMM tile or the 32-channel depthwise chunk, split K (grids too small for the GPU), channel counts that are not multiples
 of 4 (scalar paths), misaligned pointers, large strides and dilations, 1x1 outputs, groups.
 """
 
@@ -72,6 +72,9 @@ CONV_CASES = [
     (2, 15, 15, 4, 7, 7, 4, 1, 5, 0, 2, "relu6", True),  # window 13, stride 5
     (1, 3, 3, 5, 3, 3, 7, 1, 1, "valid", 1, None, True),  # 1x1 output
     (1, 1, 40, 7, 1, 3, 3, 1, (1, 4), (0, 1), 1, None, False),  # H = 1
+    (1, 12, 12, 64, 3, 3, 32, 2, 1, "same", 1, "relu", True),  # split K across groups (4 tiles, 36 k-steps)
+    (1, 10, 10, 30, 3, 3, 20, 1, 1, 1, 1, "silu", True),  # split K with scalar gathers
+    (4, 48, 48, 32, 3, 3, 256, 1, 1, "same", 1, None, True),  # 128-wide tile: 72 x 2 tiles fill an H100
 ]
 
 
@@ -350,7 +353,7 @@ def test_direct_run_overwrites_nan_output(cp, rng, name):
     from fastconv import _gpu
 
     problem, arrays, reference, terms = _direct_cases(rng)[name]
-    kernel = name if name in _gpu._KERNEL_ARGS else "conv2d"
+    kernel = name if name in _gpu._KERNELS else "conv2d"
     out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
     gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
     result = _gpu.run(kernel, problem, *gpu_arrays, out=out)

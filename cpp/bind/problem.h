@@ -1,9 +1,12 @@
 // Reads the frozen problem objects of src/fastconv/_params.py into the plain C++ structs of
 // fastconv/params.h. Shared by the CPU and CUDA bindings so that both read the same fields.
+// Each problem carries `kernel_fields`: its struct's members in declaration order, as one tuple of
+// ints built once per (memoised) problem, so a call costs one attribute lookup, not twenty.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
+#include <array>
 #include <stdexcept>
 #include <string>
 
@@ -13,59 +16,63 @@ namespace fastconv::bind {
 
 namespace py = pybind11;
 
-inline int64_t field(py::handle obj, const char* name) { return obj.attr(name).cast<int64_t>(); }
-
-inline Activation activation_from(py::handle obj) {
-  py::object act = obj.attr("activation");
-  if (act.is_none()) return Activation::kNone;
-  const std::string name = act.cast<std::string>();
-  if (name == "relu") return Activation::kRelu;
-  if (name == "relu6") return Activation::kRelu6;
-  if (name == "sigmoid") return Activation::kSigmoid;
-  if (name == "tanh") return Activation::kTanh;
-  if (name == "silu") return Activation::kSilu;
-  throw std::invalid_argument("unknown activation " + name);
+template <size_t N>
+std::array<int64_t, N> kernel_fields(py::handle problem, const char* what) {
+  const py::object fields = problem.attr("kernel_fields");
+  if (!PyTuple_Check(fields.ptr()) || PyTuple_GET_SIZE(fields.ptr()) != static_cast<Py_ssize_t>(N)) {
+    throw std::invalid_argument(std::string(what) + ": problem.kernel_fields must be a tuple of " +
+                                std::to_string(N) + " ints");
+  }
+  std::array<int64_t, N> v{};
+  for (size_t i = 0; i < N; ++i) v[i] = py::handle(PyTuple_GET_ITEM(fields.ptr(), i)).cast<int64_t>();
+  return v;
 }
 
-// conv2d's algorithm= ("auto", "direct", "winograd"; validated in _params.py).
-inline ConvAlgorithm algorithm_from(py::handle obj) {
-  const std::string name = obj.attr("algorithm").cast<std::string>();
-  if (name == "auto") return ConvAlgorithm::kAuto;
-  if (name == "direct") return ConvAlgorithm::kDirect;
-  if (name == "winograd") return ConvAlgorithm::kWinograd;
-  throw std::invalid_argument("unknown conv2d algorithm " + name);
+inline Activation activation_from(int64_t code) {
+  if (code < 0 || code > static_cast<int64_t>(Activation::kSilu)) {
+    throw std::invalid_argument("unknown activation code " + std::to_string(code));
+  }
+  return static_cast<Activation>(code);
 }
 
-inline Conv2dParams conv2d_params(py::handle p) {
+inline ConvAlgorithm algorithm_from(int64_t code) {
+  if (code < 0 || code > static_cast<int64_t>(ConvAlgorithm::kWinograd)) {
+    throw std::invalid_argument("unknown conv2d algorithm code " + std::to_string(code));
+  }
+  return static_cast<ConvAlgorithm>(code);
+}
+
+inline Conv2dParams conv2d_params(py::handle problem) {
+  const auto f = kernel_fields<18>(problem, "conv2d");
   Conv2dParams c{};
-  c.n = field(p, "n"), c.h = field(p, "h"), c.w = field(p, "w"), c.c_in = field(p, "c_in");
-  c.kh = field(p, "kh"), c.kw = field(p, "kw"), c.c_out = field(p, "c_out"), c.groups = field(p, "groups");
-  c.stride_h = field(p, "stride_h"), c.stride_w = field(p, "stride_w");
-  c.dilation_h = field(p, "dilation_h"), c.dilation_w = field(p, "dilation_w");
-  c.pad_top = field(p, "pad_top"), c.pad_left = field(p, "pad_left");
-  c.out_h = field(p, "out_h"), c.out_w = field(p, "out_w");
-  c.activation = activation_from(p);
-  c.algorithm = algorithm_from(p);
+  c.n = f[0], c.h = f[1], c.w = f[2], c.c_in = f[3];
+  c.kh = f[4], c.kw = f[5], c.c_out = f[6], c.groups = f[7];
+  c.stride_h = f[8], c.stride_w = f[9], c.dilation_h = f[10], c.dilation_w = f[11];
+  c.pad_top = f[12], c.pad_left = f[13], c.out_h = f[14], c.out_w = f[15];
+  c.activation = activation_from(f[16]);
+  c.algorithm = algorithm_from(f[17]);
   return c;
 }
 
-inline Pool2dParams pool2d_params(py::handle p) {
+inline Pool2dParams pool2d_params(py::handle problem) {
+  const auto f = kernel_fields<15>(problem, "pool2d");
   Pool2dParams c{};
-  c.n = field(p, "n"), c.h = field(p, "h"), c.w = field(p, "w"), c.c = field(p, "c");
-  c.kh = field(p, "kh"), c.kw = field(p, "kw"), c.stride_h = field(p, "stride_h"), c.stride_w = field(p, "stride_w");
-  c.pad_top = field(p, "pad_top"), c.pad_bottom = field(p, "pad_bottom");
-  c.pad_left = field(p, "pad_left"), c.pad_right = field(p, "pad_right");
-  c.out_h = field(p, "out_h"), c.out_w = field(p, "out_w");
-  c.count_include_pad = p.attr("count_include_pad").cast<bool>();
+  c.n = f[0], c.h = f[1], c.w = f[2], c.c = f[3];
+  c.kh = f[4], c.kw = f[5], c.stride_h = f[6], c.stride_w = f[7];
+  c.pad_top = f[8], c.pad_bottom = f[9], c.pad_left = f[10], c.pad_right = f[11];
+  c.out_h = f[12], c.out_w = f[13];
+  c.count_include_pad = f[14] != 0;
   return c;
 }
 
-inline GlobalPoolParams global_pool_params(py::handle p) {
-  return GlobalPoolParams{field(p, "n"), field(p, "h"), field(p, "w"), field(p, "c")};
+inline GlobalPoolParams global_pool_params(py::handle problem) {
+  const auto f = kernel_fields<4>(problem, "global_pool2d");
+  return GlobalPoolParams{f[0], f[1], f[2], f[3]};
 }
 
-inline GemmParams dense_params(py::handle p) {
-  return GemmParams{field(p, "n"), field(p, "k"), field(p, "m"), activation_from(p)};
+inline GemmParams dense_params(py::handle problem) {
+  const auto f = kernel_fields<4>(problem, "dense");
+  return GemmParams{f[0], f[1], f[2], activation_from(f[3])};
 }
 
 }  // namespace fastconv::bind

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu, _params
+from . import _cpu, _gpu, _params
 
 
 def _on_gpu(array) -> bool:
@@ -26,7 +26,7 @@ def _ready(a) -> bool:
 
 def as_inputs(op: str, **arrays):
     """Type-check and normalise the named arrays (None stays None); returns them in order."""
-    if all(_ready(a) for a in arrays.values()):
+    if all(_ready(a) for a in arrays.values()) or _gpu.ready(arrays.values()):
         return list(arrays.values())
     present = {name: a for name, a in arrays.items() if a is not None}
     on_gpu = {name: _on_gpu(a) for name, a in present.items()}
@@ -39,8 +39,6 @@ def as_inputs(op: str, **arrays):
             out.append(None)
             continue
         if on_gpu[name]:
-            from . import _gpu
-
             a = _gpu.as_array(a)
         else:
             try:
@@ -50,25 +48,20 @@ def as_inputs(op: str, **arrays):
         _params.check_float_dtype(op, name, a.dtype)
         out.append(a)
     if any(on_gpu.values()):
-        from . import _gpu
-
         _gpu.check_same_device(op, {name: a for name, a in zip(arrays, out) if a is not None})
     return [None if a is None else _float32_contiguous(a) for a in out]
 
 
 def _float32_contiguous(a):
     if _on_gpu(a):
-        from . import _gpu
-
         return _gpu.float32_contiguous(a)
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def run(kernel: str, problem, *arrays):
-    """Allocate the output and call the kernel `kernel` of the arrays' backend."""
-    if _on_gpu(arrays[0]):
-        from . import _gpu
-
+    """Allocate the output and call the kernel `kernel` of the arrays' backend (arrays as
+    as_inputs returns them: NumPy ones for the CPU, CuPy ones for the GPU)."""
+    if not isinstance(arrays[0], np.ndarray):
         return _gpu.run(kernel, problem, *arrays)
     out = np.empty(problem.out_shape, dtype=np.float32)
     getattr(_cpu, kernel)(problem, *arrays, out)

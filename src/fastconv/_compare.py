@@ -19,10 +19,11 @@ def tolerance(terms: int = 1) -> float:
 
 
 def max_relative_error(got, want) -> tuple[float, tuple]:
-    """Worst |got - want| relative to (|want| + RMS(want)), and where it occurs."""
+    """Worst |got - want| relative to (|want| + RMS of want's finite values), and where it occurs."""
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
-    scale = float(np.sqrt(np.mean(want**2))) if want.size else 0.0
+    finite = want[np.isfinite(want)]  # NaN / Inf expected in the result must not void the scale
+    scale = float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0
     err = np.abs(got - want) / (np.abs(want) + scale + 1e-30)
     # NaN in one and not the other is an infinite error; NaN in both matches.
     both_nan = np.isnan(got) & np.isnan(want)

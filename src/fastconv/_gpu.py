@@ -11,24 +11,15 @@ on first use, so that `fastconv info` can report why the GPU path is unavailable
 
 from __future__ import annotations
 
-_cuda = None  # the loaded fastconv._cuda, once cuda_module() has vetted it
+import sys
 
-# Elements each argument must hold, per kernel: (problem -> count) for x, w, b.
-_CONV_SIZES = {
-    "x": lambda p: p.n * p.h * p.w * p.c_in,
-    "w": lambda p: p.kh * p.kw * (p.c_in // p.groups) * p.c_out,
-    "b": lambda p: p.c_out,
-}
-_DENSE_SIZES = {"x": lambda p: p.n * p.k, "w": lambda p: p.k * p.m, "b": lambda p: p.m}
-_POOL_SIZES = {"x": lambda p: p.n * p.h * p.w * p.c}
-_KERNEL_ARGS = {
-    "conv2d": _CONV_SIZES,
-    "dense": _DENSE_SIZES,
-    "max_pool2d": _POOL_SIZES,
-    "avg_pool2d": _POOL_SIZES,
-    "global_avg_pool2d": _POOL_SIZES,
-    "global_max_pool2d": _POOL_SIZES,
-}
+import numpy as np
+
+_cuda = None  # the loaded fastconv._cuda, once cuda_module() has vetted it
+_FLOAT32 = np.dtype(np.float32)
+_KERNELS = ("conv2d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d")
+_VERSIONED = ("conv2d", "dense", "max_pool2d", "avg_pool2d")  # kernels with a `version` argument
+_OPERANDS = {"conv2d": ("x", "w", "b"), "dense": ("x", "w", "b")}  # the pools take x alone
 
 
 def _cupy():
@@ -109,6 +100,27 @@ def describe() -> dict:
 # Called by _backend
 
 
+def ready(arrays) -> bool:
+    """True when every array (None allowed, at least one not None) is a float32 C-contiguous CuPy
+    array and all live on one device: the public ops then use them as they are. Cheap, and never
+    imports CuPy (a CuPy array implies CuPy is loaded)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return False
+    device = None
+    for a in arrays:
+        if a is None:
+            continue
+        if type(a) is not cupy.ndarray or a.dtype != _FLOAT32 or not a.flags.c_contiguous:
+            return False
+        d = a.data.device_id
+        if device is None:
+            device = d
+        elif d != device:
+            return False
+    return device is not None
+
+
 def as_array(a):
     """A CuPy view of any object exposing __cuda_array_interface__ (zero-copy)."""
     cupy = _cupy()
@@ -135,12 +147,12 @@ def float32_contiguous(a):
 def _checked(op: str, name: str, a, expected: int, device_id: int, cupy):
     if not isinstance(a, cupy.ndarray):
         raise TypeError(f"{op}: {name} must be a CuPy array, got {type(a).__name__}")
-    if a.dtype != cupy.float32 or not a.flags.c_contiguous:
+    if a.dtype != _FLOAT32 or not a.flags.c_contiguous:
         raise TypeError(f"{op}: {name} must be float32 and C-contiguous, got {a.dtype}")
     if a.size != expected:
         raise ValueError(f"{op}: {name} must hold {expected} elements, got shape {a.shape}")
-    if a.device.id != device_id:
-        raise ValueError(f"{op}: {name} is on GPU {a.device.id}, x on GPU {device_id}")
+    if a.data.device_id != device_id:
+        raise ValueError(f"{op}: {name} is on GPU {a.data.device_id}, x on GPU {device_id}")
     return a.data.ptr
 
 
@@ -148,40 +160,52 @@ def run(kernel: str, problem, *arrays, out=None, version: int = 0):
     """Enqueue `kernel` on the current stream of x's device; return out (allocated when None).
 
     arrays: (x, w, b-or-None) for conv2d and dense, (x,) for the pools, float32 C-contiguous CuPy
-    arrays of the sizes `problem` describes. out, when given, must be such an array of
-    problem.out_shape's size: every element is overwritten. version: 0 lets the module pick the
+    arrays of the sizes `problem` describes (problem.operand_sizes: every size is checked here,
+    the last line of defence against an out-of-bounds kernel). out, when given, must be such an
+    array of the output's size: every element is overwritten. version: 0 lets the module pick the
     kernel; n > 0 forces kernel version n (conv2d, dense, max/avg pooling; for benchmarks and
     tests of each version), a ValueError where it does not apply.
     """
+    if kernel not in _KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {', '.join(_KERNELS)}")
     cupy = _cupy()
     module = cuda_module()
-    sizes = _KERNEL_ARGS[kernel]
-    if len(arrays) != len(sizes):
-        raise TypeError(f"{kernel}: expected arrays ({', '.join(sizes)}), got {len(arrays)}")
+    names = _OPERANDS.get(kernel, ("x",))
+    if len(arrays) != len(names):
+        raise TypeError(f"{kernel}: expected arrays ({', '.join(names)}), got {len(arrays)}")
     x = arrays[0]
     if not isinstance(x, cupy.ndarray):
         raise TypeError(f"{kernel}: x must be a CuPy array, got {type(x).__name__}")
-    device_id = x.device.id
+    device_id = x.data.device_id
+    sizes = problem.operand_sizes
     pointers = []
-    for (name, size), a in zip(sizes.items(), arrays):
+    for name, size, a in zip(names, sizes, arrays):
         if name == "b" and a is None:
             if problem.has_bias:
                 raise ValueError(f"{kernel}: the problem has a bias but b is None")
             pointers.append(0)
             continue
-        pointers.append(_checked(kernel, name, a, size(problem), device_id, cupy))
-    if "b" in sizes and arrays[2] is not None and not problem.has_bias:
+        pointers.append(_checked(kernel, name, a, size, device_id, cupy))
+    if len(names) == 3 and arrays[2] is not None and not problem.has_bias:
         raise ValueError(f"{kernel}: b given for a problem without bias")
+    if version and kernel not in _VERSIONED:
+        raise ValueError(f"{kernel}: has a single kernel version")
 
-    with cupy.cuda.Device(device_id):
-        out_size = 1
-        for d in problem.out_shape:
-            out_size *= d
-        if out is None:
-            out = cupy.empty(problem.out_shape, dtype=cupy.float32)
-        else:
-            _checked(kernel, "out", out, out_size, device_id, cupy)
+    extra = {"version": version} if version else {}
+    if device_id == cupy.cuda.runtime.getDevice():
+        out = _output(kernel, problem, out, device_id, cupy)
         stream = cupy.cuda.get_current_stream().ptr
-        extra = {"version": version} if version else {}
         getattr(module, kernel)(problem, *pointers, out.data.ptr, stream, device_id, **extra)
+        return out
+    with cupy.cuda.Device(device_id):  # the output, and the current stream, of x's device
+        out = _output(kernel, problem, out, device_id, cupy)
+        stream = cupy.cuda.get_current_stream().ptr
+        getattr(module, kernel)(problem, *pointers, out.data.ptr, stream, device_id, **extra)
+    return out
+
+
+def _output(kernel, problem, out, device_id, cupy):
+    if out is None:
+        return cupy.empty(problem.out_shape, dtype=cupy.float32)
+    _checked(kernel, "out", out, problem.operand_sizes[-1], device_id, cupy)
     return out

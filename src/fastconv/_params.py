@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "silu")
 ALGORITHMS = ("auto", "direct", "winograd")  # conv2d's algorithm=
+# The integer codes of the C++ enums Activation (fastconv/activation.h) and ConvAlgorithm
+# (fastconv/params.h): None -> 0, then ACTIVATIONS / ALGORITHMS in order.
+_ACTIVATION_CODE = {None: 0, **{name: i + 1 for i, name in enumerate(ACTIVATIONS)}}
+_ALGORITHM_CODE = {name: i for i, name in enumerate(ALGORITHMS)}
 
 # Guards the 64-bit index arithmetic of the kernels with a wide margin.
 _MAX_ELEMENTS = 2**62
@@ -166,7 +170,9 @@ def conv_output_size(n, f, padding=0, stride=1, dilation=1) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Problems: what the kernels are told. Field names are read by the compiled bindings.
+# Problems: what the kernels are told. The compiled bindings read `kernel_fields`: the members of
+# the matching C++ struct of fastconv/params.h, in its order, as one tuple built once per problem
+# (the builders below memoise problems, so a layer called again pays one attribute lookup).
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,19 @@ class Conv2dProblem:
         """Multiply-adds, padding taps included (output elements x filter volume)."""
         return self.n * self.out_h * self.out_w * self.c_out * self.kh * self.kw * (self.c_in // self.groups)
 
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """Conv2dParams."""
+        return (self.n, self.h, self.w, self.c_in, self.kh, self.kw, self.c_out, self.groups, self.stride_h,
+                self.stride_w, self.dilation_h, self.dilation_w, self.pad_top, self.pad_left, self.out_h, self.out_w,
+                _ACTIVATION_CODE[self.activation], _ALGORITHM_CODE[self.algorithm])
+
+    @functools.cached_property
+    def operand_sizes(self) -> tuple[int, int, int, int]:
+        """Elements of x, w, b and the output."""
+        return (self.n * self.h * self.w * self.c_in, self.kh * self.kw * (self.c_in // self.groups) * self.c_out,
+                self.c_out, self.n * self.out_h * self.out_w * self.c_out)
+
 
 @dataclass(frozen=True)
 class Pool2dProblem:
@@ -240,6 +259,17 @@ class Pool2dProblem:
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.out_h, self.out_w, self.c)
 
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """Pool2dParams."""
+        return (self.n, self.h, self.w, self.c, self.kh, self.kw, self.stride_h, self.stride_w, self.pad_top,
+                self.pad_bottom, self.pad_left, self.pad_right, self.out_h, self.out_w, int(self.count_include_pad))
+
+    @functools.cached_property
+    def operand_sizes(self) -> tuple[int, int]:
+        """Elements of x and the output."""
+        return (self.n * self.h * self.w * self.c, self.n * self.out_h * self.out_w * self.c)
+
 
 @dataclass(frozen=True)
 class GlobalPoolProblem:
@@ -252,6 +282,16 @@ class GlobalPoolProblem:
     @property
     def out_shape(self) -> tuple[int, int]:
         return (self.n, self.c)
+
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """GlobalPoolParams."""
+        return (self.n, self.h, self.w, self.c)
+
+    @functools.cached_property
+    def operand_sizes(self) -> tuple[int, int]:
+        """Elements of x and the output."""
+        return (self.n * self.h * self.w * self.c, self.n * self.c)
 
 
 @dataclass(frozen=True)
@@ -272,6 +312,16 @@ class DenseProblem:
     @property
     def macs(self) -> int:
         return self.n * self.k * self.m
+
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """GemmParams (rows, k, m, activation)."""
+        return (self.n, self.k, self.m, _ACTIVATION_CODE[self.activation])
+
+    @functools.cached_property
+    def operand_sizes(self) -> tuple[int, int, int, int]:
+        """Elements of x, w, b and the output."""
+        return (self.n * self.k, self.k * self.m, self.m, self.n * self.m)
 
 
 # --------------------------------------------------------------------------------------------
