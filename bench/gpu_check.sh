@@ -9,6 +9,7 @@
 #              compute capability as nvidia-smi reports it) to keep the build short
 #   info       fastconv info: the CUDA module, device, driver
 #   pytest     the GPU tests: every op test's cuda parametrisation and tests/test_gpu.py
+#   cputests   the rest of the test suite, on every instruction set this machine's CPU has
 #   memcheck   compute-sanitizer memcheck over bench/gpu_memcheck.py (every kernel version once)
 #   racecheck  compute-sanitizer racecheck over the same script (the shared-memory kernels)
 #   versions   bench/gpu_versions.py: each kernel version checked and timed on the gpu suite
@@ -71,6 +72,9 @@ run_step info 30 "$python" -m fastconv info
 xdist=()
 "$python" -c "import xdist" 2>/dev/null && xdist=(-n 4)
 run_step pytest 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "cuda or test_gpu" tests
+# The CPU suite too: this machine's CPU may run instruction sets (AVX-512) the CI machine lacks.
+[ ${#xdist[@]} -gt 0 ] && xdist=(-n 8)
+run_step cputests 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "not cuda and not test_gpu" tests
 if command -v compute-sanitizer >/dev/null 2>&1; then
   run_step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check no \
     "$python" bench/gpu_memcheck.py

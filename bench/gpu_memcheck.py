@@ -56,6 +56,11 @@ def main() -> int:
     w, b = data(3, 3, 12, 72), data(72)
     cases.append(("implicit GEMM, 128-wide tile", "conv2d", *conv(x, w, b, stride=1, padding="same", dilation=1,
                                                                   groups=1), (x, w, b), 108))
+    w, b = data(3, 3, 12, 70), data(70)
+    cases.append(("Winograd F(2x2, 3x3)", "conv2d",
+                  _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, 1, ((1, 0), (2, 1)), 1, 1, "relu",
+                                         "winograd"),
+                  ref.conv2d(x, w, b, padding=((1, 0), (2, 1)), activation="relu"), (x, w, b), 108))
     for k, stride in ((3, 1), (5, 2)):
         w = data(k, k, 12)
         cases.append((f"depthwise {k}x{k}/{stride}, strip", "conv2d",
@@ -96,7 +101,7 @@ def main() -> int:
     failures = 0
     for label, kernel, problem, want, arrays, terms in cases:
         gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-        for version in (1, 2) if kernel in VERSIONED else (0,):
+        for version in (0, 1, 2) if kernel in VERSIONED else (0,):
             out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
             try:
                 _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)

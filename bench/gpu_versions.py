@@ -1,7 +1,8 @@
 """Every CUDA kernel version side by side on the GPU suite: checked, then timed, in one process.
 
 For each case of a suite (default: the built-in `gpu` suite) and each kernel version that applies
-to it (the `version` argument of fastconv._cuda, see cuda/launch.h), the output is poisoned with
+to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w": Winograd F(2x2, 3x3) for
+3x3 stride-1 convolutions), the output is poisoned with
 NaN, computed, and its first image compared with the float64 reference; then the version is timed
 with CUDA events over rotating input copies (more bytes than the L2 holds, so DRAM is timed, not
 the cache). Prints a table (median microseconds, TFLOP/s, GB/s of the minimal traffic, and the
@@ -16,6 +17,7 @@ F.conv2d when PyTorch is installed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -137,10 +139,14 @@ def main(argv=None) -> int:
         flops, nbytes = suites.cost(case)
         n_copies = int(min(16, max(1, -(-2 * l2 // int(nbytes)))))
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
-        for version in (1, 2) if kernel in VERSIONED else (0,):
+        variants = [(v, problem) for v in ((1, 2) if kernel in VERSIONED else (0,))]
+        if case.op == "conv2d" and problem.winograd_eligible:
+            variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))
+        for version, variant in variants:
             row = {"case": case.name, "shape": case.describe(), "version": version}
             try:
-                row["max_rel_error"] = check(case, problem, kernel, version, arrays, copies[0])
+                row["max_rel_error"] = check(case, variant, kernel, 0 if version == "w" else version, arrays,
+                                             copies[0])
             except ValueError as exc:  # this version does not apply to the case
                 row["status"] = f"n/a: {exc}"
                 rows.append(row)
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
                 row["status"], failed = f"WRONG: {str(exc).splitlines()[0]}", True
                 rows.append(row)
                 continue
-            seconds = time_version(problem, kernel, version, copies)
+            seconds = time_version(variant, kernel, 0 if version == "w" else version, copies)
             row.update(status="ok", median_us=seconds * 1e6, tflops=flops / seconds / 1e12, gbs=nbytes / seconds / 1e9,
                        peak_fraction=flops / seconds / peak, bandwidth_fraction=nbytes / seconds / bandwidth)
             rows.append(row)

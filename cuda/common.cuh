@@ -199,13 +199,15 @@ inline int multiprocessors() {
 }
 
 // Column tile of the GEMM kernels: version 1 is 128 x 64, version 2 is 128 x 128. Auto (0) takes
-// the wide tile when it pads no more columns than the narrow one and still gives every SM a block;
-// measured on an H100 (bench/NOTES.md), the narrow tile wins whenever the wide one idles SMs.
-inline int gemm_tile_version(int requested, int64_t row_tiles, int64_t cols, int sms, const char* op) {
+// the wide tile when it pads no more columns than the narrow one and, for a kernel that cannot
+// split K (can_split false), still gives every SM a block. Measured on an H100 (bench/NOTES.md):
+// without split-K the narrow tile wins whenever the wide one idles SMs; with it, the wide one wins.
+inline int gemm_tile_version(int requested, int64_t row_tiles, int64_t cols, int sms, bool can_split,
+                             const char* op) {
   if (requested == 1 || requested == 2) return requested;
   if (requested != 0) throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
   const int64_t narrow = ceil_div(cols, 64), wide = ceil_div(cols, 128);
-  return (2 * wide == narrow && row_tiles * wide >= sms) ? 2 : 1;
+  return (2 * wide == narrow && (can_split || row_tiles * wide >= sms)) ? 2 : 1;
 }
 
 // Split-K: when the output tiles alone leave SMs idle (a few rows, or few output channels), the K
@@ -226,27 +228,49 @@ inline SplitK choose_split_k(int64_t blocks, int64_t k_total, int sms) {
   return {ceil_div(k_total, k_chunk), k_chunk};
 }
 
-// y[e] = act(sum over s of partial[s * rows * ldy + e] + bias[e % ldy]), e < rows * ldy (gemm.cu).
+// y[e] = act(sum over s of partial[s * total + e] + bias[e % ldy]), e < total (gemm.cu).
 void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, int64_t ldy, const float* bias,
                            Activation act, float* y, cudaStream_t stream);
 
-// Runs launch(partial) with a stream-ordered workspace for `splits` partial outputs of rows x ldy,
-// then the reduction into y, and frees the workspace on the stream.
+// y[b] = x[b] (rows x k) @ w[b] (k x m) for b < batches, x[b] = x + b * stride_x (likewise w, y):
+// the 16 products of Winograd F(2x2, 3x3). No bias, no activation, no split (gemm.cu).
+void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const float* x, int64_t stride_x,
+                  const float* w, int64_t stride_w, float* y, int64_t stride_y, cudaStream_t stream);
+
+// Scratch memory (split-K partial sums, Winograd's transformed tiles) comes from a stream-ordered
+// pool owned by this module, one per device, created on first use and kept for the process: its
+// release threshold keeps up to kWorkspaceKeepBytes mapped between calls, so a layer called again
+// does not pay for mapping fresh memory (the device's default pool would release it at every
+// synchronisation). Defined in gemm.cu.
+constexpr uint64_t kWorkspaceKeepBytes = uint64_t{1} << 30;
+cudaMemPool_t workspace_pool();
+
+// Runs launch(float* workspace) with `floats` floats of stream-ordered scratch, freed on the
+// stream once the work enqueued by launch is done.
 template <class Launch>
-void with_split_k(int64_t splits, int64_t rows, int64_t ldy, const float* bias, Activation act, float* y,
-                  cudaStream_t stream, Launch launch) {
-  const int64_t total = rows * ldy;
+void with_workspace(int64_t floats, cudaStream_t stream, Launch launch) {
   void* workspace = nullptr;
-  FC_CUDA_CHECK(cudaMallocAsync(&workspace, static_cast<size_t>(splits * total) * sizeof(float), stream));
-  float* partial = static_cast<float*>(workspace);
+  FC_CUDA_CHECK(cudaMallocFromPoolAsync(&workspace, static_cast<size_t>(floats) * sizeof(float), workspace_pool(),
+                                        stream));
   try {
-    launch(partial);
-    launch_split_k_reduce(partial, splits, total, ldy, bias, act, y, stream);
+    launch(static_cast<float*>(workspace));
   } catch (...) {
     cudaFreeAsync(workspace, stream);
     throw;
   }
   FC_CUDA_CHECK(cudaFreeAsync(workspace, stream));
+}
+
+// Runs launch(partial) with a workspace for `splits` partial outputs of rows x ldy, then the
+// reduction into y.
+template <class Launch>
+void with_split_k(int64_t splits, int64_t rows, int64_t ldy, const float* bias, Activation act, float* y,
+                  cudaStream_t stream, Launch launch) {
+  const int64_t total = rows * ldy;
+  with_workspace(splits * total, stream, [&](float* partial) {
+    launch(partial);
+    launch_split_k_reduce(partial, splits, total, ldy, bias, act, y, stream);
+  });
 }
 
 }  // namespace fastconv::cuda

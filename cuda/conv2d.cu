@@ -11,8 +11,9 @@
 //                                       scalar gathers spill at this size). Auto: gemm_tile_version.
 // Both split K (common.cuh) when their tiles alone would leave SMs idle.
 //   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
-// conv2d() routes pointwise problems to gemm() (gemm.cu) and depthwise ones to depthwise_conv2d()
-// (depthwise.cu), exactly as cpp/dispatch.cpp does on the CPU.
+// conv2d() routes pointwise problems to gemm() (gemm.cu), depthwise ones to depthwise_conv2d()
+// (depthwise.cu), as cpp/dispatch.cpp does on the CPU, and 3x3 stride-1 ones to Winograd
+// (conv2d_winograd.cu) when asked, or for "auto" where it pays.
 //
 // The GEMM view, per group g: M = N*OH*OW output pixels, N = C_out / groups, K = KH*KW*Cg with
 // Cg = C_in / groups. Row m, column k of A is x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, g*Cg + c]
@@ -157,7 +158,7 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
     throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");
   }
   const int sms = multiprocessors();
-  const int chosen = gemm_tile_version(version, g.m_tiles * p.groups, g.cols, sms, "conv2d");
+  const int chosen = gemm_tile_version(version, g.m_tiles * p.groups, g.cols, sms, /*can_split=*/false, "conv2d");
   if (!vec_a) {
     // Scalar gathers keep the 128 x 64 tile: with 8 x 8 accumulators they would spill.
     launch_conv2d<false, 64>(g, p.groups, sms, x, w, b, y, s);
@@ -168,14 +169,15 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
   }
 }
 
-// p.algorithm is ignored: there is no CUDA Winograd kernel, so "auto", "direct" and "winograd" all
-// run the kernels below (a "winograd" problem is 3x3 stride 1 groups 1: the implicit GEMM).
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
             int version) {
   if (p.is_pointwise()) {
     gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream, version);
   } else if (p.is_depthwise()) {
     depthwise_conv2d(p, x, w, b, y, stream, version);
+  } else if (version == 0 && (p.algorithm == ConvAlgorithm::kWinograd ||
+                              (p.algorithm == ConvAlgorithm::kAuto && winograd_pays(p)))) {
+    winograd_conv2d(p, x, w, b, y, stream);
   } else {
     implicit_gemm_conv2d(p, x, w, b, y, stream, version);
   }

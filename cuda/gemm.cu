@@ -10,6 +10,8 @@
 // has one row tile. (Candidates: a GEMV variant for rows < 16, where a 128-row tile idles most
 // lanes; a TF32 tensor-core version.)
 #include <algorithm>
+#include <mutex>
+#include <vector>
 
 #include "common.cuh"
 #include "launch.h"
@@ -22,6 +24,7 @@ struct GemmGeometry {
   int64_t rows, k, m;
   int64_t m_tiles, n_tiles;  // row tiles, column tiles
   int64_t k_chunk;           // K per split (split-K, common.cuh); k when not split
+  int64_t stride_x, stride_w, stride_y;  // between the products of a batch (blockIdx.y); 0 for one
   bool vec_a, vec_b;
   Activation activation;
 };
@@ -32,6 +35,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
                 const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
   __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
   const GemmThread t = GemmThread::make<kN>(threadIdx.x);
+  x += blockIdx.y * g.stride_x, w += blockIdx.y * g.stride_w, y += blockIdx.y * g.stride_y;
 
   // Column tiles fastest: the blocks that share one row tile of x run together; K splits slowest.
   const int64_t block = blockIdx.x;
@@ -100,6 +104,53 @@ void launch_gemm(GemmGeometry g, int sms, const float* x, const float* w, const 
 
 }  // namespace
 
+cudaMemPool_t workspace_pool() {
+  static std::mutex mutex;
+  static std::vector<cudaMemPool_t> pools;  // by device ordinal; null until first use
+  int device = 0;
+  FC_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (pools.size() <= static_cast<size_t>(device)) pools.resize(device + 1, nullptr);
+  if (pools[device] == nullptr) {
+    cudaMemPoolProps props{};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    cudaMemPool_t pool = nullptr;
+    FC_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+    uint64_t keep = kWorkspaceKeepBytes;
+    FC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    pools[device] = pool;
+  }
+  return pools[device];
+}
+
+void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const float* x, int64_t stride_x,
+                  const float* w, int64_t stride_w, float* y, int64_t stride_y, cudaStream_t stream) {
+  if (batches > 65535) throw std::invalid_argument("batched_gemm: at most 65535 products");
+  GemmGeometry g{};
+  g.rows = rows, g.k = k, g.m = m;
+  g.m_tiles = ceil_div(rows, kTileM);
+  g.k_chunk = k;
+  g.stride_x = stride_x, g.stride_w = stride_w, g.stride_y = stride_y;
+  // Every product's base must keep the float4 alignment of the first.
+  g.vec_a = k % 4 == 0 && stride_x % 4 == 0 && aligned16(x);
+  g.vec_b = m % 4 == 0 && stride_w % 4 == 0 && stride_y % 4 == 0 && aligned16(w) && aligned16(y);
+  g.activation = Activation::kNone;
+  const int sms = multiprocessors();
+  const auto grid_of = [&](int64_t n_tiles) {
+    return dim3(grid_size(g.m_tiles * n_tiles, "gemm_kernel"), static_cast<unsigned>(batches));
+  };
+  if (gemm_tile_version(0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm") == 2) {
+    g.n_tiles = ceil_div(m, 128);
+    gemm_kernel<128><<<grid_of(g.n_tiles), kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
+  } else {
+    g.n_tiles = ceil_div(m, 64);
+    gemm_kernel<64><<<grid_of(g.n_tiles), kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
+  }
+  FC_CHECK_LAUNCH("gemm_kernel (batched)");
+}
+
 void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, int64_t ldy, const float* bias,
                            Activation act, float* y, cudaStream_t stream) {
   const unsigned blocks = grid_size(std::min<int64_t>(ceil_div(total, 256), 1 << 16), "split_k_reduce_kernel");
@@ -117,7 +168,7 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
   g.activation = p.activation;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const int sms = multiprocessors();
-  if (gemm_tile_version(version, g.m_tiles, p.m, sms, "gemm") == 2) {
+  if (gemm_tile_version(version, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm") == 2) {
     launch_gemm<128>(g, sms, x, w, b, y, s);
   } else {
     launch_gemm<64>(g, sms, x, w, b, y, s);

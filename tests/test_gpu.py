@@ -17,7 +17,7 @@ import pytest
 import fastconv
 from fastconv import _params
 from fastconv import reference as ref
-from fastconv._compare import assert_close
+from fastconv._compare import assert_close, max_relative_error, tolerance
 from helpers import GPU_SKIP_REASON as _GPU_SKIP
 
 gpu = pytest.mark.skipif(_GPU_SKIP is not None, reason=str(_GPU_SKIP))
@@ -230,6 +230,40 @@ def test_global_pool2d(cp, rng, kind, shape):
     want = ref_op(x)
     _poison_pool(cp, want.shape)
     _check(cp, op(cp.asarray(x)), want, shape[1] * shape[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3)
+
+# (n, h, w, c_in, c_out, padding, activation, bias)
+WINOGRAD_CASES = [
+    (1, 5, 5, 1, 1, "same", None, False),  # one channel, odd sizes: partial 2x2 tiles at the edges
+    (2, 9, 7, 3, 5, 0, "relu", True),  # no padding, C not a multiple of 4 (scalar GEMM loads)
+    (1, 16, 16, 32, 64, 1, "relu6", True),
+    (3, 6, 11, 20, 130, ((0, 2), (3, 1)), "silu", True),  # asymmetric padding, two GEMM column tiles
+    (1, 2, 2, 8, 8, 1, "tanh", True),  # a single tile
+    (2, 14, 14, 128, 128, "same", "relu", True),  # the channel counts "auto" sends to Winograd
+]
+
+
+@gpu
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd(cp, rng, case):
+    n, h, w, c_in, c_out, padding, act, bias = case
+    x, wt = _data(rng, n, h, w, c_in), _data(rng, 3, 3, c_in, c_out)
+    b = _data(rng, c_out) if bias else None
+    want = ref.conv2d(x, wt, b, padding=padding, activation=act)
+    args = (cp.asarray(x), cp.asarray(wt), None if b is None else cp.asarray(b))
+    _poison_pool(cp, want.shape)
+    got = fastconv.conv2d(*args, padding=padding, activation=act, algorithm="winograd")
+    _check(cp, got, want, 9 * c_in)
+    # F(2x2, 3x3) rounds close to the direct sum: well inside the tolerance, not at its edge.
+    err = max_relative_error(cp.asnumpy(got), want)[0]
+    assert err < 0.5 * tolerance(9 * c_in), f"error {err:.3g} is too close to the tolerance"
+    direct = fastconv.conv2d(*args, padding=padding, activation=act, algorithm="direct")
+    auto = fastconv.conv2d(*args, padding=padding, activation=act)
+    # "auto" is the Winograd kernel, bit for bit, exactly where both channel counts reach 128.
+    assert cp.array_equal(auto, got if min(c_in, c_out) >= 128 else direct)
 
 
 # --------------------------------------------------------------------------------------------

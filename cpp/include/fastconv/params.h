@@ -10,9 +10,9 @@
 
 namespace fastconv {
 
-// conv2d's algorithm= argument. kAuto: the CPU dispatch's cost model picks; kWinograd is only ever
-// set for 3x3, stride 1, dilation 1, groups 1 problems (_params.py checks). The CUDA module has no
-// Winograd kernel and runs every algorithm as its direct implicit GEMM.
+// conv2d's algorithm= argument. kAuto: each backend's dispatch picks (a cost model on the CPU, a
+// channel-count rule on the GPU); kWinograd is only ever set for 3x3, stride 1, dilation 1,
+// groups 1 problems (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU.
 enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
 
 struct Conv2dParams {
@@ -33,7 +33,7 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
   }
-  // The shapes conv2d_winograd.cpp computes: 3x3, stride 1, dilation 1, groups 1, any padding.
+  // The shapes the Winograd kernels compute: 3x3, stride 1, dilation 1, groups 1, any padding.
   bool winograd_eligible() const {
     return kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dilation_h == 1 && dilation_w == 1 &&
            groups == 1;
