@@ -87,7 +87,8 @@ run_step versions 120 "$python" bench/gpu_versions.py --json "$out/versions.json
 run_step bench 180 "$python" -m fastconv bench --device gpu --suite gpu --remeasure --json "$out/bench_gpu.json"
 
 echo
-[ -s "$out/versions.log" ] && grep -E "^[a-z0-9_]+ +[0-9] |^case|TFLOP/s, copy|^host time" "$out/versions.log" | cut -c1-200
+[ -s "$out/versions.log" ] && grep -E "^[a-z0-9_]+ +[0-9w] |^case|TFLOP/s, copy|^host time" "$out/versions.log" |
+  grep -v " n/a: " | cut -c1-200
 [ -s "$out/bench.log" ] && sed -n '/^GPU/,$p' "$out/bench.log" | cut -c1-150
 echo
 printf '%-10s %-14s %6s  %s\n' step status time last-line-of-log

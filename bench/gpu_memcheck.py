@@ -56,6 +56,9 @@ def main() -> int:
     w, b = data(3, 3, 12, 72), data(72)
     cases.append(("implicit GEMM, 128-wide tile", "conv2d", *conv(x, w, b, stride=1, padding="same", dilation=1,
                                                                   groups=1), (x, w, b), 108))
+    x3, w, b = data(2, 13, 11, 3), data(7, 7, 3, 16), data(16)
+    cases.append(("first-layer direct", "conv2d", *conv(x3, w, b, stride=2, padding=3, dilation=1, groups=1),
+                  (x3, w, b), 147))
     w, b = data(3, 3, 12, 70), data(70)
     cases.append(("Winograd F(2x2, 3x3)", "conv2d",
                   _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, 1, ((1, 0), (2, 1)), 1, 1, "relu",
@@ -101,7 +104,7 @@ def main() -> int:
     failures = 0
     for label, kernel, problem, want, arrays, terms in cases:
         gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-        for version in (0, 1, 2) if kernel in VERSIONED else (0,):
+        for version in (0, 1, 2, 3) if kernel in VERSIONED else (0,):
             out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
             try:
                 _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)

@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         flops, nbytes = suites.cost(case)
         n_copies = int(min(16, max(1, -(-2 * l2 // int(nbytes)))))
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
-        variants = [(v, problem) for v in ((1, 2) if kernel in VERSIONED else (0,))]
+        versions = (1, 2, 3) if kernel == "conv2d" else (1, 2) if kernel in VERSIONED else (0,)
+        variants = [(v, problem) for v in versions]
         if case.op == "conv2d" and problem.winograd_eligible:
             variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))
         for version, variant in variants:

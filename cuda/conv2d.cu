@@ -1,5 +1,5 @@
-// Convolution entry point and the implicit-GEMM kernel for general (grouped, strided, dilated,
-// padded) NHWC convolutions with HWIO weights.
+// Convolution entry point, the implicit-GEMM kernel for general (grouped, strided, dilated,
+// padded) NHWC convolutions with HWIO weights, and a direct kernel for first layers.
 //
 // Kernel versions (picked in implicit_gemm_conv2d; `version` 0 takes the best that applies):
 //   v1  conv2d_nhwc_kernel<kVecA, 64>   FP32 SIMT implicit GEMM, 128 x 64 block tile, 8 x 4 per
@@ -10,6 +10,14 @@
 //                                       the shared-memory reads per FMA. Float4 gathers only (the
 //                                       scalar gathers spill at this size). Auto: gemm_tile_version.
 // Both split K (common.cuh) when their tiles alone would leave SMs idle.
+//   v3  conv2d_small_cin_kernel<C_in>   direct convolution for first layers (groups 1, C_in <= 4,
+//                                       C_out % 4 == 0, weights <= 48 KiB): the whole filter bank
+//                                       sits in shared memory; a thread computes 4 output channels
+//                                       (a float4 of weights) for 4 neighbouring output pixels, so
+//                                       each tap is C_in x 4 scalar input loads (shared by the
+//                                       threads of a pixel) and one shared-memory load for 16 FMAs.
+//                                       An implicit GEMM would pad K = KH*KW*C_in to 8-wide steps
+//                                       and gather 4 scalars per float4. Auto whenever it applies.
 //   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
 // conv2d() routes pointwise problems to gemm() (gemm.cu), depthwise ones to depthwise_conv2d()
 // (depthwise.cu), as cpp/dispatch.cpp does on the CPU, and 3x3 stride-1 ones to Winograd
@@ -19,6 +27,8 @@
 // Cg = C_in / groups. Row m, column k of A is x[n, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw, g*Cg + c]
 // with k = (ky*KW + kx)*Cg + c (zero in the padding); B is the HWIO weight tensor, already a
 // K x C_out row-major matrix whose group-g columns start at g * C_out/groups. No im2col buffer.
+#include <algorithm>
+
 #include "common.cuh"
 #include "launch.h"
 
@@ -135,6 +145,117 @@ void launch_conv2d(ConvGeometry g, int64_t groups, int sms, const float* x, cons
   });
 }
 
+constexpr int kSmallCinThreads = 256, kSmallCinPixels = 4;
+constexpr int64_t kSmallCinSmemBytes = 48 * 1024;  // the default dynamic limit: no opt-in needed
+
+struct SmallCinGeometry {
+  int64_t h, w, out_h, out_w, c_out;
+  int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  int kh, kw;
+  int64_t c4, quads, total;  // C_out / 4; groups of kSmallCinPixels per output row; work items
+  Activation activation;
+};
+
+template <int kCin>
+__global__ void __launch_bounds__(kSmallCinThreads)
+    conv2d_small_cin_kernel(SmallCinGeometry g, const float* __restrict__ x, const float* __restrict__ w,
+                            const float* __restrict__ bias, float* __restrict__ y) {
+  extern __shared__ float4 filters[];  // HWIO as float4 over C_out: [KH][KW][kCin][C_out / 4]
+  const int taps = g.kh * g.kw;
+  const int64_t filter_size = taps * kCin * g.c4;
+  for (int64_t i = threadIdx.x; i < filter_size; i += kSmallCinThreads) {
+    filters[i] = load4(w + 4 * i);
+  }
+  __syncthreads();
+
+  // Output channel groups fastest (a warp stores whole pixels), then pixel groups along W.
+  for (int64_t item = blockIdx.x * int64_t{kSmallCinThreads} + threadIdx.x; item < g.total;
+       item += int64_t{gridDim.x} * kSmallCinThreads) {
+    const int64_t k4 = item % g.c4;
+    int64_t rest = item / g.c4;
+    const int64_t ox0 = (rest % g.quads) * kSmallCinPixels;
+    rest /= g.quads;
+    const int64_t oy = rest % g.out_h, img = rest / g.out_h;
+    const float* x_img = x + img * g.h * g.w * kCin;
+
+    float4 acc[kSmallCinPixels];
+#pragma unroll
+    for (int o = 0; o < kSmallCinPixels; ++o) acc[o] = float4{};
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = oy * g.stride_h - g.pad_top + ky * g.dilation_h;
+      if (iy < 0 || iy >= g.h) continue;
+      const float* x_row = x_img + iy * g.w * kCin;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int64_t ix0 = ox0 * g.stride_w - g.pad_left + kx * g.dilation_w;
+        float v[kSmallCinPixels][kCin];
+#pragma unroll
+        for (int o = 0; o < kSmallCinPixels; ++o) {
+          const int64_t ix = ix0 + o * g.stride_w;
+          const bool inside = ix >= 0 && ix < g.w;
+#pragma unroll
+          for (int c = 0; c < kCin; ++c) v[o][c] = inside ? __ldg(x_row + ix * kCin + c) : 0.0f;
+        }
+        const float4* tap = filters + (ky * g.kw + kx) * kCin * g.c4 + k4;
+#pragma unroll
+        for (int c = 0; c < kCin; ++c) {
+          const float4 wv = tap[c * g.c4];
+#pragma unroll
+          for (int o = 0; o < kSmallCinPixels; ++o) {
+            acc[o].x = fmaf(v[o][c], wv.x, acc[o].x), acc[o].y = fmaf(v[o][c], wv.y, acc[o].y);
+            acc[o].z = fmaf(v[o][c], wv.z, acc[o].z), acc[o].w = fmaf(v[o][c], wv.w, acc[o].w);
+          }
+        }
+      }
+    }
+    const float4 b = bias ? load4(bias + 4 * k4) : float4{};
+    float* out = y + ((img * g.out_h + oy) * g.out_w + ox0) * g.c_out + 4 * k4;
+#pragma unroll
+    for (int o = 0; o < kSmallCinPixels; ++o) {
+      if (ox0 + o >= g.out_w) break;
+      *reinterpret_cast<float4*>(out + o * g.c_out) =
+          make_float4(apply_activation(g.activation, acc[o].x + b.x), apply_activation(g.activation, acc[o].y + b.y),
+                      apply_activation(g.activation, acc[o].z + b.z), apply_activation(g.activation, acc[o].w + b.w));
+    }
+  }
+}
+
+int64_t small_cin_filter_bytes(const Conv2dParams& p) { return p.kh * p.kw * p.c_in * p.c_out * 4; }
+
+bool small_cin_applies(const Conv2dParams& p, const float* w, const float* b, const float* y) {
+  return p.groups == 1 && p.c_in <= 4 && p.c_out % 4 == 0 && small_cin_filter_bytes(p) <= kSmallCinSmemBytes &&
+         aligned16(w) && aligned16(y) && (b == nullptr || aligned16(b));
+}
+
+template <int kCin>
+void launch_small_cin(const SmallCinGeometry& g, int64_t smem, int sms, const float* x, const float* w,
+                      const float* b, float* y, cudaStream_t s) {
+  // Grid-stride: each block stages the filters once, then works through many items.
+  const unsigned blocks =
+      grid_size(std::min<int64_t>(ceil_div(g.total, kSmallCinThreads), int64_t{8} * sms), "conv2d_small_cin_kernel");
+  conv2d_small_cin_kernel<kCin><<<blocks, kSmallCinThreads, smem, s>>>(g, x, w, b, y);
+  FC_CHECK_LAUNCH("conv2d_small_cin_kernel");
+}
+
+void small_cin_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
+                      cudaStream_t s) {
+  SmallCinGeometry g{};
+  g.h = p.h, g.w = p.w, g.out_h = p.out_h, g.out_w = p.out_w, g.c_out = p.c_out;
+  g.stride_h = p.stride_h, g.stride_w = p.stride_w, g.dilation_h = p.dilation_h, g.dilation_w = p.dilation_w;
+  g.pad_top = p.pad_top, g.pad_left = p.pad_left;
+  g.kh = static_cast<int>(p.kh), g.kw = static_cast<int>(p.kw);  // <= 48 KiB of filters: small
+  g.c4 = p.c_out / 4, g.quads = ceil_div(p.out_w, kSmallCinPixels);
+  g.total = p.n * p.out_h * g.quads * g.c4;
+  g.activation = p.activation;
+  const int64_t smem = small_cin_filter_bytes(p);
+  const int sms = multiprocessors();
+  switch (p.c_in) {
+    case 1: launch_small_cin<1>(g, smem, sms, x, w, b, y, s); break;
+    case 2: launch_small_cin<2>(g, smem, sms, x, w, b, y, s); break;
+    case 3: launch_small_cin<3>(g, smem, sms, x, w, b, y, s); break;
+    default: launch_small_cin<4>(g, smem, sms, x, w, b, y, s); break;
+  }
+}
+
 }  // namespace
 
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
@@ -153,6 +274,15 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
   g.activation = p.activation;
 
   const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const bool small_cin = small_cin_applies(p, w, b, y);
+  if (version == 3 && !small_cin) {
+    throw std::invalid_argument("conv2d: kernel version 3 needs groups 1, C_in <= 4, C_out % 4 == 0, at most 48 KiB "
+                                "of weights and 16-byte aligned w, b and y");
+  }
+  if (small_cin && (version == 0 || version == 3)) {
+    small_cin_conv2d(p, x, w, b, y, s);
+    return;
+  }
   const bool vec_a = cg % 4 == 0 && aligned16(x);
   if (version == 2 && !vec_a) {
     throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");

@@ -72,6 +72,9 @@ CONV_CASES = [
     (2, 15, 15, 4, 7, 7, 4, 1, 5, 0, 2, "relu6", True),  # window 13, stride 5
     (1, 3, 3, 5, 3, 3, 7, 1, 1, "valid", 1, None, True),  # 1x1 output
     (1, 1, 40, 7, 1, 3, 3, 1, (1, 4), (0, 1), 1, None, False),  # H = 1
+    (3, 30, 31, 3, 7, 7, 64, 1, 2, 3, 1, "relu", True),  # first-layer kernel: a stem, W not a multiple of 4 pixels
+    (1, 17, 17, 1, 5, 5, 8, 1, 1, "same", 1, "silu", False),  # first-layer kernel, C_in = 1
+    (2, 12, 12, 2, 3, 3, 12, 1, (1, 2), ((0, 1), (2, 0)), (2, 1), "tanh", True),  # C_in = 2, dilated, asymmetric
     (1, 12, 12, 64, 3, 3, 32, 2, 1, "same", 1, "relu", True),  # split K across groups (4 tiles, 36 k-steps)
     (1, 10, 10, 30, 3, 3, 20, 1, 1, 1, 1, "silu", True),  # split K with scalar gathers
     (4, 48, 48, 32, 3, 3, 256, 1, 1, "same", 1, None, True),  # 128-wide tile: 72 x 2 tiles fill an H100
@@ -242,7 +245,8 @@ WINOGRAD_CASES = [
     (1, 16, 16, 32, 64, 1, "relu6", True),
     (3, 6, 11, 20, 130, ((0, 2), (3, 1)), "silu", True),  # asymmetric padding, two GEMM column tiles
     (1, 2, 2, 8, 8, 1, "tanh", True),  # a single tile
-    (2, 14, 14, 128, 128, "same", "relu", True),  # the channel counts "auto" sends to Winograd
+    (2, 14, 14, 64, 64, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
+    (1, 9, 9, 64, 60, 1, None, True),  # one count below: "auto" stays direct
 ]
 
 
@@ -262,8 +266,8 @@ def test_winograd(cp, rng, case):
     assert err < 0.5 * tolerance(9 * c_in), f"error {err:.3g} is too close to the tolerance"
     direct = fastconv.conv2d(*args, padding=padding, activation=act, algorithm="direct")
     auto = fastconv.conv2d(*args, padding=padding, activation=act)
-    # "auto" is the Winograd kernel, bit for bit, exactly where both channel counts reach 128.
-    assert cp.array_equal(auto, got if min(c_in, c_out) >= 128 else direct)
+    # "auto" is the Winograd kernel, bit for bit, exactly where both channel counts reach 64.
+    assert cp.array_equal(auto, got if min(c_in, c_out) >= 64 else direct)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,6 +283,8 @@ def _version_cases(rng):
     xd, wd, bd = _data(rng, 70, 50), _data(rng, 50, 300), _data(rng, 300)
     w3, w5 = _data(rng, 3, 3, 12), _data(rng, 5, 5, 12)
     x8 = _data(rng, 2, 9, 11, 8)
+    x3, w3c, b16 = _data(rng, 2, 15, 13, 3), _data(rng, 5, 5, 3, 16), _data(rng, 16)
+    x4, w4c = _data(rng, 1, 10, 19, 4), _data(rng, 3, 3, 4, 8)
     conv = _params.conv2d_problem
     dw = _params.depthwise_problem
     pool = _params.pool2d_problem
@@ -287,6 +293,11 @@ def _version_cases(rng):
                           ref.conv2d(x16, w, padding="same", activation="relu"), 144, (1, 2)),
         "conv scalar A": ("conv2d", conv("conv2d", x6.shape, w6.shape, None, 2, 1, 1, 1, None), (x6, w6, None),
                           ref.conv2d(x6, w6, stride=2, padding=1), 54, (1,)),
+        "conv first layer": ("conv2d", conv("conv2d", x3.shape, w3c.shape, (16,), 2, 2, 1, 1, "relu"),
+                             (x3, w3c, b16), ref.conv2d(x3, w3c, b16, stride=2, padding=2, activation="relu"), 75,
+                             (1, 3)),
+        "conv C_in=4": ("conv2d", conv("conv2d", x4.shape, w4c.shape, None, 1, "same", 2, 1, "silu"), (x4, w4c, None),
+                        ref.conv2d(x4, w4c, padding="same", dilation=2, activation="silu"), 36, (1, 2, 3)),
         "pointwise": ("conv2d", _params.pointwise_problem("pointwise_conv2d", x16.shape, wp.shape, None, "silu"),
                       (x16, wp.reshape(1, 1, 16, 130), None), ref.pointwise_conv2d(x16, wp, activation="silu"), 16,
                       (1, 2)),
@@ -312,7 +323,7 @@ def _version_cases(rng):
 
 @gpu
 @pytest.mark.parametrize(
-    "label", ["conv 128-wide", "conv scalar A", "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
+    "label", ["conv 128-wide", "conv scalar A", "conv first layer", "conv C_in=4", "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
               "depthwise dilated", "max pool C=8", "avg pool C=8", "max pool C=6"]
 )
 def test_every_kernel_version(cp, rng, label):
@@ -320,7 +331,7 @@ def test_every_kernel_version(cp, rng, label):
 
     kernel, problem, arrays, want, terms, versions = _version_cases(rng)[label]
     gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
         if version in versions:
             _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)
