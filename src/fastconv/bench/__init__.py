@@ -38,7 +38,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
                    help="where to run (all: the CPU, and the GPU when there is one)")
-    p.add_argument("--suite", default="quick", help="quick, full, tiny, gpu (batch-32 layers sized for a large GPU), or a suite JSON file (default quick)")
+    p.add_argument("--suite", help="quick, full, tiny, gpu (batch-32 layers sized for a large GPU), or a suite JSON "
+                                   "file (default: gpu with --device gpu, else quick)")
     p.add_argument("--quick", action="store_const", const="quick", dest="suite", help="= --suite quick")
     p.add_argument("--ops", help="comma-separated ops, families or case names to keep (e.g. depthwise,dense)")
     p.add_argument("--peers", help="comma-separated peers (default: all; 'none' for fastconv alone). CPU: numpy, "
@@ -145,6 +146,8 @@ def run(args) -> dict:
     start = time.perf_counter()
     if getattr(args, "models", False):
         return _run_models(args, start)
+    if args.suite is None:
+        args.suite = "gpu" if args.device == "gpu" else "quick"
     suite_name, cases = suites.load_suite(args.suite)
     cases = suites.select_ops(cases, _split(args.ops))
     if not cases:
