@@ -1,6 +1,7 @@
-// Shared by the CUDA translation units: error checks, index helpers, and the block-tiled SGEMM
-// core (shared-memory tiles + 8x4 register tile per thread) used by the implicit-GEMM conv, the
-// pointwise conv and the dense kernels. Device code only sees the POD params of fastconv/params.h.
+// Shared by the CUDA translation units: error checks, index helpers, the block-tiled SGEMM core
+// (shared-memory tiles + an 8x4 or 8x8 register tile per thread) used by the implicit-GEMM conv,
+// the pointwise conv, the dense kernels and Winograd's products, split-K, and the scratch-memory
+// pool. Device code only sees the POD params of fastconv/params.h.
 #pragma once
 
 #include <cuda_runtime.h>
