@@ -61,8 +61,14 @@ template <int KW, int SW, int NP, int LO = 0, int HI = 0>
 void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, const float* b,
                  Activation act, float* y) {
   constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
-  for (int64_t cb = 0; cb < c; cb += kLanes) {
-    const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
+  // Input vectors that straddle two cache lines cost a second access: when C is a multiple of
+  // the vector and the input is not vector-aligned (NumPy aligns to 16 bytes), the channel blocks
+  // after the first start at the aligned channel `shift`, for one more block per pixel. (No rows:
+  // an output row wholly in the padding, bias only.)
+  const int64_t shift =
+      nrows == 0 || c % kLanes ? 0 : -(reinterpret_cast<uintptr_t>(rows[0] + x_off) / sizeof(float)) % kLanes;
+  for (int64_t cb = shift ? shift - kLanes : 0; cb < c; cb += kLanes) {
+    const int64_t c0 = max_i64(0, min_i64(cb, c - kLanes));  // the first and last blocks overlap
     const vfloat bias = b ? vec::load(b + c0) : vfloat{};
     vfloat acc[NP];
 #pragma GCC unroll 16
