@@ -7,20 +7,21 @@
 // path is chosen once per call (choose_path):
 //  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
 //    stride_h, dilation_h, padding; chosen when M > 1, when the output is narrower than
-//    kStageMaxWidth, or when input + output exceed kStageMinBytes): each thread copies the input
-//    rows it needs once into a ring (RowStage), zero-padded left and right and with channels
-//    expanded to C * M (M = 2 by vector lane permutations, other M by a scalar loop), then every
-//    output pixel goes through pixel_block: 8 (4, 1 on narrow maps)
-//    output pixels per channel block with the KW taps unrolled, each input vector loaded once per
-//    kernel row, the KW weights in registers, no bounds checks.
+//    kStageMaxWidth, when input + output exceed kStageMinBytes, or when the padding reaches KW
+//    columns a side): each thread copies the input rows it needs once into a ring (RowStage),
+//    zero-padded left and right and with channels expanded to C * M (M = 2 by vector lane
+//    permutations, other M by a scalar loop), then every output pixel goes through pixel_block:
+//    8 (4, 1 on narrow maps) output pixels per channel block with the KW taps unrolled, each input
+//    vector loaded once per kernel row, the KW weights in registers, no bounds checks.
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns are border blocks
 //    whose padding taps are dropped at compile time.
 //  - row_clipped (M = 1, C >= one vector, other geometries): clipped_pixel everywhere.
 //  - row_any (M > 1 or C below one vector, other geometries): one pixel at a time, partial vectors.
-// Rows outside the input (padding) are skipped. The last channel block of a pixel, and the last
-// pixel block of a row, overlap the one before instead of masking: those outputs are written
-// twice with the same value. Bias and activation are applied to the accumulators before the store.
+// Rows outside the input (padding) are skipped. The last channel block of a pixel (and the first,
+// when pixel_block aligns the others), and the last pixel block of a row, overlap their neighbour
+// instead of masking: those outputs are written twice with the same value. Bias and activation
+// are applied to the accumulators before the store.
 #include <cstring>
 #include <optional>
 #include <type_traits>
