@@ -7,21 +7,24 @@
 // path is chosen once per call (choose_path):
 //  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
 //    stride_h, dilation_h, padding; chosen when M > 1, when the output is narrower than
-//    kStageMaxWidth, or when input + output exceed kStageMinBytes): each thread copies the input
-//    rows it needs once into a ring (RowStage), zero-padded left and right and with channels
-//    expanded to C * M (M = 2 by vector lane permutations, other M by a scalar loop), then every
-//    output pixel goes through pixel_block: 8 (4, 1 on narrow maps)
-//    output pixels per channel block with the KW taps unrolled, each input vector loaded once per
-//    kernel row, the KW weights in registers, no bounds checks.
-//  - row_direct<KW, SW> (the same geometries with M = 1 otherwise): pixel_block reads the input
-//    rows in place for the interior columns; the few border columns take clipped_pixel.
+//    kStageMaxWidth, when input + output exceed kStageMinBytes, or when the padding reaches KW
+//    columns a side): each thread copies the input rows it needs once into a ring (RowStage),
+//    zero-padded left and right and with channels expanded to C * M (M = 2 by vector lane
+//    permutations, other M by a scalar loop), then every output pixel goes through pixel_block:
+//    8 (4, 1 on narrow maps) output pixels per channel block with the KW taps unrolled, each input
+//    vector loaded once per kernel row, the KW weights in registers, no bounds checks.
+//  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
+//    pixel_block reads the input rows in place; the first and last 8 columns are border blocks
+//    whose padding taps are dropped at compile time.
 //  - row_clipped (M = 1, C >= one vector, other geometries): clipped_pixel everywhere.
 //  - row_any (M > 1 or C below one vector, other geometries): one pixel at a time, partial vectors.
-// Rows outside the input (padding) are skipped. The last channel block of a pixel, and the last
-// pixel block of a row, overlap the one before instead of masking: those outputs are written
-// twice with the same value. Bias and activation are applied to the accumulators before the store.
+// Rows outside the input (padding) are skipped. The last channel block of a pixel (and the first,
+// when pixel_block aligns the others), and the last pixel block of a row, overlap their neighbour
+// instead of masking: those outputs are written twice with the same value. Bias and activation
+// are applied to the accumulators before the store.
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "fastconv/kernel_util.h"
@@ -49,16 +52,24 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
 
 // NP output pixels over all channels (dilation_w = 1), one channel block at a time; the KW
 // weights of a kernel row stay in registers and each input vector is loaded once per kernel row,
-// feeding every output of the block that uses it. rows: the valid kernel rows' input rows,
-// already padded left and right with zeros, so no bounds checks; x_off: the block's first tap
-// within each row; w: weights at the first valid kernel row, kx = 0; c: channels (the pixel stride
-// of the rows, w, b and y).
-template <int KW, int SW, int NP>
+// feeding every output of the block that uses it. rows: the valid kernel rows' input rows;
+// x_off: the offset in each row of the first window column inside the input; w: weights at the
+// first valid kernel row, kx = 0; c: channels (the pixel stride of the rows, w, b and y). The first
+// LO and last HI of the block's window columns lie in the zero padding (border blocks of
+// row_direct): their taps are dropped at compile time, so the border columns keep the interior's
+// 8 independent FMA chains and need no bounds checks.
+template <int KW, int SW, int NP, int LO = 0, int HI = 0>
 void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, const float* b,
                  Activation act, float* y) {
   constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
-  for (int64_t cb = 0; cb < c; cb += kLanes) {
-    const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
+  // Input vectors that straddle two cache lines cost a second access: when C is a multiple of
+  // the vector and the input is not vector-aligned (NumPy aligns to 16 bytes), the channel blocks
+  // after the first start at the aligned channel `shift`, for one more block per pixel. (No rows:
+  // an output row wholly in the padding, bias only.)
+  const int64_t shift =
+      nrows == 0 || c % kLanes ? 0 : -(reinterpret_cast<uintptr_t>(rows[0] + x_off) / sizeof(float)) % kLanes;
+  for (int64_t cb = shift ? shift - kLanes : 0; cb < c; cb += kLanes) {
+    const int64_t c0 = max_i64(0, min_i64(cb, c - kLanes));  // the first and last blocks overlap
     const vfloat bias = b ? vec::load(b + c0) : vfloat{};
     vfloat acc[NP];
 #pragma GCC unroll 16
@@ -70,8 +81,8 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
 #pragma GCC unroll 8
       for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
 #pragma GCC unroll 32
-      for (int i = 0; i < kInputs; ++i) {
-        const vfloat v = vec::load(xr + i * c);
+      for (int i = LO; i < kInputs - HI; ++i) {
+        const vfloat v = vec::load(xr + (i - LO) * c);
 #pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;  // a constant once unrolled
@@ -84,8 +95,20 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
   }
 }
 
+using BlockFn = void (*)(const float* const*, int64_t, int64_t, const float*, int64_t, const float*, Activation,
+                         float*);
+
+// Blocks of 8 pixels by the number of window columns in the padding: left[s] (s = LO), right[s] (HI).
+template <int KW, int SW, int... S>
+struct BorderBlocks {
+  static constexpr BlockFn left[] = {pixel_block<KW, SW, 8, S, 0>...};
+  static constexpr BlockFn right[] = {pixel_block<KW, SW, 8, 0, S>...};
+};
+template <int KW, int SW>
+using BorderBlocksFor = std::conditional_t<KW == 3, BorderBlocks<3, SW, 0, 1, 2>, BorderBlocks<5, SW, 0, 1, 2, 3, 4>>;
+
 // Output pixel ox over all channels with the window clipped to the input (M = 1, C >= kLanes):
-// border columns and unspecialised geometries. Four channel blocks at a time, for four
+// unspecialised geometries. Four channel blocks at a time, for four
 // independent FMA chains; blocks past the end overlap the last full one.
 void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const float* b, const RowRange& rows,
                    int64_t ox, float* y) {
@@ -211,29 +234,39 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
   }
 }
 
-// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1): the interior
-// columns, where the whole window is inside the input, in blocks of 8 pixels (the last overlapping
-// the one before); the few border columns, and interiors narrower than a block, take clipped_pixel.
+// Window columns past the right edge of the input in the last output column (0 when none).
+int64_t right_overhang(const Conv2dParams& p) {
+  return max_i64(0, (p.out_w - 1) * p.stride_w - p.pad_left + (p.kw - 1) * p.dilation_w + 1 - p.w);
+}
+
+// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1, out_w >= 16,
+// pad_left and right_overhang below KW: choose_path): every column in register blocks. The first
+// and last 8 columns are border blocks with their padding taps dropped (pixel_block's LO / HI);
+// between them blocks of 8, and the remainder one block of 8 or 4 overlapping the one before
+// (those outputs written twice with the same value). Every block between the two border blocks
+// lies wholly inside the input: the border columns are at most ceil(pad_left / SW) <= 4 on the left
+// and ceil(overhang / SW) <= 4 on the right.
 template <int KW, int SW>
 void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
   const RowRange rr = valid_rows(p, oy);
-  const int64_t c = p.c_out;
-  // Interior columns [ox_lo, ox_hi): ox * SW - pad_left >= 0 and ox * SW - pad_left + KW <= W.
-  const int64_t ox_lo = min_i64((p.pad_left + SW - 1) / SW, p.out_w);
-  const int64_t last_start = p.w - KW + p.pad_left;
-  int64_t ox_hi = last_start < 0 ? ox_lo : max_i64(ox_lo, min_i64(last_start / SW + 1, p.out_w));
-  if (ox_hi - ox_lo < 8) ox_hi = ox_lo;
-  for (int64_t ox = 0; ox < ox_lo; ++ox) clipped_pixel(p, xn, w, b, rr, ox, y + ox * c);
-  if (ox_hi > ox_lo) {
-    const float* rows[64];  // kernel heights past 64 take row_clipped (choose_path)
-    for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
-    const float* w0 = w + rr.ky0 * KW * c;
-    for (int64_t ox = ox_lo; ox < ox_hi; ox += 8) {
-      const int64_t o = min_i64(ox, ox_hi - 8);
-      pixel_block<KW, SW, 8>(rows, rr.ky1 - rr.ky0, (o * SW - p.pad_left) * c, w0, c, b, p.activation, y + o * c);
-    }
+  const int64_t c = p.c_out, ow = p.out_w, nrows = rr.ky1 - rr.ky0;
+  const float* rows[64];  // kernel heights past 64 take row_clipped (choose_path)
+  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
+  const float* w0 = w + rr.ky0 * KW * c;
+  const auto block = [&](BlockFn fn, int64_t ox, int64_t lo) {
+    fn(rows, nrows, (ox * SW - p.pad_left + lo) * c, w0, c, b, p.activation, y + ox * c);
+  };
+  using Border = BorderBlocksFor<KW, SW>;
+  block(Border::left[p.pad_left], 0, p.pad_left);
+  int64_t ox = 8;
+  for (; ox + 16 <= ow; ox += 8) block(pixel_block<KW, SW, 8>, ox, 0);
+  const int64_t rest = ow - 8 - ox;
+  if (rest > 4) {
+    block(pixel_block<KW, SW, 8>, ow - 16, 0);
+  } else if (rest > 0) {
+    block(pixel_block<KW, SW, 4>, ow - 12, 0);
   }
-  for (int64_t ox = max_i64(ox_lo, ox_hi); ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rr, ox, y + ox * c);
+  block(Border::right[right_overhang(p)], ow - 8, 0);
 }
 
 // One output row (M = 1, C >= kLanes, geometries without a staged kernel): clipped_pixel everywhere.
@@ -275,13 +308,16 @@ using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const fl
 // (one sequential stream per input row). Above this many bytes the input and output are assumed
 // to come from DRAM: half of L3, which the machine's other work shares.
 constexpr int64_t kStageMinBytes = int64_t{16} << 20;
-constexpr int64_t kStageMaxWidth = 16;  // output rows narrower than this are staged
+// Output rows narrower than this are staged; row_direct needs two border blocks of 8.
+constexpr int64_t kStageMaxWidth = 16;
 
 template <int KW, int SW>
 bool pick(const Conv2dParams& p, StagedFn* staged, RowFn* direct) {
   if (p.kw != KW || p.stride_w != SW) return false;
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
-  if (p.c_out != p.c_in || p.out_w < kStageMaxWidth || bytes >= kStageMinBytes) {
+  // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
+  if (p.c_out != p.c_in || p.out_w < kStageMaxWidth || bytes >= kStageMinBytes || p.pad_left >= KW ||
+      right_overhang(p) >= KW) {
     *staged = row_staged<KW, SW>;
   } else {
     *direct = row_direct<KW, SW>;

@@ -161,6 +161,39 @@ def test_depthwise_narrow_and_odd(c, k, stride, device, isa, rng):
         check_against_reference(device, "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
 
 
+# row_direct's border blocks in cpp/depthwise.cpp: every left padding and right overhang from 0 to
+# KW (KW itself is staged) for 3x3 / 5x5, stride 1 / 2, and output widths 15-24, which give every
+# remainder between the two border blocks (none, one block of 4, one overlapping block of 8).
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_border_blocks(k, stride, device, isa, rng):
+    c = 12
+    w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
+    for pad_left in range(k + 1):
+        for pad_right in range(k + 1):
+            first = 14 * stride + k - pad_left - pad_right
+            for width in range(first, first + 10 * stride):
+                x = random_array(rng, (1, 3, width, c))
+                kwargs = dict(stride=stride, padding=((1, 1), (pad_left, pad_right)), activation="relu6")
+                check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+# pixel_block's vector-aligned channel blocks (cpp/depthwise.cpp): C a multiple of the vector,
+# the input (and output) at every 16-byte offset from a 64-byte boundary.
+@pytest.mark.parametrize("c", [16, 48])
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_misaligned_input(k, stride, c, isa, rng):
+    shape = (1, 7, 17 * stride + 3, c)
+    w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
+    size = int(np.prod(shape))
+    for offset in range(0, 16, 4):  # floats past a 64-byte boundary
+        buffer = np.empty(size + 16, np.float32)
+        start = (-(buffer.ctypes.data // 4) + offset) % 16
+        x = buffer[start:start + size].reshape(shape)
+        x[...] = random_array(rng, shape)
+        assert x.ctypes.data % 64 == 4 * offset
+        check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
+
+
 def test_depthwise_large_batch_is_staged(isa, rng):
     # Input + output past kStageMinBytes (16 MiB): the staged path for M = 1.
     x = random_array(rng, (9, 40, 40, 160))
