@@ -177,12 +177,32 @@ def test_depthwise_border_blocks(k, stride, device, isa, rng):
                 check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
 
 
+# row_pair in cpp/depthwise.cpp (3x3, stride_h = stride_w): two output rows per pass where both
+# windows lie inside the input vertically, single rows elsewhere (top and bottom padding, the last
+# row of an odd height); padding 0-2 on every side and output widths 16-19 (every remainder of the
+# pair blocks of 4); batch 2, so an image's last row and the next image's first are neighbours.
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_row_pairs(stride, device, isa, rng):
+    c = 24
+    w, b = random_array(rng, (3, 3, c)), random_array(rng, (c,))
+    for pad_top, pad_bottom in [(0, 0), (1, 1), (2, 0), (0, 2)]:
+        for pad_left in range(3):
+            for pad_right in range(3):
+                for out_h in (6, 7):
+                    height = (out_h - 1) * stride + 3 - pad_top - pad_bottom
+                    for out_w in range(16, 20):
+                        width = (out_w - 1) * stride + 3 - pad_left - pad_right
+                        x = random_array(rng, (2, height, width, c))
+                        kwargs = dict(stride=stride, padding=((pad_top, pad_bottom), (pad_left, pad_right)))
+                        check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=9)
+
+
 # pixel_block's vector-aligned channel blocks (cpp/depthwise.cpp): C a multiple of the vector,
 # the input (and output) at every 16-byte offset from a 64-byte boundary.
 @pytest.mark.parametrize("c", [16, 48])
 @pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
 def test_depthwise_misaligned_input(k, stride, c, isa, rng):
-    shape = (1, 7, 17 * stride + 3, c)
+    shape = (1, 9, 17 * stride + 3, c)  # 9 rows: row pairs inside for 3x3 at both strides
     w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
     size = int(np.prod(shape))
     for offset in range(0, 16, 4):  # floats past a 64-byte boundary
