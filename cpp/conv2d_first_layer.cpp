@@ -22,10 +22,11 @@
 //    [block][ky][ci][kx][C], the tap order of the loop.
 //    Bias is the initial accumulator, the activation is applied on the vectors (activate(),
 //    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC through a stack buffer.
-//  - Channel-vector tile (C_out >= kTileVecs * kVecLen: AlexNet C1, the EfficientNet stem): the
-//    tiled engine's wide tile shape, kTileRows pixels x kTileVecs channel vectors; the pixels'
-//    inputs are broadcast from consecutive panel floats (no per-pixel pointers), weights packed
-//    [block][ky][ci][kx][kTileVecs * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h).
+//  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
+//    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
+//    pixels x 3 vectors where that pads C_out no more (96 channels); the pixels' inputs are
+//    broadcast from consecutive panel floats (no per-pixel pointers), weights packed
+//    [block][ky][ci][kx][V * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h).
 // Threads take work items dynamically (batch 1 still spreads over its row bands).
 #include <omp.h>
 
@@ -157,14 +158,13 @@ static inline TileFn tile_for(int64_t channels) {
   return &run_tile<C>;
 }
 
-// Channel-vector tile: kTileRows consecutive output pixels x kTileVecs vectors of output channels
-// (the tiled engine's wide tile shape). Per tap: kTileVecs weight vectors, one broadcast per pixel
-// from consecutive panel floats, kTileRows * kTileVecs FMAs; stores go straight to NHWC.
-// wb: [tap][kTileVecs * kVecLen], zero padded; bias likewise or nullptr.
+// Channel-vector tile: R consecutive output pixels x V vectors of output channels. Per tap: V weight
+// vectors, one broadcast per pixel from consecutive panel floats, R * V FMAs; stores go straight to
+// NHWC. wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
+template <int R, int V>
 static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const float* const* rows, const int64_t* off,
                              int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels, int64_t cols,
                              Activation act) {
-  constexpr int R = kTileRows, V = kTileVecs;
   vfloat acc[R][V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
@@ -199,19 +199,41 @@ static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const flo
   }
 }
 
+using CTileFn = void (*)(const Conv2dParams&, const Geometry&, const float* const*, const int64_t*, int64_t,
+                         const float*, const float*, float*, int64_t, int64_t, Activation);
+
+// Channel-vector tile shapes: the tiled engine's wide tile (kTileRows x 2 vectors) and, with 16
+// vector registers, 4 pixels x 3 vectors (12 accumulators + 3 weights + 1 broadcast): 7 loads per
+// 12 FMAs instead of 8, and per tap 1 broadcast per 3 FMAs instead of 1 per 2 (AlexNet C1's 96
+// channels: 4 blocks of 24). Used when its blocks pad C_out no more than 2-vector blocks do.
+constexpr int kWideVecs = 3, kWideRows = 4;
+static_assert(kWideRows <= kTileRows, "geometry(): tiles read at most kTileRows columns past the row");
+
+static inline int ctile_vecs(int64_t c_out) {
+#if defined(__AVX512F__)
+  (void)c_out;
+  return kTileVecs;  // 32 registers: the 8 x 2 wide tile already has 1 broadcast per 2 FMAs of 16 lanes
+#else
+  const int64_t v3 = kWideVecs * kVecLen, v2 = kTileVecs * kVecLen;
+  return (c_out + v3 - 1) / v3 * v3 <= (c_out + v2 - 1) / v2 * v2 ? kWideVecs : kTileVecs;
+#endif
+}
+
 }  // namespace
 
 void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                         int threads) {
   const Geometry g = geometry(p);
   const int64_t taps = p.kh * p.kw * p.c_in;
-  constexpr int64_t kCols = kTileVecs * kVecLen;
   // Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at
   // C_out 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x).
-  const bool channel_vectors = p.c_out >= kCols;
+  const bool channel_vectors = p.c_out >= kTileVecs * kVecLen;
+  const int ctile_v = ctile_vecs(p.c_out);
+  const int64_t block_cols = ctile_v * kVecLen, ctile_rows = ctile_v == kTileVecs ? kTileRows : kWideRows;
+  const CTileFn ctile = ctile_v == kTileVecs ? &run_ctile<kTileRows, kTileVecs> : &run_ctile<kWideRows, kWideVecs>;
   // Pixel-vector tiles: equal channel blocks of at most kChanBlock (block k has base + (k < extra)
-  // channels). Channel-vector tiles: blocks of kCols channels, the last one zero padded.
-  const int64_t blocks = channel_vectors ? (p.c_out + kCols - 1) / kCols : (p.c_out + kChanBlock - 1) / kChanBlock;
+  // channels). Channel-vector tiles: blocks of block_cols channels, the last one zero padded.
+  const int64_t blocks = channel_vectors ? (p.c_out + block_cols - 1) / block_cols : (p.c_out + kChanBlock - 1) / kChanBlock;
   const int64_t base = p.c_out / blocks, extra = p.c_out % blocks;
   const int64_t bands = (p.out_h + kBandRows - 1) / kBandRows;
   const int64_t items = p.n * bands;
@@ -220,14 +242,14 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
 
   // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
   // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
-  // w_packed + k * taps * kCols as [tap][kCols].
-  float* w_packed = alloc_floats(channel_vectors ? blocks * taps * kCols : taps * p.c_out);
-  float* b_packed = channel_vectors && b ? alloc_floats(blocks * kCols) : nullptr;
-  for (int64_t j = 0; b_packed && j < blocks * kCols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
+  // w_packed + k * taps * block_cols as [tap][block_cols].
+  float* w_packed = alloc_floats(channel_vectors ? blocks * taps * block_cols : taps * p.c_out);
+  float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
+  for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
   for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
-    const int64_t cb = channel_vectors ? min_i64(kCols, p.c_out - co0) : base + (k < extra ? 1 : 0);
-    const int64_t width = channel_vectors ? kCols : cb;
-    float* dst = w_packed + (channel_vectors ? k * taps * kCols : co0 * taps);
+    const int64_t cb = channel_vectors ? min_i64(block_cols, p.c_out - co0) : base + (k < extra ? 1 : 0);
+    const int64_t width = channel_vectors ? block_cols : cb;
+    float* dst = w_packed + (channel_vectors ? k * taps * block_cols : co0 * taps);
     for (int64_t ky = 0; ky < p.kh; ++ky) {
       for (int64_t ci = 0; ci < p.c_in; ++ci) {
         for (int64_t kx = 0; kx < p.kw; ++kx, dst += width) {
@@ -264,12 +286,12 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
         float* y_row = y + (n * p.out_h + oy) * p.out_w * p.c_out;
         if (channel_vectors) {
           for (int64_t k = 0; k < blocks; ++k) {
-            const float* wb = w_packed + k * taps * kCols;
-            const float* bias = b_packed ? b_packed + k * kCols : nullptr;
-            const int64_t cols = min_i64(kCols, p.c_out - k * kCols);
-            for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTileRows) {
-              run_ctile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + k * kCols,
-                        min_i64(kTileRows, p.out_w - ox0), cols, p.activation);
+            const float* wb = w_packed + k * taps * block_cols;
+            const float* bias = b_packed ? b_packed + k * block_cols : nullptr;
+            const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
+            for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += ctile_rows) {
+              ctile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
+                    min_i64(ctile_rows, p.out_w - ox0), cols, p.activation);
             }
           }
           continue;

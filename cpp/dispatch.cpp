@@ -28,9 +28,12 @@ constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerMaxKernel = 64;  // its per-call tap tables
 // With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
-// KH*KW*C_in = 27: 1.6x the tiled engine) and loses on long ones (AlexNet C1, 363: 0.85x), where
-// the tiled engine's per-pixel setup is amortised; the crossover between was not measured.
+// KH*KW*C_in = 27: 1.6x the tiled engine). On longer ones the crossover depends on the stride
+// (bench/NOTES.md, "First layers round 2"; paired, 1 thread, C_out 32-96): at stride 1-2 it ties or
+// wins up to 243 taps (0.83-1.01x the tiled engine's time), at stride 4 (4 panel phases, and the
+// tiled engine reads valid windows in place) it loses from 147 taps on (1.07-1.19x, AlexNet C1).
 constexpr int64_t kFirstLayerWideMaxTaps = 100;
+constexpr int64_t kFirstLayerWideMaxTapsStride2 = 256;  // stride_w <= 2
 constexpr int64_t kFirstLayerWideChannels = 16;
 
 bool cpu_has(const KernelTable& t) {
@@ -98,7 +101,8 @@ bool prefer_winograd(const Conv2dParams& p) {
 bool prefer_first_layer(const Conv2dParams& p) {
   return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.algorithm != ConvAlgorithm::kWinograd &&
          p.kh <= kFirstLayerMaxKernel && p.kw <= kFirstLayerMaxKernel &&
-         (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps);
+         (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps ||
+          (p.stride_w <= 2 && p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTapsStride2));
 }
 
 }  // namespace

@@ -391,11 +391,17 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((3, 32, 32, 1), (5, 5, 1, 6), dict(activation="relu")),  # LeNet C1, pixel vectors
         ((1, 45, 45, 3), (3, 3, 3, 32), dict(stride=2, padding="same", activation="silu")),  # EfficientNet stem
         ((2, 43, 43, 3), (5, 5, 3, 96), dict(stride=4)),  # channel vectors, 3 channel blocks (AVX2)
-        ((2, 43, 43, 3), (11, 11, 3, 96), dict(stride=4)),  # AlexNet C1: 363 taps, routed to the tiled engine
+        ((2, 43, 43, 3), (11, 11, 3, 96), dict(stride=4)),  # AlexNet C1: 363 taps
         ((1, 19, 27, 4), (5, 3, 4, 17), dict(stride=(2, 3), padding=((3, 1), (0, 4)), dilation=(2, 1))),
         ((2, 9, 70, 2), (1, 3, 2, 40), dict(padding="same", activation="relu6")),  # 1xK, many bands
         ((1, 40, 9, 1), (3, 1, 1, 1), dict(padding=((2, 2), (0, 0)))),  # C_out 1, tall image
         ((1, 5, 5, 3), (5, 5, 3, 16), {}),  # 1x1 output
+        # 4 pixels x 3 vectors channel tile (AVX2 / SSE2): C_out 24 / 23 / 44 / 72, widths off the 4-pixel tile
+        ((2, 39, 47, 3), (7, 11, 3, 72), dict(stride=2, activation="relu")),  # 231 taps (stride <= 2), 3 blocks
+        ((3, 14, 17, 1), (7, 9, 1, 23), dict(stride=(1, 2), padding="same", activation="silu")),  # C_out < 24
+        ((1, 21, 26, 4), (5, 9, 4, 44), dict(stride=(3, 2), padding=((4, 0), (2, 3)))),  # last block 20 of 24
+        ((2, 30, 33, 3), (9, 9, 3, 40), dict(stride=2, padding="same", activation="relu6")),  # 243 taps
+        ((2, 12, 13, 2), (4, 4, 2, 24), dict(dilation=2, padding=1, activation="tanh")),
     ],
 )
 def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
