@@ -6,18 +6,20 @@
 // (image, row) dynamically, so batch 1 uses every core and a preempted thread stalls nobody. The
 // path is chosen once per call (choose_path):
 //  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
-//    stride_h, dilation_h, padding; chosen when M > 1, when the output is narrower than
-//    kStageMaxWidth, when input + output exceed kStageMinBytes, or when the padding reaches KW
-//    columns a side): each thread copies the input rows it needs once into a ring (RowStage),
-//    zero-padded left and right and with channels expanded to C * M (M = 2 by vector lane
-//    permutations, other M by a scalar loop), then every output pixel goes through pixel_block:
-//    8 (4, 1 on narrow maps) output pixels per channel block with the KW taps unrolled, each input
-//    vector loaded once per kernel row, the KW weights in registers, no bounds checks.
+//    stride_h, dilation_h, padding; chosen when M > 1, when input + output exceed kStageMinBytes,
+//    when the padding reaches KW columns a side, or when the output is narrower than 4 columns or
+//    row_direct's border blocks would span it): each thread copies the input rows it needs once
+//    into a ring (RowStage), zero-padded left and right and with channels expanded to C * M (M = 2
+//    by vector lane permutations, other M by a scalar loop), then every output pixel goes through
+//    pixel_block: 8 (4, 1 on narrow maps) output pixels per channel block with the KW taps
+//    unrolled, each input vector loaded once per kernel row, the KW weights in registers, no bounds
+//    checks.
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
-//    pixel_block reads the input rows in place; the first and last 8 columns are border blocks
-//    whose padding taps are dropped at compile time. For 3x3 with stride_h = stride_w and
-//    dilation_h = 1, output rows go in pairs (row_pair, pixel_pair: blocks of 4 pixels in two rows)
-//    wherever both rows' windows lie inside the input: the input rows the two share are read once.
+//    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
+//    than 8) are border blocks whose padding taps are dropped at compile time. For 3x3 with
+//    stride_h = stride_w and dilation_h = 1, output rows go in pairs (row_pair, pixel_pair: blocks
+//    of 4 pixels in two rows) wherever both rows' windows lie inside the input: the input rows the
+//    two share are read once.
 //  - row_clipped (M = 1, C >= one vector, other geometries): clipped_pixel everywhere.
 //  - row_any (M > 1 or C below one vector, other geometries): one pixel at a time, partial vectors.
 // Rows outside the input (padding) are skipped. The last channel block of a pixel (and the first,
@@ -145,14 +147,15 @@ void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t
 using BlockFn = void (*)(const float* const*, int64_t, int64_t, const float*, int64_t, const float*, Activation,
                          float*);
 
-// Blocks of 8 pixels by the number of window columns in the padding: left[s] (s = LO), right[s] (HI).
-template <int KW, int SW, int... S>
+// Blocks of NP pixels by the number of window columns in the padding: left[s] (s = LO), right[s] (HI).
+template <int KW, int SW, int NP, int... S>
 struct BorderBlocks {
-  static constexpr BlockFn left[] = {pixel_block<KW, SW, 8, S, 0>...};
-  static constexpr BlockFn right[] = {pixel_block<KW, SW, 8, 0, S>...};
+  static constexpr BlockFn left[] = {pixel_block<KW, SW, NP, S, 0>...};
+  static constexpr BlockFn right[] = {pixel_block<KW, SW, NP, 0, S>...};
 };
-template <int KW, int SW>
-using BorderBlocksFor = std::conditional_t<KW == 3, BorderBlocks<3, SW, 0, 1, 2>, BorderBlocks<5, SW, 0, 1, 2, 3, 4>>;
+template <int KW, int SW, int NP>
+using BorderBlocksFor =
+    std::conditional_t<KW == 3, BorderBlocks<3, SW, NP, 0, 1, 2>, BorderBlocks<5, SW, NP, 0, 1, 2, 3, 4>>;
 
 using PairFn = void (*)(const float* const*, int64_t, const float*, int64_t, const float*, Activation, float*, float*);
 
@@ -295,13 +298,14 @@ int64_t right_overhang(const Conv2dParams& p) {
   return max_i64(0, (p.out_w - 1) * p.stride_w - p.pad_left + (p.kw - 1) * p.dilation_w + 1 - p.w);
 }
 
-// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1, out_w >= 16,
-// pad_left and right_overhang below KW: choose_path): every column in register blocks. The first
-// and last 8 columns are border blocks with their padding taps dropped (pixel_block's LO / HI);
-// between them blocks of 8, and the remainder one block of 8 or 4 overlapping the one before
+// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1, pad_left and
+// right_overhang below KW, border_blocks_fit: choose_path): every column in register blocks. The
+// first and last 8 columns are border blocks with their padding taps dropped (pixel_block's LO /
+// HI); between them blocks of 8, and the remainder one block of 8 or 4 overlapping the one before
 // (those outputs written twice with the same value). Every block between the two border blocks
 // lies wholly inside the input: the border columns are at most ceil(pad_left / SW) <= 4 on the left
-// and ceil(overhang / SW) <= 4 on the right.
+// and ceil(overhang / SW) <= 4 on the right. Narrow rows (out_w 8-15) are the two border blocks,
+// overlapping (two of 7 for out_w 14); rows of 4-7 two border blocks of 4.
 template <int KW, int SW>
 void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
   const RowRange rr = valid_rows(p, oy);
@@ -312,7 +316,21 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
   const auto block = [&](BlockFn fn, int64_t ox, int64_t lo) {
     fn(rows, nrows, (ox * SW - p.pad_left + lo) * c, w0, c, b, p.activation, y + ox * c);
   };
-  using Border = BorderBlocksFor<KW, SW>;
+  if (ow < 8) {
+    using Border4 = BorderBlocksFor<KW, SW, 4>;
+    block(Border4::left[p.pad_left], 0, p.pad_left);
+    block(Border4::right[right_overhang(p)], ow - 4, 0);
+    return;
+  }
+  // 14 columns (the late stages of MobileNet v2 / EfficientNet) as two blocks of 7, not two
+  // overlapping blocks of 8: 1/8 fewer FMAs.
+  if (ow == 14) {
+    using Border7 = BorderBlocksFor<KW, SW, 7>;
+    block(Border7::left[p.pad_left], 0, p.pad_left);
+    block(Border7::right[right_overhang(p)], 7, 0);
+    return;
+  }
+  using Border = BorderBlocksFor<KW, SW, 8>;
   block(Border::left[p.pad_left], 0, p.pad_left);
   int64_t ox = 8;
   for (; ox + 16 <= ow; ox += 8) block(pixel_block<KW, SW, 8>, ox, 0);
@@ -386,26 +404,34 @@ void row_any(const Conv2dParams& p, const float* xn, const float* w, const float
 using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
-// Staged rows cost one copy of the input; they pay off with M > 1 (no gathers), on narrow maps
-// (no border pixels, less block overlap) and when the input and output are far past the caches
-// (one sequential stream per input row). Above this many bytes the input and output are assumed
-// to come from DRAM: half of L3, which the machine's other work shares.
+// Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
+// input and output are far past the caches (one sequential stream per input row). Above this
+// many bytes the input and output are assumed to come from DRAM: half of L3, which the machine's
+// other work shares.
 constexpr int64_t kStageMinBytes = int64_t{16} << 20;
-// Output rows narrower than this are staged; row_direct needs two border blocks of 8.
-constexpr int64_t kStageMaxWidth = 16;
+// Whether row_direct's first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
+// the padding on their own side only, as their LO / HI taps assume. Narrower rows, or narrow ones
+// with padding that a block spans, are staged; so are 3x3 stride 1 rows of 4-7, where no gain
+// could be shown (bench/NOTES.md, depthwise round 7).
+bool border_blocks_fit(const Conv2dParams& p) {
+  if (p.out_w < 8 && p.kw == 3 && p.stride_w == 1) return false;
+  const int64_t np = p.out_w >= 8 ? 8 : 4;
+  return p.out_w >= 4 && (np - 1) * p.stride_w - p.pad_left + p.kw <= p.w && (p.out_w - np) * p.stride_w >= p.pad_left;
+}
 
 template <int KW, int SW>
 bool pick(const Conv2dParams& p, StagedFn* staged, RowFn* direct, RowFn* pair) {
   if (p.kw != KW || p.stride_w != SW) return false;
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
   // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
-  if (p.c_out != p.c_in || p.out_w < kStageMaxWidth || bytes >= kStageMinBytes || p.pad_left >= KW ||
-      right_overhang(p) >= KW) {
+  if (p.c_out != p.c_in || bytes >= kStageMinBytes || p.pad_left >= KW || right_overhang(p) >= KW ||
+      !border_blocks_fit(p)) {
     *staged = row_staged<KW, SW>;
   } else {
     *direct = row_direct<KW, SW>;
     if constexpr (KW == 3) {
-      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1) *pair = row_pair<SW>;
+      // Stride 1 pairs (blocks of 4) on rows narrower than 16: 1x14x14x576 1.16x slower than single rows.
+      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) *pair = row_pair<SW>;
     }
   }
   return true;

@@ -177,6 +177,26 @@ def test_depthwise_border_blocks(k, stride, device, isa, rng):
                 check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
 
 
+# Narrow rows in cpp/depthwise.cpp: output widths 1-15, padding 0 to KW - 1 a side. row_direct's
+# two overlapping border blocks of 8 (widths 8-15) or 4 (widths 4-7) where each meets the padding
+# on its own side only, staged rows elsewhere; 5 output rows (3x3 row pairs and single rows),
+# batch 2. C = 20: at least one vector and not a multiple of one (AVX2 and AVX-512).
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_narrow_rows(k, stride, device, isa, rng):
+    c = 20
+    w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
+    height = 4 * stride + k - 2
+    for pad_left in range(k):
+        for pad_right in range(k):
+            for out_w in range(1, 16):
+                width = (out_w - 1) * stride + k - pad_left - pad_right
+                if width < 1:
+                    continue
+                x = random_array(rng, (2, height, width, c))
+                kwargs = dict(stride=stride, padding=((1, 1), (pad_left, pad_right)), activation="relu6")
+                check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
 # row_pair in cpp/depthwise.cpp (3x3, stride_h = stride_w): two output rows per pass where both
 # windows lie inside the input vertically, single rows elsewhere (top and bottom padding, the last
 # row of an odd height); padding 0-2 on every side and output widths 16-19 (every remainder of the
