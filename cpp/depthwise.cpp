@@ -13,7 +13,8 @@
 //    by vector lane permutations, other M by a scalar loop), then every output pixel goes through
 //    pixel_block: 8 (4, 1 on narrow maps) output pixels per channel block with the KW taps
 //    unrolled, each input vector loaded once per kernel row, the KW weights in registers, no bounds
-//    checks.
+//    checks. 3x3 rows go in pairs as in row_direct (row_staged_pair). Outputs past kStreamMinBytes
+//    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
 //    than 8) are border blocks whose padding taps are dropped at compile time. For 3x3 with
@@ -196,19 +197,23 @@ void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const
 
 // One thread's copies of the input rows it is working on, in a ring of (KH - 1) * dilation_h + 1
 // rows (every row one output row needs, so rows shared by consecutive output rows are copied
-// once). Each copy has pad_left zero pixels in front and zeros after the input up to the last
-// column a window reaches, and its channels expanded to C * M (x[c] repeated M times), so the
-// pixel blocks see M = 1 and no borders. Streaming each input row once, in order, also suits the
-// hardware prefetchers when the input comes from DRAM.
+// once), plus stride_h for row pairs (row_staged_pair). Each copy has pad_left zero pixels in
+// front and zeros after the input up to the last column a window reaches, and its channels
+// expanded to C * M (x[c] repeated M times), so the pixel blocks see M = 1 and no borders.
+// Streaming each input row once, in order, also suits the hardware prefetchers when the input
+// comes from DRAM.
 class RowStage {
  public:
   // The storage is the thread's own and kept between calls: a fresh allocation per call can return
   // pages to the system and fault them in again (the heap top moves with the callers' arrays).
-  RowStage(const Conv2dParams& p, const float* x) : p_(p), x_(x) {
-    slots_ = (p.kh - 1) * p.dilation_h + 1;
+  RowStage(const Conv2dParams& p, const float* x, bool pairs) : p_(p), x_(x) {
+    slots_ = (p.kh - 1) * p.dilation_h + 1 + (pairs ? p.stride_h : 0);
     width_ = max_i64(p.pad_left + p.w, (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
     static thread_local std::vector<float> buf;
     static thread_local std::vector<int64_t> key;
+    static thread_local std::vector<float> out;
+    if (out.size() < static_cast<size_t>(8 * p.c_out + 16)) out.resize(static_cast<size_t>(8 * p.c_out + 16));
+    out_ = out.data() + (16 - reinterpret_cast<uintptr_t>(out.data()) / sizeof(float) % 16) % 16;
     // Rows start on 64-byte boundaries, like NumPy's arrays: a vector load at a misaligned
     // address crosses cache lines twice as often.
     slot_size_ = (width_ * p.c_out + 15) / 16 * 16;
@@ -224,6 +229,9 @@ class RowStage {
                   static_cast<size_t>((width_ - p.pad_left - p.w) * p.c_out) * sizeof(float));
     }
   }
+  // Room for 8 output pixels (a pixel block, or a pair's two blocks of 4), 64-byte aligned: the
+  // staged kernels' outputs go here first when they stream (see stream_copy).
+  float* out() const { return out_; }
   // Padded column 0 (input column -pad_left) of input row iy of image n.
   const float* row(int64_t n, int64_t iy) {
     const int64_t slot = iy % slots_, key = n * p_.h + iy;
@@ -264,13 +272,26 @@ class RowStage {
   const float* x_;
   int64_t slots_, width_, slot_size_;
   float* buf_;
+  float* out_;
   int64_t* key_;  // n * H + iy of the row in each slot, -1 when empty
 };
 
+// Copies n floats (a multiple of 4, at least one vector) to 16-byte-aligned dst with non-temporal
+// stores, the last vector overlapping the one before. The pixel blocks write each channel block of
+// their 8 pixels at a stride of C floats: streamed directly, that keeps 8+ cache lines partly
+// written at once, more than the write-combining buffers hold, and each goes out as partial writes.
+// From an L1 copy of the block the lines are written whole and in order.
+void stream_copy(float* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) vec::stream(dst + i, vec::load(src + i));
+  if (i < n) vec::stream(dst + n - kLanes, vec::load(src + n - kLanes));
+}
+
 // One output row from staged rows (dilation_w = 1, C * M >= kLanes): blocks of 8 pixels, the last
 // one overlapping the one before (its outputs written twice with the same value); maps narrower
-// than 8 pixels take blocks of 4 the same way, narrower than 4 single pixels.
-template <int KW, int SW>
+// than 8 pixels take blocks of 4 the same way, narrower than 4 single pixels. ST: non-temporal
+// output, each block through stage.out().
+template <int KW, int SW, bool ST>
 void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                 int64_t oy) {
   const RowRange rr = valid_rows(p, oy);
@@ -278,18 +299,40 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
   for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = stage.row(n, rr.iy0 + ky * p.dilation_h);
   const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w;
   const float* w0 = w + rr.ky0 * KW * c;
+  const auto blocks = [&](BlockFn fn, int64_t np) {
+    for (int64_t ox = 0; ox < ow; ox += np) {
+      const int64_t o = min_i64(ox, ow - np);
+      fn(rows, nrows, o * SW * c, w0, c, b, p.activation, ST ? stage.out() : y + o * c);
+      if (ST) stream_copy(y + o * c, stage.out(), np * c);
+    }
+  };
   if (ow >= 8) {
-    for (int64_t ox = 0; ox < ow; ox += 8) {
-      const int64_t o = min_i64(ox, ow - 8);
-      pixel_block<KW, SW, 8>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
-    }
+    blocks(pixel_block<KW, SW, 8>, 8);
   } else if (ow >= 4) {
-    for (int64_t ox = 0; ox < ow; ox += 4) {
-      const int64_t o = min_i64(ox, ow - 4);
-      pixel_block<KW, SW, 4>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
-    }
+    blocks(pixel_block<KW, SW, 4>, 4);
   } else {
-    for (int64_t o = 0; o < ow; ++o) pixel_block<KW, SW, 1>(rows, nrows, o * SW * c, w0, c, b, p.activation, y + o * c);
+    blocks(pixel_block<KW, SW, 1>, 1);
+  }
+}
+
+// Output rows oy and oy + 1 from staged rows, as row_pair (3x3, stride_h = SW, dilation_h = 1,
+// pair_fits, out_w >= 4) but with no border blocks: blocks of 4, the last overlapping the one before.
+template <int SW, bool ST>
+void row_staged_pair(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
+                     int64_t oy) {
+  constexpr int KW = 3;
+  const int64_t c = p.c_out, ow = p.out_w, iy0 = oy * SW - p.pad_top;
+  const float* rows[KW + SW];
+  for (int r = 0; r < KW + SW; ++r) rows[r] = stage.row(n, iy0 + r);
+  for (int64_t ox = 0; ox < ow; ox += 4) {
+    const int64_t o = min_i64(ox, ow - 4);
+    float* top = ST ? stage.out() : y + o * c;
+    float* bot = ST ? stage.out() + 4 * c : y + (ow + o) * c;
+    pixel_pair<KW, SW, 4>(rows, o * SW * c, w, c, b, p.activation, top, bot);
+    if (ST) {
+      stream_copy(y + o * c, top, 4 * c);
+      stream_copy(y + (ow + o) * c, bot, 4 * c);
+    }
   }
 }
 
@@ -418,43 +461,64 @@ bool border_blocks_fit(const Conv2dParams& p) {
   const int64_t np = p.out_w >= 8 ? 8 : 4;
   return p.out_w >= 4 && (np - 1) * p.stride_w - p.pad_left + p.kw <= p.w && (p.out_w - np) * p.stride_w >= p.pad_left;
 }
+// Outputs at least this large are written with non-temporal stores on the staged path: they are
+// past L2 and half of L3, and streaming them skips the read for ownership of every output line.
+constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
 
+// The kernels chosen for a call: staged when set, else direct; pair (two rows at a time, where
+// they fit) only with direct, staged_pair only with staged.
+struct Path {
+  StagedFn staged = nullptr, staged_pair = nullptr;
+  RowFn direct = nullptr, pair = nullptr;
+};
+
+template <int KW, int SW, bool ST>
+void pick_staged(const Conv2dParams& p, Path* path) {
+  path->staged = row_staged<KW, SW, ST>;
+  if constexpr (KW == 3) {
+    if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && p.out_w >= 4) path->staged_pair = row_staged_pair<SW, ST>;
+  }
+}
+
+// stream: non-temporal output stores (staged kernels only: the direct path's output fits in L3).
 template <int KW, int SW>
-bool pick(const Conv2dParams& p, StagedFn* staged, RowFn* direct, RowFn* pair) {
+bool pick(const Conv2dParams& p, bool stream, Path* path) {
   if (p.kw != KW || p.stride_w != SW) return false;
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
   // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
   if (p.c_out != p.c_in || bytes >= kStageMinBytes || p.pad_left >= KW || right_overhang(p) >= KW ||
       !border_blocks_fit(p)) {
-    *staged = row_staged<KW, SW>;
+    stream ? pick_staged<KW, SW, true>(p, path) : pick_staged<KW, SW, false>(p, path);
   } else {
-    *direct = row_direct<KW, SW>;
+    path->direct = row_direct<KW, SW>;
     if constexpr (KW == 3) {
       // Stride 1 pairs (blocks of 4) on rows narrower than 16: 1x14x14x576 1.16x slower than single rows.
-      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) *pair = row_pair<SW>;
+      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) path->pair = row_pair<SW>;
     }
   }
   return true;
 }
 
-// Sets exactly one of staged and direct; pair (two rows at a time, where they fit) only with direct.
-void choose_path(const Conv2dParams& p, StagedFn* staged, RowFn* direct, RowFn* pair) {
-  *staged = nullptr;
-  *pair = nullptr;
-  *direct = p.c_out == p.c_in && p.c_in >= kLanes ? row_clipped : row_any;
-  if (p.c_out < kLanes || p.dilation_w != 1 || p.kh > 64) return;
-  pick<3, 1>(p, staged, direct, pair) || pick<3, 2>(p, staged, direct, pair) || pick<5, 1>(p, staged, direct, pair) ||
-      pick<5, 2>(p, staged, direct, pair);
+Path choose_path(const Conv2dParams& p, bool stream) {
+  Path path;
+  path.direct = p.c_out == p.c_in && p.c_in >= kLanes ? row_clipped : row_any;
+  if (p.c_out < kLanes || p.dilation_w != 1 || p.kh > 64) return path;
+  pick<3, 1>(p, stream, &path) || pick<3, 2>(p, stream, &path) || pick<5, 1>(p, stream, &path) ||
+      pick<5, 2>(p, stream, &path);
+  return path;
 }
 
 }  // namespace
 
 void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  StagedFn staged;
-  RowFn row, pair;
-  choose_path(p, &staged, &row, &pair);
-  // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with row_pair.
-  const int64_t step = pair ? 2 : 1, per_image = (p.out_h + step - 1) / step, items = p.n * per_image;
+  // Outputs far past the caches are written around them (16-byte non-temporal stores: every store
+  // address is y plus a multiple of 4 floats when C is).
+  const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= kStreamMinBytes &&
+                      vec::streamable(y) && p.c_out % 4 == 0;
+  const Path path = choose_path(p, stream);
+  // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
+  const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
+  const int64_t items = p.n * per_image;
   const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads);
   // Chunks of consecutive items (they share staged input rows), about eight per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others.
@@ -462,20 +526,23 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
 #pragma omp parallel num_threads(nthreads)
   {
     std::optional<RowStage> stage;
-    if (staged) stage.emplace(p, x);
+    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
       const int64_t n = i / per_image, oy = i % per_image * step;
       const float* xn = x + n * p.h * p.w * p.c_in;
       float* yr = y + (n * p.out_h + oy) * p.out_w * p.c_out;
-      if (staged) {
-        staged(p, *stage, n, w, b, yr, oy);
-      } else if (pair && pair_fits(p, oy)) {
-        pair(p, xn, w, b, yr, oy);
+      if (path.staged_pair && pair_fits(p, oy)) {
+        path.staged_pair(p, *stage, n, w, b, yr, oy);
+      } else if (path.pair && pair_fits(p, oy)) {
+        path.pair(p, xn, w, b, yr, oy);
       } else {
-        for (int64_t r = oy; r < min_i64(oy + step, p.out_h); ++r, yr += p.out_w * p.c_out) row(p, xn, w, b, yr, r);
+        for (int64_t r = oy; r < min_i64(oy + step, p.out_h); ++r, yr += p.out_w * p.c_out) {
+          path.staged ? path.staged(p, *stage, n, w, b, yr, r) : path.direct(p, xn, w, b, yr, r);
+        }
       }
     }
+    if (stream) vec::stream_fence();
   }
 }
 

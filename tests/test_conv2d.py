@@ -234,11 +234,40 @@ def test_depthwise_misaligned_input(k, stride, c, isa, rng):
         check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
 
 
-def test_depthwise_large_batch_is_staged(isa, rng):
-    # Input + output past kStageMinBytes (16 MiB): the staged path for M = 1.
-    x = random_array(rng, (9, 40, 40, 160))
-    w, b = random_array(rng, (3, 3, 160)), random_array(rng, (160,))
-    check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(padding=1, activation="relu6"), terms=9)
+# Input + output past kStageMinBytes (16 MiB): the staged path for M = 1, and an output past
+# kStreamMinBytes (8 MiB): non-temporal stores. Odd heights and uneven padding: single rows and
+# row pairs (3x3, stride_h = stride_w) at the top and bottom, pairs inside.
+@pytest.mark.parametrize("shape, k, stride, padding", [
+    ((9, 40, 40, 160), 3, 1, 1),
+    ((9, 41, 43, 160), 3, 1, ((0, 1), (2, 1))),
+    ((9, 79, 81, 160), 3, 2, ((1, 0), (0, 2))),
+    ((9, 39, 40, 160), 5, 1, 2),
+    ((500, 40, 3, 36), 3, 1, 1),  # single pixels, C not a multiple of the vector: stream_copy's tail
+])
+def test_depthwise_large_batch_is_staged(shape, k, stride, padding, isa, rng):
+    x = random_array(rng, shape)
+    w, b = random_array(rng, (k, k, shape[3])), random_array(rng, (shape[3],))
+    kwargs = dict(stride=stride, padding=padding, activation="relu6")
+    check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+# 3x3 row pairs on the staged path (row_staged_pair), small enough not to stream: maps narrower than
+# 16 columns, and padding of 3 columns on a side (wider than row_direct takes), with M = 1 and 2,
+# strides 1 and 2, padding on every side, odd and even output heights, batch 2.
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mult", [1, 2])
+def test_depthwise_staged_row_pairs(stride, mult, device, isa, rng):
+    c = 12
+    w, b = random_array(rng, (3, 3, c, mult)), random_array(rng, (c * mult,))
+    cases = [(out_w, pl, pr) for out_w in (4, 5, 7, 9) for pl, pr in [(0, 0), (1, 2), (2, 1)]] + [(17, 3, 1), (18, 1, 3)]
+    for pad_top, pad_bottom in [(0, 0), (1, 1), (2, 0), (0, 2)]:
+        for out_h in (6, 7):
+            height = (out_h - 1) * stride + 3 - pad_top - pad_bottom
+            for out_w, pad_left, pad_right in cases:
+                width = max(1, (out_w - 1) * stride + 3 - pad_left - pad_right)
+                x = random_array(rng, (2, height, width, c))
+                kwargs = dict(stride=stride, padding=((pad_top, pad_bottom), (pad_left, pad_right)))
+                check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=9)
 
 
 def test_depthwise_nan_and_large_values(device, isa):
