@@ -20,8 +20,9 @@
 //    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
 //    [block][ky][ci][kx][C], the tap order of the loop.
-//    Bias is the initial accumulator, the activation is applied on the vectors (activate(),
+//    Bias is the initial accumulator, relu / relu6 are applied on the vectors (activate(),
 //    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC through a stack buffer.
+//    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).
 //  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
 //    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
 //    pixels x 3 vectors where that pads C_out no more (96 channels); the pixels' inputs are
@@ -199,6 +200,45 @@ static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const flo
   }
 }
 
+// Activations with an exponential (sigmoid, tanh, SiLU) are applied after a whole output row is
+// stored, over its contiguous out_w * C_out floats, instead of per accumulator in the tile's store:
+// there the ~30 operations of vexp per vector compete with the 12 live accumulators for the 16
+// registers (spills) and run as 12 unrolled copies. Here one short loop keeps its constants in
+// registers and independent iterations overlap. Cheap activations stay in the tile's store.
+static inline bool activate_after_row(Activation act) {
+  return act == Activation::kSigmoid || act == Activation::kTanh || act == Activation::kSilu;
+}
+
+template <Activation A>
+static inline void activate_run(float* y, int64_t count) {
+  // 4 independent vectors per step: one vexp is a ~25-deep dependency chain (~80 cycles), so
+  // the out-of-order window needs several side by side to keep the FMA pipes busy.
+  constexpr int kRun = 4;
+  int64_t i = 0;
+  for (; i + kRun * kVecLen <= count; i += kRun * kVecLen) {
+    vfloat v[kRun];
+#pragma GCC unroll 4
+    for (int j = 0; j < kRun; ++j) v[j] = load_vec(y + i + j * kVecLen);
+#pragma GCC unroll 4
+    for (int j = 0; j < kRun; ++j) store_vec(y + i + j * kVecLen, activate(A, v[j]));
+  }
+  for (; i + kVecLen <= count; i += kVecLen) store_vec(y + i, activate(A, load_vec(y + i)));
+  if (i == count) return;
+  alignas(64) float tail[kVecLen] = {};
+  std::memcpy(tail, y + i, sizeof(float) * (count - i));
+  store_vec(tail, activate(A, load_vec(tail)));
+  std::memcpy(y + i, tail, sizeof(float) * (count - i));
+}
+
+static inline void activate_row(Activation act, float* y, int64_t count) {
+  switch (act) {
+    case Activation::kSigmoid: return activate_run<Activation::kSigmoid>(y, count);
+    case Activation::kTanh: return activate_run<Activation::kTanh>(y, count);
+    case Activation::kSilu: return activate_run<Activation::kSilu>(y, count);
+    default: return;
+  }
+}
+
 using CTileFn = void (*)(const Conv2dParams&, const Geometry&, const float* const*, const int64_t*, int64_t,
                          const float*, const float*, float*, int64_t, int64_t, Activation);
 
@@ -267,6 +307,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     off[kx] = col % p.stride_w * g.wq + col / p.stride_w;
   }
   const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
+  const bool row_act = activate_after_row(p.activation);
+  const Activation tile_act = row_act ? Activation::kNone : p.activation;
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -291,22 +333,23 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
             const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
             for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += ctile_rows) {
               ctile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
-                    min_i64(ctile_rows, p.out_w - ox0), cols, p.activation);
+                    min_i64(ctile_rows, p.out_w - ox0), cols, tile_act);
             }
           }
-          continue;
-        }
-        for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
-          const int64_t cb = base + (k < extra ? 1 : 0);
-          const TileFn tile = k < extra ? tile_big : tile_small;
-          const float* wb = w_packed + co0 * taps;
-          const float* bias = b ? b + co0 : nullptr;
-          for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTilePixels) {
-            tile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + co0, min_i64(kTilePixels, p.out_w - ox0),
-                 p.activation);
+        } else {
+          for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
+            const int64_t cb = base + (k < extra ? 1 : 0);
+            const TileFn tile = k < extra ? tile_big : tile_small;
+            const float* wb = w_packed + co0 * taps;
+            const float* bias = b ? b + co0 : nullptr;
+            for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTilePixels) {
+              tile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + co0,
+                   min_i64(kTilePixels, p.out_w - ox0), tile_act);
+            }
+            co0 += cb;
           }
-          co0 += cb;
         }
+        if (row_act) activate_row(p.activation, y_row, p.out_w * p.c_out);
       }
     }
   }

@@ -459,7 +459,27 @@ def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
-@pytest.mark.parametrize("activation", ["relu", "relu6"])
+# Sigmoid / tanh / SiLU run over each stored output row (out_w * C_out floats, in steps of 4 vectors,
+# then single vectors, then a partial one): C_in 1-4, both tile variants, C_out off the vector,
+# row lengths off every step, batch > 1.
+@pytest.mark.parametrize("activation", ["silu", "sigmoid", "tanh"])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride",
+    [
+        ((2, 13, 11, 1), (3, 3, 1, 5), 1),  # pixel vectors, row 9 x 5 = 45 floats
+        ((3, 17, 19, 2), (5, 5, 2, 13), (1, 2)),  # pixel vectors, C_out 13
+        ((2, 23, 21, 3), (3, 3, 3, 32), 2),  # stem: 11 x 32 floats
+        ((2, 15, 14, 4), (3, 5, 4, 21), 1),  # channel vectors, C_out 21
+        ((1, 9, 37, 3), (3, 3, 3, 50), 2),  # channel vectors, 19 x 50 floats
+    ],
+)
+def test_conv2d_first_layer_exp_activations(activation, x_shape, w_shape, stride, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    kwargs = dict(stride=stride, padding="same", activation=activation)
+    check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "silu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("c_out", [6, 32])
 def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     x = np.ones((1, 12, 20, 3), np.float32)
