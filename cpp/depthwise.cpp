@@ -348,7 +348,8 @@ int64_t right_overhang(const Conv2dParams& p) {
 // (those outputs written twice with the same value). Every block between the two border blocks
 // lies wholly inside the input: the border columns are at most ceil(pad_left / SW) <= 4 on the left
 // and ceil(overhang / SW) <= 4 on the right. Narrow rows (out_w 8-15) are the two border blocks,
-// overlapping (two of 7 for out_w 14); rows of 4-7 two border blocks of 4.
+// overlapping (two of 7 for out_w 14); rows of 4-7 two border blocks of 4; 5x5 stride 1 at 28
+// columns border blocks of 10 around one block of 8.
 template <int KW, int SW>
 void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
   const RowRange rr = valid_rows(p, oy);
@@ -372,6 +373,18 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
     block(Border7::left[p.pad_left], 0, p.pad_left);
     block(Border7::right[right_overhang(p)], 7, 0);
     return;
+  }
+  // 5x5 stride 1 at 28 columns (EfficientNet) as 10 | 8 | 10, not 8 | 8 | 4 | 8: a block's 8
+  // accumulators are exactly the FMA latency x throughput product, a block of 4 runs at half rate,
+  // and the 10-pixel border blocks get 2 spare chains (a few accumulator spills; still faster).
+  if constexpr (KW == 5 && SW == 1) {
+    if (ow == 28) {
+      using Border10 = BorderBlocksFor<KW, SW, 10>;
+      block(Border10::left[p.pad_left], 0, p.pad_left);
+      block(pixel_block<KW, SW, 8>, 10, 0);
+      block(Border10::right[right_overhang(p)], 18, 0);
+      return;
+    }
   }
   using Border = BorderBlocksFor<KW, SW, 8>;
   block(Border::left[p.pad_left], 0, p.pad_left);
