@@ -18,8 +18,6 @@ from fastconv import _gpu, _params
 from fastconv import reference as ref
 from fastconv._compare import assert_close
 
-VERSIONED = ("conv2d", "dense", "max_pool2d", "avg_pool2d")  # kernels with a version argument
-
 
 def conv(x, w, b, **kw):
     """(problem, float64 reference result) of a relu conv2d."""
@@ -104,7 +102,7 @@ def main() -> int:
     failures = 0
     for label, kernel, problem, want, arrays, terms in cases:
         gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-        for version in (0, 1, 2, 3) if kernel in VERSIONED else (0,):
+        for version in (0, 1, 2, 3) if kernel in _gpu.VERSIONED_KERNELS else (0,):
             out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
             try:
                 _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)

@@ -35,7 +35,6 @@ from fastconv.bench.peers import call_op
 
 KERNEL_OF_OP = {"conv2d": "conv2d", "depthwise_conv2d": "conv2d", "pointwise_conv2d": "conv2d", "dense": "dense",
                 "max_pool2d": "max_pool2d", "avg_pool2d": "avg_pool2d", "global_avg_pool2d": "global_avg_pool2d"}
-VERSIONED = ("conv2d", "dense", "max_pool2d", "avg_pool2d")
 
 
 def device_arrays(case, problem, arrays):
@@ -139,7 +138,7 @@ def main(argv=None) -> int:
         flops, nbytes = suites.cost(case)
         n_copies = int(min(16, max(1, -(-2 * l2 // int(nbytes)))))
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
-        versions = (1, 2, 3) if kernel == "conv2d" else (1, 2) if kernel in VERSIONED else (0,)
+        versions = (1, 2, 3) if kernel == "conv2d" else (1, 2) if kernel in _gpu.VERSIONED_KERNELS else (0,)
         variants = [(v, problem) for v in versions]
         if case.op == "conv2d" and problem.winograd_eligible:
             variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))

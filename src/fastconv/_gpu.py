@@ -18,7 +18,7 @@ import numpy as np
 _cuda = None  # the loaded fastconv._cuda, once cuda_module() has vetted it
 _FLOAT32 = np.dtype(np.float32)
 _KERNELS = ("conv2d", "dense", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d")
-_VERSIONED = ("conv2d", "dense", "max_pool2d", "avg_pool2d")  # kernels with a `version` argument
+VERSIONED_KERNELS = ("conv2d", "dense", "max_pool2d", "avg_pool2d")  # kernels with a `version` argument
 _OPERANDS = {"conv2d": ("x", "w", "b"), "dense": ("x", "w", "b")}  # the pools take x alone
 
 
@@ -188,7 +188,7 @@ def run(kernel: str, problem, *arrays, out=None, version: int = 0):
         pointers.append(_checked(kernel, name, a, size, device_id, cupy))
     if len(names) == 3 and arrays[2] is not None and not problem.has_bias:
         raise ValueError(f"{kernel}: b given for a problem without bias")
-    if version and kernel not in _VERSIONED:
+    if version and kernel not in VERSIONED_KERNELS:
         raise ValueError(f"{kernel}: has a single kernel version")
 
     extra = {"version": version} if version else {}
