@@ -72,7 +72,12 @@ def test_conv2d_random_geometry(case, device, isa, rng):
         ((1, 11, 11, 2), (5, 5, 2, 7), dict(padding=(2, 3), stride=2)),  # every tile at a border
         ((1, 16, 16, 8), (3, 3, 8, 16), dict(padding="same", dilation=(2, 3))),  # gathered windows
         ((1, 4, 30, 1), (1, 7, 1, 9), dict(padding=((0, 0), (3, 3)))),  # wide kernel, C_in = 1
-        ((2, 9, 9, 24), (3, 3, 8, 63), dict(groups=3, padding="same")),  # groups > 1: fallback path
+        # groups > 1: one segment per tap, group g shifted by g * C_in / groups channels.
+        ((2, 9, 9, 24), (3, 3, 8, 63), dict(groups=3, padding="same")),  # 21 per group: a partial block
+        ((1, 10, 9, 64), (3, 3, 4, 64), dict(groups=16, stride=2, padding=1, activation="relu")),  # ResNeXt-like
+        ((1, 13, 11, 40), (5, 5, 20, 70), dict(groups=2, padding="same", dilation=(1, 2), activation="silu")),
+        ((2, 7, 8, 12), (1, 1, 3, 36), dict(groups=4)),  # grouped 1x1
+        ((1, 6, 6, 9), (3, 2, 3, 3), dict(groups=3, padding=((2, 0), (1, 3)), stride=(1, 2))),  # 1 channel per group
     ],
 )
 def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):

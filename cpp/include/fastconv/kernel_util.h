@@ -18,9 +18,6 @@
 
 namespace fastconv::cpu {
 
-// Output channels accumulated at once: the accumulator stays in L1 next to one weight row.
-constexpr int64_t kChannelChunk = 256;
-
 // Below this many multiply-adds (or window elements, for pooling) a call runs on one thread.
 // Opening and joining a 2-thread OpenMP region measured 5-10 us on the 2-core Zen 4 VM (a
 // 36 K-MAC depthwise call: 7.5 us on one thread, 12 us on two); a region is worth opening only for
@@ -52,10 +49,5 @@ static inline void store_activated(Activation act, const float* acc, float* out,
 // translation unit may be the copy the linker keeps for all of them.
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-static inline void init_accumulator(const float* bias, float* acc, int64_t len) {
-#pragma omp simd
-  for (int64_t j = 0; j < len; ++j) acc[j] = bias ? bias[j] : 0.0f;
-}
 
 }  // namespace fastconv::cpu

@@ -136,13 +136,14 @@ static inline void load_row(const float* src, int64_t cols, vfloat (&dst)[V]) {
   for (int v = 0; v < V; ++v) dst[v] = load_vec(row + v * kVecLen);
 }
 
-// What one tile multiplies: segs[t * TR + r] is where segment t of pixel r starts (TR: the
-// tile's row count); the weights of segment t are the seg rows w + t * seg * ldw, each
+// What one tile multiplies: segs[t * TR + r] + seg_offset is where segment t of pixel r starts
+// (TR: the tile's row count); the weights of segment t are the seg rows w + t * seg * ldw, each
 // V * kVecLen wide.
 struct TileJob {
   const float* const* segs;
   const float* const* next_segs;  // the next tile's segs, prefetched while this one runs; or nullptr
   int64_t taps, seg;
+  int64_t seg_offset;  // a grouped convolution's first input channel of the group
   const float* w;
   int64_t ldw;
   const float* bias;  // V * kVecLen values, or nullptr
@@ -164,14 +165,14 @@ static inline void run_tile(const TileJob& job) {
   for (int64_t t = 0; t < job.taps; ++t) {
     const float* a[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) a[r] = job.segs[t * TR + r];
+    for (int r = 0; r < R; ++r) a[r] = job.segs[t * TR + r] + job.seg_offset;
     const float* wt = job.w + t * job.seg * job.ldw;
     // In steps of one cache line of input per pixel, each step prefetching the next tile's matching
     // line: streamed inputs (a GEMM's rows) arrive from DRAM before they are needed.
     for (int64_t i0 = 0; i0 < job.seg; i0 += kLineFloats) {
       if (job.next_segs) {
 #pragma GCC unroll 16
-        for (int r = 0; r < TR; ++r) __builtin_prefetch(job.next_segs[t * TR + r] + i0);
+        for (int r = 0; r < TR; ++r) __builtin_prefetch(job.next_segs[t * TR + r] + job.seg_offset + i0);
       }
       const int64_t i1 = min_i64(i0 + kLineFloats, job.seg);
       for (int64_t i = i0; i < i1; ++i, wt += job.ldw) {
