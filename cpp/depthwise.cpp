@@ -21,12 +21,21 @@
 //    stride_h = stride_w and dilation_h = 1, output rows go in pairs (row_pair, pixel_pair: blocks
 //    of 4 pixels in two rows) wherever both rows' windows lie inside the input: the input rows the
 //    two share are read once.
-//  - row_clipped (M = 1, C >= one vector, other geometries): clipped_pixel everywhere.
-//  - row_any (M > 1 or C below one vector, other geometries): one pixel at a time, partial vectors.
+//  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
+//    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
+//    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
+//    a block would share few L1 sets at C = 128, 384) and the weights packed per channel block
+//    (pack_weights). general_block: 8 output pixels in registers, each kernel row in pieces of P
+//    columns (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
+//    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
+//    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
+//    The activation runs over each finished row (activate_span).
+//  - row_clipped (M = 1, C >= one vector: one-column kernels, SW > 2): clipped_pixel everywhere.
+//  - row_any (M > 1 with SW > 2, or C * M below one vector): one pixel at a time, partial vectors.
 // Rows outside the input (padding) are skipped. The last channel block of a pixel (and the first,
 // when pixel_block aligns the others), and the last pixel block of a row, overlap their neighbour
 // instead of masking: those outputs are written twice with the same value. Bias and activation
-// are applied to the accumulators before the store.
+// are applied to the accumulators before the store (row_staged_general: the activation after).
 #include <cstring>
 #include <optional>
 #include <type_traits>
@@ -206,7 +215,9 @@ class RowStage {
  public:
   // The storage is the thread's own and kept between calls: a fresh allocation per call can return
   // pages to the system and fault them in again (the heap top moves with the callers' arrays).
-  RowStage(const Conv2dParams& p, const float* x, bool pairs) : p_(p), x_(x) {
+  // pixel_stride: floats from one staged pixel to the next (C * M, or more: row_staged_general).
+  RowStage(const Conv2dParams& p, const float* x, bool pairs, int64_t pixel_stride)
+      : p_(p), x_(x), cs_(pixel_stride) {
     slots_ = (p.kh - 1) * p.dilation_h + 1 + (pairs ? p.stride_h : 0);
     width_ = max_i64(p.pad_left + p.w, (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
     static thread_local std::vector<float> buf;
@@ -216,7 +227,7 @@ class RowStage {
     out_ = out.data() + (16 - reinterpret_cast<uintptr_t>(out.data()) / sizeof(float) % 16) % 16;
     // Rows start on 64-byte boundaries, like NumPy's arrays: a vector load at a misaligned
     // address crosses cache lines twice as often.
-    slot_size_ = (width_ * p.c_out + 15) / 16 * 16;
+    slot_size_ = (width_ * cs_ + 15) / 16 * 16;
     const size_t size = static_cast<size_t>(slots_ * slot_size_ + 16);
     if (buf.size() < size) buf.resize(size);
     key.assign(static_cast<size_t>(slots_), -1);
@@ -224,14 +235,15 @@ class RowStage {
     key_ = key.data();
     for (int64_t s = 0; s < slots_; ++s) {  // the zero columns left and right of the input
       float* row = buf_ + s * slot_size_;
-      std::memset(row, 0, static_cast<size_t>(p.pad_left * p.c_out) * sizeof(float));
-      std::memset(row + (p.pad_left + p.w) * p.c_out, 0,
-                  static_cast<size_t>((width_ - p.pad_left - p.w) * p.c_out) * sizeof(float));
+      std::memset(row, 0, static_cast<size_t>(p.pad_left * cs_) * sizeof(float));
+      std::memset(row + (p.pad_left + p.w) * cs_, 0,
+                  static_cast<size_t>((width_ - p.pad_left - p.w) * cs_) * sizeof(float));
     }
   }
   // Room for 8 output pixels (a pixel block, or a pair's two blocks of 4), 64-byte aligned: the
   // staged kernels' outputs go here first when they stream (see stream_copy).
   float* out() const { return out_; }
+  int64_t pixel_stride() const { return cs_; }
   // Padded column 0 (input column -pad_left) of input row iy of image n.
   const float* row(int64_t n, int64_t iy) {
     const int64_t slot = iy % slots_, key = n * p_.h + iy;
@@ -239,10 +251,25 @@ class RowStage {
     if (key_[slot] != key) {
       key_[slot] = key;
       const float* src = x_ + key * p_.w * p_.c_in;
-      float* out = dst + p_.pad_left * p_.c_out;
+      float* out = dst + p_.pad_left * cs_;
       const int64_t mult = p_.c_out / p_.c_in;
       const int64_t len = p_.w * p_.c_in;
-      if (mult == 1) {
+      if (cs_ != p_.c_out) {  // pixel by pixel, the floats between C * M and cs_ left unset (never read)
+        for (int64_t ix = 0; ix < p_.w; ++ix) {
+          const float* s = src + ix * p_.c_in;
+          float* d = out + ix * cs_;
+          if (mult == 1) {  // C >= kLanes here: vectors, the last overlapping the one before
+            for (int64_t i = 0; i < p_.c_in; i += kLanes) {
+              const int64_t i0 = min_i64(i, p_.c_in - kLanes);
+              vec::store(d + i0, vec::load(s + i0));
+            }
+          } else {
+            for (int64_t i = 0; i < p_.c_in; ++i) {
+              for (int64_t m = 0; m < mult; ++m) d[i * mult + m] = s[i];
+            }
+          }
+        }
+      } else if (mult == 1) {
         std::memcpy(out, src, static_cast<size_t>(len) * sizeof(float));
       } else if (mult == 2) {
         // One input vector becomes two: each lane repeated twice, by two lane permutations.
@@ -270,7 +297,7 @@ class RowStage {
  private:
   const Conv2dParams& p_;
   const float* x_;
-  int64_t slots_, width_, slot_size_;
+  int64_t cs_, slots_, width_, slot_size_;
   float* buf_;
   float* out_;
   int64_t* key_;  // n * H + iy of the row in each slot, -1 when empty
@@ -334,6 +361,170 @@ void row_staged_pair(const Conv2dParams& p, RowStage& stage, int64_t n, const fl
       stream_copy(y + (ow + o) * c, bot, 4 * c);
     }
   }
+}
+
+// One kernel row's taps kx in [0, P) for NP output pixels, accumulated into acc (general_block):
+// the P weights in registers, each of the (NP - 1) * SW + P input vectors loaded once and fed to
+// every output that uses it. xr: the first output's column kx = 0; xs: the floats between
+// consecutive window columns (dilation_w staged pixels); SW: the stride between outputs in window
+// columns.
+template <int P, int SW, int NP>
+__attribute__((always_inline)) inline void accumulate_taps(vfloat (&acc)[NP], const float* xr, int64_t xs,
+                                                           const float* wr) {
+  vfloat wk[P];
+#pragma GCC unroll 8
+  for (int kx = 0; kx < P; ++kx) wk[kx] = vec::load(wr + kx * kLanes);
+#pragma GCC unroll 32
+  for (int i = 0; i < (NP - 1) * SW + P; ++i) {
+    const vfloat v = vec::load(xr + i * xs);
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) {
+      const int kx = i - j * SW;  // a constant once unrolled
+      if (kx >= 0 && kx < P) acc[j] += v * wk[kx];
+    }
+  }
+}
+
+// The widest kernel row piece general_block takes in one pass: 8 accumulators + 7 weights + 1 input
+// fill the 16 vector registers of AVX2 / SSE2.
+constexpr int kMaxPiece = 7;
+
+// S segments of NP output pixels over all channels, any kernel width and dilation (staged rows,
+// no bounds checks): as pixel_block, but each kernel row goes in kw / P pieces of P columns (P =
+// KW up to kMaxPiece, else a divisor of it: general_row), window columns xs floats apart and a
+// segment's outputs ys floats apart (row_staged_general's interleaved columns). One function per
+// piece width: with a switch over widths in one function, GCC kept an accumulator on the stack
+// across all of them (a store-to-load round trip in its chain for every piece).
+// Segment s starts at x_off[s] in each row and writes y[s]; two segments of 4 give a block the 8
+// independent accumulator chains that keep both FMA pipes busy where no 8 columns share inputs.
+// w: packed weights (pack_weights) of the first valid kernel row, wb floats per channel block. No
+// activation: the caller applies it to whole rows (activate_span).
+template <int SW, int P, int NP, int S>
+void general_block(const float* const* rows, int64_t nrows, int64_t kw, const int64_t* x_off, int64_t xs,
+                   const float* w, int64_t wb, int64_t c, const float* b, float* const* y, int64_t ys) {
+  for (int64_t cb = 0; cb < c; cb += kLanes, w += wb) {
+    const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
+    const vfloat bias = b ? vec::load(b + c0) : vfloat{};
+    vfloat acc[S][NP];
+#pragma GCC unroll 16
+    for (int s = 0; s < S; ++s) {
+#pragma GCC unroll 16
+      for (int j = 0; j < NP; ++j) acc[s][j] = bias;
+    }
+    for (int64_t r = 0; r < nrows; ++r) {
+      for (int64_t k0 = 0; k0 < kw; k0 += P) {
+        const float* wp = w + (r * kw + k0) * kLanes;
+#pragma GCC unroll 2
+        for (int s = 0; s < S; ++s) accumulate_taps<P, SW, NP>(acc[s], rows[r] + x_off[s] + c0 + k0 * xs, xs, wp);
+      }
+    }
+#pragma GCC unroll 2
+    for (int s = 0; s < S; ++s) {
+#pragma GCC unroll 16
+      for (int j = 0; j < NP; ++j) vec::store(y[s] + j * ys + c0, acc[s][j]);
+    }
+  }
+}
+
+// The activation over n contiguous outputs, 4 independent vectors a step (the exp-based ones are
+// long dependency chains). Over a finished row rather than in general_block, where GCC leaves
+// vec::activate out of line: a call per output vector measured 12 % of a 3x3 dilated row.
+template <Activation A>
+void activate_span_as(float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    vfloat v[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) v[k] = vec::activate(A, vec::load(y + i + k * kLanes));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) vec::store(y + i + k * kLanes, v[k]);
+  }
+  for (; i < n; i += kLanes) {  // partial vectors: an overlapping one would activate twice
+    const int64_t len = min_i64(kLanes, n - i);
+    vec::store_partial(y + i, vec::activate(A, vec::load_partial(y + i, len)), len);
+  }
+}
+
+void activate_span(Activation act, float* y, int64_t n) {
+  switch (act) {
+    case Activation::kNone: return;
+    case Activation::kRelu: return activate_span_as<Activation::kRelu>(y, n);
+    case Activation::kRelu6: return activate_span_as<Activation::kRelu6>(y, n);
+    case Activation::kSigmoid: return activate_span_as<Activation::kSigmoid>(y, n);
+    case Activation::kTanh: return activate_span_as<Activation::kTanh>(y, n);
+    case Activation::kSilu: return activate_span_as<Activation::kSilu>(y, n);
+  }
+}
+
+constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b, a % b); }
+
+// One output row from staged rows, any kernel width, stride_w and dilation_w with SW = stride_w /
+// gcd(stride_w, dilation_w) in {1, 2} (C * M >= kLanes). Output columns q = dilation_w / gcd apart
+// have windows that overlap on whole columns: output ox + j * q reads the window columns of ox
+// shifted by j * SW dilation steps. So the row goes as q interleaved sets of columns (one for an
+// undilated kernel), each in blocks of 8 pixels that share their input vectors in registers as
+// pixel_block's do. An undilated row ends in a block overlapping the one before (4 or 1 pixels on
+// rows narrower than 8). In a dilated one each set's remainder goes as segments of 4 (the last
+// overlapping), and segments of any two sets are computed together: a set of 10 columns (1x28
+// 3x3 dilation 3) would otherwise cost two blocks of 8. Sets narrower than 4: single pixels.
+// ST (q = 1 only): non-temporal output, each block through stage.out().
+template <int SW, int P, bool ST>
+void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
+                        int64_t oy) {
+  const RowRange rr = valid_rows(p, oy);
+  const float* rows[64];  // kernel heights past 64 are not staged (choose_path)
+  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = stage.row(n, rr.iy0 + ky * p.dilation_h);
+  const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w, cs = stage.pixel_stride();
+  const int64_t q = p.dilation_w / gcd_i64(p.stride_w, p.dilation_w), xs = p.dilation_w * cs;
+  const int64_t wb = p.kh * p.kw * kLanes;  // packed weights per channel block (pack_weights)
+  const float* w0 = w + rr.ky0 * p.kw * kLanes;
+  // np pixels from output column ox (ST: through stage.out()), S = 1.
+  const auto block = [&](auto fn, int64_t ox, int64_t np) {
+    const int64_t x_off = ox * p.stride_w * cs;
+    float* const out = ST ? stage.out() : y + ox * c;
+    fn(rows, nrows, p.kw, &x_off, xs, w0, wb, c, b, &out, q * c);
+    if (ST) {
+      activate_span(p.activation, stage.out(), np * c);
+      stream_copy(y + ox * c, stage.out(), np * c);
+    }
+  };
+  if (q == 1) {
+    const auto blocks = [&](auto fn, int64_t np) {
+      for (int64_t ox = 0; ox < ow; ox += np) block(fn, min_i64(ox, ow - np), np);
+    };
+    if (ow >= 8) {
+      blocks(general_block<SW, P, 8, 1>, 8);
+    } else if (ow >= 4) {
+      blocks(general_block<SW, P, 4, 1>, 4);
+    } else {
+      blocks(general_block<SW, P, 1, 1>, 1);
+    }
+    if (!ST) activate_span(p.activation, y, ow * c);
+    return;
+  }
+  int64_t pending = -1;  // the first column of a segment of 4 waiting for a second one
+  const auto segment = [&](int64_t ox) {
+    if (pending < 0) {
+      pending = ox;
+      return;
+    }
+    const int64_t x_off[2] = {pending * p.stride_w * cs, ox * p.stride_w * cs};
+    float* const out[2] = {y + pending * c, y + ox * c};
+    general_block<SW, P, 4, 2>(rows, nrows, p.kw, x_off, xs, w0, wb, c, b, out, q * c);
+    pending = -1;
+  };
+  for (int64_t first = 0; first < min_i64(q, ow); ++first) {
+    const int64_t count = (ow - first + q - 1) / q;  // columns first, first + q, ...
+    if (count < 4) {
+      for (int64_t i = 0; i < count; ++i) block(general_block<SW, P, 1, 1>, first + i * q, 1);
+      continue;
+    }
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) block(general_block<SW, P, 8, 1>, first + i * q, 8);
+    for (; i < count; i += 4) segment(first + min_i64(i, count - 4) * q);
+  }
+  if (pending >= 0) block(general_block<SW, P, 4, 1>, pending, 4);
+  activate_span(p.activation, y, ow * c);
 }
 
 // Window columns past the right edge of the input in the last output column (0 when none).
@@ -483,6 +674,7 @@ constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
 struct Path {
   StagedFn staged = nullptr, staged_pair = nullptr;
   RowFn direct = nullptr, pair = nullptr;
+  bool general = false;  // staged is row_staged_general: packed weights, padded staged pixels
 };
 
 template <int KW, int SW, bool ST>
@@ -512,13 +704,73 @@ bool pick(const Conv2dParams& p, bool stream, Path* path) {
   return true;
 }
 
+// row_staged_general for kernel width kw: pieces of kw columns up to kMaxPiece, else of its largest
+// divisor up to kMaxPiece (9 = 3 x 3; a prime width runs in single columns).
+template <int SW, bool ST>
+StagedFn general_row(int64_t kw) {
+  int64_t piece = kMaxPiece;
+  while (kw % piece) --piece;
+  switch (piece) {
+    case 1: return row_staged_general<SW, 1, ST>;
+    case 2: return row_staged_general<SW, 2, ST>;
+    case 3: return row_staged_general<SW, 3, ST>;
+    case 4: return row_staged_general<SW, 4, ST>;
+    case 5: return row_staged_general<SW, 5, ST>;
+    case 6: return row_staged_general<SW, 6, ST>;
+    default: return row_staged_general<SW, 7, ST>;
+  }
+}
+
 Path choose_path(const Conv2dParams& p, bool stream) {
   Path path;
   path.direct = p.c_out == p.c_in && p.c_in >= kLanes ? row_clipped : row_any;
-  if (p.c_out < kLanes || p.dilation_w != 1 || p.kh > 64) return path;
-  pick<3, 1>(p, stream, &path) || pick<3, 2>(p, stream, &path) || pick<5, 1>(p, stream, &path) ||
-      pick<5, 2>(p, stream, &path);
+  if (p.c_out < kLanes || p.kh > 64) return path;
+  if (p.dilation_w == 1 && (pick<3, 1>(p, stream, &path) || pick<3, 2>(p, stream, &path) ||
+                            pick<5, 1>(p, stream, &path) || pick<5, 2>(p, stream, &path))) {
+    return path;
+  }
+  // A one-column kernel shares no input between neighbouring outputs: for M = 1 the rows are read in
+  // place by row_clipped (1x28x28x128 7x1: staged 1.18x slower).
+  if (p.kw == 1 && p.c_out == p.c_in) return path;
+  const int64_t gcd = gcd_i64(p.stride_w, p.dilation_w), sw = p.stride_w / gcd;
+  // Streaming needs each block's outputs contiguous: one set of columns (q = 1, dilation_w
+  // dividing stride_w).
+  const bool st = stream && p.dilation_w == gcd;
+  if (sw == 1) {
+    path.staged = st ? general_row<1, true>(p.kw) : general_row<1, false>(p.kw);
+  } else if (sw == 2) {
+    path.staged = st ? general_row<2, true>(p.kw) : general_row<2, false>(p.kw);
+  }
+  path.general = path.staged != nullptr;
   return path;
+}
+
+// The staged pixel stride of row_staged_general: C * M rounded up to whole cache lines, plus one
+// line when that is an even number of them. A general block reads up to 14 window columns of up
+// to 7 kernel rows per channel block; at a stride of 2^k lines (C = 128: 512 bytes) they all fall
+// in 64 / 2^k of L1's 64 sets and evict each other before the next channel block reads the other
+// half of each line (1x56x56x128 7x7: 14 GFMA/s against 22 at C = 96). An odd number of lines
+// spreads one row's columns over distinct sets.
+int64_t general_pixel_stride(const Conv2dParams& p) {
+  const int64_t lines = (p.c_out + 15) / 16;
+  return (lines | 1) * 16;
+}
+
+// row_staged_general's weights: for each channel block (the last overlapping the one before, as
+// general_block takes them) its KH x KW vectors, contiguous. In place they are C floats apart, the
+// same set-conflicting stride as the input for C a multiple of 128. The buffer is the calling
+// thread's and kept between calls (see RowStage).
+const float* pack_weights(const Conv2dParams& p, const float* w) {
+  static thread_local std::vector<float> packed;
+  const int64_t c = p.c_out, taps = p.kh * p.kw, blocks = (c + kLanes - 1) / kLanes;
+  packed.resize(static_cast<size_t>(blocks * taps * kLanes));
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = min_i64(blk * kLanes, c - kLanes);
+    for (int64_t t = 0; t < taps; ++t) {
+      std::memcpy(packed.data() + (blk * taps + t) * kLanes, w + t * c + c0, kLanes * sizeof(float));
+    }
+  }
+  return packed.data();
 }
 
 }  // namespace
@@ -529,6 +781,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= kStreamMinBytes &&
                       vec::streamable(y) && p.c_out % 4 == 0;
   const Path path = choose_path(p, stream);
+  if (path.general) w = pack_weights(p, w);
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t items = p.n * per_image;
@@ -539,7 +792,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
 #pragma omp parallel num_threads(nthreads)
   {
     std::optional<RowStage> stage;
-    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr);
+    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, path.general ? general_pixel_stride(p) : p.c_out);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
       const int64_t n = i / per_image, oy = i % per_image * step;

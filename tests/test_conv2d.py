@@ -124,7 +124,7 @@ def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
         ((1, 14, 33, 17), 3, 1, dict(stride=(2, 1), dilation=(2, 1), padding="same", activation="relu6")),
         ((1, 9, 1, 16), 3, 1, dict(padding=1, activation="relu")),  # W = 1: border pixels only
         ((1, 11, 10, 16), 3, 1, dict(padding=1)),  # interior narrower than one block
-        ((1, 10, 29, 20), 3, 1, dict(dilation=2, padding="same")),  # unspecialised: clipped everywhere
+        ((1, 10, 29, 20), 3, 1, dict(dilation=2, padding="same")),  # dilated: row_staged_general
         ((1, 13, 27, 5), 3, 1, dict(padding=1)),  # C below one vector
         ((1, 12, 20, 8), 3, 2, dict(stride=2, padding=1)),  # channel multiplier
         ((2, 15, 24, 3), 5, 3, dict(padding=2, activation="silu")),
@@ -273,6 +273,56 @@ def test_depthwise_staged_row_pairs(stride, mult, device, isa, rng):
                 x = random_array(rng, (2, height, width, c))
                 kwargs = dict(stride=stride, padding=((pad_top, pad_bottom), (pad_left, pad_right)))
                 check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=9)
+
+
+# row_staged_general in cpp/depthwise.cpp: kernel widths other than 3 and 5 (pieces of up to 7
+# columns: 9 = 7 + 2), dilation_w > 1 (interleaved column sets, segments of 4 paired across sets,
+# single pixels on sets narrower than 4), stride with dilation (SW = stride / gcd in {1, 2}; stride 3
+# undilated falls back), M = 2 / 3, C below / not a multiple of / a power-of-two multiple of the
+# vector (padded staged pixels), windows wider than the image, 1-column outputs, activations over
+# rows whose length is not a multiple of the 4-vector step.
+@pytest.mark.parametrize(
+    "k, mult, kwargs",
+    [
+        ((7, 7), 1, dict(padding=3)),
+        ((7, 7), 1, dict(padding=3, stride=2, activation="silu")),
+        ((7, 7), 2, dict(padding=3, activation="relu6")),
+        ((7, 7), 3, dict(padding=((3, 2), (1, 3)), stride=(1, 2))),
+        ((9, 9), 1, dict(padding=4, activation="tanh")),
+        ((1, 7), 1, dict(padding=((0, 0), (3, 3)))),
+        ((7, 1), 2, dict(padding=((3, 3), (0, 0)), activation="relu")),
+        ((4, 6), 1, dict(padding=((1, 2), (2, 3)), activation="sigmoid")),
+        ((2, 2), 1, dict(stride=2)),
+        ((3, 3), 1, dict(padding=2, dilation=2, activation="relu6")),
+        ((3, 3), 2, dict(padding=3, dilation=3)),
+        ((3, 3), 1, dict(padding=((1, 3), (4, 4)), dilation=(1, 4), activation="silu")),
+        ((5, 5), 1, dict(padding=4, dilation=2)),
+        ((3, 3), 1, dict(padding=2, dilation=2, stride=2)),
+        ((3, 3), 1, dict(padding=3, dilation=3, stride=2, activation="relu")),
+        ((7, 7), 1, dict(padding=6, dilation=2, stride=(1, 4))),
+        ((3, 3), 1, dict(padding=1, stride=3)),
+    ],
+)
+@pytest.mark.parametrize("c", [5, 12, 20, 128])
+def test_depthwise_general_kernels(k, mult, kwargs, c, device, isa, rng):
+    w, b = random_array(rng, (*k, c, mult)), random_array(rng, (c * mult,))
+    for hw in [(15, 30), (9, 13), (5, 7), (3, 1), (1, 4)]:
+        x = random_array(rng, (2 if hw[0] < 10 else 1, *hw, c), scale=3.0)
+        try:
+            check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k[0] * k[1])
+        except ValueError as e:  # the window does not fit this image: no output
+            assert "empty" in str(e), e
+
+
+# row_staged_general past kStreamMinBytes (8 MiB output): non-temporal stores through the block
+# buffer (undilated, so each block's outputs are contiguous), activation on the buffer first; and
+# dilated (no streaming) on the same size.
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_depthwise_general_large_output(dilation, isa, rng):
+    shape, c = (5, 48, 48, 196), 196
+    w, b = random_array(rng, (1, 7, c)), random_array(rng, (c,))
+    kwargs = dict(padding=((0, 0), (3 * dilation, 3 * dilation)), dilation=dilation, activation="relu6")
+    check_against_reference(Device("cpu"), "depthwise_conv2d", [random_array(rng, shape), w, b], kwargs, terms=7)
 
 
 def test_depthwise_nan_and_large_values(device, isa):
