@@ -139,3 +139,15 @@ def test_streaming_keeps_nan_on_threads(threads, activation, isa):
         got = fastconv.dense(x, w, np.zeros(m, np.float32), activation=activation)
     assert np.isnan(got[2]).all()
     assert (np.delete(got, 2, axis=0) == 0.0).all()
+
+
+# The row-streaming path (rows <= 4, weights past 32 MiB): k split across threads (contiguous runs of
+# weight rows, 4 or 2 at a time with a remainder), partial sums in column blocks of 64 KiB / rows,
+# columns not a multiple of the vector. rows = 5 takes the strip path on the same weights.
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dense_row_streaming(rows, threads, device, isa, rng):
+    k, m = 4099, 2053  # 33.7 MB of weights
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    with num_threads(threads):
+        check_against_reference(device, "dense", [x, w, b], dict(activation="tanh"), terms=k)
