@@ -108,13 +108,14 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       }
     }
 
-    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t tile_begin = tiles * tid / nt, tile_end = tiles * (tid + 1) / nt;
     const float** segs = new const float*[kTilesPerSweep * taps * TR];
-    float* my_scratch = scratch ? scratch + tid * scratch_per_thread : nullptr;
+    float* my_scratch = scratch ? scratch + omp_get_thread_num() * scratch_per_thread : nullptr;
 
-    for (int64_t sweep = tile_begin; sweep < tile_end; sweep += kTilesPerSweep) {
-      const int64_t sweep_tiles = min_i64(kTilesPerSweep, tile_end - sweep);
+    // Sweeps handed out one at a time: a thread the OS preempts (a shared machine) leaves its
+    // share to the other instead of holding up the end of the call.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t sweep = 0; sweep < tiles; sweep += kTilesPerSweep) {
+      const int64_t sweep_tiles = min_i64(kTilesPerSweep, tiles - sweep);
       // Where each pixel's segments start; pixels past the end read zeros and are never stored.
       int64_t pixel = sweep * TR;
       int64_t n = pixel / (p.out_h * p.out_w), oy = pixel / p.out_w % p.out_h, ox = pixel % p.out_w;
