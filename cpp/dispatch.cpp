@@ -152,8 +152,20 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {
   table().gemm(p, x, w, b, y, num_threads());
 }
-void max_pool2d(const Pool2dParams& p, const float* x, float* y) { table().max_pool(p, x, y, num_threads()); }
-void avg_pool2d(const Pool2dParams& p, const float* x, float* y) { table().avg_pool(p, x, y, num_threads()); }
+// A window over the whole unpadded image (a network's last 7x7 pooling) is global pooling: that
+// kernel reads each image as one stream instead of gathering every window tap per output.
+static bool covers_image(const Pool2dParams& p) {
+  return p.kh == p.h && p.kw == p.w && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+}
+
+void max_pool2d(const Pool2dParams& p, const float* x, float* y) {
+  if (covers_image(p)) return table().global_max_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
+  table().max_pool(p, x, y, num_threads());
+}
+void avg_pool2d(const Pool2dParams& p, const float* x, float* y) {
+  if (covers_image(p)) return table().global_avg_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
+  table().avg_pool(p, x, y, num_threads());
+}
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
   table().global_avg_pool(p, x, y, num_threads());
 }

@@ -171,3 +171,24 @@ def test_max_pool_with_negative_inputs_and_padding(device):
     y = device.get(fastconv.max_pool2d(device.put(x), 3, 1, padding=1))
     np.testing.assert_array_equal(y, reference.max_pool2d(x, 3, 1, padding=1))
     assert y[0, 0, 0, 0] == -1.0
+
+
+# A window over the whole unpadded image runs the global kernels (dispatch.cpp covers_image); a
+# window one pixel short, or padded, stays with the windowed kernel.
+@pytest.mark.parametrize("op", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize(
+    "shape, size, kwargs",
+    [
+        ((3, 7, 7, 37), 7, {}),
+        ((2, 5, 9, 20), (5, 9), dict(stride=3)),
+        ((1, 4, 4, 8), 4, dict(ceil_mode=True, stride=2)),
+        ((2, 7, 7, 16), 7, dict(count_include_pad=True)),
+        ((2, 7, 7, 16), 7, dict(padding=1, count_include_pad=True)),
+        ((2, 7, 7, 16), (7, 6), {}),
+    ],
+)
+def test_pool_window_covering_the_image(op, shape, size, kwargs, device, isa, rng):
+    if op == "max_pool2d":
+        kwargs = {k: v for k, v in kwargs.items() if k != "count_include_pad"}
+    x = random_array(rng, shape)
+    check_against_reference(device, op, [x], dict(size=size, **kwargs), terms=shape[1] * shape[2])
