@@ -151,3 +151,12 @@ def test_dense_row_streaming(rows, threads, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
     with num_threads(threads):
         check_against_reference(device, "dense", [x, w, b], dict(activation="tanh"), terms=k)
+
+
+# panel_gemm with its reduction in chunks (a block's weights past 192 KiB: K > 1536 / 3072 / 6144 on
+# AVX-512 / AVX2 / SSE2): equal chunks of <= 256 steps, partial sums kept in y, the activation after
+# the last; a narrow last block (m = 37), a 1-vector problem (m = 5), rows past one tile group.
+@pytest.mark.parametrize("rows, k, m", [(40, 6200, 37), (33, 6151, 5), (200, 6300, 70)])
+def test_dense_chunked_reduction(rows, k, m, device, isa, rng):
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    check_against_reference(device, "dense", [x, w, b], dict(activation="sigmoid"), terms=k)
