@@ -98,7 +98,35 @@ def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng
         check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=9)
 
 
-@pytest.mark.parametrize("c", [1, 3, 6, 16, 21])
+# Wide C (pool.cpp's kWideMinC = 256 and up): the input rows reduced first into the row buffer,
+# then the columns; C not a multiple of the vector (overlapping last block), windows clipped by
+# padding and ceil_mode, a stride past the window (columns never read), W = 1, a streamed output,
+# and 2 and 3 threads over the rows.
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((2, 15, 17, 256), dict(size=3, stride=2, padding=1)),
+        ((1, 16, 9, 261), dict(size=(2, 3), stride=(1, 2), padding=((1, 0), (0, 2)), ceil_mode=True)),
+        ((2, 9, 10, 300), dict(size=(3, 2), stride=(2, 3), padding=((1, 2), (1, 1)), ceil_mode=True)),
+        ((1, 11, 13, 512), dict(size=2, stride=3, ceil_mode=True)),
+        ((1, 7, 1, 264), dict(size=(3, 1), stride=1, padding=((1, 1), (0, 0)))),  # W = 1
+        ((1, 65, 64, 520), dict(size=2, stride=1)),  # streamed output (> 8 MiB)
+    ],
+)
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_wide_channels(op, extra, shape, kwargs, device, isa, rng):
+    check_against_reference(device, op, [random_array(rng, shape)], dict(kwargs, **extra), terms=9)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_wide_channels_threads(op, extra, threads, isa, rng):
+    x = random_array(rng, (3, 20, 22, 264))
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), op, [x], dict(size=3, stride=2, padding=1, **extra), terms=9)
+
+
+@pytest.mark.parametrize("c", [1, 3, 6, 16, 21, 256, 261])
 def test_max_pool_nan_in_every_path(c, device, isa):
     x = np.zeros((1, 6, 8, c), np.float32)
     x[0, 1, 1, 0] = np.nan  # inside a window
