@@ -153,7 +153,6 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
   }
 }
 
-
 // One output row, C >= kWideMinC: the rows first (reduce_rows), then per output pixel its columns of
 // buf, four vectors at a time as in pool_row_lanes.
 template <bool kMax, bool kStream>
