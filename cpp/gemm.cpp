@@ -365,7 +365,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   // each 6-row tile streamed a block's whole weights (256 KiB at K = 4096) from L3: 64 x 4096 x 1000
   // ran at 17-24 GFLOP/s. Shorter reductions measured 2-15 % slower chunked, so they are not.
   const bool chunked = p.k * kCols * static_cast<int64_t>(sizeof(float)) > kChunkMinBlockBytes;
-  const int64_t chunk = chunked ? (p.k + (p.k + kPanelChunk - 1) / kPanelChunk - 1) / ((p.k + kPanelChunk - 1) / kPanelChunk) : p.k;
+  const int64_t chunks = chunked ? (p.k + kPanelChunk - 1) / kPanelChunk : 1;
+  const int64_t chunk = (p.k + chunks - 1) / chunks;
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded.
   const size_t packed_bytes = ((static_cast<size_t>(p.k * padded + padded) * sizeof(float) + 63) / 64) * 64;
