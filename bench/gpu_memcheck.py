@@ -62,6 +62,11 @@ def main() -> int:
                   _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, 1, ((1, 0), (2, 1)), 1, 1, "relu",
                                          "winograd"),
                   ref.conv2d(x, w, b, padding=((1, 0), (2, 1)), activation="relu"), (x, w, b), 108))
+    w, b = data(5, 5, 12, 37), data(37)
+    cases.append(("Winograd F(2x2, 5x5)", "conv2d",
+                  _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, 1, ((2, 1), (0, 3)), 1, 1, "relu",
+                                         "winograd"),
+                  ref.conv2d(x, w, b, padding=((2, 1), (0, 3)), activation="relu"), (x, w, b), 300))
     for k, stride in ((3, 1), (5, 2)):
         w = data(k, k, 12)
         cases.append((f"depthwise {k}x{k}/{stride}, strip", "conv2d",
@@ -102,7 +107,7 @@ def main() -> int:
     failures = 0
     for label, kernel, problem, want, arrays, terms in cases:
         gpu_arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in arrays]
-        for version in (0, 1, 2, 3) if kernel in _gpu.VERSIONED_KERNELS else (0,):
+        for version in (0, 1, 2, 3, 4) if kernel in _gpu.VERSIONED_KERNELS else (0,):
             out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
             try:
                 _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)

@@ -1,8 +1,8 @@
 """Every CUDA kernel version side by side on the GPU suite: checked, then timed, in one process.
 
 For each case of a suite (default: the built-in `gpu` suite) and each kernel version that applies
-to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w": Winograd F(2x2, 3x3) for
-3x3 stride-1 convolutions), the output is poisoned with
+to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w": Winograd F(2x2, 3x3) or
+F(2x2, 5x5) for 3x3 / 5x5 stride-1 convolutions), the output is poisoned with
 NaN, computed, and its first image compared with the float64 reference; then the version is timed
 with CUDA events over rotating input copies (more bytes than the L2 holds, so DRAM is timed, not
 the cache). Prints a table (median microseconds, TFLOP/s, GB/s of the minimal traffic, and the
@@ -33,6 +33,7 @@ from fastconv._compare import assert_close, max_relative_error
 from fastconv.bench import ceilings, suites
 from fastconv.bench.peers import call_op
 
+VERSIONS_OF_KERNEL = {"conv2d": (1, 2, 3, 4), "dense": (1, 2, 4), "max_pool2d": (1, 2, 3), "avg_pool2d": (1, 2, 3)}
 KERNEL_OF_OP = {"conv2d": "conv2d", "depthwise_conv2d": "conv2d", "pointwise_conv2d": "conv2d", "dense": "dense",
                 "max_pool2d": "max_pool2d", "avg_pool2d": "avg_pool2d", "global_avg_pool2d": "global_avg_pool2d"}
 
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         flops, nbytes = suites.cost(case)
         n_copies = int(min(16, max(1, -(-2 * l2 // int(nbytes)))))
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
-        versions = (1, 2, 3) if kernel == "conv2d" else (1, 2) if kernel in _gpu.VERSIONED_KERNELS else (0,)
+        versions = VERSIONS_OF_KERNEL.get(kernel, (0,))
         variants = [(v, problem) for v in versions]
         if case.op == "conv2d" and problem.winograd_eligible:
             variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))

@@ -1,13 +1,14 @@
-// Winograd F(4x4, 3x3) convolution: 3x3 kernel, stride 1, dilation 1, groups 1, NHWC activations,
-// HWIO weights, any padding. Compiled once per instruction set (FC_ISA = portable | avx2 | avx512);
-// see kernels.h. dispatch.cpp decides when it runs (algorithm="winograd", or "auto" and the cost
-// model there).
+// Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions: 3x3 or 5x5 kernel, stride 1, dilation 1,
+// groups 1, NHWC activations, HWIO weights, any padding. Compiled once per instruction set
+// (FC_ISA = portable | avx2 | avx512); see kernels.h. dispatch.cpp decides when it runs
+// (algorithm="winograd", or "auto" and the cost model there).
 //
-// Each 4x4 output tile is computed from the 6x6 input patch d around it as
+// Each 4x4 output tile of a 3x3 convolution is computed from the 6x6 input patch d around it as
 //     Y = AT [ sum_ci (G g G^T) (.) (BT d B) ] A
 // so per (tile, C_in, C_out) triple the 4 * 4 * 9 = 144 multiply-adds of the direct convolution
 // become 36: the elementwise product of 6x6 transformed tiles, which is 36 independent GEMMs
-// [tiles x C_in] @ [C_in x C_out], one per transform element e.
+// [tiles x C_in] @ [C_in x C_out], one per transform element e. A 5x5 convolution takes 2x2 output
+// tiles from the same 6x6 patches: 2 * 2 * 25 = 100 multiply-adds become 36.
 //
 // Steps, per call:
 //  1. Weights: U[e][co block][ci][kCols] = (G g G^T)[e] for every (ci, co), zero padded past C_out.
@@ -23,8 +24,9 @@
 // V and M of a block stay in L2 / L3; U[e] (C_in x kCols per microkernel) is reused from L1 by
 // every tile of the block.
 //
-// Accuracy: the transforms of F(4x4, 3x3) (points 0, +-1, +-2) amplify float32 rounding; measured
-// against the float64 reference in bench/NOTES.md (Winograd section), well inside tolerance for C_in 1-512.
+// Accuracy: the transforms of F(4x4, 3x3) and F(2x2, 5x5) (points 0, +-1, +-2) amplify float32
+// rounding; measured against the float64 reference in bench/NOTES.md (Winograd sections), well
+// inside tolerance for C_in 1-512.
 #include <omp.h>
 
 #include <cstdlib>
@@ -48,8 +50,9 @@ constexpr int kRows = 8;  // 16 accumulators of 32 registers
 #else
 constexpr int kRows = 6;  // 12 accumulators of 16 registers
 #endif
-// A: input tile side, 6 for F(4x4, 3x3) or 4 for F(2x2, 3x3); the output tile side is A - 2.
-constexpr int kMaxAlpha = 6;
+// A: input tile side, R: filter side, A - R + 1: output tile side. F(4x4, 3x3) is A = 6, R = 3;
+// F(2x2, 3x3) A = 4, R = 3; F(2x2, 5x5) A = 6, R = 5 (the same input transform as F(4x4, 3x3): both
+// use the points 0, +-1, +-2 and infinity).
 
 static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(p); }
 static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
@@ -107,12 +110,17 @@ static inline void bt(const wvec* d, wvec* r) {
   r[5] = four * d[1] - five * d[3] + d[5];
 }
 
-// AT applied to m0..m(A-1) (output transform, both directions).
-template <int A>
+// AT applied to m0..m(A-1), giving the M outputs (output transform, both directions).
+template <int A, int M>
 static inline void at(const wvec* m, wvec* o) {
   if constexpr (A == 4) {
     o[0] = m[0] + m[1] + m[2];
     o[1] = m[1] - m[2] - m[3];
+    return;
+  }
+  if constexpr (M == 2) {  // F(2x2, 5x5): rows p^0, p^1 of the points 0, 1, -1, 2, -2 (and infinity)
+    o[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+    o[1] = m[1] - m[2] + splat(2.0f) * (m[3] - m[4]) + m[5];
     return;
   }
   const wvec two = splat(2.0f), four = splat(4.0f), eight = splat(8.0f);
@@ -123,8 +131,8 @@ static inline void at(const wvec* m, wvec* o) {
   o[3] = d12 + eight * d34 + m[5];
 }
 
-// G applied to g0..g2 (weight transform, both directions).
-template <int A>
+// G applied to the R filter taps g0..g(R-1) (weight transform, both directions).
+template <int A, int R>
 static inline void gt(const wvec* g, wvec* u) {
   if constexpr (A == 4) {
     const wvec half = splat(0.5f), s02 = g[0] + g[2];
@@ -135,6 +143,19 @@ static inline void gt(const wvec* g, wvec* u) {
     return;
   }
   const wvec q = splat(0.25f), sixth = splat(1.0f / 6.0f), c24 = splat(1.0f / 24.0f), c12 = splat(1.0f / 12.0f);
+  if constexpr (R == 5) {
+    // Row j: the filter polynomial at point p_j, divided by prod_{l != j} (p_j - p_l).
+    const wvec even = g[0] + g[2] + g[4], odd = g[1] + g[3];
+    u[0] = q * g[0];
+    u[1] = -sixth * (even + odd);
+    u[2] = -sixth * (even - odd);
+    const wvec even2 = c24 * g[0] + sixth * g[2] + splat(2.0f / 3.0f) * g[4];
+    const wvec odd2 = c12 * g[1] + splat(1.0f / 3.0f) * g[3];
+    u[3] = even2 + odd2;
+    u[4] = even2 - odd2;
+    u[5] = g[4];
+    return;
+  }
   u[0] = q * g[0];
   const wvec s02 = g[0] + g[2];
   u[1] = -sixth * (s02 + g[1]);
@@ -154,38 +175,36 @@ struct Geometry {
 };
 
 // 1. U[e][cb][ci][kCols] from w[ky][kx][ci][co]; rows of ci split between the threads.
-// The 9 taps of one input channel are first copied, a chunk of output channels at a time, into a
+// The R * R taps of one input channel are first copied, a chunk of output channels at a time, into a
 // zero-padded local buffer: read in place they are 9 streams C_in * C_out floats apart, which for
 // power-of-two channel counts all map onto the same cache sets.
-template <int A>
+template <int A, int R>
 static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u,
                                      int64_t e_stride) {
   constexpr int64_t kChunk = 256;  // a multiple of kCols
-  alignas(64) float taps[9][kChunk];
+  alignas(64) float taps[R * R][kChunk];
 #pragma omp for schedule(static)
   for (int64_t ci = 0; ci < p.c_in; ++ci) {
     for (int64_t chunk0 = 0; chunk0 < g.co_pad; chunk0 += kChunk) {
     const int64_t chunk_len = min_i64(kChunk, g.co_pad - chunk0);
-    for (int k = 0; k < 9; ++k) {
+    for (int k = 0; k < R * R; ++k) {
       const float* src = w + (k * p.c_in + ci) * p.c_out;
       for (int64_t j = 0; j < chunk_len; ++j) taps[k][j] = chunk0 + j < p.c_out ? src[chunk0 + j] : 0.0f;
     }
     for (int64_t co0 = chunk0; co0 < chunk0 + chunk_len; co0 += kLanes) {
-      wvec gk[3][3];
-      for (int ky = 0; ky < 3; ++ky)
-        for (int kx = 0; kx < 3; ++kx) gk[ky][kx] = ld(&taps[ky * 3 + kx][co0 - chunk0]);
       // Rows: t[i][kx] = (G g)[i][kx]; then columns: u[i][j] = (t G^T)[i][j].
-      wvec t[A][3];
-      for (int kx = 0; kx < 3; ++kx) {
-        const wvec col[3] = {gk[0][kx], gk[1][kx], gk[2][kx]};
+      wvec t[A][R];
+      for (int kx = 0; kx < R; ++kx) {
+        wvec col[R];
+        for (int ky = 0; ky < R; ++ky) col[ky] = ld(&taps[ky * R + kx][co0 - chunk0]);
         wvec r[A];
-        gt<A>(col, r);
+        gt<A, R>(col, r);
         for (int i = 0; i < A; ++i) t[i][kx] = r[i];
       }
       const int64_t cb = co0 / kCols, lane0 = co0 % kCols;
       for (int i = 0; i < A; ++i) {
         wvec r[A];
-        gt<A>(t[i], r);
+        gt<A, R>(t[i], r);
         for (int j = 0; j < A; ++j) st(u + (i * A + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
       }
     }
@@ -193,13 +212,13 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
   }
 }
 
-// 2a. V[e][slot][ci] for one tile.
-template <int A>
+// 2a. V[e][slot][ci] for one tile of M x M outputs.
+template <int A, int M>
 static inline void transform_input_tile(const Conv2dParams& p, const Geometry& g, const float* x, int64_t tile,
                                         float* v_slot) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w);
   const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
-  const int64_t iy0 = ty * (A - 2) - p.pad_top, ix0 = tx * (A - 2) - p.pad_left;
+  const int64_t iy0 = ty * M - p.pad_top, ix0 = tx * M - p.pad_left;
   const bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + A <= p.h && ix0 + A <= p.w;
   const float* base = x + ((n * p.h + iy0) * p.w + ix0) * p.c_in;  // may point outside: only used when inside
   for (int64_t ci0 = 0; ci0 < g.ci_pad; ci0 += kLanes) {
@@ -283,12 +302,11 @@ static inline void gemm_rows(int64_t rows, const float* a, int64_t lda, const fl
 }
 
 // 2c. Output transform of one tile, + bias, activation, clipped to the output.
-template <int A>
+template <int A, int M>
 static inline void transform_output_tile(const Conv2dParams& p, const Geometry& g, const float* m_slot,
                                          const float* bias_pad, int64_t tile, float* y) {
   const int64_t n = tile / (g.tiles_h * g.tiles_w);
   const int64_t ty = tile / g.tiles_w % g.tiles_h, tx = tile % g.tiles_w;
-  constexpr int M = A - 2;
   const int64_t oy0 = ty * M, ox0 = tx * M;
   const int64_t rows = min_i64(M, p.out_h - oy0), cols = min_i64(M, p.out_w - ox0);
   const Activation act = p.activation;
@@ -296,19 +314,19 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
   const wvec zero = splat(0.0f), six = splat(6.0f);
   for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
     const int64_t len = min_i64(kLanes, p.c_out - co0);
-    // Rows then columns: t = AT m (4 x 6), o = t A (4 x 4).
+    // Rows then columns: t = AT m (M x A), o = t A (M x M).
     wvec t[M][A];
     for (int j = 0; j < A; ++j) {
       wvec col[A];
       for (int i = 0; i < A; ++i) col[i] = ld(m_slot + (i * A + j) * g.m_stride + co0);
       wvec r[M];
-      at<A>(col, r);
+      at<A, M>(col, r);
       for (int i = 0; i < M; ++i) t[i][j] = r[i];
     }
     const wvec bv = bias_pad ? ld(bias_pad + co0) : splat(0.0f);
     for (int64_t i = 0; i < rows; ++i) {
       wvec o[M];
-      at<A>(t[i], o);
+      at<A, M>(t[i], o);
       float* out_row = y + ((n * p.out_h + oy0 + i) * p.out_w + ox0) * p.c_out + co0;
       for (int64_t j = 0; j < cols; ++j) {
         wvec val = o[j] + bv;
@@ -328,9 +346,9 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
   }
 }
 
-template <int A>
+template <int A, int R>
 void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  constexpr int kM = A - 2, kElems = A * A;
+  constexpr int kM = A - R + 1, kElems = A * A;
   Geometry g{};
   g.tiles_h = (p.out_h + kM - 1) / kM;
   g.tiles_w = (p.out_w + kM - 1) / kM;
@@ -366,12 +384,12 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
 #pragma omp parallel num_threads(nthreads)
   {
-    transform_weights<A>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
+    transform_weights<A, R>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
     for (int64_t first = 0; first < g.tiles; first += g.block) {
       const int64_t count = min_i64(g.block, g.tiles - first);
       const int64_t panels = (count + kRows - 1) / kRows;
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_input_tile<A>(p, g, x, first + t, v + t * g.ci_pad);
+      for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v + t * g.ci_pad);
 #pragma omp for collapse(2) schedule(static)
       for (int64_t e = 0; e < kElems; ++e) {
         for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
@@ -384,7 +402,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
         }
       }
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_output_tile<A>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
+      for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
     }
   }
   std::free(bias_pad);
@@ -393,14 +411,18 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
 }  // namespace
 
-// F(4x4, 3x3) unless the activation is sigmoid or tanh: those compress large outputs to a small
-// range while passing the absolute error of pre-activation values near 0 unchanged, which can turn
-// F(4x4)'s ~10x larger rounding error into a tolerance failure; F(2x2, 3x3) keeps it small.
+// 5x5 filters: F(2x2, 5x5). 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those
+// compress large outputs to a small range while passing the absolute error of pre-activation values
+// near 0 unchanged, which can turn F(4x4)'s ~10x larger rounding error into a tolerance failure;
+// F(2x2, 3x3) keeps it small. (F(2x2, 5x5) rounds like F(4x4, 3x3): "auto" keeps those activations
+// on the direct kernel for 5x5, dispatch.cpp.)
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
-    run_winograd<4>(p, x, w, b, y, threads);
+  if (p.kh == 5) {
+    run_winograd<6, 5>(p, x, w, b, y, threads);
+  } else if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
+    run_winograd<4, 3>(p, x, w, b, y, threads);
   } else {
-    run_winograd<6>(p, x, w, b, y, threads);
+    run_winograd<6, 3>(p, x, w, b, y, threads);
   }
 }
 

@@ -78,17 +78,22 @@ std::atomic<int> g_num_threads{omp_get_max_threads()};
 
 const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 
-// algorithm="auto": Winograd F(4x4, 3x3) when its estimated time is below the direct kernel's.
-// In units of one vector FMA lane (a multiply-add): the direct kernel does 9 * C_in * C_out per
-// output pixel at about the efficiency of the GEMM microkernel; Winograd does 36 * C_in * C_out per
-// 4x4 tile (border tiles count whole), plus the transforms, which are memory- and shuffle-bound
-// and cost per channel and tile rather than per channel pair, plus the per-call weight transform.
-// The constants were fitted to 1-thread timings (bench/NOTES.md (Winograd section)).
+// algorithm="auto": Winograd (F(4x4, 3x3) or F(2x2, 5x5)) when its estimated time is below the
+// direct kernel's. In units of one vector FMA lane (a multiply-add): the direct kernel does
+// KH * KW * C_in * C_out per output pixel at about the efficiency of the GEMM microkernel; Winograd
+// does 36 * C_in * C_out per output tile (border tiles count whole), plus the transforms of its 6x6
+// patches, which are memory- and shuffle-bound and cost per channel and tile rather than per
+// channel pair, plus the per-call weight transform. The constants were fitted to 1-thread timings
+// (bench/NOTES.md, Winograd sections). 5x5 with sigmoid or tanh stays direct: F(2x2, 5x5) rounds
+// like F(4x4, 3x3), which those activations can turn into a tolerance failure (conv2d_winograd.cpp).
 bool prefer_winograd(const Conv2dParams& p) {
   if (!p.winograd_eligible() || p.c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
-  const double tiles = static_cast<double>(p.n) * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
+  const bool five = p.kh == 5;
+  if (five && (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh)) return false;
+  const int64_t tile = five ? 2 : 4;
+  const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
-  const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * 9.0 * pairs;
+  const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) * pairs;
   const double weight_cost =
       36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes ? kWinogradWeightCost : kWinogradWeightCostSpilled;
   const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (p.c_in + p.c_out) * kWinogradTileCost +

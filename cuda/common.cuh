@@ -55,13 +55,15 @@ inline unsigned grid_size(int64_t blocks, const char* kernel_name) {
 __device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
 // ---- Block-tiled SGEMM core ---------------------------------------------------------------------
-// A block of 256 threads computes a 128 x kN tile of C = A (rows x K) @ B (K x cols), kN = 64 or
-// 128. Each k-step stages a 128 x 8 slice of A (stored transposed, so a thread reads its 8 rows as
+// A block of 256 threads computes a 128 x kN tile of C = A (rows x K) @ B (K x cols), kN = 32, 64
+// or 128. Each k-step stages a 128 x 8 slice of A (stored transposed, so a thread reads its 8 rows as
 // two float4) and an 8 x kN slice of B in shared memory, double-buffered: the next slice is loaded
 // into registers while the current one is multiplied, with one __syncthreads per step.
 // Thread t (tx = t % 16, ty = t / 16) owns rows {ty*4 + i, 64 + ty*4 + i : i < 4} and columns
 // {tx*4 + j (+ 64 for the second group when kN = 128) : j < 4}: per k, two float4 reads of A and
-// kN / 64 of B feed 8 x kN / 16 FMAs (32 for the 128 x 64 tile, 64 for 128 x 128).
+// kN / 64 of B feed 8 x kN / 16 FMAs (32 for the 128 x 64 tile, 64 for 128 x 128). The 128 x 32
+// tile (for 32 or fewer columns, where the 64-wide one would compute half padding) gives a thread
+// the columns {tx*2, tx*2 + 1}: one float2 read of B per k for 16 FMAs.
 // Loading: thread t fetches 4 consecutive k of A row t / 2 (k offset (t % 2) * 4), and threads
 // t < 2 * kN fetch 4 consecutive columns of B row t / (kN / 4).
 constexpr int kTileM = 128, kTileK = 8, kGemmThreads = 256, kThreadM = 8;
@@ -71,9 +73,9 @@ constexpr int kAStride = kTileM + 4;
 
 template <int kN>
 struct GemmTile {
-  static_assert(kN == 64 || kN == 128, "column tile of 64 or 128");
-  static constexpr int kThreadN = kN / 16;  // columns per thread, in groups of 4
-  static constexpr int kGroups = kThreadN / 4;
+  static_assert(kN == 32 || kN == 64 || kN == 128, "column tile of 32, 64 or 128");
+  static constexpr int kThreadN = kN / 16;  // columns per thread: 2, or groups of 4
+  static constexpr int kGroups = kThreadN < 4 ? 1 : kThreadN / 4;
   struct Smem {
     float a[2][kTileK][kAStride];
     float b[2][kTileK][kN];
@@ -96,7 +98,8 @@ struct GemmThread {
   }
   // Row (0..127) of the tile held in accumulator row i; column of accumulator group g, lane 0.
   __device__ int row(int i) const { return (i < 4 ? 0 : 64 - 4) + ty * 4 + i; }
-  __device__ int col(int group) const { return group * 64 + tx * 4; }
+  template <int kN>
+  __device__ int col(int group) const { return kN == 32 ? tx * 2 : group * 64 + tx * 4; }
 };
 
 // load_a(k0) / load_b(k0) return the thread's float4 of the k-slice starting at k0 (zeros outside
@@ -139,10 +142,15 @@ __device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN>::Smem& s, 
       const float4 a1 = *reinterpret_cast<const float4*>(&s.a[buf][k][64 + t.ty * 4]);
       const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
       float bw[kThreadN];
+      if constexpr (kN == 32) {
+        const float2 bv = *reinterpret_cast<const float2*>(&s.b[buf][k][t.col<kN>(0)]);
+        bw[0] = bv.x, bw[1] = bv.y;
+      } else {
 #pragma unroll
-      for (int g = 0; g < kThreadN / 4; ++g) {
-        const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.col(g)]);
-        bw[g * 4 + 0] = bv.x, bw[g * 4 + 1] = bv.y, bw[g * 4 + 2] = bv.z, bw[g * 4 + 3] = bv.w;
+        for (int g = 0; g < kThreadN / 4; ++g) {
+          const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.col<kN>(g)]);
+          bw[g * 4 + 0] = bv.x, bw[g * 4 + 1] = bv.y, bw[g * 4 + 2] = bv.z, bw[g * 4 + 3] = bv.w;
+        }
       }
 #pragma unroll
       for (int i = 0; i < kThreadM; ++i) {
@@ -158,34 +166,42 @@ __device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN>::Smem& s, 
 
 // Epilogue: bias + activation, written to y[row * ldy + col] for row < rows, col < cols.
 // y and bias are already offset to the tile's group; vec means cols % 4 == 0, ldy % 4 == 0 and y
-// 16-byte aligned, so each group of 4 columns is one aligned float4 store.
+// 16-byte aligned, so each group of 4 columns (2 for the 32-wide tile) is one aligned vector store.
 template <int kN>
 __device__ __forceinline__ void gemm_store_tile(const GemmThread& t, const typename GemmTile<kN>::Acc& acc,
                                                 int64_t row0, int64_t rows, int64_t col0, int64_t cols,
                                                 float* y, int64_t ldy, const float* bias, Activation act,
                                                 bool vec) {
+  constexpr int kWidth = kN == 32 ? 2 : 4;  // columns of a thread's group
 #pragma unroll
   for (int g = 0; g < GemmTile<kN>::kGroups; ++g) {
-    const int64_t col = col0 + t.col(g);
+    const int64_t col = col0 + t.col<kN>(g);
     if (col >= cols) continue;
-    float bv[4];
+    float bv[kWidth];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) bv[j] = (bias != nullptr && col + j < cols) ? __ldg(bias + col + j) : 0.0f;
+    for (int j = 0; j < kWidth; ++j) bv[j] = (bias != nullptr && col + j < cols) ? __ldg(bias + col + j) : 0.0f;
 #pragma unroll
     for (int i = 0; i < kThreadM; ++i) {
       const int64_t row = row0 + t.row(i);
       if (row >= rows) continue;
-      float v[4];
+      float v[kWidth];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = apply_activation(act, acc[i][g * 4 + j] + bv[j]);
+      for (int j = 0; j < kWidth; ++j) v[j] = apply_activation(act, acc[i][g * kWidth + j] + bv[j]);
       float* out = y + row * ldy + col;
-      if (vec) {
-        *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          if (col + j < cols) out[j] = v[j];
+      if constexpr (kWidth == 2) {
+        if (vec) {
+          *reinterpret_cast<float2*>(out) = make_float2(v[0], v[1]);
+          continue;
         }
+      } else {
+        if (vec) {
+          *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
+          continue;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kWidth; ++j) {
+        if (col + j < cols) out[j] = v[j];
       }
     }
   }
@@ -199,16 +215,22 @@ inline int multiprocessors() {
   return sms;
 }
 
-// Column tile of the GEMM kernels: version 1 is 128 x 64, version 2 is 128 x 128. Auto (0) takes
-// the wide tile when it pads no more columns than the narrow one and, for a kernel that cannot
-// split K (can_split false), still gives every SM a block. Measured on an H100 (bench/NOTES.md):
-// without split-K the narrow tile wins whenever the wide one idles SMs; with it, the wide one wins.
-inline int gemm_tile_version(int requested, int64_t row_tiles, int64_t cols, int sms, bool can_split,
-                             const char* op) {
-  if (requested == 1 || requested == 2) return requested;
+// Column tile width (kN) of the GEMM kernels for a requested version: 1 is 128 x 64, 2 is 128 x 128,
+// `version_32` (4: conv2d's 3 is its first-layer kernel, and gemm keeps conv2d's numbers because
+// pointwise convolutions pass theirs on) is 128 x 32. Auto (0) takes the 32-wide tile for 32 or fewer columns (the 64-wide one would compute
+// half padding), else the wide tile when it pads no more columns than the narrow one and, for a
+// kernel that cannot split K (can_split false), still gives every SM a block. Measured on an H100
+// (bench/NOTES.md): without split-K the narrow tile wins whenever the wide one idles SMs; with it,
+// the wide one wins.
+inline int gemm_tile_width(int requested, int version_32, int64_t row_tiles, int64_t cols, int sms, bool can_split,
+                           const char* op) {
+  if (requested == 1) return 64;
+  if (requested == 2) return 128;
+  if (requested == version_32) return 32;
   if (requested != 0) throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
+  if (cols <= 32) return 32;
   const int64_t narrow = ceil_div(cols, 64), wide = ceil_div(cols, 128);
-  return (2 * wide == narrow && (can_split || row_tiles * wide >= sms)) ? 2 : 1;
+  return (2 * wide == narrow && (can_split || row_tiles * wide >= sms)) ? 128 : 64;
 }
 
 // Split-K: when the output tiles alone leave SMs idle (a few rows, or few output channels), the K

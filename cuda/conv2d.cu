@@ -8,8 +8,10 @@
 //                                       aligned; else scalar gathers (any channel count).
 //   v2  conv2d_nhwc_kernel<true, 128>   the same core with a 128 x 128 tile, 8 x 8 per thread: half
 //                                       the shared-memory reads per FMA. Float4 gathers only (the
-//                                       scalar gathers spill at this size). Auto: gemm_tile_version.
-// Both split K (common.cuh) when their tiles alone would leave SMs idle.
+//                                       scalar gathers spill at this size).
+//   v4  conv2d_nhwc_kernel<kVecA, 32>   a 128 x 32 tile, 8 x 2 per thread, for 32 or fewer output
+//                                       channels per group. Auto: gemm_tile_width (common.cuh).
+// v1 and v4 split K (common.cuh) when their tiles alone would leave SMs idle.
 //   v3  conv2d_small_cin_kernel<C_in>   direct convolution for first layers (groups 1, C_in <= 4,
 //                                       C_out % 4 == 0, weights <= 48 KiB): the whole filter bank
 //                                       sits in shared memory; a thread computes 4 output channels
@@ -20,7 +22,7 @@
 //                                       and gather 4 scalars per float4. Auto whenever it applies.
 //   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
 // conv2d() routes pointwise problems to gemm() (gemm.cu), depthwise ones to depthwise_conv2d()
-// (depthwise.cu), as cpp/dispatch.cpp does on the CPU, and 3x3 stride-1 ones to Winograd
+// (depthwise.cu), as cpp/dispatch.cpp does on the CPU, and 3x3 / 5x5 stride-1 ones to Winograd
 // (conv2d_winograd.cu) when asked, or for "auto" where it pays.
 //
 // The GEMM view, per group g: M = N*OH*OW output pixels, N = C_out / groups, K = KH*KW*Cg with
@@ -64,7 +66,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   const int64_t groups = g.c_in / g.cg;
   // The 128-wide tile is only chosen when its tiles fill the GPU, so it never splits K: compiling
   // the split out leaves its 64 accumulators the registers they need.
-  constexpr bool kSplits = kN == 64;
+  constexpr bool kSplits = kN != 128;
   const int64_t group = block % groups, split = kSplits ? block / groups : 0;
   const int64_t row0 = m_tile * kTileM, col0 = n_tile * kN;
   const int k_begin = kSplits ? static_cast<int>(split * g.k_chunk) : 0;
@@ -131,7 +133,7 @@ void launch_conv2d(ConvGeometry g, int64_t groups, int sms, const float* x, cons
                    cudaStream_t s) {
   g.n_tiles = ceil_div(g.cols, kN);
   const int64_t tiles = g.m_tiles * g.n_tiles * groups;
-  const SplitK split = kN == 64 ? choose_split_k(tiles, g.k_total, sms) : SplitK{1, g.k_total};
+  const SplitK split = kN != 128 ? choose_split_k(tiles, g.k_total, sms) : SplitK{1, g.k_total};
   g.k_chunk = split.k_chunk;
   const unsigned blocks = grid_size(tiles * split.splits, "conv2d_nhwc_kernel");
   if (split.splits == 1) {
@@ -288,11 +290,17 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
     throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");
   }
   const int sms = multiprocessors();
-  const int chosen = gemm_tile_version(version, g.m_tiles * p.groups, g.cols, sms, /*can_split=*/false, "conv2d");
-  if (!vec_a) {
+  const int width = gemm_tile_width(version, 4, g.m_tiles * p.groups, g.cols, sms, /*can_split=*/false, "conv2d");
+  if (width == 32) {
+    if (vec_a) {
+      launch_conv2d<true, 32>(g, p.groups, sms, x, w, b, y, s);
+    } else {
+      launch_conv2d<false, 32>(g, p.groups, sms, x, w, b, y, s);
+    }
+  } else if (!vec_a) {
     // Scalar gathers keep the 128 x 64 tile: with 8 x 8 accumulators they would spill.
     launch_conv2d<false, 64>(g, p.groups, sms, x, w, b, y, s);
-  } else if (chosen == 2) {
+  } else if (width == 128) {
     launch_conv2d<true, 128>(g, p.groups, sms, x, w, b, y, s);
   } else {
     launch_conv2d<true, 64>(g, p.groups, sms, x, w, b, y, s);

@@ -5,7 +5,9 @@
 //   v1  gemm_kernel<64>   FP32 SIMT, 128 x 64 block tile, 8 x 4 per thread (common.cuh). A and B
 //                         are read as float4 when k % 4 == 0 / m % 4 == 0 and the pointers are
 //                         16-byte aligned, else element by element.
-//   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread. Auto: gemm_tile_version (common.cuh).
+//   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread.
+//   v4  gemm_kernel<32>   128 x 32 tile, 8 x 2 per thread, for 32 or fewer columns (Winograd's
+//                         products of a 32-channel layer). Auto: gemm_tile_width (common.cuh).
 // Both split K (common.cuh) when their tiles alone would leave SMs idle: a dense layer at batch 64
 // has one row tile. (Candidates: a GEMV variant for rows < 16, where a 128-row tile idles most
 // lanes; a TF32 tensor-core version.)
@@ -138,15 +140,15 @@ void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const flo
   g.vec_b = m % 4 == 0 && stride_w % 4 == 0 && stride_y % 4 == 0 && aligned16(w) && aligned16(y);
   g.activation = Activation::kNone;
   const int sms = multiprocessors();
-  const auto grid_of = [&](int64_t n_tiles) {
-    return dim3(grid_size(g.m_tiles * n_tiles, "gemm_kernel"), static_cast<unsigned>(batches));
-  };
-  if (gemm_tile_version(0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm") == 2) {
-    g.n_tiles = ceil_div(m, 128);
-    gemm_kernel<128><<<grid_of(g.n_tiles), kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
+  const int width = gemm_tile_width(0, 0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm");
+  g.n_tiles = ceil_div(m, width);
+  const dim3 grid(grid_size(g.m_tiles * g.n_tiles, "gemm_kernel"), static_cast<unsigned>(batches));
+  if (width == 128) {
+    gemm_kernel<128><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
+  } else if (width == 64) {
+    gemm_kernel<64><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
   } else {
-    g.n_tiles = ceil_div(m, 64);
-    gemm_kernel<64><<<grid_of(g.n_tiles), kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
+    gemm_kernel<32><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
   }
   FC_CHECK_LAUNCH("gemm_kernel (batched)");
 }
@@ -168,10 +170,13 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
   g.activation = p.activation;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const int sms = multiprocessors();
-  if (gemm_tile_version(version, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm") == 2) {
+  const int width = gemm_tile_width(version, 4, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm");
+  if (width == 128) {
     launch_gemm<128>(g, sms, x, w, b, y, s);
-  } else {
+  } else if (width == 64) {
     launch_gemm<64>(g, sms, x, w, b, y, s);
+  } else {
+    launch_gemm<32>(g, sms, x, w, b, y, s);
   }
 }
 

@@ -16,14 +16,14 @@ namespace fastconv::cuda {
 
 using StreamHandle = uintptr_t;
 
-// Any Conv2dProblem: pointwise -> gemm, depthwise -> depthwise kernel, 3x3 stride 1 -> Winograd
+// Any Conv2dProblem: pointwise -> gemm, depthwise -> depthwise kernel, 3x3 / 5x5 stride 1 -> Winograd
 // for algorithm "winograd" (and "auto" where it pays), else implicit GEMM. A version > 0 forces
 // that version of the direct kernels. b may be null.
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
             int version = 0);
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                           StreamHandle stream, int version = 0);
-// Winograd F(2x2, 3x3) (conv2d_winograd.cu): p must be winograd_eligible(). winograd_pays: the
+// Winograd F(2x2, 3x3) / F(2x2, 5x5) (conv2d_winograd.cu): p must be winograd_eligible(). winograd_pays: the
 // shapes "auto" sends to it.
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                      StreamHandle stream);

@@ -236,10 +236,10 @@ def test_global_pool2d(cp, rng, kind, shape):
 
 
 # --------------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3)
+# Winograd F(2x2, 3x3) and F(2x2, 5x5)
 
-# (n, h, w, c_in, c_out, padding, activation, bias)
-WINOGRAD_CASES = [
+# (kernel size, n, h, w, c_in, c_out, padding, activation, bias)
+WINOGRAD_CASES = [(3, *case) for case in [
     (1, 5, 5, 1, 1, "same", None, False),  # one channel, odd sizes: partial 2x2 tiles at the edges
     (2, 9, 7, 3, 5, 0, "relu", True),  # no padding, C not a multiple of 4 (scalar GEMM loads)
     (1, 16, 16, 32, 64, 1, "relu6", True),
@@ -247,27 +247,42 @@ WINOGRAD_CASES = [
     (1, 2, 2, 8, 8, 1, "tanh", True),  # a single tile
     (2, 14, 14, 64, 64, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
     (1, 9, 9, 64, 60, 1, None, True),  # one count below: "auto" stays direct
-]
+]] + [(5, *case) for case in [
+    (1, 5, 5, 1, 1, "same", None, False),
+    (2, 9, 7, 3, 5, 0, "relu", True),
+    (1, 3, 4, 8, 8, 2, "tanh", True),  # a single tile row
+    (3, 6, 11, 20, 130, ((0, 2), (3, 1)), "silu", True),
+    (2, 14, 14, 32, 32, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
+    (1, 11, 9, 40, 36, 2, "sigmoid", True),  # sigmoid: "auto" stays direct
+    (1, 10, 10, 31, 64, 2, None, False),  # one count below: "auto" stays direct
+    (1, 28, 28, 192, 32, "same", "relu", True),  # Inception's 5x5 branch
+]]
+
+
+def _auto_is_winograd(k, c_in, c_out, act):
+    if k == 3:
+        return min(c_in, c_out) >= 64
+    return min(c_in, c_out) >= 32 and act not in ("sigmoid", "tanh")
 
 
 @gpu
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
 def test_winograd(cp, rng, case):
-    n, h, w, c_in, c_out, padding, act, bias = case
-    x, wt = _data(rng, n, h, w, c_in), _data(rng, 3, 3, c_in, c_out)
+    k, n, h, w, c_in, c_out, padding, act, bias = case
+    x, wt = _data(rng, n, h, w, c_in), _data(rng, k, k, c_in, c_out)
     b = _data(rng, c_out) if bias else None
     want = ref.conv2d(x, wt, b, padding=padding, activation=act)
     args = (cp.asarray(x), cp.asarray(wt), None if b is None else cp.asarray(b))
     _poison_pool(cp, want.shape)
     got = fastconv.conv2d(*args, padding=padding, activation=act, algorithm="winograd")
-    _check(cp, got, want, 9 * c_in)
-    # F(2x2, 3x3) rounds close to the direct sum: well inside the tolerance, not at its edge.
+    _check(cp, got, want, k * k * c_in)
+    # Well inside the tolerance, not at its edge.
     err = max_relative_error(cp.asnumpy(got), want)[0]
-    assert err < 0.5 * tolerance(9 * c_in), f"error {err:.3g} is too close to the tolerance"
+    assert err < 0.5 * tolerance(k * k * c_in), f"error {err:.3g} is too close to the tolerance"
     direct = fastconv.conv2d(*args, padding=padding, activation=act, algorithm="direct")
     auto = fastconv.conv2d(*args, padding=padding, activation=act)
-    # "auto" is the Winograd kernel, bit for bit, exactly where both channel counts reach 64.
-    assert cp.array_equal(auto, got if min(c_in, c_out) >= 64 else direct)
+    # "auto" is the Winograd kernel, bit for bit, exactly where winograd_pays (conv2d_winograd.cu).
+    assert cp.array_equal(auto, got if _auto_is_winograd(k, c_in, c_out, act) else direct)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,32 +305,34 @@ def _version_cases(rng):
     pool = _params.pool2d_problem
     return {
         "conv 128-wide": ("conv2d", conv("conv2d", x16.shape, w.shape, None, 1, "same", 1, 1, "relu"), (x16, w, None),
-                          ref.conv2d(x16, w, padding="same", activation="relu"), 144, (1, 2)),
+                          ref.conv2d(x16, w, padding="same", activation="relu"), 144, (1, 2, 4)),
         "conv scalar A": ("conv2d", conv("conv2d", x6.shape, w6.shape, None, 2, 1, 1, 1, None), (x6, w6, None),
-                          ref.conv2d(x6, w6, stride=2, padding=1), 54, (1,)),
+                          ref.conv2d(x6, w6, stride=2, padding=1), 54, (1, 4)),
         "conv first layer": ("conv2d", conv("conv2d", x3.shape, w3c.shape, (16,), 2, 2, 1, 1, "relu"),
                              (x3, w3c, b16), ref.conv2d(x3, w3c, b16, stride=2, padding=2, activation="relu"), 75,
-                             (1, 3)),
+                             (1, 3, 4)),
         "conv C_in=4": ("conv2d", conv("conv2d", x4.shape, w4c.shape, None, 1, "same", 2, 1, "silu"), (x4, w4c, None),
-                        ref.conv2d(x4, w4c, padding="same", dilation=2, activation="silu"), 36, (1, 2, 3)),
+                        ref.conv2d(x4, w4c, padding="same", dilation=2, activation="silu"), 36, (1, 2, 3, 4)),
         "pointwise": ("conv2d", _params.pointwise_problem("pointwise_conv2d", x16.shape, wp.shape, None, "silu"),
                       (x16, wp.reshape(1, 1, 16, 130), None), ref.pointwise_conv2d(x16, wp, activation="silu"), 16,
-                      (1, 2)),
+                      (1, 2, 4)),
         "dense": ("dense", _params.dense_problem("dense", xd.shape, wd.shape, bd.shape, None), (xd, wd, bd),
-                  ref.dense(xd, wd, bd), 50, (1, 2)),
+                  ref.dense(xd, wd, bd), 50, (1, 2, 4)),
         "depthwise 3x3/2": ("conv2d", dw("depthwise_conv2d", x12.shape, w3.shape, None, 2, 1, 1, "relu6"),
                             (x12, w3.reshape(3, 3, 1, 12), None),
-                            ref.depthwise_conv2d(x12, w3, stride=2, padding=1, activation="relu6"), 9, (1, 2)),
+                            ref.depthwise_conv2d(x12, w3, stride=2, padding=1, activation="relu6"), 9, (1, 2, 3)),
         "depthwise 5x5/1": ("conv2d", dw("depthwise_conv2d", x12.shape, w5.shape, None, 1, "same", 1, None),
                             (x12, w5.reshape(5, 5, 1, 12), None), ref.depthwise_conv2d(x12, w5, padding="same"), 25,
-                            (1, 2)),
+                            (1, 2, 3)),
         "depthwise dilated": ("conv2d", dw("depthwise_conv2d", x12.shape, w3.shape, None, 1, "same", 2, None),
                               (x12, w3.reshape(3, 3, 1, 12), None),
                               ref.depthwise_conv2d(x12, w3, padding="same", dilation=2), 9, (1,)),
         "max pool C=8": ("max_pool2d", pool("max_pool2d", x8.shape, 3, 2, 1, True), (x8,),
-                         ref.max_pool2d(x8, 3, 2, 1, True), 9, (1, 2)),
+                         ref.max_pool2d(x8, 3, 2, 1, True), 9, (1, 2, 3)),
         "avg pool C=8": ("avg_pool2d", pool("avg_pool2d", x8.shape, 3, 2, 1, True, True), (x8,),
-                         ref.avg_pool2d(x8, 3, 2, 1, True, True), 9, (1, 2)),
+                         ref.avg_pool2d(x8, 3, 2, 1, True, True), 9, (1, 2, 3)),
+        "avg pool odd width": ("avg_pool2d", pool("avg_pool2d", x8.shape, 2, 2, 0, False), (x8,),
+                               ref.avg_pool2d(x8, 2, 2, 0), 4, (1, 2, 3)),  # out_w 5: v3's last pair is half
         "max pool C=6": ("max_pool2d", pool("max_pool2d", x6.shape, 2, 2, 0, False), (x6,),
                          ref.max_pool2d(x6, 2, 2, 0), 4, (1,)),
     }
@@ -324,7 +341,7 @@ def _version_cases(rng):
 @gpu
 @pytest.mark.parametrize(
     "label", ["conv 128-wide", "conv scalar A", "conv first layer", "conv C_in=4", "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
-              "depthwise dilated", "max pool C=8", "avg pool C=8", "max pool C=6"]
+              "depthwise dilated", "max pool C=8", "avg pool C=8", "avg pool odd width", "max pool C=6"]
 )
 def test_every_kernel_version(cp, rng, label):
     from fastconv import _gpu

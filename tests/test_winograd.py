@@ -1,5 +1,5 @@
-"""conv2d(algorithm=...): the Winograd F(4x4, 3x3) kernel against the float64 reference, "auto"
-against "direct", and the argument's errors."""
+"""conv2d(algorithm=...): the Winograd kernels (F(4x4, 3x3) and F(2x2, 5x5) on the CPU) against the
+float64 reference, "auto" against "direct", and the argument's errors."""
 
 import numpy as np
 import pytest
@@ -35,19 +35,19 @@ def _check(device, x, w, b, algorithm, **kwargs):
 @st.composite
 def winograd_cases(draw):
     padding = draw(PADDINGS)
-    # Large enough for the 3x3 window to fit the unpadded input unless padding makes room.
     h, w = draw(st.integers(1, 20)), draw(st.integers(1, 20))
     return dict(
+        kernel=draw(st.sampled_from([3, 5])),
         x_shape=(draw(st.integers(1, 2)), h, w, draw(st.integers(1, 70))), c_out=draw(st.integers(1, 70)),
         bias=draw(st.booleans()), padding=padding, activation=draw(st.sampled_from(ACTIVATIONS)),
     )
 
 
-def _fits(x_shape, padding):
+def _fits(x_shape, kernel, padding):
     from fastconv import _params
 
     try:
-        _params.conv2d_problem("conv2d", x_shape, (3, 3, x_shape[3], 1), None, 1, padding, 1, 1, None)
+        _params.conv2d_problem("conv2d", x_shape, (kernel, kernel, x_shape[3], 1), None, 1, padding, 1, 1, None)
         return True
     except ValueError:
         return False
@@ -56,21 +56,23 @@ def _fits(x_shape, padding):
 @hsettings
 @given(case=winograd_cases())
 def test_winograd_random_shapes(case, device, isa, rng):
-    if not _fits(case["x_shape"], case["padding"]):
-        return  # the 3x3 window does not fit: conv2d raises for every algorithm (tested elsewhere)
+    k = case["kernel"]
+    if not _fits(case["x_shape"], k, case["padding"]):
+        return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
     x = random_array(rng, case["x_shape"])
-    w = random_array(rng, (3, 3, case["x_shape"][3], case["c_out"]))
+    w = random_array(rng, (k, k, case["x_shape"][3], case["c_out"]))
     b = random_array(rng, (case["c_out"],)) if case["bias"] else None
     _check(device, x, w, b, "winograd", padding=case["padding"], activation=case["activation"])
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("c_in", [1, 3, 64, 512])
-def test_winograd_error_growth(c_in, isa, rng):
+def test_winograd_error_growth(kernel, c_in, isa, rng):
     """The transforms amplify rounding; the error must stay well inside the float32 tolerance,
-    whose sqrt(9 * C_in) growth covers the long reductions (measured: <= 0.5 of it, see
-    bench/NOTES.md (Winograd section))."""
+    whose sqrt(KH * KW * C_in) growth covers the long reductions (measured: <= 0.5 of it, see
+    bench/NOTES.md (Winograd sections))."""
     x = random_array(rng, (1, 14, 13, c_in))
-    w = random_array(rng, (3, 3, c_in, 24))
+    w = random_array(rng, (kernel, kernel, c_in, 24))
     b = random_array(rng, (24,))
     _, ratio = _check(_cpu_device(), x, w, b, "winograd", padding="same")
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
@@ -84,23 +86,26 @@ def _cpu_device():
 
 
 @pytest.mark.parametrize(
-    "x_shape, c_out, padding",
+    "kernel, x_shape, c_out, padding",
     [
-        ((1, 28, 28, 64), 64, "same"),  # auto picks Winograd
-        ((2, 9, 11, 32), 48, 1),
-        ((1, 6, 6, 8), 8, "valid"),  # auto picks direct
-        ((1, 17, 15, 40), 70, ((0, 2), (3, 1))),
+        (3, (1, 28, 28, 64), 64, "same"),  # auto picks Winograd
+        (3, (2, 9, 11, 32), 48, 1),
+        (3, (1, 6, 6, 8), 8, "valid"),  # auto picks direct
+        (3, (1, 17, 15, 40), 70, ((0, 2), (3, 1))),
+        (5, (1, 28, 28, 96), 32, "same"),  # auto picks Winograd
+        (5, (1, 7, 9, 8), 8, "valid"),  # auto picks direct
+        (5, (2, 13, 12, 40), 36, ((2, 1), (0, 3))),
     ],
 )
-@pytest.mark.parametrize("activation", [None, "relu"])
-def test_auto_and_direct_match_reference(x_shape, c_out, padding, activation, device, isa, rng):
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_auto_and_direct_match_reference(kernel, x_shape, c_out, padding, activation, device, isa, rng):
     x = random_array(rng, x_shape)
-    w = random_array(rng, (3, 3, x_shape[3], c_out))
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
     b = random_array(rng, (c_out,))
     results = {}
     for algorithm in ("auto", "direct", "winograd"):
         results[algorithm], _ = _check(device, x, w, b, algorithm, padding=padding, activation=activation)
-    terms = 9 * x_shape[3]
+    terms = kernel * kernel * x_shape[3]
     scale = float(np.sqrt(np.mean(results["direct"].astype(np.float64) ** 2)))
     diff = np.abs(results["auto"].astype(np.float64) - results["direct"])
     assert diff.max() <= 2 * _compare.tolerance(terms) * (np.abs(results["direct"]).max() + scale)
@@ -108,7 +113,7 @@ def test_auto_and_direct_match_reference(x_shape, c_out, padding, activation, de
 
 def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
     x = random_array(rng, (1, 9, 9, 4))
-    for kernel, kwargs in [((5, 5, 4, 6), {}), ((3, 3, 4, 6), dict(stride=2)), ((3, 3, 2, 6), dict(groups=2)),
+    for kernel, kwargs in [((5, 5, 4, 6), {}), ((7, 7, 4, 6), {}), ((3, 3, 4, 6), dict(stride=2)), ((3, 3, 2, 6), dict(groups=2)),
                            ((3, 3, 4, 6), dict(dilation=2)), ((1, 1, 4, 6), {})]:
         w = random_array(rng, kernel)
         for algorithm in ("auto", "direct"):
@@ -120,7 +125,9 @@ def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
 @pytest.mark.parametrize(
     "kernel, kwargs, what",
     [
-        ((5, 5, 4, 6), {}, "5x5"),
+        ((7, 7, 4, 6), {}, "7x7"),
+        ((5, 3, 4, 6), {}, "5x3"),
+        ((5, 5, 4, 6), dict(stride=2), "stride"),
         ((3, 3, 4, 6), dict(stride=2), "stride"),
         ((3, 3, 4, 6), dict(dilation=2), "dilation"),
         ((3, 3, 2, 6), dict(groups=2), "groups"),
@@ -129,7 +136,7 @@ def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
 )
 def test_winograd_unsupported_shapes_raise(kernel, kwargs, what, rng):
     x = random_array(rng, (1, 9, 9, 4))
-    with pytest.raises(ValueError, match=r"conv2d: algorithm='winograd' needs a 3x3 kernel"):
+    with pytest.raises(ValueError, match=r"conv2d: algorithm='winograd' needs a 3x3 or 5x5 kernel"):
         fastconv.conv2d(x, random_array(rng, kernel), algorithm="winograd", **kwargs)
 
 

@@ -209,9 +209,9 @@ class Conv2dProblem:
 
     @property
     def winograd_eligible(self) -> bool:
-        """The shapes the Winograd F(4x4, 3x3) kernel computes (any padding)."""
-        return (self.kh, self.kw, self.stride_h, self.stride_w, self.dilation_h, self.dilation_w, self.groups) == (
-            3, 3, 1, 1, 1, 1, 1)
+        """The shapes the Winograd kernels compute: 3x3 or 5x5, stride 1, dilation 1, groups 1, any padding."""
+        return self.kh == self.kw and self.kh in (3, 5) and (
+            self.stride_h, self.stride_w, self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1, 1, 1)
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
@@ -374,7 +374,7 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
                        algorithm)
     if algorithm == "winograd" and not p.winograd_eligible:
         raise ValueError(
-            f"{op}: algorithm='winograd' needs a 3x3 kernel with stride 1, dilation 1 and groups 1, got a "
+            f"{op}: algorithm='winograd' needs a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1, got a "
             f"{kh}x{kw} kernel with stride {(p.stride_h, p.stride_w)}, dilation {(p.dilation_h, p.dilation_w)} "
             f"and groups {groups}; use algorithm='auto' or 'direct'"
         )

@@ -17,9 +17,10 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
 
     padding: "valid", "same" (TensorFlow/ONNX SAME_UPPER), int, (ph, pw) or ((top, bottom), (left, right)).
     activation: None, "relu", "relu6", "sigmoid", "tanh" or "silu", applied after the bias.
-    algorithm: "auto" (default: a cost model picks), "direct", or "winograd" (only 3x3 kernels with
-    stride 1, dilation 1 and groups 1, else ValueError; F(4x4, 3x3) on the CPU: about 4x fewer
-    multiplies, a slightly larger float32 rounding error; F(2x2, 3x3) on the GPU: 2.25x fewer).
+    algorithm: "auto" (default: a cost model picks), "direct", or "winograd" (only 3x3 and 5x5 kernels
+    with stride 1, dilation 1 and groups 1, else ValueError; 3x3: F(4x4, 3x3) on the CPU, about 4x
+    fewer multiplies and a slightly larger float32 rounding error, F(2x2, 3x3) on the GPU, 2.25x
+    fewer; 5x5: F(2x2, 5x5) on both, 2.8x fewer).
     Returns (N, OH, OW, C_out) float32.
     """
     x, w, b = _backend.as_inputs("conv2d", x=x, w=w, b=b)

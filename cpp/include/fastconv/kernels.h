@@ -19,7 +19,7 @@ using TriadFn = double (*)(int64_t floats_per_array, int threads);
 struct KernelTable {
   const char* isa;
   ConvFn conv2d;     // direct convolution, any stride / padding / dilation / groups
-  ConvFn winograd;   // conv2d_winograd.cpp: F(4x4, 3x3), 3x3 stride 1 dilation 1 groups 1 only
+  ConvFn winograd;   // conv2d_winograd.cpp: F(4x4, 3x3) / F(2x2, 5x5), winograd_eligible() only
   ConvFn depthwise;  // groups == C_in, one input channel per group
   ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers

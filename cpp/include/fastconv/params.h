@@ -11,8 +11,9 @@
 namespace fastconv {
 
 // conv2d's algorithm= argument. kAuto: each backend's dispatch picks (a cost model on the CPU, a
-// channel-count rule on the GPU); kWinograd is only ever set for 3x3, stride 1, dilation 1,
-// groups 1 problems (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU.
+// channel-count rule on the GPU); kWinograd is only ever set for 3x3 or 5x5, stride 1, dilation 1,
+// groups 1 problems (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU, and
+// F(2x2, 5x5) on both.
 enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
 
 struct Conv2dParams {
@@ -33,10 +34,10 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
   }
-  // The shapes the Winograd kernels compute: 3x3, stride 1, dilation 1, groups 1, any padding.
+  // The shapes the Winograd kernels compute: 3x3 or 5x5, stride 1, dilation 1, groups 1, any padding.
   bool winograd_eligible() const {
-    return kh == 3 && kw == 3 && stride_h == 1 && stride_w == 1 && dilation_h == 1 && dilation_w == 1 &&
-           groups == 1;
+    return kh == kw && (kh == 3 || kh == 5) && stride_h == 1 && stride_w == 1 && dilation_h == 1 &&
+           dilation_w == 1 && groups == 1;
   }
 };
 
