@@ -33,7 +33,7 @@ from fastconv._compare import assert_close, max_relative_error
 from fastconv.bench import ceilings, suites
 from fastconv.bench.peers import call_op
 
-VERSIONS_OF_KERNEL = {"conv2d": (1, 2, 3, 4), "dense": (1, 2, 4), "max_pool2d": (1, 2, 3), "avg_pool2d": (1, 2, 3)}
+VERSIONS_OF_KERNEL = {"conv2d": (1, 2, 3, 4), "dense": (1, 2, 4), "max_pool2d": (1, 2, 3, 4), "avg_pool2d": (1, 2, 3, 4)}
 KERNEL_OF_OP = {"conv2d": "conv2d", "depthwise_conv2d": "conv2d", "pointwise_conv2d": "conv2d", "dense": "dense",
                 "max_pool2d": "max_pool2d", "avg_pool2d": "avg_pool2d", "global_avg_pool2d": "global_avg_pool2d"}
 

@@ -414,8 +414,8 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 // 5x5 filters: F(2x2, 5x5). 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those
 // compress large outputs to a small range while passing the absolute error of pre-activation values
 // near 0 unchanged, which can turn F(4x4)'s ~10x larger rounding error into a tolerance failure;
-// F(2x2, 3x3) keeps it small. (F(2x2, 5x5) rounds like F(4x4, 3x3): "auto" keeps those activations
-// on the direct kernel for 5x5, dispatch.cpp.)
+// F(2x2, 3x3) keeps it small. (F(2x2, 5x5) rounds like F(4x4, 3x3), so 5x5 layers with those
+// activations never come here: _params.py and dispatch.cpp send them to the direct kernel.)
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   if (p.kh == 5) {
     run_winograd<6, 5>(p, x, w, b, y, threads);

@@ -216,21 +216,22 @@ inline int multiprocessors() {
 }
 
 // Column tile width (kN) of the GEMM kernels for a requested version: 1 is 128 x 64, 2 is 128 x 128,
-// `version_32` (4: conv2d's 3 is its first-layer kernel, and gemm keeps conv2d's numbers because
-// pointwise convolutions pass theirs on) is 128 x 32. Auto (0) takes the 32-wide tile for 32 or fewer columns (the 64-wide one would compute
-// half padding), else the wide tile when it pads no more columns than the narrow one and, for a
-// kernel that cannot split K (can_split false), still gives every SM a block. Measured on an H100
-// (bench/NOTES.md): without split-K the narrow tile wins whenever the wide one idles SMs; with it,
-// the wide one wins.
-inline int gemm_tile_width(int requested, int version_32, int64_t row_tiles, int64_t cols, int sms, bool can_split,
-                           const char* op) {
+// 4 is 128 x 32 (conv2d's 3 is its first-layer kernel; gemm keeps conv2d's numbers because pointwise
+// convolutions pass theirs on). Auto (0) takes the 32-wide tile for 32 or fewer columns (the
+// 64-wide one would compute half padding: 1.3-1.4x slower, bench/NOTES.md), else the wide tile when
+// it pads no more columns than the narrow one and, for a kernel that cannot split K (can_split
+// false), still gives every SM a block. Measured on an H100: without split-K the narrow tile wins
+// whenever the wide one idles SMs; with it, the wide one wins.
+inline int gemm_tile_width(int requested, int64_t row_tiles, int64_t cols, int sms, bool can_split, const char* op) {
+  if (requested == 0) {
+    if (cols <= 32) return 32;
+    const int64_t narrow = ceil_div(cols, 64), wide = ceil_div(cols, 128);
+    return (2 * wide == narrow && (can_split || row_tiles * wide >= sms)) ? 128 : 64;
+  }
   if (requested == 1) return 64;
   if (requested == 2) return 128;
-  if (requested == version_32) return 32;
-  if (requested != 0) throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
-  if (cols <= 32) return 32;
-  const int64_t narrow = ceil_div(cols, 64), wide = ceil_div(cols, 128);
-  return (2 * wide == narrow && (can_split || row_tiles * wide >= sms)) ? 128 : 64;
+  if (requested == 4) return 32;
+  throw std::invalid_argument(std::string(op) + ": no kernel version " + std::to_string(requested));
 }
 
 // Split-K: when the output tiles alone leave SMs idle (a few rows, or few output channels), the K

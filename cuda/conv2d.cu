@@ -290,7 +290,7 @@ void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w,
     throw std::invalid_argument("conv2d: kernel version 2 needs C_in / groups % 4 == 0 and x 16-byte aligned");
   }
   const int sms = multiprocessors();
-  const int width = gemm_tile_width(version, 4, g.m_tiles * p.groups, g.cols, sms, /*can_split=*/false, "conv2d");
+  const int width = gemm_tile_width(version, g.m_tiles * p.groups, g.cols, sms, /*can_split=*/false, "conv2d");
   if (width == 32) {
     if (vec_a) {
       launch_conv2d<true, 32>(g, p.groups, sms, x, w, b, y, s);

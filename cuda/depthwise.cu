@@ -22,9 +22,11 @@
 //                                        holds kRows = 4 neighbouring output rows of a strip. v1
 //                                        spends a shared-memory load and a weight load per tap.
 //   v3  depthwise_nhwc_strip_kernel<K, S, 1>  v2 with the threads of one output row numbered
-//                                        together (no row groups): measured 3-9 % faster than
-//                                        v2 on 5x5 and stride-2 layers before v2's row groups
-//                                        were made the default; compared again side by side.
+//                                        together (no row groups). Auto takes it for 5x5 filters
+//                                        and for maps of at most 16 output rows, v2 for the rest:
+//                                        measured side by side on an H100 (bench/NOTES.md), v3 is
+//                                        2-8 % faster on the EfficientNet 5x5 layers and 7x7 / 14x14
+//                                        maps, 4 % slower on 3x3 over 28x28 and 56x56.
 #include <algorithm>
 #include <type_traits>
 
@@ -267,7 +269,7 @@ void depthwise_conv2d(const Conv2dParams& p, const float* x, const float* w, con
                                 " needs a 3x3 or 5x5 filter, stride 1 or 2, dilation 1, C % 4 == 0, multiplier 1 "
                                 "and 16-byte aligned arrays");
   }
-  if (strip && version == 3) {
+  if (strip && (version == 3 || (version == 0 && (p.kh == 5 || p.out_h <= 16)))) {
     depthwise_strip<1>(p, x, w, b, y, s);
     return;
   }

@@ -140,7 +140,7 @@ void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const flo
   g.vec_b = m % 4 == 0 && stride_w % 4 == 0 && stride_y % 4 == 0 && aligned16(w) && aligned16(y);
   g.activation = Activation::kNone;
   const int sms = multiprocessors();
-  const int width = gemm_tile_width(0, 0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm");
+  const int width = gemm_tile_width(0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm");
   g.n_tiles = ceil_div(m, width);
   const dim3 grid(grid_size(g.m_tiles * g.n_tiles, "gemm_kernel"), static_cast<unsigned>(batches));
   if (width == 128) {
@@ -170,7 +170,7 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
   g.activation = p.activation;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const int sms = multiprocessors();
-  const int width = gemm_tile_width(version, 4, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm");
+  const int width = gemm_tile_width(version, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm");
   if (width == 128) {
     launch_gemm<128>(g, sms, x, w, b, y, s);
   } else if (width == 64) {

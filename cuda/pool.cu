@@ -12,11 +12,13 @@
 //                                    the index decode in 32 bits when the tensor allows (64-bit
 //                                    division is a long software sequence on the GPU and would
 //                                    cost as much as the loads).
-//   v3  pool2d_nhwc_vec4_kernel<kMax, Index, 2>  v2 with two neighbouring output pixels per
-//                                    thread: the loads of both windows are issued together, so
-//                                    twice the bytes are in flight per thread (a window's loop
-//                                    bounds are only known at run time, so v2 keeps one load in
-//                                    flight at a time), and the index decode is shared.
+//   v3  pool2d_nhwc_vec4_cols_kernel<kMax, Index, 1>  v2 with the window walked as KW columns
+//                                    of the full window, each tested against the clipped range.
+//   v4  pool2d_nhwc_vec4_cols_kernel<kMax, Index, 2>  v3 with two neighbouring output pixels
+//                                    per thread, whose loads are issued together (twice the bytes
+//                                    in flight per thread) and whose index decode is shared.
+//   Auto: v2 for max pooling, v3 for average pooling (measured side by side on an H100,
+//   bench/NOTES.md).
 //   global_pool_nhwc_kernel<kMax>    a block per (image, 32-channel chunk): 8 warps split the
 //                                    H*W pixels, then reduce through shared memory. The average
 //                                    accumulates in double, like the CPU kernel (a 224x224 map
@@ -68,11 +70,50 @@ __device__ __forceinline__ float4 max_nan(const float4& a, const float4& v) {
   return make_float4(max_nan(a.x, v.x), max_nan(a.y, v.y), max_nan(a.z, v.z), max_nan(a.w, v.w));
 }
 
-// Index: uint32_t when every element offset of x and y fits, else int64_t. kPixels neighbouring
-// output pixels of one row per thread; total counts threads (channel groups x pixel groups).
-template <bool kMax, class Index, int kPixels>
+// Index: uint32_t when every element offset of x and y fits, else int64_t.
+template <bool kMax, class Index>
 __global__ void __launch_bounds__(kPoolThreads)
     pool2d_nhwc_vec4_kernel(Pool2dParams p64, const float* __restrict__ x, float* __restrict__ y, Index total) {
+  // Narrowed copies: the decode below runs in Index arithmetic.
+  const Index c4 = static_cast<Index>(p64.c / 4), out_w = static_cast<Index>(p64.out_w),
+              out_h = static_cast<Index>(p64.out_h), h = static_cast<Index>(p64.h), w = static_cast<Index>(p64.w),
+              c = static_cast<Index>(p64.c);
+  const int kh = static_cast<int>(p64.kh), kw = static_cast<int>(p64.kw);
+  for (Index i = blockIdx.x * Index{kPoolThreads} + threadIdx.x; i < total; i += Index{gridDim.x} * kPoolThreads) {
+    const Index cv = i % c4, pix = i / c4;
+    const Index ox = pix % out_w, rest = pix / out_w;
+    const Index oy = rest % out_h, img = rest / out_h;
+    // Window bounds as signed ints: they can start in the padding.
+    const int64_t ys = int64_t{oy} * p64.stride_h - p64.pad_top, xs = int64_t{ox} * p64.stride_w - p64.pad_left;
+    const int64_t ye = min(ys + kh, int64_t{h} + p64.pad_bottom), xe = min(xs + kw, int64_t{w} + p64.pad_right);
+    const Index y0 = static_cast<Index>(max(ys, int64_t{0})), y1 = static_cast<Index>(min(ye, int64_t{h}));
+    const Index x0 = static_cast<Index>(max(xs, int64_t{0})), x1 = static_cast<Index>(min(xe, int64_t{w}));
+    const float* x_img = x + img * h * w * c + cv * 4;
+    float4 acc = kMax ? make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY) : float4{};
+    for (Index iy = y0; iy < y1; ++iy) {
+      for (Index ix = x0; ix < x1; ++ix) {
+        const float4 v = load4(x_img + (iy * w + ix) * c);
+        if constexpr (kMax) {
+          acc = max_nan(acc, v);
+        } else {
+          acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+        }
+      }
+    }
+    if constexpr (!kMax) {
+      const int64_t count = p64.count_include_pad ? (ye - ys) * (xe - xs) : int64_t{y1 - y0} * int64_t{x1 - x0};
+      const float scale = 1.0f / static_cast<float>(count);
+      acc.x *= scale, acc.y *= scale, acc.z *= scale, acc.w *= scale;
+    }
+    *reinterpret_cast<float4*>(y + i * 4) = acc;
+  }
+}
+
+// v3 / v4: kPixels neighbouring output pixels of one row per thread, the window walked column by
+// column for all of them; total counts threads (channel groups x pixel groups).
+template <bool kMax, class Index, int kPixels>
+__global__ void __launch_bounds__(kPoolThreads)
+    pool2d_nhwc_vec4_cols_kernel(Pool2dParams p64, const float* __restrict__ x, float* __restrict__ y, Index total) {
   // Narrowed copies: the decode below runs in Index arithmetic.
   const Index c4 = static_cast<Index>(p64.c / 4), out_w = static_cast<Index>(p64.out_w),
               out_h = static_cast<Index>(p64.out_h), h = static_cast<Index>(p64.h), w = static_cast<Index>(p64.w),
@@ -174,35 +215,52 @@ unsigned pool_blocks(int64_t threads) {
   return grid_size(std::min<int64_t>(ceil_div(threads, kPoolThreads), 1 << 20), "pool2d");
 }
 
-template <bool kMax, int kPixels>
+// 32-bit decode when every element offset of x and y (and the grid-stride step) stays below 2^31.
+bool narrow_index(const Pool2dParams& p) {
+  return p.n * p.h * p.w * p.c < (int64_t{1} << 31) && p.n * p.out_h * p.out_w * p.c < (int64_t{1} << 31);
+}
+
+template <bool kMax>
 void launch_pool2d_vec4(const Pool2dParams& p, const float* x, float* y, cudaStream_t s) {
-  const int64_t total = p.n * p.out_h * ceil_div(p.out_w, kPixels) * (p.c / 4);
-  // 32-bit decode when every element offset of x and y (and the grid-stride step) stays below 2^32.
-  const bool narrow = p.n * p.h * p.w * p.c < (int64_t{1} << 31) && p.n * p.out_h * p.out_w * p.c < (int64_t{1} << 31);
-  if (narrow) {
-    pool2d_nhwc_vec4_kernel<kMax, uint32_t, kPixels><<<pool_blocks(total), kPoolThreads, 0, s>>>(
+  const int64_t total = p.n * p.out_h * p.out_w * (p.c / 4);
+  if (narrow_index(p)) {
+    pool2d_nhwc_vec4_kernel<kMax, uint32_t><<<pool_blocks(total), kPoolThreads, 0, s>>>(
         p, x, y, static_cast<uint32_t>(total));
   } else {
-    pool2d_nhwc_vec4_kernel<kMax, int64_t, kPixels><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);
+    pool2d_nhwc_vec4_kernel<kMax, int64_t><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);
   }
   FC_CHECK_LAUNCH(kMax ? "pool2d_nhwc_vec4_kernel<max>" : "pool2d_nhwc_vec4_kernel<avg>");
+}
+
+template <bool kMax, int kPixels>
+void launch_pool2d_vec4_cols(const Pool2dParams& p, const float* x, float* y, cudaStream_t s) {
+  const int64_t total = p.n * p.out_h * ceil_div(p.out_w, kPixels) * (p.c / 4);
+  if (narrow_index(p)) {
+    pool2d_nhwc_vec4_cols_kernel<kMax, uint32_t, kPixels><<<pool_blocks(total), kPoolThreads, 0, s>>>(
+        p, x, y, static_cast<uint32_t>(total));
+  } else {
+    pool2d_nhwc_vec4_cols_kernel<kMax, int64_t, kPixels><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);
+  }
+  FC_CHECK_LAUNCH(kMax ? "pool2d_nhwc_vec4_cols_kernel<max>" : "pool2d_nhwc_vec4_cols_kernel<avg>");
 }
 
 template <bool kMax>
 void launch_pool2d(const Pool2dParams& p, const float* x, float* y, StreamHandle stream, int version) {
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const bool vec4 = p.c % 4 == 0 && aligned16(x) && aligned16(y);
-  if ((version == 2 || version == 3) && !vec4) {
+  if (version < 0 || version > 4) {
+    throw std::invalid_argument("pool2d: no kernel version " + std::to_string(version));
+  }
+  if (version >= 2 && !vec4) {
     throw std::invalid_argument("pool2d: kernel version " + std::to_string(version) +
                                 " needs C % 4 == 0 and 16-byte aligned arrays");
   }
-  if (version < 0 || version > 3) {
-    throw std::invalid_argument("pool2d: no kernel version " + std::to_string(version));
-  }
-  if (vec4 && version == 3) {
-    launch_pool2d_vec4<kMax, 2>(p, x, y, s);
+  if (vec4 && (version == 4)) {
+    launch_pool2d_vec4_cols<kMax, 2>(p, x, y, s);
+  } else if (vec4 && (version == 3 || (version == 0 && !kMax))) {
+    launch_pool2d_vec4_cols<kMax, 1>(p, x, y, s);
   } else if (vec4 && version != 1) {
-    launch_pool2d_vec4<kMax, 1>(p, x, y, s);
+    launch_pool2d_vec4<kMax>(p, x, y, s);
   } else {
     const int64_t total = p.n * p.out_h * p.out_w * p.c;
     pool2d_nhwc_kernel<kMax><<<pool_blocks(total), kPoolThreads, 0, s>>>(p, x, y, total);

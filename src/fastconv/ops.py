@@ -20,7 +20,8 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     algorithm: "auto" (default: a cost model picks), "direct", or "winograd" (only 3x3 and 5x5 kernels
     with stride 1, dilation 1 and groups 1, else ValueError; 3x3: F(4x4, 3x3) on the CPU, about 4x
     fewer multiplies and a slightly larger float32 rounding error, F(2x2, 3x3) on the GPU, 2.25x
-    fewer; 5x5: F(2x2, 5x5) on both, 2.8x fewer).
+    fewer; 5x5: F(2x2, 5x5) on both, 2.8x fewer, except with sigmoid or tanh, where its rounding would
+    exceed the float32 tolerance and the direct kernel runs).
     Returns (N, OH, OW, C_out) float32.
     """
     x, w, b = _backend.as_inputs("conv2d", x=x, w=w, b=b)
