@@ -22,7 +22,9 @@
 //        two vector loads of U per input channel. M[e][tile][co].
 //     c. output transform AT M A, + bias, activation, stored clipped to the output (border tiles).
 // V and M of a block stay in L2 / L3; U[e] (C_in x kCols per microkernel) is reused from L1 by
-// every tile of the block.
+// every tile of the block. Wide layers on small maps (U past a few MB, few tiles) skip step 1:
+// all tiles form one block and each thread transforms the weights of one output-channel block
+// right before its products (run_winograd, stream_weights).
 //
 // Accuracy: the transforms of F(4x4, 3x3) and F(2x2, 5x5) (points 0, +-1, +-2) amplify float32
 // rounding; measured against the float64 reference in bench/NOTES.md (Winograd sections), well
@@ -69,6 +71,11 @@ static inline float* alloc_floats(int64_t count) {
 // 5 ms of work. Grows to the largest call's need and is freed when the thread exits; calls needing
 // more than kWorkspaceKeepFloats allocate and free their own.
 constexpr int64_t kWorkspaceKeepFloats = int64_t{64} << 20;  // 256 MiB
+
+// run_winograd's switch to transforming weights per output-channel block (see there).
+constexpr double kStreamWeightBytes = 4.0 * 1024 * 1024;
+constexpr int64_t kStreamMaxTilesPerCol = 6;
+constexpr int64_t kOneBlockBytes = int64_t{16} << 20;
 
 struct Workspace {
   float* data = nullptr;
@@ -208,6 +215,40 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
         for (int j = 0; j < A; ++j) st(u + (i * A + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
       }
     }
+    }
+  }
+}
+
+// 1'. The weights of one output-channel block alone: u_cb[e][ci][kCols] (e_stride floats between
+// the e), for the calling thread, right before the products that read them (see run_winograd).
+template <int A, int R>
+static inline void transform_weight_block(const Conv2dParams& p, const float* w, int64_t cb, float* u_cb,
+                                          int64_t e_stride) {
+  for (int64_t ci = 0; ci < p.c_in; ++ci) {
+    for (int64_t lane0 = 0; lane0 < kCols; lane0 += kLanes) {
+      const int64_t co0 = cb * kCols + lane0, len = min_i64(kLanes, p.c_out - co0);
+      wvec t[A][R];  // G g, column by column
+      for (int kx = 0; kx < R; ++kx) {
+        wvec col[R];
+        for (int ky = 0; ky < R; ++ky) {
+          const float* src = w + ((ky * R + kx) * p.c_in + ci) * p.c_out + co0;
+          if (len == kLanes) {
+            col[ky] = ld(src);
+          } else {
+            alignas(64) float tmp[kLanes] = {};
+            for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
+            col[ky] = ld(tmp);
+          }
+        }
+        wvec r[A];
+        gt<A, R>(col, r);
+        for (int i = 0; i < A; ++i) t[i][kx] = r[i];
+      }
+      for (int i = 0; i < A; ++i) {
+        wvec r[A];
+        gt<A, R>(t[i], r);
+        for (int j = 0; j < A; ++j) st(u_cb + (i * A + j) * e_stride + ci * kCols + lane0, r[j]);
+      }
     }
   }
 }
@@ -362,19 +403,31 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   // L2, but at least 8 row panels so that each U[e] column block is reused by >= 48 tiles, and
   // never more than the problem has.
   const int64_t per_tile_bytes = kElems * 4 * (g.ci_pad + g.co_pad);
+  const int64_t all_tiles = (g.tiles + kRows - 1) / kRows * kRows;
   int64_t block = (768 * 1024 * nthreads / per_tile_bytes) / kRows * kRows;
   block = max_i64(block, 8 * kRows);
   block = min_i64(block, 64 * kRows);
-  block = min_i64(block, (g.tiles + kRows - 1) / kRows * kRows);
+  block = min_i64(block, all_tiles);
+  // Transformed weights past kStreamWeightBytes (a 512 x 512 layer's are 38 MB, more than the L3)
+  // are written to L3 or DRAM and read back for every block of tiles. On small maps all tiles form
+  // one block instead, and each thread transforms the weights of one output-channel block at a
+  // time (36 x C_in x kCols floats, in L2) right before the products that read them: the full U is
+  // never written, but V is read once per channel block, tiles / kCols times U's size; past
+  // kStreamMaxTilesPerCol that costs more than U's round trip (measured, bench/NOTES.md: 28x28 and
+  // smaller maps gain 1.5-2x, 56x56 x 256 channels loses 12 %).
+  const bool stream_weights = kElems * 4.0 * p.c_in * g.co_pad > kStreamWeightBytes &&
+                              all_tiles <= kStreamMaxTilesPerCol * kCols && all_tiles * per_tile_bytes <= kOneBlockBytes;
+  if (stream_weights) block = all_tiles;
   g.block = block;
   g.v_stride = block * g.ci_pad + 16;
   g.m_stride = block * g.co_pad + 16;
 
   // Plus a cache line: 36 streams a power of two apart would share cache sets.
-  const int64_t u_e_stride = g.co_blocks * p.c_in * kCols + 16;
+  const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : g.co_blocks * p.c_in * kCols + 16;
+  const int64_t u_floats = stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
   bool owned = false;
-  float* u = acquire_workspace(kElems * (u_e_stride + g.v_stride + g.m_stride), &owned);
-  float* v = u + kElems * u_e_stride;
+  float* u = acquire_workspace(u_floats + kElems * (g.v_stride + g.m_stride), &owned);
+  float* v = u + u_floats;
   float* m = v + kElems * g.v_stride;
   float* bias_pad = nullptr;
   if (b) {
@@ -384,25 +437,45 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
 #pragma omp parallel num_threads(nthreads)
   {
-    transform_weights<A, R>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
-    for (int64_t first = 0; first < g.tiles; first += g.block) {
-      const int64_t count = min_i64(g.block, g.tiles - first);
-      const int64_t panels = (count + kRows - 1) / kRows;
+    if (stream_weights) {
+      const int64_t count = g.tiles, panels = (count + kRows - 1) / kRows;
+      float* u_cb = u + omp_get_thread_num() * kElems * u_e_stride;
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v + t * g.ci_pad);
-#pragma omp for collapse(2) schedule(static)
-      for (int64_t e = 0; e < kElems; ++e) {
-        for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
-          const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
+      for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, t, v + t * g.ci_pad);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
+        transform_weight_block<A, R>(p, w, cb, u_cb, u_e_stride);
+        for (int64_t e = 0; e < kElems; ++e) {
           for (int64_t panel = 0; panel < panels; ++panel) {
             const int64_t r0 = panel * kRows;
-            gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
-                      m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
+            gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad,
+                      u_cb + e * u_e_stride, p.c_in, m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
           }
         }
       }
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
+      for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, t, y);
+    } else {
+      transform_weights<A, R>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
+      for (int64_t first = 0; first < g.tiles; first += g.block) {
+        const int64_t count = min_i64(g.block, g.tiles - first);
+        const int64_t panels = (count + kRows - 1) / kRows;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v + t * g.ci_pad);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t e = 0; e < kElems; ++e) {
+          for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
+            const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
+            for (int64_t panel = 0; panel < panels; ++panel) {
+              const int64_t r0 = panel * kRows;
+              gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
+                        m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
+            }
+          }
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
+      }
     }
   }
   std::free(bias_pad);

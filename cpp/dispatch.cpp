@@ -19,10 +19,13 @@ constexpr int64_t kWinogradMinChannels = 16;
 constexpr double kWinogradGemmCost = 1.0;     // a Winograd GEMM multiply-add
 constexpr double kWinogradTileCost = 150.0;   // input + output transform, per tile and channel
 // Weight transform, per transform element and channel pair: cheap while the 36 * C_in * C_out
-// transformed weights stay in cache, ~6x more once they spill to L3 / DRAM (written, then read back).
+// transformed weights stay in cache, ~6x more once they spill to L3 / DRAM (written, then read back),
+// unless the map has few enough tiles for the kernel to transform them block by block right before
+// their use (conv2d_winograd.cpp, stream_weights: up to 6 x kCols tiles, 96 with AVX2).
 constexpr double kWinogradWeightCost = 10.0;
 constexpr double kWinogradWeightCostSpilled = 60.0;
 constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
+constexpr double kWinogradStreamedMaxTiles = 96;
 
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels.
 constexpr int64_t kFirstLayerMaxCin = 4;
@@ -94,8 +97,8 @@ bool prefer_winograd(const Conv2dParams& p) {
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) * pairs;
-  const double weight_cost =
-      36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes ? kWinogradWeightCost : kWinogradWeightCostSpilled;
+  const bool cached = 36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
+  const double weight_cost = cached ? kWinogradWeightCost : kWinogradWeightCostSpilled;
   const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (p.c_in + p.c_out) * kWinogradTileCost +
                           36.0 * pairs * weight_cost;
   return winograd < direct;

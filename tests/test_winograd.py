@@ -78,6 +78,24 @@ def test_winograd_error_growth(kernel, c_in, isa, rng):
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
 
 
+@pytest.mark.parametrize(
+    "kernel, x_shape, c_out, padding",
+    [
+        (3, (1, 9, 11, 160), 203, "same"),  # > 4 MB of transformed weights, 9 tiles: per-block weights
+        (5, (2, 6, 5, 200), 150, ((2, 1), (0, 3))),
+        (3, (1, 44, 43, 160), 180, 1),  # 121 tiles: per-block weights with AVX-512's wider blocks only
+    ],
+)
+def test_winograd_weights_transformed_per_channel_block(kernel, x_shape, c_out, padding, isa, rng):
+    """Small maps with wide layers transform the weights one output-channel block at a time
+    (conv2d_winograd.cpp, stream_weights); C_out is not a multiple of the block or the vector."""
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    b = random_array(rng, (c_out,))
+    _, ratio = _check(_cpu_device(), x, w, b, "winograd", padding=padding, activation="relu")
+    assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
 def _cpu_device():
     class Cpu:
         put = get = staticmethod(lambda a: a)
