@@ -173,3 +173,17 @@ def test_algorithm_is_part_of_the_memoised_problem():
     assert _params.conv2d_problem(*args, "winograd").algorithm == "winograd"
     assert _params.conv2d_problem(*args, "direct").algorithm == "direct"
     assert _params.depthwise_problem("depthwise_conv2d", (1, 8, 8, 4), (3, 3, 4), None, 1, "same", 1, None).algorithm == "auto"
+
+
+@pytest.mark.parametrize("activation, kernel, expected", [
+    ("tanh", 5, "direct"), ("sigmoid", 5, "direct"), ("silu", 5, "winograd"), (None, 5, "winograd"),
+    ("tanh", 3, "winograd"), ("sigmoid", 3, "winograd"),
+])
+def test_winograd_5x5_with_sigmoid_or_tanh_runs_direct(activation, kernel, expected):
+    """F(2x2, 5x5)'s rounding after sigmoid / tanh can exceed the tolerance: algorithm='winograd'
+    then runs the direct kernel (3x3 has F(2x2, 3x3) for those activations on the CPU)."""
+    from fastconv import _params
+
+    p = _params.conv2d_problem("conv2d", (1, 8, 8, 4), (kernel, kernel, 4, 4), None, 1, "same", 1, 1, activation,
+                               "winograd")
+    assert p.algorithm == expected
