@@ -4,7 +4,11 @@ Per case: the parent computes the float64 reference once and hands its path to e
 worker builds the same inputs from the seed, checks its answer (a wrong answer becomes an error,
 never a time), warms up. Then `ROUNDS` rounds in which the workers take turns (A B C, C B A, ...),
 each timing for min_time / ROUNDS; the ratio peer / ours is taken per round and its median kept,
-so slow drifts of a noisy machine hit both sides of each ratio alike.
+so slow drifts of a noisy machine hit both sides of each ratio alike. On the CPU each turn starts
+SETTLE_S after the previous one ended: a library's idle threads keep spinning for a while after its
+last call (OpenBLAS, under NumPy, for ~2^28 cycles, ~80 ms), and without the pause they took a core
+from whichever library came next (measured, bench/NOTES.md: fastconv's resnet_1x1_n8 timed 14-16 ms
+right after NumPy's turns against 6.7 ms with the pause, the same as alone).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .report import Progress
 from .suites import Case, ModelCase, cost
 
 ROUNDS = 4
+SETTLE_S = 0.12
 
 
 class WorkerDied(RuntimeError):
@@ -169,6 +174,8 @@ class Runner:
                 if cells[name]["status"] != "ok":
                     continue
                 self.progress.status(f"{label}: {name} round {r + 1}/{ROUNDS}")
+                if self.device == "cpu":
+                    time.sleep(SETTLE_S)
                 reply = self._request(name, msg)
                 if "error" in reply:
                     cells[name] = {"status": "error", "error": reply["error"]}
