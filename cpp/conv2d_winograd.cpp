@@ -181,9 +181,27 @@ struct Geometry {
   int64_t m_stride;  // the same for M
 };
 
+// (G g G^T)[e] of one vector of filters (taps g[ky][kx]), stored at dst + e * e_stride.
+template <int A, int R>
+static inline void transform_filter(const wvec (&g)[R][R], float* dst, int64_t e_stride) {
+  // Columns: t[i][kx] = (G g)[i][kx]; then rows: u[i][j] = (t G^T)[i][j].
+  wvec t[A][R];
+  for (int kx = 0; kx < R; ++kx) {
+    wvec col[R], r[A];
+    for (int ky = 0; ky < R; ++ky) col[ky] = g[ky][kx];
+    gt<A, R>(col, r);
+    for (int i = 0; i < A; ++i) t[i][kx] = r[i];
+  }
+  for (int i = 0; i < A; ++i) {
+    wvec r[A];
+    gt<A, R>(t[i], r);
+    for (int j = 0; j < A; ++j) st(dst + (i * A + j) * e_stride, r[j]);
+  }
+}
+
 // 1. U[e][cb][ci][kCols] from w[ky][kx][ci][co]; rows of ci split between the threads.
 // The R * R taps of one input channel are first copied, a chunk of output channels at a time, into a
-// zero-padded local buffer: read in place they are 9 streams C_in * C_out floats apart, which for
+// zero-padded local buffer: read in place they are R * R streams C_in * C_out floats apart, which for
 // power-of-two channel counts all map onto the same cache sets.
 template <int A, int R>
 static inline void transform_weights(const Conv2dParams& p, const Geometry& g, const float* w, float* u,
@@ -193,28 +211,17 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
 #pragma omp for schedule(static)
   for (int64_t ci = 0; ci < p.c_in; ++ci) {
     for (int64_t chunk0 = 0; chunk0 < g.co_pad; chunk0 += kChunk) {
-    const int64_t chunk_len = min_i64(kChunk, g.co_pad - chunk0);
-    for (int k = 0; k < R * R; ++k) {
-      const float* src = w + (k * p.c_in + ci) * p.c_out;
-      for (int64_t j = 0; j < chunk_len; ++j) taps[k][j] = chunk0 + j < p.c_out ? src[chunk0 + j] : 0.0f;
-    }
-    for (int64_t co0 = chunk0; co0 < chunk0 + chunk_len; co0 += kLanes) {
-      // Rows: t[i][kx] = (G g)[i][kx]; then columns: u[i][j] = (t G^T)[i][j].
-      wvec t[A][R];
-      for (int kx = 0; kx < R; ++kx) {
-        wvec col[R];
-        for (int ky = 0; ky < R; ++ky) col[ky] = ld(&taps[ky * R + kx][co0 - chunk0]);
-        wvec r[A];
-        gt<A, R>(col, r);
-        for (int i = 0; i < A; ++i) t[i][kx] = r[i];
+      const int64_t chunk_len = min_i64(kChunk, g.co_pad - chunk0);
+      for (int k = 0; k < R * R; ++k) {
+        const float* src = w + (k * p.c_in + ci) * p.c_out;
+        for (int64_t j = 0; j < chunk_len; ++j) taps[k][j] = chunk0 + j < p.c_out ? src[chunk0 + j] : 0.0f;
       }
-      const int64_t cb = co0 / kCols, lane0 = co0 % kCols;
-      for (int i = 0; i < A; ++i) {
-        wvec r[A];
-        gt<A, R>(t[i], r);
-        for (int j = 0; j < A; ++j) st(u + (i * A + j) * e_stride + (cb * p.c_in + ci) * kCols + lane0, r[j]);
+      for (int64_t co0 = chunk0; co0 < chunk0 + chunk_len; co0 += kLanes) {
+        wvec gk[R][R];
+        for (int k = 0; k < R * R; ++k) gk[k / R][k % R] = ld(&taps[k][co0 - chunk0]);
+        const int64_t cb = co0 / kCols, lane0 = co0 % kCols;
+        transform_filter<A, R>(gk, u + (cb * p.c_in + ci) * kCols + lane0, e_stride);
       }
-    }
     }
   }
 }
@@ -226,29 +233,19 @@ static inline void transform_weight_block(const Conv2dParams& p, const float* w,
                                           int64_t e_stride) {
   for (int64_t ci = 0; ci < p.c_in; ++ci) {
     for (int64_t lane0 = 0; lane0 < kCols; lane0 += kLanes) {
-      const int64_t co0 = cb * kCols + lane0, len = min_i64(kLanes, p.c_out - co0);
-      wvec t[A][R];  // G g, column by column
-      for (int kx = 0; kx < R; ++kx) {
-        wvec col[R];
-        for (int ky = 0; ky < R; ++ky) {
-          const float* src = w + ((ky * R + kx) * p.c_in + ci) * p.c_out + co0;
-          if (len == kLanes) {
-            col[ky] = ld(src);
-          } else {
-            alignas(64) float tmp[kLanes] = {};
-            for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
-            col[ky] = ld(tmp);
-          }
+      const int64_t co0 = cb * kCols + lane0, len = min_i64(kLanes, p.c_out - co0);  // <= 0: padding
+      wvec gk[R][R];
+      for (int k = 0; k < R * R; ++k) {
+        const float* src = w + (k * p.c_in + ci) * p.c_out + co0;
+        if (len == kLanes) {
+          gk[k / R][k % R] = ld(src);
+        } else {
+          alignas(64) float tmp[kLanes] = {};
+          for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
+          gk[k / R][k % R] = ld(tmp);
         }
-        wvec r[A];
-        gt<A, R>(col, r);
-        for (int i = 0; i < A; ++i) t[i][kx] = r[i];
       }
-      for (int i = 0; i < A; ++i) {
-        wvec r[A];
-        gt<A, R>(t[i], r);
-        for (int j = 0; j < A; ++j) st(u_cb + (i * A + j) * e_stride + ci * kCols + lane0, r[j]);
-      }
+      transform_filter<A, R>(gk, u_cb + ci * kCols + lane0, e_stride);
     }
   }
 }
