@@ -244,6 +244,13 @@ class RowStage {
   // staged kernels' outputs go here first when they stream (see stream_copy).
   float* out() const { return out_; }
   int64_t pixel_stride() const { return cs_; }
+  // The valid kernel rows of output row oy of image n; out_rows[ky - ky0] = row(n, that input row).
+  // Kernel heights past 64 are not staged (choose_path).
+  RowRange rows(int64_t n, int64_t oy, const float* (&out_rows)[64]) {
+    const RowRange rr = valid_rows(p_, oy);
+    for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) out_rows[ky - rr.ky0] = row(n, rr.iy0 + ky * p_.dilation_h);
+    return rr;
+  }
   // Padded column 0 (input column -pad_left) of input row iy of image n.
   const float* row(int64_t n, int64_t iy) {
     const int64_t slot = iy % slots_, key = n * p_.h + iy;
@@ -321,9 +328,8 @@ void stream_copy(float* dst, const float* src, int64_t n) {
 template <int KW, int SW, bool ST>
 void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                 int64_t oy) {
-  const RowRange rr = valid_rows(p, oy);
-  const float* rows[64];  // kernel heights past 64 are not staged (choose_path)
-  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = stage.row(n, rr.iy0 + ky * p.dilation_h);
+  const float* rows[64];
+  const RowRange rr = stage.rows(n, oy, rows);
   const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w;
   const float* w0 = w + rr.ky0 * KW * c;
   const auto blocks = [&](BlockFn fn, int64_t np) {
@@ -471,9 +477,8 @@ constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b,
 template <int SW, int P, bool ST>
 void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                         int64_t oy) {
-  const RowRange rr = valid_rows(p, oy);
-  const float* rows[64];  // kernel heights past 64 are not staged (choose_path)
-  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = stage.row(n, rr.iy0 + ky * p.dilation_h);
+  const float* rows[64];
+  const RowRange rr = stage.rows(n, oy, rows);
   const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w, cs = stage.pixel_stride();
   const int64_t q = p.dilation_w / gcd_i64(p.stride_w, p.dilation_w), xs = p.dilation_w * cs;
   const int64_t wb = p.kh * p.kw * kLanes;  // packed weights per channel block (pack_weights)
