@@ -1,7 +1,7 @@
-// Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions: 3x3 or 5x5 kernel, stride 1, dilation 1,
-// groups 1, NHWC activations, HWIO weights, any padding. Compiled once per instruction set
-// (FC_ISA = portable | avx2 | avx512); see kernels.h. dispatch.cpp decides when it runs
-// (algorithm="winograd", or "auto" and the cost model there).
+// Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions: 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
+// activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5 (winograd_conv2d
+// at the end). Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
+// dispatch.cpp decides when it runs (algorithm="winograd", or "auto" and the cost model there).
 //
 // Each 4x4 output tile of a 3x3 convolution is computed from the 6x6 input patch d around it as
 //     Y = AT [ sum_ci (G g G^T) (.) (BT d B) ] A
@@ -82,12 +82,12 @@ struct Workspace {
   int64_t capacity = 0;
   ~Workspace() { std::free(data); }
 };
-static thread_local Workspace tls_workspace;
+static thread_local Workspace tls_workspace;      // U, V and M
+static thread_local Workspace tls_folded_input;  // strided filters: the folded input (fold_input)
 
-static inline float* acquire_workspace(int64_t count, bool* owned) {
+static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned) {
   *owned = count > kWorkspaceKeepFloats;
   if (*owned) return alloc_floats(count);
-  Workspace& ws = tls_workspace;
   if (ws.capacity < count) {
     std::free(ws.data);
     ws.data = alloc_floats(count);
@@ -423,7 +423,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : g.co_blocks * p.c_in * kCols + 16;
   const int64_t u_floats = stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
   bool owned = false;
-  float* u = acquire_workspace(u_floats + kElems * (g.v_stride + g.m_stride), &owned);
+  float* u = acquire_workspace(tls_workspace, u_floats + kElems * (g.v_stride + g.m_stride), &owned);
   float* v = u + u_floats;
   float* m = v + kElems * g.v_stride;
   float* bias_pad = nullptr;
@@ -479,14 +479,12 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   if (owned) std::free(u);
 }
 
-}  // namespace
-
 // 5x5 filters: F(2x2, 5x5). 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those
 // compress large outputs to a small range while passing the absolute error of pre-activation values
 // near 0 unchanged, which can turn F(4x4)'s ~10x larger rounding error into a tolerance failure;
 // F(2x2, 3x3) keeps it small. (F(2x2, 5x5) rounds like F(4x4, 3x3), so 5x5 layers with those
 // activations never come here: _params.py and dispatch.cpp send them to the direct kernel.)
-void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   if (p.kh == 5) {
     run_winograd<6, 5>(p, x, w, b, y, threads);
   } else if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
@@ -494,6 +492,90 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   } else {
     run_winograd<6, 3>(p, x, w, b, y, threads);
   }
+}
+
+// A strided filter folded into a stride-1 one (params.h, folded_kh): the input's s_h x s_w phases
+// become channels,
+//     xf[n][fy][fx][(ry * s_w + rx) * C_in + c] = x[n][s_h * fy + ry - pad_top][s_w * fx + rx - pad_left][c]
+// (zero outside the image), the filter
+//     wf[qy][qx][(ry * s_w + rx) * C_in + c][co] = w[s_h * qy + ry][s_w * qx + rx][c][co] (zero past KH x KW),
+// and y is the unpadded stride-1 convolution of xf with wf. AlexNet C1 (11x11 at stride 4 over 3
+// channels) becomes a 3x3 convolution over 48: F(4x4, 3x3) then does 36 / 16 * 48 = 108
+// multiply-adds per output value instead of the direct 11 * 11 * 3 = 363, for one more pass over
+// the input.
+Conv2dParams folded_params(const Conv2dParams& p) {
+  Conv2dParams f = p;
+  f.kh = p.folded_kh();
+  f.kw = p.folded_kw();
+  f.c_in = p.folded_c_in();
+  f.h = p.out_h + f.kh - 1;
+  f.w = p.out_w + f.kw - 1;
+  f.stride_h = f.stride_w = 1;
+  f.pad_top = f.pad_left = 0;
+  return f;
+}
+
+void fold_input(const Conv2dParams& p, const Conv2dParams& f, const float* x, float* xf, int threads) {
+  const int64_t run = p.stride_w * p.c_in;  // one input row's share of a folded pixel
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t fy = 0; fy < f.h; ++fy) {
+      float* dst_row = xf + (n * f.h + fy) * f.w * f.c_in;
+      for (int64_t ry = 0; ry < p.stride_h; ++ry) {
+        const int64_t iy = fy * p.stride_h + ry - p.pad_top;
+        const bool row_inside = iy >= 0 && iy < p.h;
+        const float* src_row = x + (n * p.h + (row_inside ? iy : 0)) * p.w * p.c_in;
+        for (int64_t fx = 0; fx < f.w; ++fx) {
+          float* dst = dst_row + fx * f.c_in + ry * run;
+          const int64_t ix0 = fx * p.stride_w - p.pad_left;
+          if (row_inside && ix0 >= 0 && ix0 + p.stride_w <= p.w) {
+            const float* src = src_row + ix0 * p.c_in;
+            for (int64_t j = 0; j < run; ++j) dst[j] = src[j];
+            continue;
+          }
+          for (int64_t rx = 0; rx < p.stride_w; ++rx) {
+            const int64_t ix = ix0 + rx;
+            const bool inside = row_inside && ix >= 0 && ix < p.w;
+            for (int64_t c = 0; c < p.c_in; ++c) dst[rx * p.c_in + c] = inside ? src_row[ix * p.c_in + c] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+void fold_weights(const Conv2dParams& p, const Conv2dParams& f, const float* w, float* wf) {
+  for (int64_t qy = 0; qy < f.kh; ++qy) {
+    for (int64_t qx = 0; qx < f.kw; ++qx) {
+      for (int64_t ry = 0; ry < p.stride_h; ++ry) {
+        for (int64_t rx = 0; rx < p.stride_w; ++rx) {
+          const int64_t ky = qy * p.stride_h + ry, kx = qx * p.stride_w + rx;
+          const bool tap = ky < p.kh && kx < p.kw;
+          for (int64_t c = 0; c < p.c_in; ++c) {
+            float* dst = wf + ((qy * f.kw + qx) * f.c_in + (ry * p.stride_w + rx) * p.c_in + c) * p.c_out;
+            const float* src = w + ((ky * p.kw + kx) * p.c_in + c) * p.c_out;
+            for (int64_t co = 0; co < p.c_out; ++co) dst[co] = tap ? src[co] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  if (p.stride_h == 1 && p.stride_w == 1) return run_unit_stride(p, x, w, b, y, threads);
+  const Conv2dParams f = folded_params(p);
+  const int64_t folded_floats = f.n * f.h * f.w * f.c_in;
+  bool owned = false;
+  float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);
+  float* wf = alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
+  fold_input(p, f, x, xf, threads_for(folded_floats * 4, threads));
+  fold_weights(p, f, w, wf);
+  run_unit_stride(f, xf, wf, b, y, threads);
+  std::free(wf);
+  if (owned) std::free(xf);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

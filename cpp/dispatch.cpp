@@ -26,6 +26,12 @@ constexpr double kWinogradWeightCost = 10.0;
 constexpr double kWinogradWeightCostSpilled = 60.0;
 constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 constexpr double kWinogradStreamedMaxTiles = 96;
+// Strided filters (folded, params.h): one pass over the input per folded value, and the estimate
+// below was ~1.65x optimistic against measured times over ~90 random strided shapes (bench/NOTES.md,
+// "Strided filters folded into Winograd"), where outputs narrower than 24 channels never paid.
+constexpr double kWinogradFoldCost = 4.0;
+constexpr double kWinogradFoldedOptimism = 1.65;
+constexpr int64_t kWinogradFoldedMinCout = 24;
 
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels.
 constexpr int64_t kFirstLayerMaxCin = 4;
@@ -89,26 +95,34 @@ const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 // channel pair, plus the per-call weight transform. The constants were fitted to 1-thread timings
 // (bench/NOTES.md, Winograd sections). 5x5 with sigmoid or tanh stays direct: F(2x2, 5x5) rounds
 // like F(4x4, 3x3), which those activations can turn into a tolerance failure (conv2d_winograd.cpp).
+// Strided filters count with their folded shape (params.h: s_h * s_w * C_in channels, a 3x3 or 5x5
+// filter), plus the fold's pass over the input.
 bool prefer_winograd(const Conv2dParams& p) {
-  if (!p.winograd_eligible() || p.c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
-  const bool five = p.kh == 5;
+  const int64_t c_in = p.folded_c_in();
+  if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
+  const bool folded = p.stride_h * p.stride_w > 1;
+  if (folded && p.c_out < kWinogradFoldedMinCout) return false;
+  const bool five = p.folded_kh() == 5;
   if (five && (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh)) return false;
   const int64_t tile = five ? 2 : 4;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
-  const double pairs = static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
-  const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) * pairs;
+  const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
+  const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) *
+                        static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const bool cached = 36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
   const double weight_cost = cached ? kWinogradWeightCost : kWinogradWeightCostSpilled;
-  const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (p.c_in + p.c_out) * kWinogradTileCost +
+  const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (c_in + p.c_out) * kWinogradTileCost +
                           36.0 * pairs * weight_cost;
-  return winograd < direct;
+  if (!folded) return winograd < direct;
+  const double fold = static_cast<double>(p.n) * (p.out_h + p.folded_kh() - 1) * (p.out_w + p.folded_kw() - 1) * c_in;
+  return (winograd + fold * kWinogradFoldCost) * kWinogradFoldedOptimism < direct;
 }
 
 // The first-layer kernel serves dense convolutions with at most kFirstLayerMaxCin input channels
-// that are not GEMMs (pointwise) and not explicitly Winograd, except wide layers with long reductions.
+// that are not GEMMs (pointwise) and not Winograd's, except wide layers with long reductions.
 bool prefer_first_layer(const Conv2dParams& p) {
-  return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.algorithm != ConvAlgorithm::kWinograd &&
-         p.kh <= kFirstLayerMaxKernel && p.kw <= kFirstLayerMaxKernel &&
+  return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.kh <= kFirstLayerMaxKernel &&
+         p.kw <= kFirstLayerMaxKernel &&
          (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps ||
           (p.stride_w <= 2 && p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTapsStride2));
 }
@@ -147,11 +161,11 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
     table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
   } else if (p.is_depthwise()) {
     table().depthwise(p, x, w, b, y, num_threads());
-  } else if (prefer_first_layer(p)) {
-    table().first_layer(p, x, w, b, y, num_threads());
   } else if (p.algorithm == ConvAlgorithm::kWinograd ||
              (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p))) {
     table().winograd(p, x, w, b, y, num_threads());
+  } else if (prefer_first_layer(p)) {
+    table().first_layer(p, x, w, b, y, num_threads());
   } else {
     table().conv2d(p, x, w, b, y, num_threads());
   }

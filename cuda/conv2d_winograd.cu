@@ -224,14 +224,14 @@ void run_winograd(const WinogradGeometry& g, const float* x, const float* w, con
 // peak), except with sigmoid or tanh, which can turn F(2x2, 5x5)'s rounding near 0 into a
 // tolerance failure (as on the CPU, cpp/dispatch.cpp).
 bool winograd_pays(const Conv2dParams& p) {
-  if (!p.winograd_eligible()) return false;
+  if (!p.winograd_eligible() || p.stride_h != 1 || p.stride_w != 1) return false;
   if (p.kh == 3) return p.c_in >= 64 && p.c_out >= 64;
   return p.c_in >= 32 && p.c_out >= 32 && p.activation != Activation::kSigmoid && p.activation != Activation::kTanh;
 }
 
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                      StreamHandle stream) {
-  if (!p.winograd_eligible()) {
+  if (!p.winograd_eligible() || p.stride_h != 1 || p.stride_w != 1) {
     throw std::invalid_argument("conv2d: Winograd needs a 3x3 or 5x5 filter, stride 1, dilation 1 and groups 1");
   }
   WinogradGeometry g{};

@@ -1,5 +1,5 @@
-"""conv2d(algorithm=...): the Winograd kernels (F(4x4, 3x3) and F(2x2, 5x5) on the CPU) against the
-float64 reference, "auto" against "direct", and the argument's errors."""
+"""conv2d(algorithm=...): the Winograd kernels (F(4x4, 3x3) and F(2x2, 5x5) on the CPU, strided filters
+folded into them) against the float64 reference, "auto" against "direct", and the argument's errors."""
 
 import numpy as np
 import pytest
@@ -43,11 +43,12 @@ def winograd_cases(draw):
     )
 
 
-def _fits(x_shape, kernel, padding):
+def _fits(x_shape, kernel, padding, stride=1):
     from fastconv import _params
 
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     try:
-        _params.conv2d_problem("conv2d", x_shape, (kernel, kernel, x_shape[3], 1), None, 1, padding, 1, 1, None)
+        _params.conv2d_problem("conv2d", x_shape, (kh, kw, x_shape[3], 1), None, stride, padding, 1, 1, None)
         return True
     except ValueError:
         return False
@@ -65,6 +66,38 @@ def test_winograd_random_shapes(case, device, isa, rng):
     _check(device, x, w, b, "winograd", padding=case["padding"], activation=case["activation"])
 
 
+# (KH, KW), (stride_h, stride_w) pairs that fold to 3x3 or 5x5 (params.h, folded_kh): ceil(K / s).
+FOLDING = [((5, 5), (2, 2)), ((6, 6), (2, 2)), ((11, 11), (4, 4)), ((9, 9), (4, 4)), ((7, 7), (3, 3)),
+           ((9, 9), (2, 2)), ((10, 10), (2, 2)), ((13, 13), (3, 3)), ((5, 3), (2, 1)), ((3, 9), (1, 3)),
+           ((8, 5), (3, 2)), ((3, 3), (1, 1))]
+
+
+@st.composite
+def folded_cases(draw):
+    (kh, kw), stride = draw(st.sampled_from(FOLDING))
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    return dict(
+        kernel=(kh, kw), stride=stride, x_shape=(draw(st.integers(1, 2)), h, w, draw(st.integers(1, 20))),
+        c_out=draw(st.integers(1, 40)), bias=draw(st.booleans()), padding=draw(PADDINGS),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+    )
+
+
+@hsettings
+@given(case=folded_cases())
+def test_winograd_strided_filters_folded(case, device, isa, rng):
+    """Strided filters that fold to 3x3 / 5x5 run as a stride-1 Winograd convolution over the input's
+    phases stacked as channels (conv2d_winograd.cpp; the GPU runs them direct): borders, padding on
+    any side, rows and columns the stride leaves unread, zero taps past the filter."""
+    (kh, kw), stride = case["kernel"], case["stride"]
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, (kh, kw, case["x_shape"][3], case["c_out"]))
+    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    if not _fits(case["x_shape"], (kh, kw), case["padding"], stride):
+        return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
+    _check(device, x, w, b, "winograd", stride=stride, padding=case["padding"], activation=case["activation"])
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("c_in", [1, 3, 64, 512])
 def test_winograd_error_growth(kernel, c_in, isa, rng):
@@ -76,6 +109,32 @@ def test_winograd_error_growth(kernel, c_in, isa, rng):
     b = random_array(rng, (24,))
     _, ratio = _check(_cpu_device(), x, w, b, "winograd", padding="same")
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
+@pytest.mark.parametrize("kernel, stride", [(11, 4), (5, 2), (9, 2), (13, 3)])  # fold to 3, 3, 5, 5
+@pytest.mark.parametrize("c_in", [1, 3, 64])
+def test_winograd_folded_error_growth(kernel, stride, c_in, isa, rng):
+    """Folding adds zero taps and stride^2 x more channels to the reduction: the error must keep the
+    same margin to the tolerance of the direct sum's KH * KW * C_in terms."""
+    x = random_array(rng, (1, 4 * stride + kernel, 3 * stride + kernel, c_in))
+    w = random_array(rng, (kernel, kernel, c_in, 24))
+    b = random_array(rng, (24,))
+    _, ratio = _check(_cpu_device(), x, w, b, "winograd", stride=stride, padding="same")
+    assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
+def test_auto_folds_alexnet_c1(rng):
+    """"auto" takes the folded Winograd path for AlexNet's first layer (11x11, stride 4, 3 -> 96
+    channels; bench/NOTES.md: about half the direct kernel's time) and keeps the direct kernel for
+    outputs narrower than 24 channels (dispatch.cpp, prefer_winograd)."""
+    x = random_array(rng, (1, 75, 79, 3))
+    for c_out, folded in [(96, True), (16, False)]:
+        w = random_array(rng, (11, 11, 3, c_out))
+        auto = fastconv.conv2d(x, w, stride=4, activation="relu")
+        winograd = fastconv.conv2d(x, w, stride=4, activation="relu", algorithm="winograd")
+        direct = fastconv.conv2d(x, w, stride=4, activation="relu", algorithm="direct")
+        assert not np.array_equal(winograd, direct)  # the two algorithms round differently
+        assert np.array_equal(auto, winograd if folded else direct)
 
 
 @pytest.mark.parametrize(
@@ -145,8 +204,9 @@ def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
     [
         ((7, 7, 4, 6), {}, "7x7"),
         ((5, 3, 4, 6), {}, "5x3"),
-        ((5, 5, 4, 6), dict(stride=2), "stride"),
-        ((3, 3, 4, 6), dict(stride=2), "stride"),
+        ((7, 7, 4, 6), dict(stride=2), "stride"),  # folds to 4x4
+        ((3, 3, 4, 6), dict(stride=2), "stride"),  # folds to 2x2
+        ((5, 5, 4, 6), dict(stride=(2, 1)), "stride"),  # folds to 3x5
         ((3, 3, 4, 6), dict(dilation=2), "dilation"),
         ((3, 3, 2, 6), dict(groups=2), "groups"),
         ((1, 1, 4, 6), {}, "1x1"),
@@ -175,15 +235,17 @@ def test_algorithm_is_part_of_the_memoised_problem():
     assert _params.depthwise_problem("depthwise_conv2d", (1, 8, 8, 4), (3, 3, 4), None, 1, "same", 1, None).algorithm == "auto"
 
 
-@pytest.mark.parametrize("activation, kernel, expected", [
-    ("tanh", 5, "direct"), ("sigmoid", 5, "direct"), ("silu", 5, "winograd"), (None, 5, "winograd"),
-    ("tanh", 3, "winograd"), ("sigmoid", 3, "winograd"),
+@pytest.mark.parametrize("activation, kernel, stride, expected", [
+    ("tanh", 5, 1, "direct"), ("sigmoid", 5, 1, "direct"), ("silu", 5, 1, "winograd"), (None, 5, 1, "winograd"),
+    ("tanh", 3, 1, "winograd"), ("sigmoid", 3, 1, "winograd"),
+    ("tanh", 9, 2, "direct"), ("sigmoid", 10, 2, "direct"), ("tanh", 5, 2, "winograd"), (None, 9, 2, "winograd"),
 ])
-def test_winograd_5x5_with_sigmoid_or_tanh_runs_direct(activation, kernel, expected):
+def test_winograd_5x5_with_sigmoid_or_tanh_runs_direct(activation, kernel, stride, expected):
     """F(2x2, 5x5)'s rounding after sigmoid / tanh can exceed the tolerance: algorithm='winograd'
-    then runs the direct kernel (3x3 has F(2x2, 3x3) for those activations on the CPU)."""
+    then runs the direct kernel (3x3 has F(2x2, 3x3) for those activations on the CPU). Strided
+    filters count by their folded size (9x9 and 10x10 at stride 2 fold to 5x5, 5x5 to 3x3)."""
     from fastconv import _params
 
-    p = _params.conv2d_problem("conv2d", (1, 8, 8, 4), (kernel, kernel, 4, 4), None, 1, "same", 1, 1, activation,
-                               "winograd")
+    p = _params.conv2d_problem("conv2d", (1, 24, 24, 4), (kernel, kernel, 4, 4), None, stride, "same", 1, 1,
+                               activation, "winograd")
     assert p.algorithm == expected

@@ -208,10 +208,18 @@ class Conv2dProblem:
         return (self.n, self.out_h, self.out_w, self.c_out)
 
     @property
+    def folded_kernel(self) -> tuple[int, int]:
+        """The filter after folding the stride into the channels (space to depth, as params.h):
+        ceil(KH / stride_h) x ceil(KW / stride_w) over stride_h * stride_w * C_in channels."""
+        return (-(-self.kh // self.stride_h), -(-self.kw // self.stride_w))
+
+    @property
     def winograd_eligible(self) -> bool:
-        """The shapes the Winograd kernels compute: 3x3 or 5x5, stride 1, dilation 1, groups 1, any padding."""
-        return self.kh == self.kw and self.kh in (3, 5) and (
-            self.stride_h, self.stride_w, self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1, 1, 1)
+        """The shapes the Winograd kernels compute: filters that fold to 3x3 or 5x5 (3x3 and 5x5 at
+        stride 1, 11x11 at stride 4, 5x5 at stride 2, ...), dilation 1, groups 1, any padding. The
+        GPU runs the strided ones with its direct kernel."""
+        fh, fw = self.folded_kernel
+        return fh == fw and fh in (3, 5) and (self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1)
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
@@ -374,11 +382,12 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
                        algorithm)
     if algorithm == "winograd" and not p.winograd_eligible:
         raise ValueError(
-            f"{op}: algorithm='winograd' needs a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1, got a "
+            f"{op}: algorithm='winograd' needs a 3x3 or 5x5 kernel (or one that folds to 3x3 or 5x5 with its "
+            f"stride: ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5), dilation 1 and groups 1, got a "
             f"{kh}x{kw} kernel with stride {(p.stride_h, p.stride_w)}, dilation {(p.dilation_h, p.dilation_w)} "
             f"and groups {groups}; use algorithm='auto' or 'direct'"
         )
-    if algorithm == "winograd" and p.kh == 5 and p.activation in ("sigmoid", "tanh"):
+    if algorithm == "winograd" and p.folded_kernel[0] == 5 and p.activation in ("sigmoid", "tanh"):
         # F(2x2, 5x5) rounds about 3x worse than the direct sum; sigmoid and tanh squeeze the output's
         # scale while keeping the absolute error near 0, which exceeds the float32 tolerance
         # (measured: 1.1x of it on CPU and GPU). Algorithm is a speed choice, never an accuracy one.

@@ -21,7 +21,10 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     with stride 1, dilation 1 and groups 1, else ValueError; 3x3: F(4x4, 3x3) on the CPU, about 4x
     fewer multiplies and a slightly larger float32 rounding error, F(2x2, 3x3) on the GPU, 2.25x
     fewer; 5x5: F(2x2, 5x5) on both, 2.8x fewer, except with sigmoid or tanh, where its rounding would
-    exceed the float32 tolerance and the direct kernel runs).
+    exceed the float32 tolerance and the direct kernel runs). Strided kernels that fold to 3x3 or 5x5
+    (ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, e.g. AlexNet's 11x11 at stride 4) are
+    eligible too: the CPU runs them as a stride-1 Winograd convolution over the input's stride_h x
+    stride_w phases stacked as channels; the GPU runs them with its direct kernel.
     Returns (N, OH, OW, C_out) float32.
     """
     x, w, b = _backend.as_inputs("conv2d", x=x, w=w, b=b)

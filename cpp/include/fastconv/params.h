@@ -11,9 +11,8 @@
 namespace fastconv {
 
 // conv2d's algorithm= argument. kAuto: each backend's dispatch picks (a cost model on the CPU, a
-// channel-count rule on the GPU); kWinograd is only ever set for 3x3 or 5x5, stride 1, dilation 1,
-// groups 1 problems (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU, and
-// F(2x2, 5x5) on both.
+// channel-count rule on the GPU); kWinograd is only ever set for winograd_eligible() problems
+// (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU, and F(2x2, 5x5) on both.
 enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
 
 struct Conv2dParams {
@@ -34,9 +33,17 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
   }
-  // The shapes the Winograd kernels compute: 3x3 or 5x5, stride 1, dilation 1, groups 1, any padding.
+  // The filter after folding the stride into the channels (space to depth): a stride-s convolution
+  // is a stride-1 one over the input's s_h x s_w phases (s_h * s_w * C_in channels) with a
+  // ceil(KH / s_h) x ceil(KW / s_w) filter, zero past KH x KW. Stride 1 folds to itself.
+  int64_t folded_kh() const { return (kh + stride_h - 1) / stride_h; }
+  int64_t folded_kw() const { return (kw + stride_w - 1) / stride_w; }
+  int64_t folded_c_in() const { return stride_h * stride_w * c_in; }
+  // The shapes the Winograd kernels compute: a filter that folds to 3x3 or 5x5 (3x3 and 5x5 at
+  // stride 1; e.g. 11x11 at stride 4, 5x5 at stride 2), dilation 1, groups 1, any padding. Strided
+  // ones run on the folded input on the CPU; the GPU computes them with the direct kernel.
   bool winograd_eligible() const {
-    return kh == kw && (kh == 3 || kh == 5) && stride_h == 1 && stride_w == 1 && dilation_h == 1 &&
+    return folded_kh() == folded_kw() && (folded_kh() == 3 || folded_kh() == 5) && dilation_h == 1 &&
            dilation_w == 1 && groups == 1;
   }
 };
