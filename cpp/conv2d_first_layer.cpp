@@ -203,7 +203,7 @@ static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const flo
 
 // Activations with an exponential (sigmoid, tanh, SiLU) are applied after a whole output row is
 // stored, over its contiguous out_w * C_out floats, instead of per accumulator in the tile's store:
-// there the ~30 operations of vexp per vector compete with the 12 live accumulators for the 16
+// there the ~30 operations of the exponential per vector compete with the 12 live accumulators for the 16
 // registers (spills) and run as 12 unrolled copies. Here one short loop keeps its constants in
 // registers and independent iterations overlap. Cheap activations stay in the tile's store.
 static inline bool activate_after_row(Activation act) {
@@ -212,7 +212,7 @@ static inline bool activate_after_row(Activation act) {
 
 template <Activation A>
 static inline void activate_run(float* y, int64_t count) {
-  // 4 independent vectors per step: one vexp is a ~25-deep dependency chain (~80 cycles), so
+  // 4 independent vectors per step: one exponential is a ~25-deep dependency chain (~80 cycles), so
   // the out-of-order window needs several side by side to keep the FMA pipes busy.
   constexpr int kRun = 4;
   int64_t i = 0;

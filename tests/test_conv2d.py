@@ -545,6 +545,31 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     assert np.isnan(y[0, 3:6, 5:8]).all() and np.isfinite(np.delete(y[0], [3, 4, 5], axis=0)).all()
 
 
+@pytest.mark.parametrize("activation", ["silu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("c_in, kernel, kwargs", [
+    (3, 3, {}),  # first-layer kernel
+    (16, 3, dict(algorithm="direct")),  # tiled engine
+    (16, 1, {}),  # GEMM
+    (8, 3, dict(groups=8)),  # depthwise
+])
+def test_exp_activations_saturate_and_keep_nan(activation, c_in, kernel, kwargs, isa):
+    """Huge pre-activations saturate (no NaN from exp overflow), -inf gives SiLU's NaN like the
+    reference (-inf / inf), NaN stays NaN, on every kernel family's epilogue."""
+    x = np.full((1, 9, 10, c_in), 0.5, np.float32)
+    x[0, 1, 1] = 1e30
+    x[0, 4, 1] = -1e30
+    x[0, 7, 5] = -np.inf
+    x[0, 4, 8] = np.nan
+    w = np.full((kernel, kernel, c_in // kwargs.get("groups", 1), c_in), 0.25, np.float32)
+    got = fastconv.conv2d(x, w, padding="same", activation=activation, **kwargs)
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), padding="same", activation=activation,
+                            groups=kwargs.get("groups", 1))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want).any() and (activation != "silu" or np.isnan(want[0, 7, 5]).all())
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, c_out, activation", [((3, 15, 17, 67), 33, None), ((1, 56, 56, 24), 144, "relu6"),
                                                         ((2, 7, 7, 70), 9, "relu"), ((1, 9, 11, 1), 300, "relu6")])

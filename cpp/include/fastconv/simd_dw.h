@@ -1,6 +1,7 @@
-// Vector helpers for the depthwise and pooling kernels (depthwise.cpp, pool.cpp), written once with
-// GCC vector extensions: the same source is a 16-byte (SSE2), 32-byte (AVX2) or 64-byte (AVX-512)
-// vector depending on the flags of the translation unit that includes it. Everything lives in the
+// Vector helpers for the depthwise and pooling kernels (depthwise.cpp, pool.cpp) and the exponential
+// of every kernel's activations (tiled_conv.h), written once with GCC vector extensions: the same
+// source is a 16-byte (SSE2), 32-byte (AVX2) or 64-byte (AVX-512) vector depending on the flags of
+// the translation unit that includes it. Everything lives in the
 // ISA's own namespace and is static inline (see kernel_util.h).
 #pragma once
 
@@ -92,11 +93,14 @@ static inline vfloat clamp_keep_nan(vfloat x, float lo, float hi) {
 // e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r by a degree-6 polynomial 1 + r + r^2 q(r)
 // fitted for the least maximum relative error on that interval (Lawson's reweighted least squares;
 // 3e-9 before rounding, at most 1 ulp evaluated in float, as the degree-7 Taylor polynomial it
-// replaces, one FMA fewer), 2^n through the exponent bits. Clamped to [-87, 88] so that 2^n stays a
-// normal float; NaN stays NaN. The activation epilogue is bound by the FMA ports (each FMA fewer
-// measured ~5 % of a SiLU vector), so its cost is counted in FMAs.
+// replaces, one FMA fewer), 2^n through the exponent bits. Clamped to [-87, 89]: below, 2^n stays a
+// normal float (e^-87 ~ 1.6e-38 where the true value may be smaller); above, n = 128 from x = 88.38
+// fills the exponent field: +inf, as e^x overflows from 88.72 on (the few inputs between saturate
+// every activation anyway), so SiLU(-inf) = -inf / inf is NaN like the reference. NaN stays NaN.
+// The activation epilogue is bound by the FMA ports (each FMA fewer measured ~5 % of a SiLU
+// vector), so its cost is counted in FMAs.
 static inline vfloat exp_approx(vfloat x) {
-  x = clamp_keep_nan(x, -87.0f, 88.0f);
+  x = clamp_keep_nan(x, -87.0f, 89.0f);
   const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const vfloat t = x * 1.44269504f + round_magic;  // n in the low mantissa bits
   const vfloat n = t - round_magic;

@@ -11,13 +11,14 @@
 // floats (for a convolution: one kernel row ky, laid out [kx][ci] exactly like the matching HWIO
 // weight rows), so the inner loop is: load the V weight vectors of one reduction step, broadcast
 // one input value per pixel, FMA. Bias is the initial accumulator value; the activation (all of
-// them vectorised, vexp for sigmoid / tanh / SiLU) is applied in the store.
+// them vectorised, simd_dw.h's exp_approx for sigmoid / tanh / SiLU) is applied in the store.
 #pragma once
 
 #include <cstdint>
 
 #include "fastconv/kernel_util.h"
 #include "fastconv/params.h"
+#include "fastconv/simd_dw.h"
 
 namespace fastconv::cpu::FC_ISA {
 
@@ -50,34 +51,10 @@ static inline void store_vec(float* p, vfloat v) { *reinterpret_cast<vfloat_unal
 // s * 1 folds to a plain broadcast; `vfloat{} + s` would cost an add (it must keep -0.0 as is).
 static inline vfloat splat(float s) { return s * (vfloat{} + 1.0f); }
 
-// e^x for the activations (relative error ~1e-7): x = n ln2 + r, |r| <= ln2 / 2, e^r by its
-// degree-7 Taylor polynomial (truncation error < 1e-8), 2^n built in the exponent bits. Returns
-// +inf above 88 and 0 below -87.3 (where 2^n leaves the normal range); NaN stays NaN.
-static inline vfloat vexp(vfloat x) {
-  const vfloat hi = splat(88.0f), lo = splat(-87.3f);
-  vfloat xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
-  const vfloat round = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vfloat nf = (xc * splat(1.44269504f) + round) - round;
-  vfloat r = xc - nf * splat(0.693359375f);  // ln 2 in two parts (Cody-Waite)
-  r = r - nf * splat(-2.12194440e-4f);
-  vfloat poly = splat(1.0f / 5040.0f);
-  poly = poly * r + splat(1.0f / 720.0f);
-  poly = poly * r + splat(1.0f / 120.0f);
-  poly = poly * r + splat(1.0f / 24.0f);
-  poly = poly * r + splat(1.0f / 6.0f);
-  poly = poly * r + splat(0.5f);
-  poly = poly * r + splat(1.0f);
-  poly = poly * r + splat(1.0f);
-  const vint n = __builtin_convertvector(nf == nf ? nf : splat(0.0f), vint);
-  vfloat result = poly * (vfloat)((n + 127) << 23);  // a vector cast reinterprets the bits
-  result = x > hi ? splat(__builtin_inff()) : result;
-  result = x < lo ? splat(0.0f) : result;
-  return x != x ? x : result;
-}
-
-// The fused activations on a vector, matching apply_activation (activation.h) to rounding.
-// Comparisons with NaN are false, so NaN passes through relu and relu6 like in PyTorch.
+// The fused activations on a vector, matching apply_activation (activation.h) to rounding, with
+// simd_dw.h's exponential (as depthwise.cpp's vec::activate). Comparisons with NaN are false, so
+// NaN passes through relu and relu6 like in PyTorch. A switch of its own: calling vec::activate
+// from store_rows ran the first-layer tile's relu store 1.18x slower (code generation; paired).
 static inline vfloat activate(Activation act, vfloat a) {
   const vfloat one = splat(1.0f);
   switch (act) {
@@ -87,14 +64,14 @@ static inline vfloat activate(Activation act, vfloat a) {
       a = a < splat(0.0f) ? splat(0.0f) : a;
       return a > splat(6.0f) ? splat(6.0f) : a;
     }
-    case Activation::kSigmoid: return one / (one + vexp(-a));
+    case Activation::kSigmoid: return one / (one + vec::exp_approx(-a));
     case Activation::kTanh: {
       // 1 - 2 / (e^(2|a|) + 1) with a's sign: no cancellation but near 0 (absolute error ~1e-7).
       const vfloat m = a < splat(0.0f) ? -a : a;
-      const vfloat t = one - splat(2.0f) / (vexp(m + m) + one);
+      const vfloat t = one - splat(2.0f) / (vec::exp_approx(m + m) + one);
       return a < splat(0.0f) ? -t : t;
     }
-    case Activation::kSilu: return a / (one + vexp(-a));
+    case Activation::kSilu: return a / (one + vec::exp_approx(-a));
   }
   return a;
 }
