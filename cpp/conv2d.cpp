@@ -33,6 +33,9 @@ namespace {
 // Tiles whose input windows are set up together and then swept once per channel block: the
 // weights of one block are read from L3 once per sweep and reused from L2 by its tiles.
 constexpr int64_t kTilesPerSweep = 8;
+// Up to this many tiles (96 pixels with AVX2) the output is one sweep whose channel blocks the
+// threads share (tiled_conv_impl, block_major).
+constexpr int64_t kBlockMajorMaxTiles = 16;
 
 static inline float* alloc_floats(int64_t count) {
   const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
@@ -73,6 +76,17 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t blocks = (group_c_out + kCols - 1) / kCols;  // per group
   const int nthreads = threads_for(pixels * weight_rows * p.c_out, threads);
 
+  const bool needs_gather = !per_tap && (p.dilation_w != 1 || p.pad_left > 0 ||
+                                         (p.out_w - 1) * p.stride_w - p.pad_left + p.kw > p.w);
+  // Few output pixels under many weights (ResNet's and VGG's last stages at batch 1: 49 pixels, 9.4
+  // MB of 512 x 512 x 3 x 3 weights): sweeps of 8 tiles read the packed weights once per sweep, and
+  // two sweeps of 8 and 1 tiles leave one core idle. Instead all tiles form one sweep and the
+  // threads share its channel blocks.
+  const bool block_major = tiles <= kBlockMajorMaxTiles;
+  const int64_t sweep_slots = (block_major ? tiles : kTilesPerSweep) * TR;  // pixels set up at once
+  const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
+  float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;
+  const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
   // Weights packed per call into [group][block][weight_rows][kCols], zero padded past the group's
   // C_out: one block's weights are then contiguous (read in place with row stride C_out, a large
   // C_out maps a block onto a few cache sets and it thrashes L2). Bias padded the same way.
@@ -83,14 +97,75 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       b_packed[g * blocks * kCols + j] = j < group_c_out ? b[g * group_c_out + j] : 0.0f;
     }
   }
-  const bool needs_gather = !per_tap && (p.dilation_w != 1 || p.pad_left > 0 ||
-                                         (p.out_w - 1) * p.stride_w - p.pad_left + p.kw > p.w);
-  const int64_t scratch_per_thread = needs_gather ? kTilesPerSweep * TR * taps * seg : 0;
-  float* scratch = needs_gather ? alloc_floats(nthreads * scratch_per_thread) : nullptr;
   // Long enough for every group's shifted segment.
   const int64_t zeros_len = seg > p.c_in ? seg : p.c_in;
   float* zeros = alloc_floats(zeros_len);
   std::memset(zeros, 0, sizeof(float) * zeros_len);
+
+  // Where the segments of the pixel in `slot` of a sweep starting at first_pixel begin: segs[(slot /
+  // TR * taps + t) * TR + slot % TR] for segment t. Pixels past the end read zeros (never stored);
+  // windows that leave the image or are dilated are gathered into the slot's own scratch rows.
+  auto set_pixel_segs = [&](const float** segs, float* sweep_scratch, int64_t first_pixel, int64_t slot) {
+    const float** pixel_segs = segs + slot / TR * taps * TR + slot % TR;
+    const int64_t pixel = first_pixel + slot;
+    if (pixel >= pixels) {
+      for (int64_t t = 0; t < taps; ++t) pixel_segs[t * TR] = zeros;
+      return;
+    }
+    const int64_t n = pixel / (p.out_h * p.out_w), oy = pixel / p.out_w % p.out_h, ox = pixel % p.out_w;
+    const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
+    const bool window_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      const int64_t iy = iy0 + ky * p.dilation_h;
+      const bool row_inside = iy >= 0 && iy < p.h;
+      const float* x_row = x + (n * p.h + iy) * p.w * p.c_in;
+      if constexpr (per_tap) {
+        for (int64_t kx = 0; kx < p.kw; ++kx) {
+          const int64_t ix = ix0 + kx * p.dilation_w;
+          pixel_segs[(ky * p.kw + kx) * TR] = row_inside && ix >= 0 && ix < p.w ? x_row + ix * p.c_in : zeros;
+        }
+      } else if (!row_inside) {
+        pixel_segs[ky * TR] = zeros;
+      } else if (window_inside) {
+        pixel_segs[ky * TR] = x_row + ix0 * p.c_in;
+      } else {
+        float* dst = sweep_scratch + (slot * taps + ky) * seg;
+        gather_window_row(p, x_row, ix0, dst);
+        pixel_segs[ky * TR] = dst;
+      }
+    }
+  };
+  // Weights of channel block `block` of group g, [weight_rows][kCols], zero padded past the group's C_out.
+  auto pack_block_row = [&](int64_t g, int64_t block, int64_t row, float* dst) {
+    const float* src = w + row * p.c_out + g * group_c_out + block * kCols;
+    const int64_t cols = min_i64(kCols, group_c_out - block * kCols);
+    if (cols == kCols) {
+      for (int64_t v = 0; v < TV; ++v) store_vec(dst + v * kVecLen, load_vec(src + v * kVecLen));
+      return;
+    }
+    for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
+  };
+  auto block_job = [&](int64_t g, int64_t block, const float* block_w) {
+    TileJob job{};
+    job.taps = taps;
+    job.seg = seg;
+    job.seg_offset = g * group_c_in;
+    job.w = block_w;
+    job.ldw = kCols;
+    job.bias = b_packed ? b_packed + (g * blocks + block) * kCols : nullptr;
+    job.ldo = p.c_out;
+    job.cols = min_i64(kCols, group_c_out - block * kCols);
+    job.act = p.activation;
+    return job;
+  };
+  auto run_one_tile = [&](int64_t first_pixel, int64_t g, int64_t block, TileJob& job) {
+    job.out = y + first_pixel * p.c_out + g * group_c_out + block * kCols;
+    if constexpr (kGrouped) {
+      run_grouped_tile<TR, TV>(min_i64(TR, pixels - first_pixel), job);
+    } else {
+      run_tile_rows<TR, TV>(min_i64(TR, pixels - first_pixel), job);
+    }
+  };
 
 #pragma omp parallel num_threads(nthreads)
   {
@@ -99,88 +174,48 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < weight_rows; ++row) {
       for (int64_t g = 0; g < groups; ++g) {
-        const float* src = w + row * p.c_out + g * group_c_out;
-        for (int64_t block = 0; block < blocks; ++block, src += kCols) {
-          const int64_t cols = min_i64(kCols, group_c_out - block * kCols);
-          float* dst = w_packed + ((g * blocks + block) * weight_rows + row) * kCols;
-          for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
-        }
-      }
-    }
-
-    const float** segs = new const float*[kTilesPerSweep * taps * TR];
-    float* my_scratch = scratch ? scratch + omp_get_thread_num() * scratch_per_thread : nullptr;
-
-    // Sweeps handed out one at a time: a thread the OS preempts (a shared machine) leaves its
-    // share to the other instead of holding up the end of the call.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t sweep = 0; sweep < tiles; sweep += kTilesPerSweep) {
-      const int64_t sweep_tiles = min_i64(kTilesPerSweep, tiles - sweep);
-      // Where each pixel's segments start; pixels past the end read zeros and are never stored.
-      int64_t pixel = sweep * TR;
-      int64_t n = pixel / (p.out_h * p.out_w), oy = pixel / p.out_w % p.out_h, ox = pixel % p.out_w;
-      int64_t gathered = 0;
-      for (int64_t slot = 0; slot < sweep_tiles * TR; ++slot, ++pixel) {
-        const float** pixel_segs = segs + slot / TR * taps * TR + slot % TR;
-        if (pixel >= pixels) {
-          for (int64_t t = 0; t < taps; ++t) pixel_segs[t * TR] = zeros;
-          continue;
-        }
-        const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
-        const bool window_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w;
-        for (int64_t ky = 0; ky < p.kh; ++ky) {
-          const int64_t iy = iy0 + ky * p.dilation_h;
-          const bool row_inside = iy >= 0 && iy < p.h;
-          const float* x_row = x + (n * p.h + iy) * p.w * p.c_in;
-          if constexpr (per_tap) {
-            for (int64_t kx = 0; kx < p.kw; ++kx) {
-              const int64_t ix = ix0 + kx * p.dilation_w;
-              pixel_segs[(ky * p.kw + kx) * TR] = row_inside && ix >= 0 && ix < p.w ? x_row + ix * p.c_in : zeros;
-            }
-          } else if (!row_inside) {
-            pixel_segs[ky * TR] = zeros;
-          } else if (window_inside) {
-            pixel_segs[ky * TR] = x_row + ix0 * p.c_in;
-          } else {
-            float* dst = my_scratch + gathered++ * seg;
-            gather_window_row(p, x_row, ix0, dst);
-            pixel_segs[ky * TR] = dst;
-          }
-        }
-        if (++ox == p.out_w) {
-          ox = 0;
-          if (++oy == p.out_h) oy = 0, ++n;
-        }
-      }
-      for (int64_t g = 0; g < groups; ++g) {
         for (int64_t block = 0; block < blocks; ++block) {
-          TileJob job{};
-          job.taps = taps;
-          job.seg = seg;
-          job.seg_offset = g * group_c_in;
-          job.w = w_packed + (g * blocks + block) * weight_rows * kCols;
-          job.ldw = kCols;
-          job.bias = b_packed ? b_packed + (g * blocks + block) * kCols : nullptr;
-          job.ldo = p.c_out;
-          job.cols = min_i64(kCols, group_c_out - block * kCols);
-          job.act = p.activation;
-          for (int64_t t = 0; t < sweep_tiles; ++t) {
-            const int64_t first_pixel = (sweep + t) * TR;
-            job.segs = segs + t * taps * TR;
-            // The sweep's inputs come into cache while the first block runs; later blocks reuse them.
-            job.next_segs = g == 0 && block == 0 && t + 1 < sweep_tiles ? job.segs + taps * TR : nullptr;
-            job.out = y + first_pixel * p.c_out + g * group_c_out + block * kCols;
-            if constexpr (kGrouped) {
-              run_grouped_tile<TR, TV>(min_i64(TR, pixels - first_pixel), job);
-            } else {
-              run_tile_rows<TR, TV>(min_i64(TR, pixels - first_pixel), job);
+          pack_block_row(g, block, row, w_packed + ((g * blocks + block) * weight_rows + row) * kCols);
+        }
+      }
+    }
+    if (block_major) {
+#pragma omp for schedule(static)
+      for (int64_t slot = 0; slot < sweep_slots; ++slot) set_pixel_segs(shared_segs, scratch, 0, slot);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t gb = 0; gb < groups * blocks; ++gb) {
+        const int64_t g = gb / blocks, block = gb % blocks;
+        TileJob job = block_job(g, block, w_packed + gb * weight_rows * kCols);
+        for (int64_t t = 0; t < tiles; ++t) {
+          job.segs = shared_segs + t * taps * TR;
+          run_one_tile(t * TR, g, block, job);
+        }
+      }
+    } else {
+      const float** segs = new const float*[sweep_slots * taps];
+      float* my_scratch = scratch ? scratch + omp_get_thread_num() * scratch_per_sweep : nullptr;
+      // Sweeps handed out one at a time: a thread the OS preempts (a shared machine) leaves its
+      // share to the other instead of holding up the end of the call.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t sweep = 0; sweep < tiles; sweep += kTilesPerSweep) {
+        const int64_t sweep_tiles = min_i64(kTilesPerSweep, tiles - sweep);
+        for (int64_t slot = 0; slot < sweep_tiles * TR; ++slot) set_pixel_segs(segs, my_scratch, sweep * TR, slot);
+        for (int64_t g = 0; g < groups; ++g) {
+          for (int64_t block = 0; block < blocks; ++block) {
+            TileJob job = block_job(g, block, w_packed + (g * blocks + block) * weight_rows * kCols);
+            for (int64_t t = 0; t < sweep_tiles; ++t) {
+              job.segs = segs + t * taps * TR;
+              // The sweep's inputs come into cache while the first block runs; later blocks reuse them.
+              job.next_segs = g == 0 && block == 0 && t + 1 < sweep_tiles ? job.segs + taps * TR : nullptr;
+              run_one_tile((sweep + t) * TR, g, block, job);
             }
           }
         }
       }
+      delete[] segs;
     }
-    delete[] segs;
   }
+  delete[] shared_segs;
   std::free(zeros);
   std::free(scratch);
   std::free(b_packed);

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import reference
+from fastconv import _compare, reference
 
 from conftest import Device
 from helpers import check_against_reference, num_threads, random_array
@@ -543,6 +543,26 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     nan_rows, nan_cols = np.nonzero(np.isnan(y[0, :, :, 0]))
     assert set(nan_rows) == {3, 4, 5} and set(nan_cols) == {5, 6, 7}
     assert np.isnan(y[0, 3:6, 5:8]).all() and np.isfinite(np.delete(y[0], [3, 4, 5], axis=0)).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 7, 7, 96), (3, 3, 96, 80), dict(padding="same")),  # 49 pixels: one sweep, blocks shared
+    ((2, 6, 8, 40), (3, 3, 40, 72), dict(padding=1)),  # 96 pixels: the last one-sweep size (AVX2)
+    ((1, 9, 11, 40), (3, 3, 40, 72), dict(padding="same")),  # 99: sweeps of 8 tiles
+    ((1, 17, 8, 24), (3, 3, 24, 40), dict(padding="same")),  # 136: sweeps with AVX-512's 8-pixel tiles
+    ((1, 8, 9, 32), (3, 3, 8, 48), dict(padding=1, groups=4)),  # grouped
+    ((1, 13, 13, 48), (3, 3, 48, 33), dict(stride=2, dilation=2, padding=2)),  # gathered windows
+])
+def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, threads, isa, rng):
+    """Up to kBlockMajorMaxTiles tiles (conv2d.cpp) the output is one sweep whose channel blocks the
+    threads share; beyond, sweeps of tiles are handed out. Both sides of the switch, any thread count."""
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    with num_threads(threads):
+        got = fastconv.conv2d(x, w, b, activation="relu", algorithm="direct", **kwargs)
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu",
+                            **kwargs)
+    _compare.assert_close(got, want, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
 @pytest.mark.parametrize("activation", ["silu", "sigmoid", "tanh"])
