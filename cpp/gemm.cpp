@@ -2,12 +2,12 @@
 // pixels (rows = N*H*W) and dense layers. Compiled once per instruction set; see kernels.h.
 //
 // Paths and when each runs:
-//  - row_stream_gemm (rows <= 4 and weights past the last-level cache: a network's big dense layers
-//    at batch 1-4, VGG's 25088 x 4096): each thread reads a contiguous run of weight rows front to
+//  - row_stream_gemm (rows <= 2, or rows <= 4 and weights past the last-level cache: a network's
+//    dense layers at batch 1-2, the big ones at batch 1-4, VGG's 25088 x 4096): each thread reads a contiguous run of weight rows front to
 //    back, 2-4 rows at once, into partial sums of all columns (in L2-sized column blocks); then the
 //    threads add up the partial sums with the bias and the activation. DRAM sees one sequential
 //    stream per thread.
-//  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 1-32, pointwise convs of tiny
+//  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 3-32, pointwise convs of tiny
 //    images): no packing. The weights are read in place, each element once per call: threads split
 //    the columns (in whole cache lines), and each thread walks its columns in strips of kStripVecs
 //    vectors, kChunkK reduction steps at a time. For one strip and chunk, every group of up to
@@ -182,8 +182,12 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
 constexpr int64_t kRowStreamMaxRows = 4;
 // Weights past the last-level cache (32 MiB on the Zen 4 measured): read from DRAM, where one
 // sequential pass per thread ran 2-2.5x faster than the strips of stream_gemm (25088 x 4096 at
-// 1 row: 50 -> 21 ms, 1 thread). Cache-resident weights stay with stream_gemm, faster there.
+// 1 row: 50 -> 21 ms, 1 thread).
 constexpr int64_t kRowStreamMinBytes = int64_t{32} << 20;
+// Cache-resident weights at 1-2 rows too (ResNet's 2048 -> 1000 classifier at batch 1: 0.5-0.6 of
+// stream_gemm's time, whose 16-step strips cost more in setup than in FMAs there); at 3-4 rows
+// stream_gemm's reuse of each strip across the rows wins (row_stream: 0.9-1.3x its time).
+constexpr int64_t kRowStreamCachedMaxRows = 2;
 // A thread's partial sums of one column block, in L2 while its weight rows stream past (16 KiB
 // blocks in L1 cut 4 rows x 4096 columns into 4 strided passes, 1.6x slower).
 constexpr int64_t kPartialBytes = 65536;
@@ -432,7 +436,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 }  // namespace
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  if (p.rows <= kRowStreamMaxRows && p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes) {
+  const bool past_cache = p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes;
+  if (p.rows <= kRowStreamCachedMaxRows || (p.rows <= kRowStreamMaxRows && past_cache)) {
     return row_stream_gemm(p, x, w, b, y, threads);
   }
   if (p.rows <= kStreamMaxRows) return stream_gemm(p, x, w, b, y, threads);
