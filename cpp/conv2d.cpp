@@ -33,9 +33,12 @@ namespace {
 // Tiles whose input windows are set up together and then swept once per channel block: the
 // weights of one block are read from L3 once per sweep and reused from L2 by its tiles.
 constexpr int64_t kTilesPerSweep = 8;
-// Up to this many tiles (96 pixels with AVX2) the output is one sweep whose channel blocks the
-// threads share (tiled_conv_impl, block_major).
+// Up to this many tiles (96 pixels with AVX2), or up to 64 when the whole input fits 256 KB (L2 with
+// room for a block's weights), the output is one sweep whose channel blocks the threads share
+// (tiled_conv_impl, block_major).
 constexpr int64_t kBlockMajorMaxTiles = 16;
+constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
+constexpr int64_t kBlockMajorInputBytes = 256 * 1024;
 
 static inline float* alloc_floats(int64_t count) {
   const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
@@ -82,7 +85,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   // MB of 512 x 512 x 3 x 3 weights): sweeps of 8 tiles read the packed weights once per sweep, and
   // two sweeps of 8 and 1 tiles leave one core idle. Instead all tiles form one sweep and the
   // threads share its channel blocks.
-  const bool block_major = tiles <= kBlockMajorMaxTiles;
+  const bool block_major = tiles <= kBlockMajorMaxTiles ||
+                           (tiles <= kBlockMajorMaxTilesSmallInput && p.n * p.h * p.w * p.c_in * 4 <= kBlockMajorInputBytes);
   const int64_t sweep_slots = (block_major ? tiles : kTilesPerSweep) * TR;  // pixels set up at once
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
   float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;

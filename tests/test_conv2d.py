@@ -549,14 +549,16 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
     ((1, 7, 7, 96), (3, 3, 96, 80), dict(padding="same")),  # 49 pixels: one sweep, blocks shared
     ((2, 6, 8, 40), (3, 3, 40, 72), dict(padding=1)),  # 96 pixels: the last one-sweep size (AVX2)
-    ((1, 9, 11, 40), (3, 3, 40, 72), dict(padding="same")),  # 99: sweeps of 8 tiles
-    ((1, 17, 8, 24), (3, 3, 24, 40), dict(padding="same")),  # 136: sweeps with AVX-512's 8-pixel tiles
+    ((1, 17, 17, 64), (7, 1, 64, 40), dict(padding="same")),  # 289 pixels, a small input: one sweep
+    ((1, 24, 25, 8), (3, 3, 8, 40), dict(padding="same")),  # 600 pixels: sweeps of 8 tiles
+    ((1, 16, 16, 300), (3, 3, 300, 20), dict(padding=1)),  # 256 pixels of a 300 KB input: sweeps
     ((1, 8, 9, 32), (3, 3, 8, 48), dict(padding=1, groups=4)),  # grouped
     ((1, 13, 13, 48), (3, 3, 48, 33), dict(stride=2, dilation=2, padding=2)),  # gathered windows
 ])
 def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, threads, isa, rng):
-    """Up to kBlockMajorMaxTiles tiles (conv2d.cpp) the output is one sweep whose channel blocks the
-    threads share; beyond, sweeps of tiles are handed out. Both sides of the switch, any thread count."""
+    """Small outputs (conv2d.cpp, block_major: <= 16 tiles, or <= 64 over an input of <= 256 KB) run
+    as one sweep whose channel blocks the threads share; larger ones as sweeps of tiles handed out.
+    Both sides of the switch, any thread count."""
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
     with num_threads(threads):
         got = fastconv.conv2d(x, w, b, activation="relu", algorithm="direct", **kwargs)
