@@ -141,7 +141,8 @@ def main(argv=None) -> int:
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
         versions = VERSIONS_OF_KERNEL.get(kernel, (0,))
         variants = [(v, problem) for v in versions]
-        if case.op == "conv2d" and problem.winograd_eligible:
+        # The GPU's Winograd kernel: stride 1 only (strided filters eligible on the CPU run direct here).
+        if case.op == "conv2d" and problem.winograd_eligible and (problem.stride_h, problem.stride_w) == (1, 1):
             variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))
         for version, variant in variants:
             row = {"case": case.name, "shape": case.describe(), "version": version}
