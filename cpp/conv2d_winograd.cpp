@@ -550,11 +550,11 @@ void fold_weights(const Conv2dParams& p, const Conv2dParams& f, const float* w, 
       for (int64_t ry = 0; ry < p.stride_h; ++ry) {
         for (int64_t rx = 0; rx < p.stride_w; ++rx) {
           const int64_t ky = qy * p.stride_h + ry, kx = qx * p.stride_w + rx;
-          const bool tap = ky < p.kh && kx < p.kw;
-          for (int64_t c = 0; c < p.c_in; ++c) {
-            float* dst = wf + ((qy * f.kw + qx) * f.c_in + (ry * p.stride_w + rx) * p.c_in + c) * p.c_out;
-            const float* src = w + ((ky * p.kw + kx) * p.c_in + c) * p.c_out;
-            for (int64_t co = 0; co < p.c_out; ++co) dst[co] = tap ? src[co] : 0.0f;
+          float* dst = wf + ((qy * f.kw + qx) * f.c_in + (ry * p.stride_w + rx) * p.c_in) * p.c_out;
+          if (ky >= p.kh || kx >= p.kw) {
+            std::memset(dst, 0, sizeof(float) * p.c_in * p.c_out);
+          } else {
+            std::memcpy(dst, w + (ky * p.kw + kx) * p.c_in * p.c_out, sizeof(float) * p.c_in * p.c_out);
           }
         }
       }
@@ -571,7 +571,7 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   bool owned = false;
   float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);
   float* wf = alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
-  fold_input(p, f, x, xf, threads_for(folded_floats * 4, threads));
+  fold_input(p, f, x, xf, threads_for(folded_floats, threads));  // a copy: one unit of work per float
   fold_weights(p, f, w, wf);
   run_unit_stride(f, xf, wf, b, y, threads);
   std::free(wf);
