@@ -85,8 +85,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   // MB of 512 x 512 x 3 x 3 weights): sweeps of 8 tiles read the packed weights once per sweep, and
   // two sweeps of 8 and 1 tiles leave one core idle. Instead all tiles form one sweep and the
   // threads share its channel blocks.
+  const int64_t input_bytes = p.n * p.h * p.w * p.c_in * static_cast<int64_t>(sizeof(float));
   const bool block_major = tiles <= kBlockMajorMaxTiles ||
-                           (tiles <= kBlockMajorMaxTilesSmallInput && p.n * p.h * p.w * p.c_in * 4 <= kBlockMajorInputBytes);
+                           (tiles <= kBlockMajorMaxTilesSmallInput && input_bytes <= kBlockMajorInputBytes);
   const int64_t sweep_slots = (block_major ? tiles : kTilesPerSweep) * TR;  // pixels set up at once
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
   float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;

@@ -3,10 +3,10 @@
 //
 // Paths and when each runs:
 //  - row_stream_gemm (rows <= 2, or rows <= 4 and weights past the last-level cache: a network's
-//    dense layers at batch 1-2, the big ones at batch 1-4, VGG's 25088 x 4096): each thread reads a contiguous run of weight rows front to
-//    back, 2-4 rows at once, into partial sums of all columns (in L2-sized column blocks); then the
-//    threads add up the partial sums with the bias and the activation. DRAM sees one sequential
-//    stream per thread.
+//    dense layers at batch 1-2, the big ones at batch 1-4, VGG's 25088 x 4096): each thread reads a
+//    contiguous run of weight rows front to back, 2-4 rows at once, into partial sums of all
+//    columns (in L2-sized column blocks); then the threads add up the partial sums with the bias
+//    and the activation. DRAM sees one sequential stream per thread.
 //  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 3-32, pointwise convs of tiny
 //    images): no packing. The weights are read in place, each element once per call: threads split
 //    the columns (in whole cache lines), and each thread walks its columns in strips of kStripVecs

@@ -23,8 +23,8 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
             int version = 0);
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                           StreamHandle stream, int version = 0);
-// Winograd F(2x2, 3x3) / F(2x2, 5x5) (conv2d_winograd.cu): p must be winograd_eligible() with stride 1. winograd_pays: the
-// shapes "auto" sends to it.
+// Winograd F(2x2, 3x3) / F(2x2, 5x5) (conv2d_winograd.cu): p must be winograd_eligible() with stride 1.
+// winograd_pays: the shapes "auto" sends to it.
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                      StreamHandle stream);
 bool winograd_pays(const Conv2dParams& p);
