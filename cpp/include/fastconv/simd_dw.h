@@ -1,8 +1,8 @@
 // Vector helpers for the depthwise and pooling kernels (depthwise.cpp, pool.cpp) and the exponential
 // of every kernel's activations (tiled_conv.h), written once with GCC vector extensions: the same
 // source is a 16-byte (SSE2), 32-byte (AVX2) or 64-byte (AVX-512) vector depending on the flags of
-// the translation unit that includes it. Everything lives in the
-// ISA's own namespace and is static inline (see kernel_util.h).
+// the translation unit that includes it. Everything lives in the ISA's own namespace and is static
+// inline (see kernel_util.h).
 #pragma once
 
 #include <cstdint>

@@ -28,7 +28,6 @@ void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const flo
 namespace {
 
 typedef float vfloat __attribute__((vector_size(FC_VEC_BYTES)));
-typedef int32_t vint __attribute__((vector_size(FC_VEC_BYTES)));
 typedef float vfloat_unaligned __attribute__((vector_size(FC_VEC_BYTES), aligned(4), may_alias));
 
 constexpr int kVecLen = FC_VEC_BYTES / 4;
