@@ -133,6 +133,9 @@ def test_auto_folds_alexnet_c1(rng):
         auto = fastconv.conv2d(x, w, stride=4, activation="relu")
         winograd = fastconv.conv2d(x, w, stride=4, activation="relu", algorithm="winograd")
         direct = fastconv.conv2d(x, w, stride=4, activation="relu", algorithm="direct")
+        want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), stride=4, activation="relu")
+        for got in (winograd, direct):
+            _compare.assert_close(got, want, terms=11 * 11 * 3)
         assert not np.array_equal(winograd, direct)  # the two algorithms round differently
         assert np.array_equal(auto, winograd if folded else direct)
 
