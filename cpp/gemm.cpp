@@ -15,6 +15,9 @@
 //    weights (kChunkK x 24 floats on AVX2) stay in L1 between the row groups. The partial sums
 //    live in y between chunks; the last chunk adds nothing new but the activation. A column tail
 //    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights.
+//  - sweep_gemm (33-100 rows and >= 2 column blocks per thread: pointwise convolutions of 7 x 7 to
+//    10 x 10 maps): threads split the column blocks; a thread packs a group of its blocks one
+//    reduction chunk at a time into an L2 buffer and runs every row tile over each block of it.
 //  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
 //    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
 //    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded. The
@@ -433,6 +436,77 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   std::free(w_packed);
 }
 
+// ---- sweep_gemm (few rows under many weights) ------------------------------------------------------
+
+// panel_gemm's tiles each stream every block's weights: at 49 rows (a 7 x 7 map) and 512 x 2048
+// weights that is 4 MiB from L3 per tile. Here the threads split the columns instead, and walk the
+// reduction in chunks: a thread packs its columns of one chunk of weight rows (runs of its whole
+// column range, read once per call) into an L2 buffer, then runs every row tile over each of its
+// blocks; the chunk of input rows stays in L2 and the partial sums wait in y between chunks.
+constexpr int64_t kSweepMaxRows = 100;
+constexpr int64_t kSweepChunk = 128;
+constexpr int64_t kSweepBufBytes = 128 * 1024;  // one chunk of a group of blocks' weights
+constexpr int64_t kSweepMinBlocksPerThread = 2;
+constexpr int64_t kSweepPrefetchRows = 4;
+
+template <int TR, int TV>
+void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int nthreads) {
+  constexpr int64_t kCols = TV * kVecLen;
+  const int64_t blocks = (p.m + kCols - 1) / kCols;
+  const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
+  const int64_t group = max_i64(1, kSweepBufBytes / (chunk * kCols * static_cast<int64_t>(sizeof(float))));
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t my_b0 = blocks * tid / nt, my_b1 = blocks * (tid + 1) / nt;
+    const size_t buf_bytes = static_cast<size_t>((chunk + 1) * group * kCols + p.rows * chunk) * sizeof(float);
+    float* wbuf = static_cast<float*>(std::aligned_alloc(64, (buf_bytes + 63) / 64 * 64));
+    float* bias = wbuf + chunk * group * kCols;  // the group's bias, zero padded past the last column
+    float* xbuf = bias + group * kCols;          // the chunk's input rows, contiguous
+    for (int64_t b0 = my_b0; b0 < my_b1; b0 += group) {
+      const int64_t nb = min_i64(group, my_b1 - b0);
+      const int64_t c0 = b0 * kCols, c1 = min_i64((b0 + nb) * kCols, p.m);
+      for (int64_t j = 0; j < nb * kCols; ++j) bias[j] = b && c0 + j < c1 ? b[c0 + j] : 0.0f;
+      for (int64_t k0 = 0; k0 < p.k; k0 += chunk) {
+        const int64_t steps = min_i64(chunk, p.k - k0);
+        const bool first = k0 == 0, last = k0 + steps == p.k;
+        for (int64_t i = 0; i < steps; ++i) {
+          const float* src = w + (k0 + i) * p.m + c0;
+          // Each row is a short run in a page of its own: the hardware prefetchers do not follow it.
+          if (k0 + i + kSweepPrefetchRows < p.k) {
+            const float* ahead = src + kSweepPrefetchRows * p.m;
+            for (int64_t j = 0; j < c1 - c0; j += kLineFloats) __builtin_prefetch(ahead + j);
+            __builtin_prefetch(ahead + (c1 - c0) - 1);
+          }
+          for (int64_t blk = 0; blk < nb; ++blk) {
+            float* dst = wbuf + (blk * steps + i) * kCols;
+            const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
+            if (cols == kCols) {
+              for (int v = 0; v < TV; ++v) store_vec(dst + v * kVecLen, load_vec(src + blk * kCols + v * kVecLen));
+            } else {
+              for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[blk * kCols + j] : 0.0f;
+            }
+          }
+        }
+        for (int64_t r = 0; r < p.rows; ++r) {
+          for (int64_t i = 0; i < steps; ++i) xbuf[r * steps + i] = x[r * p.k + k0 + i];
+        }
+        const Activation act = last ? p.activation : Activation::kNone;
+        for (int64_t blk = 0; blk < nb; ++blk) {
+          const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
+          const float* wb = wbuf + blk * steps * kCols;
+          for (int64_t r0 = 0; r0 < p.rows; r0 += TR) {
+            panel_tile_rows<TR, TV>(min_i64(TR, p.rows - r0), xbuf + r0 * steps, steps, steps, wb,
+                                    b ? bias + blk * kCols : nullptr, nullptr, y + r0 * p.m + c0 + blk * kCols,
+                                    p.m, cols, !first, act);
+          }
+        }
+      }
+    }
+    std::free(wbuf);
+  }
+}
+
 }  // namespace
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
@@ -441,6 +515,13 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
     return row_stream_gemm(p, x, w, b, y, threads);
   }
   if (p.rows <= kStreamMaxRows) return stream_gemm(p, x, w, b, y, threads);
+  if (p.rows <= kSweepMaxRows) {
+    const int64_t blocks = (p.m + kTileVecs * kVecLen - 1) / (kTileVecs * kVecLen);
+    const int nthreads = threads_for(p.rows * p.k * p.m, threads);
+    if (blocks >= kSweepMinBlocksPerThread * nthreads) {
+      return sweep_gemm<kTileRows, kTileVecs>(p, x, w, b, y, nthreads);
+    }
+  }
   if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, b, y, threads);
   panel_gemm<kTileRows, kTileVecs>(p, x, w, b, y, threads);
 }

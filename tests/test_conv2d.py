@@ -595,9 +595,10 @@ def test_exp_activations_saturate_and_keep_nan(activation, c_in, kernel, kwargs,
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, c_out, activation", [((3, 15, 17, 67), 33, None), ((1, 56, 56, 24), 144, "relu6"),
-                                                        ((2, 7, 7, 70), 9, "relu"), ((1, 9, 11, 1), 300, "relu6")])
+                                                        ((2, 7, 7, 70), 9, "relu"), ((1, 9, 11, 1), 300, "relu6"),
+                                                        ((1, 7, 7, 520), 1030, "silu")])
 def test_pointwise_panel_shapes(threads, x_shape, c_out, activation, device, isa, rng):
-    """MobileNet / EfficientNet-like 1x1 layers and odd widths on the panel GEMM, on 1-3 threads."""
+    """MobileNet / EfficientNet-like 1x1 layers and odd widths on the panel and sweep GEMMs, on 1-3 threads."""
     x, w, b = random_array(rng, x_shape), random_array(rng, (x_shape[-1], c_out)), random_array(rng, (c_out,))
     with num_threads(threads):
         check_against_reference(device, "pointwise_conv2d", [x, w, b], dict(activation=activation), terms=x_shape[-1])
