@@ -19,14 +19,21 @@ def _on_gpu(array) -> bool:
     return hasattr(array, "__cuda_array_interface__")
 
 
-def _ready(a) -> bool:
-    """A float32 C-contiguous NumPy array (or None): used as it is."""
-    return a is None or (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous)
+_FLOAT32 = np.dtype(np.float32)
+
+
+def _all_ready(arrays) -> bool:
+    """Every array a float32 C-contiguous NumPy array (or None): used as they are. A plain loop: this
+    runs on every call, and a generator under all() cost ~1 us of the ~13 us a tiny call takes."""
+    for a in arrays:
+        if a is not None and (type(a) is not np.ndarray or a.dtype != _FLOAT32 or not a.flags.c_contiguous):
+            return False
+    return True
 
 
 def as_inputs(op: str, **arrays):
     """Type-check and normalise the named arrays (None stays None); returns them in order."""
-    if all(_ready(a) for a in arrays.values()) or _gpu.ready(arrays.values()):
+    if _all_ready(arrays.values()) or _gpu.ready(arrays.values()):
         return list(arrays.values())
     present = {name: a for name, a in arrays.items() if a is not None}
     on_gpu = {name: _on_gpu(a) for name, a in present.items()}
