@@ -99,7 +99,7 @@ static inline vfloat clamp_keep_nan(vfloat x, float lo, float hi) {
 // every activation anyway), so SiLU(-inf) = -inf / inf is NaN like the reference. NaN stays NaN.
 // The activation epilogue is bound by the FMA ports (each FMA fewer measured ~5 % of a SiLU
 // vector), so its cost is counted in FMAs.
-static inline vfloat exp_approx(vfloat x) {
+__attribute__((always_inline)) static inline vfloat exp_approx(vfloat x) {
   x = clamp_keep_nan(x, -87.0f, 89.0f);
   const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const vfloat t = x * 1.44269504f + round_magic;  // n in the low mantissa bits
@@ -120,7 +120,7 @@ static inline vfloat exp_approx(vfloat x) {
 }
 
 // The activations of activation.h on a whole vector (NaN stays NaN in every one).
-static inline vfloat activate(Activation act, vfloat v) {
+__attribute__((always_inline)) static inline vfloat activate(Activation act, vfloat v) {
   const vfloat zero = {};
   switch (act) {
     case Activation::kNone: return v;

@@ -54,7 +54,7 @@ static inline vfloat splat(float s) { return s * (vfloat{} + 1.0f); }
 // simd_dw.h's exponential (as depthwise.cpp's vec::activate). Comparisons with NaN are false, so
 // NaN passes through relu and relu6 like in PyTorch. A switch of its own: calling vec::activate
 // from store_rows ran the first-layer tile's relu store 1.18x slower (code generation; paired).
-static inline vfloat activate(Activation act, vfloat a) {
+__attribute__((always_inline)) static inline vfloat activate(Activation act, vfloat a) {
   const vfloat one = splat(1.0f);
   switch (act) {
     case Activation::kNone: return a;
