@@ -35,6 +35,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 #include "fastconv/tiled_conv.h"
@@ -140,6 +144,46 @@ static inline void build_panel(const Conv2dParams& p, const Geometry& g, const f
   }
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// The store of an AVX2 pixel-vector tile whose C <= 8 channels are all of C_out: per vector of 8
+// pixels, an 8 x 8 transpose in registers (channels past C are don't-cares) turns the C channel
+// vectors into one vector per pixel, stored whole at the pixel's C outputs; each store's spill past
+// C is overwritten by the next pixels', and the pixels whose spill would leave the tile are stored
+// by scalars, so nothing outside the tile is touched. Replaces kTilePixels * C scalar stores, which bound LeNet C1 (with no
+// stores at all it ran in 0.77 of the time).
+template <int C>
+__attribute__((always_inline)) static inline void store_pixels_transposed(const vfloat (&acc)[C][kPixVecs], float* out, int64_t ldo,
+                                           int64_t pixels) {
+  static_assert(kVecLen == 8 && C <= 8, "an 8 x 8 transpose of one AVX2 vector per channel");
+  for (int v = 0; v * 8 < pixels; ++v) {
+    __m256 r[8];
+    for (int c = 0; c < 8; ++c) r[c] = c < C ? __m256(acc[c][v]) : _mm256_setzero_ps();
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    float* dst = out + v * 8 * ldo;
+    for (int i = 0; i < 8 && v * 8 + i < pixels; ++i) {
+      const __m256 pixel = _mm256_permute2f128_ps(u[i % 4], u[i % 4 + 4], i < 4 ? 0x20 : 0x31);
+      if ((v * 8 + i) * C + 8 <= pixels * C) {
+        _mm256_storeu_ps(dst + i * ldo, pixel);
+      } else {
+        alignas(32) float last[8];
+        _mm256_store_ps(last, pixel);
+        for (int c = 0; c < C; ++c) dst[i * ldo + c] = last[c];
+      }
+    }
+  }
+}
+#endif
+
 // One tile: kTilePixels output pixels starting at panel column ox0 of output row `rows` x C
 // output channels. rows[ky] points at panel row (oy * s_h + ky * d_h); off[kx] = r * wq + q.
 template <int C>
@@ -171,11 +215,23 @@ static inline void run_tile(const Conv2dParams& p, const Geometry& g, const floa
       }
     }
   }
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kPixVecs; ++v) acc[c][v] = activate(act, acc[c][v]);
+  }
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  if (p.c_out == C) {
+    // Full tiles with the pixel count a constant, so the loops unroll into registers.
+    return pixels == kTilePixels ? store_pixels_transposed<C>(acc, out, p.c_out, kTilePixels)
+                                 : store_pixels_transposed<C>(acc, out, p.c_out, pixels);
+  }
+#endif
   alignas(64) float buf[C][kTilePixels];
 #pragma GCC unroll 16
   for (int c = 0; c < C; ++c) {
 #pragma GCC unroll 4
-    for (int v = 0; v < kPixVecs; ++v) store_vec(&buf[c][v * kVecLen], activate(act, acc[c][v]));
+    for (int v = 0; v < kPixVecs; ++v) store_vec(&buf[c][v * kVecLen], acc[c][v]);
   }
   for (int64_t i = 0; i < pixels; ++i, out += p.c_out) {
 #pragma GCC unroll 16

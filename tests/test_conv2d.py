@@ -514,6 +514,20 @@ def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
+# Pixel-vector tiles holding every output channel (C_out <= 6 on AVX2) are stored transposed in
+# registers, each pixel's vector spilling into the next pixels' slots, the pixels whose spill would
+# leave the tile stored by scalars (the last 8 / C_out of them): output widths around the 8 /
+# 16-pixel tiles, C_out 1-6, several threads.
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("c_out", [1, 2, 3, 5, 6])
+@pytest.mark.parametrize("out_w", [1, 2, 7, 8, 9, 15, 16, 17, 28, 33])
+def test_conv2d_first_layer_transposed_store(threads, c_out, out_w, isa, rng):
+    x, w = random_array(rng, (2, 9, out_w + 4, 1)), random_array(rng, (5, 5, 1, c_out))
+    b = random_array(rng, (c_out,))
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(activation="relu"), terms=25)
+
+
 # Sigmoid / tanh / SiLU run over each stored output row (out_w * C_out floats, in steps of 4 vectors,
 # then single vectors, then a partial one): C_in 1-4, both tile variants, C_out off the vector,
 # row lengths off every step, batch > 1.
