@@ -21,7 +21,8 @@
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
 //    [block][ky][ci][kx][C], the tap order of the loop.
 //    Bias is the initial accumulator, relu / relu6 are applied on the vectors (activate(),
-//    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC through a stack buffer.
+//    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC: by an 8 x 8 register
+//    transpose when C = C_out <= 8 on AVX2 (store_pixels_transposed), else through a stack buffer.
 //    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).
 //  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
 //    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
@@ -146,14 +147,14 @@ static inline void build_panel(const Conv2dParams& p, const Geometry& g, const f
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
 // The store of an AVX2 pixel-vector tile whose C <= 8 channels are all of C_out: per vector of 8
-// pixels, an 8 x 8 transpose in registers (channels past C are don't-cares) turns the C channel
-// vectors into one vector per pixel, stored whole at the pixel's C outputs; each store's spill past
-// C is overwritten by the next pixels', and the pixels whose spill would leave the tile are stored
-// by scalars, so nothing outside the tile is touched. Replaces kTilePixels * C scalar stores, which bound LeNet C1 (with no
-// stores at all it ran in 0.77 of the time).
+// pixels, an 8 x 8 transpose in registers (channels past C zero) turns the C channel vectors into
+// one vector per pixel, stored whole at the pixel's C outputs; each store's spill past C is
+// overwritten by the next pixels', and the pixels whose spill would leave the tile are stored by
+// scalars, so nothing outside the tile is touched. It replaces kTilePixels * C scalar stores, which
+// bound LeNet C1 (with no stores at all it ran in 0.77 of the time).
 template <int C>
-__attribute__((always_inline)) static inline void store_pixels_transposed(const vfloat (&acc)[C][kPixVecs], float* out, int64_t ldo,
-                                           int64_t pixels) {
+__attribute__((always_inline)) static inline void store_pixels_transposed(const vfloat (&acc)[C][kPixVecs],
+                                                                          float* out, int64_t ldo, int64_t pixels) {
   static_assert(kVecLen == 8 && C <= 8, "an 8 x 8 transpose of one AVX2 vector per channel");
   for (int v = 0; v * 8 < pixels; ++v) {
     __m256 r[8];

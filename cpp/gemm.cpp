@@ -439,10 +439,11 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 // ---- sweep_gemm (few rows under many weights) ------------------------------------------------------
 
 // panel_gemm's tiles each stream every block's weights: at 49 rows (a 7 x 7 map) and 512 x 2048
-// weights that is 4 MiB from L3 per tile. Here the threads split the columns instead, and walk the
-// reduction in chunks: a thread packs its columns of one chunk of weight rows (runs of its whole
-// column range, read once per call) into an L2 buffer, then runs every row tile over each of its
-// blocks; the chunk of input rows stays in L2 and the partial sums wait in y between chunks.
+// weights that is 4 MiB from L3 per tile. Here the threads split the column blocks and walk the
+// reduction in chunks of <= 128 weight rows: a thread packs one chunk of a group of its blocks (<= 128
+// KiB, in L2; each weight is read once per call) and copies the chunk's input rows contiguous (rows
+// 2048 floats apart would all fall into one L1 set), then runs every row tile over each block of the
+// group, the partial sums waiting in y between chunks.
 constexpr int64_t kSweepMaxRows = 100;
 constexpr int64_t kSweepChunk = 128;
 constexpr int64_t kSweepBufBytes = 128 * 1024;  // one chunk of a group of blocks' weights
