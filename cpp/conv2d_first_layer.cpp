@@ -20,7 +20,7 @@
 //    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
 //    [block][ky][ci][kx][C], the tap order of the loop.
-//    Bias is the initial accumulator, relu / relu6 are applied on the vectors (activate(),
+//    Bias is the initial accumulator, relu / relu6 are applied on the vectors (vec::activate via
 //    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC: by an 8 x 8 register
 //    transpose when C = C_out <= 8 on AVX2 (store_pixels_transposed), else through a stack buffer.
 //    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).

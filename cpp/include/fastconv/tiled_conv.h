@@ -50,30 +50,8 @@ static inline void store_vec(float* p, vfloat v) { *reinterpret_cast<vfloat_unal
 // s * 1 folds to a plain broadcast; `vfloat{} + s` would cost an add (it must keep -0.0 as is).
 static inline vfloat splat(float s) { return s * (vfloat{} + 1.0f); }
 
-// The fused activations on a vector, matching apply_activation (activation.h) to rounding, with
-// simd_dw.h's exponential (as depthwise.cpp's vec::activate). Comparisons with NaN are false, so
-// NaN passes through relu and relu6 like in PyTorch. A switch of its own: calling vec::activate
-// from store_rows ran the first-layer tile's relu store 1.18x slower (code generation; paired).
-__attribute__((always_inline)) static inline vfloat activate(Activation act, vfloat a) {
-  const vfloat one = splat(1.0f);
-  switch (act) {
-    case Activation::kNone: return a;
-    case Activation::kRelu: return a < splat(0.0f) ? splat(0.0f) : a;
-    case Activation::kRelu6: {
-      a = a < splat(0.0f) ? splat(0.0f) : a;
-      return a > splat(6.0f) ? splat(6.0f) : a;
-    }
-    case Activation::kSigmoid: return one / (one + vec::exp_approx(-a));
-    case Activation::kTanh: {
-      // 1 - 2 / (e^(2|a|) + 1) with a's sign: no cancellation but near 0 (absolute error ~1e-7).
-      const vfloat m = a < splat(0.0f) ? -a : a;
-      const vfloat t = one - splat(2.0f) / (vec::exp_approx(m + m) + one);
-      return a < splat(0.0f) ? -t : t;
-    }
-    case Activation::kSilu: return a / (one + vec::exp_approx(-a));
-  }
-  return a;
-}
+// The fused activations on a vector: simd_dw.h's, shared with the depthwise and pooling kernels.
+using vec::activate;
 
 // Stores R rows x V vectors of accumulators (row r at out + r * ldo), activated; only the first
 // `cols` <= V * kVecLen columns of each row are written.
