@@ -185,10 +185,11 @@ __attribute__((always_inline)) static inline void store_pixels_transposed(const 
 }
 #endif
 
-// One tile: kTilePixels output pixels starting at panel column ox0 of output row `rows` x C
-// output channels. rows[ky] points at panel row (oy * s_h + ky * d_h); off[kx] = r * wq + q.
+// One tile: kTilePixels output pixels starting at panel column ox0 of one output row x C output
+// channels. row0 points at the output row's first panel row (oy * s_h); tap t = (ky, ci, kx) reads
+// at row0 + tap_off[t] (see first_layer_conv2d).
 template <int C>
-static inline void run_tile(const Conv2dParams& p, const Geometry& g, const float* const* rows, const int64_t* off,
+static inline void run_tile(const Conv2dParams& p, const float* row0, const int64_t* tap_off, int64_t taps,
                             int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels,
                             Activation act) {
   vfloat acc[C][kPixVecs];
@@ -198,22 +199,17 @@ static inline void run_tile(const Conv2dParams& p, const Geometry& g, const floa
 #pragma GCC unroll 4
     for (int v = 0; v < kPixVecs; ++v) acc[c][v] = init;
   }
-  const int64_t chan_stride = p.stride_w * g.wq;
-  for (int64_t ky = 0; ky < p.kh; ++ky) {
-    const float* row = rows[ky] + ox0;
-    for (int64_t ci = 0; ci < p.c_in; ++ci, row += chan_stride) {
-      for (int64_t kx = 0; kx < p.kw; ++kx, wb += C) {
-        const float* src = row + off[kx];
-        vfloat xv[kPixVecs];
+  const float* base = row0 + ox0;
+  for (int64_t t = 0; t < taps; ++t, wb += C) {
+    const float* src = base + tap_off[t];
+    vfloat xv[kPixVecs];
 #pragma GCC unroll 4
-        for (int v = 0; v < kPixVecs; ++v) xv[v] = load_vec(src + v * kVecLen);
+    for (int v = 0; v < kPixVecs; ++v) xv[v] = load_vec(src + v * kVecLen);
 #pragma GCC unroll 16
-        for (int c = 0; c < C; ++c) {
-          const vfloat wv = splat(wb[c]);
+    for (int c = 0; c < C; ++c) {
+      const vfloat wv = splat(wb[c]);
 #pragma GCC unroll 4
-          for (int v = 0; v < kPixVecs; ++v) acc[c][v] += xv[v] * wv;
-        }
-      }
+      for (int v = 0; v < kPixVecs; ++v) acc[c][v] += xv[v] * wv;
     }
   }
 #pragma GCC unroll 16
@@ -240,8 +236,8 @@ static inline void run_tile(const Conv2dParams& p, const Geometry& g, const floa
   }
 }
 
-using TileFn = void (*)(const Conv2dParams&, const Geometry&, const float* const*, const int64_t*, int64_t,
-                        const float*, const float*, float*, int64_t, Activation);
+using TileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
+                        const float*, float*, int64_t, Activation);
 
 template <int C = kChanBlock>
 static inline TileFn tile_for(int64_t channels) {
@@ -255,7 +251,7 @@ static inline TileFn tile_for(int64_t channels) {
 // vectors, one broadcast per pixel from consecutive panel floats, R * V FMAs; stores go straight to
 // NHWC. wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
 template <int R, int V>
-static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const float* const* rows, const int64_t* off,
+static inline void run_ctile(const Conv2dParams& p, const float* row0, const int64_t* tap_off, int64_t taps,
                              int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels, int64_t cols,
                              Activation act) {
   vfloat acc[R][V];
@@ -265,26 +261,25 @@ static inline void run_ctile(const Conv2dParams& p, const Geometry& g, const flo
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r][v] = init;
   }
-  const int64_t chan_stride = p.stride_w * g.wq;
-  for (int64_t ky = 0; ky < p.kh; ++ky) {
-    const float* row = rows[ky] + ox0;
-    for (int64_t ci = 0; ci < p.c_in; ++ci, row += chan_stride) {
-      for (int64_t kx = 0; kx < p.kw; ++kx, wb += V * kVecLen) {
-        const float* src = row + off[kx];
-        vfloat wv[V];
+  const float* base = row0 + ox0;
+  for (int64_t t = 0; t < taps; ++t, wb += V * kVecLen) {
+    const float* src = base + tap_off[t];
+    vfloat wv[V];
 #pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) wv[v] = load_vec(wb + v * kVecLen);
+    for (int v = 0; v < V; ++v) wv[v] = load_vec(wb + v * kVecLen);
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const vfloat s = splat(src[r]);
+    for (int r = 0; r < R; ++r) {
+      const vfloat s = splat(src[r]);
 #pragma GCC unroll 4
-          for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
-        }
-      }
+      for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
     }
   }
   if (pixels == R) return store_rows<R, V>(acc, out, p.c_out, cols, act);
-  for (int64_t r = 0; r < pixels; ++r) {
+  // The row's last tile: a pixel at a time, unrolled so that every acc index is a constant (a
+  // run-time index would keep the whole tile in memory instead of registers).
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    if (r == pixels) break;
     vfloat one[1][V];
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) one[0][v] = acc[r][v];
@@ -331,8 +326,8 @@ static inline void activate_row(Activation act, float* y, int64_t count) {
   }
 }
 
-using CTileFn = void (*)(const Conv2dParams&, const Geometry&, const float* const*, const int64_t*, int64_t,
-                         const float*, const float*, float*, int64_t, int64_t, Activation);
+using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
+                         const float*, float*, int64_t, int64_t, Activation);
 
 // Channel-vector tile shapes: the tiled engine's wide tile (kTileRows x 2 vectors) and, with 16
 // vector registers, 4 pixels x 3 vectors (12 accumulators + 3 weights + 1 broadcast): 7 loads per
@@ -394,10 +389,19 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   }
   const int64_t scratch_floats = g.band_rows * g.row_floats + p.c_in * p.w;  // a panel, then channel planes
   float* panels = alloc_floats(nthreads * scratch_floats);
-  int64_t off[64];  // KW <= 64 is checked by the dispatch
-  for (int64_t kx = 0; kx < p.kw; ++kx) {
-    const int64_t col = kx * p.dilation_w;
-    off[kx] = col % p.stride_w * g.wq + col / p.stride_w;
+  // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, channel ci's planes,
+  // column phase r and offset q (see the top of the file): one offset from the row's first panel
+  // row, so the tiles run one flat loop over the taps (nested ky / ci / kx loops of 3 spilled the 12
+  // accumulators at every inner loop's end).
+  int64_t* tap_off = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * taps));
+  for (int64_t ky = 0, t = 0; ky < p.kh; ++ky) {
+    for (int64_t ci = 0; ci < p.c_in; ++ci) {
+      for (int64_t kx = 0; kx < p.kw; ++kx, ++t) {
+        const int64_t col = kx * p.dilation_w;
+        tap_off[t] = ky * p.dilation_h * g.row_floats + ci * p.stride_w * g.wq + col % p.stride_w * g.wq +
+                     col / p.stride_w;
+      }
+    }
   }
   const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
   const bool row_act = activate_after_row(p.activation);
@@ -407,7 +411,6 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   {
     float* panel = panels + omp_get_thread_num() * scratch_floats;
     float* planes = panel + g.band_rows * g.row_floats;
-    const float* rows[64];  // KH <= 64 is checked by the dispatch
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t n = item / bands, oy0 = item % bands * kBandRows;
@@ -416,9 +419,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       build_panel(p, g, x + n * p.h * p.w * p.c_in, prow0, (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1,
                   panel, planes);
       for (int64_t oy = oy0; oy < oy1; ++oy) {
-        for (int64_t ky = 0; ky < p.kh; ++ky) {
-          rows[ky] = panel + (oy * p.stride_h + ky * p.dilation_h - prow0) * g.row_floats;
-        }
+        const float* row0 = panel + (oy * p.stride_h - prow0) * g.row_floats;
         float* y_row = y + (n * p.out_h + oy) * p.out_w * p.c_out;
         if (channel_vectors) {
           // Every block of a pixel tile before the next tile: each pixel's C_out floats are then
@@ -429,7 +430,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
               const float* wb = w_packed + k * taps * block_cols;
               const float* bias = b_packed ? b_packed + k * block_cols : nullptr;
               const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
-              ctile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
+              ctile(p, row0, tap_off, taps, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
                     min_i64(ctile_rows, p.out_w - ox0), cols, tile_act);
             }
           }
@@ -440,7 +441,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
             const float* wb = w_packed + co0 * taps;
             const float* bias = b ? b + co0 : nullptr;
             for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTilePixels) {
-              tile(p, g, rows, off, ox0, wb, bias, y_row + ox0 * p.c_out + co0,
+              tile(p, row0, tap_off, taps, ox0, wb, bias, y_row + ox0 * p.c_out + co0,
                    min_i64(kTilePixels, p.out_w - ox0), tile_act);
             }
             co0 += cb;
@@ -451,6 +452,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
   }
   std::free(panels);
+  std::free(tap_off);
   std::free(b_packed);
   std::free(w_packed);
 }
