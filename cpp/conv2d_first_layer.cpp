@@ -286,16 +286,7 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
       for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
     }
   }
-  if (pixels == R) {
-    // The tile's cheap activations as constants: behind one run-time switch GCC kept the
-    // accumulators on the stack through the store.
-    switch (act) {
-      case Activation::kNone: return store_rows<R, V>(acc, out, p.c_out, cols, Activation::kNone);
-      case Activation::kRelu: return store_rows<R, V>(acc, out, p.c_out, cols, Activation::kRelu);
-      case Activation::kRelu6: return store_rows<R, V>(acc, out, p.c_out, cols, Activation::kRelu6);
-      default: return store_rows<R, V>(acc, out, p.c_out, cols, act);
-    }
-  }
+  if (pixels == R) return store_rows<R, V>(acc, out, p.c_out, cols, act);
   vfloat tile[R][V];  // a copy by constant indices, so that acc itself never has an address
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
