@@ -1,5 +1,5 @@
-// First-layer convolution: groups == 1, few input channels (C_in <= kFirstLayerMaxCin, see
-// dispatch.cpp for the routing rule), any kernel size, stride, dilation and padding. NHWC
+// First-layer convolution: groups == 1, few input channels (C_in <= 8; see dispatch.cpp,
+// prefer_first_layer, for the routing rule), any kernel size, stride, dilation and padding. NHWC
 // activations, HWIO weights. Compiled once per instruction set (FC_ISA); see kernels.h.
 //
 // Why a separate kernel: the tiled engine (conv2d.cpp) vectorises across output channels and
@@ -124,11 +124,15 @@ static inline void build_panel(const Conv2dParams& p, const Geometry& g, const f
     }
     const float* src = x_image + iy * p.w * p.c_in;
     const float* channel_planes = p.c_in == 1 ? src : planes;  // one channel is its own plane
-    switch (p.c_in) {  // kFirstLayerMaxCin = 4
+    switch (p.c_in) {  // at most kFirstLayerShortMaxCin = 8 (dispatch.cpp)
       case 1: break;
       case 2: split_channels<2>(src, planes, p.w); break;
       case 3: split_channels<3>(src, planes, p.w); break;
-      default: split_channels<4>(src, planes, p.w); break;
+      case 4: split_channels<4>(src, planes, p.w); break;
+      case 5: split_channels<5>(src, planes, p.w); break;
+      case 6: split_channels<6>(src, planes, p.w); break;
+      case 7: split_channels<7>(src, planes, p.w); break;
+      default: split_channels<8>(src, planes, p.w); break;
     }
     for (int64_t phase = 0; phase < s; ++phase) {
       // Columns j whose input column j * s + phase - pad_left lies inside the image: [j0, j1).

@@ -33,8 +33,12 @@ constexpr double kWinogradFoldCost = 4.0;
 constexpr double kWinogradFoldedOptimism = 1.65;
 constexpr int64_t kWinogradFoldedMinCout = 24;
 
-// First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels.
+// First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels:
+// C_in <= 4 by the rules below; C_in 5-8 only on short reductions (<= kFirstLayerWideMaxTaps taps:
+// 3x3 layers over 5-8 channels ran in 0.50-0.87 of the tiled engine's time; LeNet C3's 150 taps
+// and a 7x7x8 stem's 392 ran 1.05-1.12x slower, bench/NOTES.md).
 constexpr int64_t kFirstLayerMaxCin = 4;
+constexpr int64_t kFirstLayerShortMaxCin = 8;
 constexpr int64_t kFirstLayerMaxKernel = 64;  // its per-call tap tables
 // With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
 // KH*KW*C_in = 27: 1.6x the tiled engine). On longer ones the crossover depends on the stride
@@ -119,12 +123,14 @@ bool prefer_winograd(const Conv2dParams& p) {
 }
 
 // The first-layer kernel serves dense convolutions with at most kFirstLayerMaxCin input channels
-// that are not GEMMs (pointwise) and not Winograd's, except wide layers with long reductions.
+// that are not GEMMs (pointwise) and not Winograd's, except wide layers with long reductions, and
+// those with up to kFirstLayerShortMaxCin channels and short reductions.
 bool prefer_first_layer(const Conv2dParams& p) {
-  return p.groups == 1 && p.c_in <= kFirstLayerMaxCin && !p.is_pointwise() && p.kh <= kFirstLayerMaxKernel &&
-         p.kw <= kFirstLayerMaxKernel &&
-         (p.c_out < kFirstLayerWideChannels || p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTaps ||
-          (p.stride_w <= 2 && p.kh * p.kw * p.c_in <= kFirstLayerWideMaxTapsStride2));
+  const int64_t taps = p.kh * p.kw * p.c_in;
+  if (p.groups != 1 || p.is_pointwise() || p.kh > kFirstLayerMaxKernel || p.kw > kFirstLayerMaxKernel) return false;
+  if (p.c_in > kFirstLayerMaxCin) return p.c_in <= kFirstLayerShortMaxCin && taps <= kFirstLayerWideMaxTaps;
+  return p.c_out < kFirstLayerWideChannels || taps <= kFirstLayerWideMaxTaps ||
+         (p.stride_w <= 2 && taps <= kFirstLayerWideMaxTapsStride2);
 }
 
 }  // namespace

@@ -452,14 +452,16 @@ def test_conv2d_first_layers(threads, x_shape, w_shape, kwargs, device, isa, rng
         check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
-# First-layer kernel (conv2d_first_layer.cpp): groups 1, C_in <= 4, not pointwise. Both tile
-# variants (pixel vectors for C_out below the wide tile, channel vectors above), every stride,
-# dilation and padding form, widths and heights off the 8 / 16-pixel tiles, several threads.
+# First-layer kernel (conv2d_first_layer.cpp): groups 1, C_in <= 4, or C_in 5-8 with at most 100
+# taps (KH * KW * C_in: the dispatch rule), not pointwise. Both tile variants (pixel vectors for
+# C_out below the wide tile, channel vectors above), every stride, dilation and padding form,
+# widths and heights off the 8 / 16-pixel tiles, several threads.
 @st.composite
 def first_layer_cases(draw):
-    c_in = draw(st.integers(1, 4))
+    c_in = draw(st.integers(1, 8))
     c_out = draw(st.one_of(st.integers(1, 40), st.just(96)))
-    kh, kw = draw(st.integers(1, 11)), draw(st.integers(1, 11))
+    max_k = 11 if c_in <= 4 else 3
+    kh, kw = draw(st.integers(1, max_k)), draw(st.integers(1, max_k))
     stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))  # 5: build_panel's generic column stride
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = draw(
@@ -506,6 +508,12 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((1, 21, 26, 4), (5, 9, 4, 44), dict(stride=(3, 2), padding=((4, 0), (2, 3)))),  # last block 20 of 24
         ((2, 30, 33, 3), (9, 9, 3, 40), dict(stride=2, padding="same", activation="relu6")),  # 243 taps
         ((2, 12, 13, 2), (4, 4, 2, 24), dict(dilation=2, padding=1, activation="tanh")),
+        # C_in 5-8 on short reductions (<= 100 taps): every channel count of build_panel's split
+        ((2, 20, 21, 5), (3, 3, 5, 24), dict(stride=2, padding="same", activation="relu")),
+        ((1, 17, 33, 6), (3, 3, 6, 12), dict(padding=1, activation="silu")),  # pixel vectors
+        ((1, 11, 14, 7), (2, 5, 7, 33), dict(stride=(1, 2), padding=((1, 0), (2, 2)), dilation=(2, 1))),
+        ((3, 16, 16, 8), (3, 3, 8, 32), dict(padding="same", activation="relu6")),
+        ((1, 9, 40, 8), (1, 9, 8, 5), dict(padding="same")),  # 72 taps, C_out 5 (transposed store)
     ],
 )
 def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
