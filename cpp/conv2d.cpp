@@ -42,11 +42,6 @@ constexpr int64_t kBlockMajorMaxTiles = 16;
 constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
 constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
 
-static inline float* alloc_floats(int64_t count) {
-  const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
-  return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
-}
-
 // Copies one kernel row of one pixel's window, [kx][ci], with zeros where it leaves the image.
 static inline void gather_window_row(const Conv2dParams& p, const float* x_row, int64_t ix0, float* dst) {
   for (int64_t kx = 0; kx < p.kw; ++kx, dst += p.c_in) {

@@ -35,6 +35,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -60,11 +61,6 @@ constexpr int kTilePixels = kPixVecs * kVecLen;
 // Output rows per work item: enough to amortise the panel (input rows shared by neighbouring
 // output rows are copied once per band), few enough that batch 1 has work for every thread.
 constexpr int64_t kBandRows = 8;
-
-static inline float* alloc_floats(int64_t count) {
-  const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
-  return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
-}
 
 struct Geometry {
   int64_t wq;         // panel floats per (row, channel, phase)
@@ -406,7 +402,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // column phase r and offset q (see the top of the file): one offset from the row's first panel
   // row, so the tiles run one flat loop over the taps (nested ky / ci / kx loops of 3 spilled the 12
   // accumulators at every inner loop's end).
-  int64_t* tap_off = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * taps));
+  std::vector<int64_t> tap_off(static_cast<size_t>(taps));
   for (int64_t ky = 0, t = 0; ky < p.kh; ++ky) {
     for (int64_t ci = 0; ci < p.c_in; ++ci) {
       for (int64_t kx = 0; kx < p.kw; ++kx, ++t) {
@@ -443,7 +439,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
               const float* wb = w_packed + k * taps * block_cols;
               const float* bias = b_packed ? b_packed + k * block_cols : nullptr;
               const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
-              ctile(p, row0, tap_off, taps, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
+              ctile(p, row0, tap_off.data(), taps, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
                     min_i64(ctile_rows, p.out_w - ox0), cols, tile_act);
             }
           }
@@ -454,7 +450,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
             const float* wb = w_packed + co0 * taps;
             const float* bias = b ? b + co0 : nullptr;
             for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += kTilePixels) {
-              tile(p, row0, tap_off, taps, ox0, wb, bias, y_row + ox0 * p.c_out + co0,
+              tile(p, row0, tap_off.data(), taps, ox0, wb, bias, y_row + ox0 * p.c_out + co0,
                    min_i64(kTilePixels, p.out_w - ox0), tile_act);
             }
             co0 += cb;
@@ -465,7 +461,6 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
   }
   std::free(panels);
-  std::free(tap_off);
   std::free(b_packed);
   std::free(w_packed);
 }

@@ -60,11 +60,6 @@ static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(
 static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
 static inline wvec splat(float s) { return s * (wvec{} + 1.0f); }
 
-static inline float* alloc_floats(int64_t count) {
-  const size_t bytes = ((static_cast<size_t>(count) * sizeof(float) + 63) / 64) * 64;
-  return static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
-}
-
 // The calling thread's scratch (U, V and M of a call), kept between calls. Freshly allocated, a
 // 512 x 512 layer's 38 MB of transformed weights is above glibc's largest mmap threshold (32 MB),
 // so every call would map new pages and fault each one in: measured 46 ms of page faults against

@@ -134,7 +134,7 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
   alignas(64) float tail_bias[kVecLen] = {};
   float* tail_w = nullptr;
   if (tail) {
-    tail_w = static_cast<float*>(std::aligned_alloc(64, ((p.k * kVecLen * sizeof(float) + 63) / 64) * 64));
+    tail_w = alloc_floats(p.k * kVecLen);
     for (int64_t i = 0; i < p.k; ++i) {
       for (int64_t c = 0; c < kVecLen; ++c) tail_w[i * kVecLen + c] = c < tail ? w[i * p.m + full_vecs * kVecLen + c] : 0.0f;
     }
@@ -256,8 +256,7 @@ static void accumulate_rows_any(int64_t rows, const float* x, int64_t ldx, const
 void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), p.k));
   const int64_t plane = p.rows * p.m;  // one thread's partial sums
-  const size_t part_bytes = ((static_cast<size_t>(nthreads * plane) * sizeof(float) + 63) / 64) * 64;
-  float* part = static_cast<float*>(std::aligned_alloc(64, part_bytes));
+  float* part = alloc_floats(nthreads * plane);
   const int64_t block = max_i64(kVecLen, kPartialBytes / static_cast<int64_t>(sizeof(float)) / p.rows / kVecLen * kVecLen);
 
 #pragma omp parallel num_threads(nthreads)
@@ -376,8 +375,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t chunk = (p.k + chunks - 1) / chunks;
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded.
-  const size_t packed_bytes = ((static_cast<size_t>(p.k * padded + padded) * sizeof(float) + 63) / 64) * 64;
-  float* w_packed = static_cast<float*>(std::aligned_alloc(64, packed_bytes));
+  float* w_packed = alloc_floats(p.k * padded + padded);
   float* b_packed = w_packed + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
 
@@ -456,12 +454,14 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t blocks = (p.m + kCols - 1) / kCols;
   const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
   const int64_t group = max_i64(1, kSweepBufBytes / (chunk * kCols * static_cast<int64_t>(sizeof(float))));
+  // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
+  const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
+  float* bufs = alloc_floats(nthreads * buf_floats);
 #pragma omp parallel num_threads(nthreads)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t my_b0 = blocks * tid / nt, my_b1 = blocks * (tid + 1) / nt;
-    const size_t buf_bytes = static_cast<size_t>((chunk + 1) * group * kCols + p.rows * chunk) * sizeof(float);
-    float* wbuf = static_cast<float*>(std::aligned_alloc(64, (buf_bytes + 63) / 64 * 64));
+    float* wbuf = bufs + tid * buf_floats;
     float* bias = wbuf + chunk * group * kCols;  // the group's bias, zero padded past the last column
     float* xbuf = bias + group * kCols;          // the chunk's input rows, contiguous
     for (int64_t b0 = my_b0; b0 < my_b1; b0 += group) {
@@ -504,8 +504,8 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
         }
       }
     }
-    std::free(wbuf);
   }
+  std::free(bufs);
 }
 
 }  // namespace

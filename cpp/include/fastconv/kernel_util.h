@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 #include "fastconv/activation.h"
 
@@ -25,6 +27,16 @@ namespace fastconv::cpu {
 constexpr int64_t kParallelMinWork = 1 << 19;
 
 static inline int threads_for(int64_t work, int threads) { return work < kParallelMinWork ? 1 : threads; }
+
+// Scratch of `count` floats on a 64-byte boundary, rounded up to whole cache lines; released with
+// std::free. Out of memory is std::bad_alloc (MemoryError in Python), never a null pointer. Called
+// outside parallel regions: an exception must not leave an OpenMP thread.
+static inline float* alloc_floats(int64_t count) {
+  const size_t bytes = ((static_cast<size_t>(count > 0 ? count : 1) * sizeof(float) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
 
 static inline void store_activated(Activation act, const float* acc, float* out, int64_t len) {
   switch (act) {
