@@ -573,7 +573,8 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     ((2, 6, 8, 40), (3, 3, 40, 72), dict(padding=1)),  # 96 pixels: the last one-sweep size (AVX2)
     ((1, 17, 17, 64), (7, 1, 64, 40), dict(padding="same")),  # 289 pixels, a small input: one sweep
     ((1, 24, 25, 8), (3, 3, 8, 40), dict(padding="same")),  # 600 pixels: sweeps of 8 tiles
-    ((1, 16, 16, 300), (3, 3, 300, 20), dict(padding=1)),  # 256 pixels of a 300 KB input: sweeps
+    ((1, 16, 16, 300), (3, 3, 300, 20), dict(padding=1)),  # 256 pixels of a 300 KB input: one sweep
+    ((1, 16, 16, 1040), (3, 3, 1040, 20), dict(padding=1)),  # 256 pixels of a 1.06 MB input: sweeps
     ((1, 8, 9, 32), (3, 3, 8, 48), dict(padding=1, groups=4)),  # grouped
     ((1, 13, 13, 48), (3, 3, 48, 33), dict(stride=2, dilation=2, padding=2)),  # gathered windows
 ])
@@ -587,6 +588,24 @@ def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, 
     want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu",
                             **kwargs)
     _compare.assert_close(got, want, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
+# Strided 1x1 convolutions with at most 100 output pixels gather them and run the GEMM (stream_gemm
+# up to 32 rows, sweep_gemm or panel_gemm above); larger ones stay with the tiled engine. Strides on
+# either axis, odd sizes, batches, bias and activation, on both sides of the 100-row rule.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 14, 14, 96), (1, 1, 96, 200), dict(stride=2, activation="relu")),  # 49 rows
+    ((2, 13, 11, 40), (1, 1, 40, 33), dict(stride=(3, 2))),  # 2 x 5 x 6 = 60 rows
+    ((1, 9, 9, 64), (1, 1, 64, 130), dict(stride=(1, 3), activation="silu")),  # 27 rows: stream_gemm
+    ((4, 10, 10, 24), (1, 1, 24, 72), dict(stride=2)),  # exactly 100 rows
+    ((1, 21, 19, 16), (1, 1, 16, 40), dict(stride=2, activation="relu6")),  # 110 rows: tiled engine
+    ((1, 3, 3, 8), (1, 1, 8, 5), dict(stride=4)),  # one pixel
+])
+def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[2])
 
 
 @pytest.mark.parametrize("activation", ["silu", "sigmoid", "tanh"])

@@ -33,6 +33,10 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
   }
+  // A 1x1 convolution with a stride and no padding: a GEMM over the pixels the stride keeps.
+  bool is_strided_pointwise() const {
+    return kh == 1 && kw == 1 && (stride_h > 1 || stride_w > 1) && pad_top == 0 && pad_left == 0 && groups == 1;
+  }
   // The filter after folding the stride into the channels (space to depth): a stride-s convolution
   // is a stride-1 one over the input's s_h x s_w phases (s_h * s_w * C_in channels) with a
   // ceil(KH / s_h) x ceil(KW / s_w) filter, zero past KH x KW. Stride 1 folds to itself.
