@@ -41,7 +41,6 @@ constexpr int64_t kWinogradFoldedMinCout = 24;
 // and a 7x7x8 stem's 392 ran 1.05-1.12x slower, bench/NOTES.md).
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerShortMaxCin = 8;
-constexpr int64_t kFirstLayerMaxKernel = 64;  // its per-call tap tables
 // With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
 // KH*KW*C_in = 27: 1.6x the tiled engine). On longer ones the crossover depends on the stride
 // (bench/NOTES.md, "First layers round 2"; paired, 1 thread, C_out 32-96): at stride 1-2 it ties or
@@ -129,7 +128,7 @@ bool prefer_winograd(const Conv2dParams& p) {
 // those with up to kFirstLayerShortMaxCin channels and short reductions.
 bool prefer_first_layer(const Conv2dParams& p) {
   const int64_t taps = p.kh * p.kw * p.c_in;
-  if (p.groups != 1 || p.is_pointwise() || p.kh > kFirstLayerMaxKernel || p.kw > kFirstLayerMaxKernel) return false;
+  if (p.groups != 1 || p.is_pointwise()) return false;
   if (p.c_in > kFirstLayerMaxCin) return p.c_in <= kFirstLayerShortMaxCin && taps <= kFirstLayerWideMaxTaps;
   return p.c_out < kFirstLayerWideChannels || taps <= kFirstLayerWideMaxTaps ||
          (p.stride_w <= 2 && taps <= kFirstLayerWideMaxTapsStride2);

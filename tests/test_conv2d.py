@@ -514,6 +514,9 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((1, 11, 14, 7), (2, 5, 7, 33), dict(stride=(1, 2), padding=((1, 0), (2, 2)), dilation=(2, 1))),
         ((3, 16, 16, 8), (3, 3, 8, 32), dict(padding="same", activation="relu6")),
         ((1, 9, 40, 8), (1, 9, 8, 5), dict(padding="same")),  # 72 taps, C_out 5 (transposed store)
+        # kernels past 64 a side (the tap table is sized per call)
+        ((1, 3, 90, 1), (1, 70, 1, 4), dict(padding="same")),
+        ((2, 80, 5, 2), (66, 3, 2, 6), dict(stride=2, activation="relu")),
     ],
 )
 def test_conv2d_first_layer_shapes(x_shape, w_shape, kwargs, threads, isa, rng):
@@ -601,6 +604,9 @@ def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, 
     ((4, 10, 10, 24), (1, 1, 24, 72), dict(stride=2)),  # exactly 100 rows
     ((1, 21, 19, 16), (1, 1, 16, 40), dict(stride=2, activation="relu6")),  # 110 rows: tiled engine
     ((1, 3, 3, 8), (1, 1, 8, 5), dict(stride=4)),  # one pixel
+    # bottom / right padding that outputs read: not a gather (the tiled engine writes bias there)
+    ((2, 5, 6, 8), (1, 1, 8, 12), dict(stride=2, padding=((0, 2), (0, 1)))),
+    ((2, 1, 2, 1), (1, 1, 1, 96), dict(stride=(1, 2), padding=((0, 0), (0, 1)))),
 ])
 def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))

@@ -33,9 +33,11 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
            out_h == h && out_w == w && groups == 1;
   }
-  // A 1x1 convolution with a stride and no padding: a GEMM over the pixels the stride keeps.
+  // A 1x1 convolution with a stride whose every output reads an input pixel (no padding taken): a
+  // GEMM over the pixels the stride keeps.
   bool is_strided_pointwise() const {
-    return kh == 1 && kw == 1 && (stride_h > 1 || stride_w > 1) && pad_top == 0 && pad_left == 0 && groups == 1;
+    return kh == 1 && kw == 1 && (stride_h > 1 || stride_w > 1) && pad_top == 0 && pad_left == 0 && groups == 1 &&
+           (out_h - 1) * stride_h < h && (out_w - 1) * stride_w < w;
   }
   // The filter after folding the stride into the channels (space to depth): a stride-s convolution
   // is a stride-1 one over the input's s_h x s_w phases (s_h * s_w * C_in channels) with a
