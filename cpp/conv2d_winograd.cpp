@@ -223,23 +223,26 @@ static inline void transform_weights(const Conv2dParams& p, const Geometry& g, c
 
 // 1'. The weights of one output-channel block alone: u_cb[e][ci][kCols] (e_stride floats between
 // the e), for the calling thread, right before the products that read them (see run_winograd).
+// Per input channel the block's R * R tap rows are copied first, each line read once: read in
+// place, a block of 2 vectors read every line twice, and the R * R lines, C_in * C_out floats
+// apart, share one L1 set for power-of-two channel counts (9 lines, 8 ways: every read missed).
 template <int A, int R>
 static inline void transform_weight_block(const Conv2dParams& p, const float* w, int64_t cb, float* u_cb,
                                           int64_t e_stride) {
+  const int64_t c0 = cb * kCols, len = min_i64(kCols, p.c_out - c0);  // columns of the block in w
+  alignas(64) float taps[R * R][kCols] = {};  // zero past len, which stays so
   for (int64_t ci = 0; ci < p.c_in; ++ci) {
-    for (int64_t lane0 = 0; lane0 < kCols; lane0 += kLanes) {
-      const int64_t co0 = cb * kCols + lane0, len = min_i64(kLanes, p.c_out - co0);  // <= 0: padding
-      wvec gk[R][R];
-      for (int k = 0; k < R * R; ++k) {
-        const float* src = w + (k * p.c_in + ci) * p.c_out + co0;
-        if (len == kLanes) {
-          gk[k / R][k % R] = ld(src);
-        } else {
-          alignas(64) float tmp[kLanes] = {};
-          for (int64_t j = 0; j < len; ++j) tmp[j] = src[j];
-          gk[k / R][k % R] = ld(tmp);
-        }
+    for (int k = 0; k < R * R; ++k) {
+      const float* src = w + (k * p.c_in + ci) * p.c_out + c0;
+      if (len == kCols) {
+        for (int v = 0; v < kColVecs; ++v) st(taps[k] + v * kLanes, ld(src + v * kLanes));
+      } else {
+        for (int64_t j = 0; j < len; ++j) taps[k][j] = src[j];
       }
+    }
+    for (int64_t lane0 = 0; lane0 < kCols; lane0 += kLanes) {
+      wvec gk[R][R];
+      for (int k = 0; k < R * R; ++k) gk[k / R][k % R] = ld(taps[k] + lane0);
       transform_filter<A, R>(gk, u_cb + ci * kCols + lane0, e_stride);
     }
   }
