@@ -247,18 +247,6 @@ static inline TileFn tile_for(int64_t channels) {
   return &run_tile<C>;
 }
 
-// The first `pixels` < R rows of a row's last channel-vector tile. Out of line, on a copy: taking
-// the accumulators' address in run_ctile kept every tile's accumulators on the stack.
-template <int R, int V>
-__attribute__((noinline)) static void store_first_pixels(const vfloat (&acc)[R][V], float* out, int64_t ldo,
-                                                         int64_t pixels, int64_t cols, Activation act) {
-  for (int64_t r = 0; r < pixels; ++r) {
-    vfloat one[1][V];
-    for (int v = 0; v < V; ++v) one[0][v] = acc[r][v];
-    store_rows<1, V>(one, out + r * ldo, ldo, cols, act);
-  }
-}
-
 // Channel-vector tile: R consecutive output pixels x V vectors of output channels. Per tap: V weight
 // vectors, one broadcast per pixel from consecutive panel floats, R * V FMAs; stores go straight to
 // NHWC. wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
@@ -287,13 +275,16 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
     }
   }
   if (pixels == R) return store_rows<R, V>(acc, out, p.c_out, cols, act);
-  vfloat tile[R][V];  // a copy by constant indices, so that acc itself never has an address
+  // A row's last tile, a pixel at a time; unrolled, so that every index into acc is a constant (a
+  // run-time one would keep every tile's accumulators on the stack).
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
+    if (r == pixels) break;
+    vfloat one[1][V];
 #pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) tile[r][v] = acc[r][v];
+    for (int v = 0; v < V; ++v) one[0][v] = acc[r][v];
+    store_rows<1, V>(one, out + r * p.c_out, p.c_out, cols, act);
   }
-  store_first_pixels<R, V>(tile, out, p.c_out, pixels, cols, act);
 }
 
 // Activations with an exponential (sigmoid, tanh, SiLU) are applied after a whole output row is
