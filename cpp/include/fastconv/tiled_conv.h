@@ -44,6 +44,7 @@ constexpr int kTileRows = 6;
 // The narrow tile, for C_out <= one vector (LeNet's 6 channels): one vector of channels x
 // kNarrowRows pixels, so no second vector of idle lanes is multiplied.
 constexpr int kNarrowRows = 8;
+constexpr int64_t kWeightPrefetchSteps = 32;
 
 static inline vfloat load_vec(const float* p) { return *reinterpret_cast<const vfloat_unaligned*>(p); }
 static inline void store_vec(float* p, vfloat v) { *reinterpret_cast<vfloat_unaligned*>(p) = v; }
@@ -134,6 +135,7 @@ static inline void run_tile(const TileJob& job) {
       }
       const int64_t i1 = min_i64(i0 + kLineFloats, job.seg);
       for (int64_t i = i0; i < i1; ++i, wt += job.ldw) {
+        __builtin_prefetch(wt + kWeightPrefetchSteps * job.ldw);
         vfloat wv[V];
 #pragma GCC unroll 4
         for (int v = 0; v < V; ++v) wv[v] = load_vec(wt + v * kVecLen);
