@@ -152,6 +152,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     job.taps = taps;
     job.seg = seg;
     job.seg_offset = g * group_c_in;
+    job.padding_seg = zeros;
     job.w = block_w;
     job.ldw = kCols;
     job.bias = b_packed ? b_packed + (g * blocks + block) * kCols : nullptr;

@@ -101,6 +101,7 @@ static inline void load_row(const float* src, int64_t cols, vfloat (&dst)[V]) {
 struct TileJob {
   const float* const* segs;
   const float* const* next_segs;  // the next tile's segs, prefetched while this one runs; or nullptr
+  const float* padding_seg;       // the zeros that segments outside the image point at; or nullptr
   int64_t taps, seg;
   int64_t seg_offset;  // a grouped convolution's first input channel of the group
   const float* w;
@@ -122,6 +123,11 @@ static inline void run_tile(const TileJob& job) {
     for (int r = 0; r < R; ++r) acc[r][v] = init;
   }
   for (int64_t t = 0; t < job.taps; ++t) {
+    // A segment every pixel of the tile takes from outside the image adds nothing.
+    bool all_padding = true;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) all_padding &= job.segs[t * TR + r] == job.padding_seg;
+    if (all_padding) continue;
     const float* a[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) a[r] = job.segs[t * TR + r] + job.seg_offset;
