@@ -101,15 +101,16 @@ def get_num_threads() -> int:
 # input's own array module (NumPy or CuPy) rather than a compiled kernel; validation in _params.
 
 
-def _activate(xp, v, activation):
+def _activate(xp, v, activation, out=None):
+    """out=v where v is a temporary of the caller's: the common activations then need no new array."""
     if activation is None:
         return v
     if activation == "relu":
-        return xp.maximum(v, 0)
+        return xp.maximum(v, 0, out=out)
     if activation == "relu6":
-        return xp.clip(v, 0, 6)
+        return xp.clip(v, 0, 6, out=out)
     if activation == "tanh":
-        return xp.tanh(v)
+        return xp.tanh(v, out=out)
     sigmoid = 1 / (1 + xp.exp(-v))
     return sigmoid if activation == "sigmoid" else v * sigmoid
 
@@ -141,7 +142,9 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     if beta is not None:
         shift = shift + beta
     with _errstate(x):
-        return _f32(xp, _activate(xp, x * scale + shift, activation))
+        v = x * scale
+        v += shift
+        return _f32(xp, _activate(xp, v, activation, out=v))
 
 
 def add(a, b, *, activation=None):
@@ -150,7 +153,8 @@ def add(a, b, *, activation=None):
     activation = _params.add_problem("add", a.shape, b.shape, activation)
     xp = _backend.array_module(a)
     with _errstate(a):
-        return _f32(xp, _activate(xp, a + b, activation))
+        v = a + b
+        return _f32(xp, _activate(xp, v, activation, out=v))
 
 
 def concat(xs):
