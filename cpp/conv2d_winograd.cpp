@@ -36,6 +36,7 @@
 
 #include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
+#include "fastconv/simd_dw.h"
 
 namespace fastconv::cpu::FC_ISA {
 
@@ -346,9 +347,7 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
   const int64_t oy0 = ty * M, ox0 = tx * M;
   const int64_t rows = min_i64(M, p.out_h - oy0), cols = min_i64(M, p.out_w - ox0);
   const Activation act = p.activation;
-  const bool vec_act = act == Activation::kNone || act == Activation::kRelu || act == Activation::kRelu6;
-  const wvec zero = splat(0.0f), six = splat(6.0f);
-  for (int64_t co0 = 0; co0 < g.co_pad; co0 += kLanes) {
+  for (int64_t co0 = 0; co0 < p.c_out; co0 += kLanes) {  // the vectors of padding past C_out are not stored
     const int64_t len = min_i64(kLanes, p.c_out - co0);
     // Rows then columns: t = AT m (M x A), o = t A (M x M).
     wvec t[M][A];
@@ -365,17 +364,13 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
       at<A, M>(t[i], o);
       float* out_row = y + ((n * p.out_h + oy0 + i) * p.out_w + ox0) * p.c_out + co0;
       for (int64_t j = 0; j < cols; ++j) {
-        wvec val = o[j] + bv;
+        // The vector activations of every kernel (simd_dw.h); NaN passes through relu and relu6.
+        const wvec val = vec::activate(act, o[j] + bv);
         float* dst = out_row + j * p.c_out;
-        if (vec_act && len == kLanes) {
-          // Comparisons with NaN are false: NaN passes through relu and relu6 like in PyTorch.
-          if (act != Activation::kNone) val = val < zero ? zero : val;
-          if (act == Activation::kRelu6) val = val > six ? six : val;
+        if (len == kLanes) {
           st(dst, val);
         } else {
-          alignas(64) float tmp[kLanes];
-          st(tmp, val);
-          store_activated(act, tmp, dst, len);
+          vec::store_partial(dst, val, len);
         }
       }
     }

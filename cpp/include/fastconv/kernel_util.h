@@ -38,25 +38,6 @@ static inline float* alloc_floats(int64_t count) {
   return static_cast<float*>(p);
 }
 
-static inline void store_activated(Activation act, const float* acc, float* out, int64_t len) {
-  switch (act) {
-    case Activation::kNone:
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) out[j] = acc[j];
-      break;
-    case Activation::kRelu:
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) out[j] = acc[j] > 0.0f ? acc[j] : (acc[j] != acc[j] ? acc[j] : 0.0f);
-      break;
-    case Activation::kRelu6:
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) out[j] = apply_activation(Activation::kRelu6, acc[j]);
-      break;
-    default:
-      for (int64_t j = 0; j < len; ++j) out[j] = apply_activation(act, acc[j]);
-  }
-}
-
 // Plain loops and local min/max rather than <algorithm>: a template instantiated in one ISA's
 // translation unit may be the copy the linker keeps for all of them.
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
