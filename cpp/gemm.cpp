@@ -7,7 +7,7 @@
 //    contiguous run of weight rows front to back, 2-4 rows at once, into partial sums of all
 //    columns (in L2-sized column blocks); then the threads add up the partial sums with the bias
 //    and the activation. DRAM sees one sequential stream per thread.
-//  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 3-32, pointwise convs of tiny
+//  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 3-16, pointwise convs of tiny
 //    images): no packing. The weights are read in place, each element once per call: threads split
 //    the columns (in whole cache lines), and each thread walks its columns in strips of kStripVecs
 //    vectors, kChunkK reduction steps at a time. For one strip and chunk, every group of up to
@@ -15,9 +15,10 @@
 //    weights (kChunkK x 24 floats on AVX2) stay in L1 between the row groups. The partial sums
 //    live in y between chunks; the last chunk adds nothing new but the activation. A column tail
 //    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights.
-//  - sweep_gemm (33-100 rows and >= 2 column blocks per thread: pointwise convolutions of 7 x 7 to
-//    10 x 10 maps): threads split the column blocks; a thread packs a group of its blocks one
-//    reduction chunk at a time into an L2 buffer and runs every row tile over each block of it.
+//  - sweep_gemm (17-100 rows and >= 2 column blocks per thread: dense layers at batch 17-100,
+//    pointwise convolutions of 5 x 5 to 10 x 10 maps): threads split the column blocks; a thread
+//    packs a group of its blocks one reduction chunk at a time into an L2 buffer and runs every
+//    row tile over each block of it.
 //  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
 //    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
 //    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded. The
@@ -42,7 +43,9 @@ namespace fastconv::cpu::FC_ISA {
 
 namespace {
 
-constexpr int64_t kStreamMaxRows = 32;
+// Past 16 rows sweep_gemm's packed blocks beat reading the weights in place (measured 0.68-0.88 of
+// the time for 17-32 rows at 2 threads; 16 rows tie).
+constexpr int64_t kStreamMaxRows = 16;
 constexpr int kStripVecs = 3;
 // Rows broadcast per reduction step: kGroupRows x kStripVecs accumulators + kStripVecs weight
 // vectors + 1 broadcast fit the vector registers (16 on SSE2 / AVX2, 32 on AVX-512).

@@ -594,7 +594,7 @@ def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, 
 
 
 # Strided 1x1 convolutions with at most 100 output pixels gather them and run the GEMM (stream_gemm
-# up to 32 rows, sweep_gemm or panel_gemm above); larger ones stay with the tiled engine. Strides on
+# up to 16 rows, sweep_gemm or panel_gemm above); larger ones stay with the tiled engine. Strides on
 # either axis, odd sizes, batches, bias and activation, on both sides of the 100-row rule.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [

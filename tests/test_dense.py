@@ -40,9 +40,9 @@ def test_relu_keeps_nan_in_full_tiles(isa):
     assert np.isnan(got[3]).all() and np.isfinite(np.delete(got, 3, axis=0)).all()
 
 
-# The weight-streaming path (rows <= 32): row groups of 4 / 8, strips of 3 vectors, a column tail
+# The weight-streaming path (rows <= 16): row groups of 4 / 8, strips of 3 vectors, a column tail
 # narrower than one vector read from a padded copy, reduction chunks of 16 with the sum kept in y.
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 32, 33])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 32, 33])
 @pytest.mark.parametrize("k, m", [(1, 1), (15, 7), (16, 8), (17, 25), (100, 40), (49, 1000), (300, 131)])
 def test_dense_streaming_edges(rows, k, m, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
@@ -73,10 +73,10 @@ def test_streaming_activations_nan_and_saturation(activation, isa):
 
 
 
-# The panel path (rows > 32): row tiles of 6 / 8 (the last one short), column blocks of 2 vectors
+# The panel path (rows > 16, fewer than 2 column blocks per thread up to 100 rows): row tiles of 6 / 8 (the last one short), column blocks of 2 vectors
 # with a 1-vector block for a tail of <= one vector, 1-vector blocks only when m <= one vector,
 # weights packed per call; groups of tiles (8 KiB of input) swept once per column block.
-@pytest.mark.parametrize("rows", [33, 37, 48, 50, 100])
+@pytest.mark.parametrize("rows", [17, 24, 33, 37, 48, 50, 100])
 @pytest.mark.parametrize("k, m", [(1, 1), (2, 7), (3, 8), (5, 9), (16, 16), (24, 144), (17, 33), (31, 17),
                                   (64, 40), (70, 65), (9, 300), (67, 131), (256, 64)])
 def test_dense_panel_edges(rows, k, m, device, isa, rng):
@@ -86,7 +86,7 @@ def test_dense_panel_edges(rows, k, m, device, isa, rng):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.integers(33, 100), k=st.integers(1, 70), m=st.integers(1, 300), threads=st.sampled_from([1, 2, 3]),
+@given(rows=st.integers(17, 100), k=st.integers(1, 70), m=st.integers(1, 300), threads=st.sampled_from([1, 2, 3]),
        activation=st.sampled_from([None, "relu", "relu6", "silu"]))
 def test_dense_panel_random(rows, k, m, threads, activation, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
@@ -113,11 +113,11 @@ def test_panel_keeps_nan(activation, m, isa):
     assert np.isnan(got[[7, 38]]).all() and np.isfinite(np.delete(got, [7, 38], axis=0)).all()
 
 
-# sweep_gemm (33-100 rows and at least 2 column blocks per thread): threads split the column blocks,
+# sweep_gemm (17-100 rows and at least 2 column blocks per thread): threads split the column blocks,
 # each packs a group of its blocks one reduction chunk (<= 128 steps, uneven ends) at a time, partial
 # sums wait in y; several groups per thread (m = 2500), a partly filled last block, 1-step chunks.
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("rows, k, m", [(33, 129, 37), (49, 512, 700), (64, 1000, 200), (100, 300, 1025),
+@pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (33, 129, 37), (49, 512, 700), (64, 1000, 200), (100, 300, 1025),
                                         (49, 7, 2500), (97, 1, 65)])
 def test_dense_sweep(threads, rows, k, m, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
@@ -126,7 +126,7 @@ def test_dense_sweep(threads, rows, k, m, device, isa, rng):
         check_against_reference(device, "dense", [x, w, None], dict(activation="relu"), terms=k)
 
 
-# Streaming path (rows <= 32) on 1-3 threads: every row count, odd reductions that end inside a
+# Rows 1-32 on 1-3 threads (streaming up to 16, then sweep or panel): every row count, odd reductions that end inside a
 # 16-step chunk, column counts that are not a multiple of any vector width (a tail on the last
 # thread), and fewer cache lines of columns than threads.
 @pytest.mark.parametrize("threads", [1, 2, 3])
