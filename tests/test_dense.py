@@ -113,12 +113,15 @@ def test_panel_keeps_nan(activation, m, isa):
     assert np.isnan(got[[7, 38]]).all() and np.isfinite(np.delete(got, [7, 38], axis=0)).all()
 
 
-# sweep_gemm (17-100 rows and at least 2 column blocks per thread): threads split the column blocks,
-# each packs a group of its blocks one reduction chunk (<= 128 steps, uneven ends) at a time, partial
-# sums wait in y; several groups per thread (m = 2500), a partly filled last block, 1-step chunks.
+# sweep_gemm (17-100 rows and at least 2 column blocks per thread, 101-200 rows with >= 256 columns):
+# threads split the column blocks, each packs a group of its blocks one reduction chunk (<= 128
+# steps, uneven ends) at a time, partial sums wait in y; several groups per thread (m = 2500), a
+# partly filled last block, 1-step chunks; 169 / 200 rows with 255 / 256 / 1000 columns and 201 rows
+# on either side of the wide rule.
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (33, 129, 37), (49, 512, 700), (64, 1000, 200), (100, 300, 1025),
-                                        (49, 7, 2500), (97, 1, 65)])
+@pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (33, 129, 37), (49, 512, 700), (64, 1000, 200),
+                                        (100, 300, 1025), (49, 7, 2500), (97, 1, 65), (169, 130, 1000),
+                                        (200, 33, 256), (200, 33, 255), (201, 40, 300)])
 def test_dense_sweep(threads, rows, k, m, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
     with num_threads(threads):
@@ -126,9 +129,9 @@ def test_dense_sweep(threads, rows, k, m, device, isa, rng):
         check_against_reference(device, "dense", [x, w, None], dict(activation="relu"), terms=k)
 
 
-# Rows 1-32 on 1-3 threads (streaming up to 16, then sweep or panel): every row count, odd reductions that end inside a
-# 16-step chunk, column counts that are not a multiple of any vector width (a tail on the last
-# thread), and fewer cache lines of columns than threads.
+# Rows 1-32 on 1-3 threads (streaming up to 16, then sweep or panel): every row count, odd
+# reductions that end inside a 16-step chunk, column counts that are not a multiple of any vector
+# width (a tail on the last thread), and fewer cache lines of columns than threads.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("rows", list(range(1, 33)))
 @pytest.mark.parametrize("k, m, bias, activation", [(1, 5, True, None), (31, 13, False, "relu"),
