@@ -31,7 +31,10 @@
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
 //    The activation runs over each finished row (activate_span).
 //  - row_clipped (M = 1, C >= one vector: one-column kernels, SW > 2): clipped_pixel everywhere.
-//  - row_any (M > 1 with SW > 2, or C * M below one vector): one pixel at a time, partial vectors.
+//  - row_narrow (M = 1, C below one vector): one pixel per vector, weights packed one vector per
+//    tap, full-vector loads and stores that overlap the next pixel's channels.
+//  - row_any (M > 1 with SW > 2, or C * M below one vector otherwise): one pixel at a time, partial
+//    vectors.
 // Rows outside the input (padding) are skipped. The last channel block of a pixel (and the first,
 // when pixel_block aligns the others), and the last pixel block of a row, overlap their neighbour
 // instead of masking: those outputs are written twice with the same value. Bias and activation
@@ -653,6 +656,66 @@ void row_any(const Conv2dParams& p, const float* xn, const float* w, const float
   }
 }
 
+// M = 1 with C below one vector (images of 1-7 channels): one pixel per vector, each tap's weights
+// one vector zero padded past C (pack_weights). Each tap's input is a full vector that reaches into
+// the next pixel's channels (lanes that meet zero weights and are never stored) unless it could
+// leave the image; each pixel stores a full vector whose extra lanes the next pixel's store
+// overwrites, except the row's last pixels. Q pixels at a time: independent chains of FMAs (one
+// pixel's taps form a chain bound by the FMA latency). row_any's per-lane gathers took ~20x longer.
+// kInside: no load of this output row can reach past the image (its window stays above the last
+// input row: a partial load in the same loop kept the accumulators on the stack); kWhole: every tap
+// of the Q pixels lies inside the row (no column checks).
+template <int Q, bool kInside, bool kWhole>
+static inline void narrow_pixels(const Conv2dParams& p, const RowRange& rows, const float* xn, const float* w,
+                                 vfloat bias, float* y, int64_t ox0) {
+  const int64_t c = p.c_in, image_floats = p.h * p.w * c, row_floats = p.out_w * c;
+  vfloat acc[Q];
+#pragma GCC unroll 4
+  for (int q = 0; q < Q; ++q) acc[q] = bias;
+  for (int64_t ky = rows.ky0; ky < rows.ky1; ++ky) {
+    const int64_t row_start = (rows.iy0 + ky * p.dilation_h) * p.w * c;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const vfloat wk = vec::load(w + (ky * p.kw + kx) * kLanes);
+#pragma GCC unroll 4
+      for (int q = 0; q < Q; ++q) {
+        const int64_t ix = (ox0 + q) * p.stride_w - p.pad_left + kx * p.dilation_w;
+        if (!kWhole && (ix < 0 || ix >= p.w)) continue;
+        const int64_t at = row_start + ix * c;
+        acc[q] += (kInside || at + kLanes <= image_floats ? vec::load(xn + at) : vec::load_partial(xn + at, c)) * wk;
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < Q; ++q) {  // in order: each full store's extra lanes are overwritten by the next
+    const vfloat out = vec::activate(p.activation, acc[q]);
+    const int64_t at = (ox0 + q) * c;
+    if (at + kLanes <= row_floats) {
+      vec::store(y + at, out);
+    } else {
+      vec::store_partial(y + at, out, c);
+    }
+  }
+}
+
+void row_narrow(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
+  const RowRange rows = valid_rows(p, oy);
+  const vfloat bias = b ? vec::load_partial(b, p.c_in) : vfloat{};
+  const int64_t last_row = rows.ky1 > rows.ky0 ? rows.iy0 + (rows.ky1 - 1) * p.dilation_h : 0;
+  int64_t ox = 0;
+  if (last_row < p.h - 1 && p.w * p.c_in >= kLanes) {
+    // Pixels whose windows lie inside the row: [whole0, whole1).
+    const int64_t last_tap = (p.kw - 1) * p.dilation_w;
+    const int64_t whole0 = min_i64(p.out_w, (p.pad_left + p.stride_w - 1) / p.stride_w);
+    const int64_t room = p.w - 1 - last_tap + p.pad_left;  // the last window start inside the row
+    const int64_t whole1 = max_i64(whole0, room >= 0 ? min_i64(p.out_w, room / p.stride_w + 1) : 0);
+    for (; ox < whole0; ++ox) narrow_pixels<1, true, false>(p, rows, xn, w, bias, y, ox);
+    for (; ox + 4 <= whole1; ox += 4) narrow_pixels<4, true, true>(p, rows, xn, w, bias, y, ox);
+    for (; ox < p.out_w; ++ox) narrow_pixels<1, true, false>(p, rows, xn, w, bias, y, ox);
+  } else {
+    for (; ox < p.out_w; ++ox) narrow_pixels<1, false, false>(p, rows, xn, w, bias, y, ox);
+  }
+}
+
 using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
@@ -680,6 +743,7 @@ struct Path {
   StagedFn staged = nullptr, staged_pair = nullptr;
   RowFn direct = nullptr, pair = nullptr;
   bool general = false;  // staged is row_staged_general: packed weights, padded staged pixels
+  bool narrow = false;   // direct is row_narrow: packed weights
 };
 
 template <int KW, int SW, bool ST>
@@ -728,7 +792,8 @@ StagedFn general_row(int64_t kw) {
 
 Path choose_path(const Conv2dParams& p, bool stream) {
   Path path;
-  path.direct = p.c_out == p.c_in && p.c_in >= kLanes ? row_clipped : row_any;
+  path.narrow = p.c_out == p.c_in && p.c_in < kLanes;
+  path.direct = path.narrow ? row_narrow : p.c_out == p.c_in ? row_clipped : row_any;
   if (p.c_out < kLanes || p.kh > 64) return path;
   if (p.dilation_w == 1 && (pick<3, 1>(p, stream, &path) || pick<3, 2>(p, stream, &path) ||
                             pick<5, 1>(p, stream, &path) || pick<5, 2>(p, stream, &path))) {
@@ -769,6 +834,12 @@ const float* pack_weights(const Conv2dParams& p, const float* w) {
   static thread_local std::vector<float> packed;
   const int64_t c = p.c_out, taps = p.kh * p.kw, blocks = (c + kLanes - 1) / kLanes;
   packed.resize(static_cast<size_t>(blocks * taps * kLanes));
+  if (c < kLanes) {  // row_narrow: one vector per tap, zero past C
+    for (int64_t t = 0; t < taps; ++t) {
+      for (int64_t j = 0; j < kLanes; ++j) packed[static_cast<size_t>(t * kLanes + j)] = j < c ? w[t * c + j] : 0.0f;
+    }
+    return packed.data();
+  }
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t c0 = min_i64(blk * kLanes, c - kLanes);
     for (int64_t t = 0; t < taps; ++t) {
@@ -786,7 +857,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= kStreamMinBytes &&
                       vec::streamable(y) && p.c_out % 4 == 0;
   const Path path = choose_path(p, stream);
-  if (path.general) w = pack_weights(p, w);
+  if (path.general || path.narrow) w = pack_weights(p, w);
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t items = p.n * per_image;

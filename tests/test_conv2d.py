@@ -166,6 +166,36 @@ def test_depthwise_narrow_and_odd(c, k, stride, device, isa, rng):
         check_against_reference(device, "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
 
 
+# row_narrow in cpp/depthwise.cpp (C below one vector, M = 1): each tap loads a full vector that
+# reaches into the next pixel's channels, each pixel stores a full vector over the next pixel's
+# outputs, and the rows that touch an image's last input row load partial vectors. Batches of 3
+# (the last image's end), widths of 1-17, strides, dilations and paddings; then non-finite inputs
+# in one channel must not reach the others.
+@pytest.mark.parametrize("c", [2, 3, 5, 7])
+@pytest.mark.parametrize("k, stride, dilation, padding", [(3, 1, 1, "valid"), (3, 2, 1, "same"), (5, 1, 2, 2),
+                                                          (1, 3, 1, 0), (7, 1, 1, 3), (3, 1, 1, ((2, 0), (0, 3)))])
+def test_depthwise_few_channels(c, k, stride, dilation, padding, device, isa, rng):
+    span = (k - 1) * dilation + 1
+    pads = {"valid": (0, 0), "same": (span, span)}.get(padding) if isinstance(padding, str) else (
+        (2 * padding, 2 * padding) if isinstance(padding, int) else (sum(padding[0]), sum(padding[1])))
+    for hw in [(1, 1), (4, 9), (10, 3), (13, 17)]:
+        if hw[0] + pads[0] < span or hw[1] + pads[1] < span:
+            continue
+        x = random_array(rng, (3, *hw, c))
+        w, b = random_array(rng, (k, k, c)), random_array(rng, (c,))
+        kwargs = dict(stride=stride, dilation=dilation, padding=padding, activation="silu")
+        check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+    x = random_array(rng, (2, 9, 11, c))
+    w = random_array(rng, (k, k, c))
+    dirty = x.copy()
+    dirty[..., 0] = np.inf
+    dirty[1, ::2, :, 0] = np.nan
+    kwargs = dict(stride=stride, dilation=dilation, padding="same" if stride == 1 else 1)
+    got = device.get(fastconv.depthwise_conv2d(device.put(dirty), device.put(w), **kwargs))
+    want = reference.depthwise_conv2d(x.astype(np.float64), w.astype(np.float64), **kwargs)
+    _compare.assert_close(got[..., 1:], want[..., 1:], terms=k * k, what=f"channels 1-{c - 1} beside a non-finite one")
+
+
 # row_direct's border blocks in cpp/depthwise.cpp: every left padding and right overhang from 0 to
 # KW (KW itself is staged) for 3x3 / 5x5, stride 1 / 2, and output widths 15-24, which give every
 # remainder between the two border blocks (none, one block of 4, one overlapping block of 8).
