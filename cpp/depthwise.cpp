@@ -71,13 +71,15 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
 // weights of a kernel row stay in registers and each input vector is loaded once per kernel row,
 // feeding every output of the block that uses it. rows: the valid kernel rows' input rows;
 // x_off: the offset in each row of the first window column inside the input; w: weights at the
-// first valid kernel row, kx = 0; c: channels (the pixel stride of the rows, w, b and y). The first
+// first valid kernel row, kx = 0; c: channels (the pixel stride of w, b and y); xs: the pixel stride
+// of the rows (read only with kPadded: staged rows of power-of-two channel counts). The first
 // LO and last HI of the block's window columns lie in the zero padding (border blocks of
 // row_direct): their taps are dropped at compile time, so the border columns keep the interior's
 // 8 independent FMA chains and need no bounds checks.
-template <int KW, int SW, int NP, int LO = 0, int HI = 0>
-void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, const float* b,
-                 Activation act, float* y) {
+template <int KW, int SW, int NP, int LO = 0, int HI = 0, bool kPadded = false>
+void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, int64_t xs,
+                 const float* b, Activation act, float* y) {
+  if constexpr (!kPadded) xs = c;  // one stride register less in the common case (1.07x measured)
   constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
   // Input vectors that straddle two cache lines cost a second access: when C is a multiple of
   // the vector and the input is not vector-aligned (NumPy aligns to 16 bytes), the channel blocks
@@ -99,7 +101,7 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
       for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
 #pragma GCC unroll 32
       for (int i = LO; i < kInputs - HI; ++i) {
-        const vfloat v = vec::load(xr + (i - LO) * c);
+        const vfloat v = vec::load(xr + (i - LO) * xs);
 #pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;  // a constant once unrolled
@@ -117,9 +119,10 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
 // rows[0, KW), the bottom one rows[SW, SW + KW). The KW - SW rows they share are read once from
 // L1 for both, so the pair streams (KW + SW) / 2 input rows per output row instead of KW. y2: the
 // bottom row's first output. LO / HI as in pixel_block.
-template <int KW, int SW, int NP, int LO = 0, int HI = 0>
-void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t c, const float* b, Activation act,
-                float* y, float* y2) {
+template <int KW, int SW, int NP, int LO = 0, int HI = 0, bool kPadded = false>
+void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t c, int64_t xs, const float* b,
+                Activation act, float* y, float* y2) {
+  if constexpr (!kPadded) xs = c;
   constexpr int kInputs = (NP - 1) * SW + KW;
   const int64_t shift = c % kLanes ? 0 : -(reinterpret_cast<uintptr_t>(rows[0] + x_off) / sizeof(float)) % kLanes;
   for (int64_t cb = shift ? shift - kLanes : 0; cb < c; cb += kLanes) {
@@ -139,7 +142,7 @@ void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t
       }
 #pragma GCC unroll 32
       for (int i = LO; i < kInputs - HI; ++i) {
-        const vfloat v = vec::load(xr + (i - LO) * c);
+        const vfloat v = vec::load(xr + (i - LO) * xs);
 #pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;
@@ -157,8 +160,8 @@ void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t
   }
 }
 
-using BlockFn = void (*)(const float* const*, int64_t, int64_t, const float*, int64_t, const float*, Activation,
-                         float*);
+using BlockFn = void (*)(const float* const*, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
+                         Activation, float*);
 
 // Blocks of NP pixels by the number of window columns in the padding: left[s] (s = LO), right[s] (HI).
 template <int KW, int SW, int NP, int... S>
@@ -170,7 +173,8 @@ template <int KW, int SW, int NP>
 using BorderBlocksFor =
     std::conditional_t<KW == 3, BorderBlocks<3, SW, NP, 0, 1, 2>, BorderBlocks<5, SW, NP, 0, 1, 2, 3, 4>>;
 
-using PairFn = void (*)(const float* const*, int64_t, const float*, int64_t, const float*, Activation, float*, float*);
+using PairFn = void (*)(const float* const*, int64_t, const float*, int64_t, int64_t, const float*, Activation, float*,
+                        float*);
 
 // 3x3 pair blocks of 4 pixels (two rows of 8 would need 16 accumulators) by padding columns, as above.
 template <int SW, int... S>
@@ -333,21 +337,22 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
                 int64_t oy) {
   const float* rows[64];
   const RowRange rr = stage.rows(n, oy, rows);
-  const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w;
+  const int64_t c = p.c_out, xs = stage.pixel_stride(), nrows = rr.ky1 - rr.ky0, ow = p.out_w;
   const float* w0 = w + rr.ky0 * KW * c;
   const auto blocks = [&](BlockFn fn, int64_t np) {
     for (int64_t ox = 0; ox < ow; ox += np) {
       const int64_t o = min_i64(ox, ow - np);
-      fn(rows, nrows, o * SW * c, w0, c, b, p.activation, ST ? stage.out() : y + o * c);
+      fn(rows, nrows, o * SW * xs, w0, c, xs, b, p.activation, ST ? stage.out() : y + o * c);
       if (ST) stream_copy(y + o * c, stage.out(), np * c);
     }
   };
+  const bool padded = xs != c;
   if (ow >= 8) {
-    blocks(pixel_block<KW, SW, 8>, 8);
+    blocks(padded ? pixel_block<KW, SW, 8, 0, 0, true> : pixel_block<KW, SW, 8>, 8);
   } else if (ow >= 4) {
-    blocks(pixel_block<KW, SW, 4>, 4);
+    blocks(padded ? pixel_block<KW, SW, 4, 0, 0, true> : pixel_block<KW, SW, 4>, 4);
   } else {
-    blocks(pixel_block<KW, SW, 1>, 1);
+    blocks(padded ? pixel_block<KW, SW, 1, 0, 0, true> : pixel_block<KW, SW, 1>, 1);
   }
 }
 
@@ -364,7 +369,9 @@ void row_staged_pair(const Conv2dParams& p, RowStage& stage, int64_t n, const fl
     const int64_t o = min_i64(ox, ow - 4);
     float* top = ST ? stage.out() : y + o * c;
     float* bot = ST ? stage.out() + 4 * c : y + (ow + o) * c;
-    pixel_pair<KW, SW, 4>(rows, o * SW * c, w, c, b, p.activation, top, bot);
+    const int64_t xs = stage.pixel_stride();
+    (xs != c ? pixel_pair<KW, SW, 4, 0, 0, true> : pixel_pair<KW, SW, 4>)(rows, o * SW * xs, w, c, xs, b, p.activation, top,
+                                                                           bot);
     if (ST) {
       stream_copy(y + o * c, top, 4 * c);
       stream_copy(y + (ow + o) * c, bot, 4 * c);
@@ -557,7 +564,7 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
   for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
   const float* w0 = w + rr.ky0 * KW * c;
   const auto block = [&](BlockFn fn, int64_t ox, int64_t lo) {
-    fn(rows, nrows, (ox * SW - p.pad_left + lo) * c, w0, c, b, p.activation, y + ox * c);
+    fn(rows, nrows, (ox * SW - p.pad_left + lo) * c, w0, c, c, b, p.activation, y + ox * c);
   };
   if (ow < 8) {
     using Border4 = BorderBlocksFor<KW, SW, 4>;
@@ -609,7 +616,7 @@ void row_pair(const Conv2dParams& p, const float* xn, const float* w, const floa
   const float* rows[KW + SW];
   for (int r = 0; r < KW + SW; ++r) rows[r] = xn + (iy0 + r) * p.w * c;
   const auto block = [&](PairFn fn, int64_t ox, int64_t lo) {
-    fn(rows, (ox * SW - p.pad_left + lo) * c, w, c, b, p.activation, y + ox * c, y + (ow + ox) * c);
+    fn(rows, (ox * SW - p.pad_left + lo) * c, w, c, c, b, p.activation, y + ox * c, y + (ow + ox) * c);
   };
   using Border = PairBorderBlocks<SW, 0, 1, 2>;
   block(Border::left[p.pad_left], 0, p.pad_left);
@@ -733,6 +740,16 @@ bool border_blocks_fit(const Conv2dParams& p) {
   const int64_t np = p.out_w >= 8 ? 8 : 4;
   return p.out_w >= 4 && (np - 1) * p.stride_w - p.pad_left + p.kw <= p.w && (p.out_w - np) * p.stride_w >= p.pad_left;
 }
+// Channel counts that are multiples of 512 floats put a row's pixels a multiple of 2 KB apart: a
+// block's 10 window columns x 3 rows of one channel block fall in 2 of L1's 64 sets (16 lines) and
+// evict each other before the next channel block reads the other half of each line (1x7x7x1024 ran
+// at half the speed of 1x7x7x960). Such layers are staged, each staged pixel one cache line longer
+// than its channels (staged_pixel_stride). At 256 and 768 channels the columns spread over 4 sets,
+// enough ways, and staging measured 1.2-1.4x slower.
+constexpr int64_t kAliasedChannels = 512;
+int64_t staged_pixel_stride(const Conv2dParams& p) {
+  return p.c_out % kAliasedChannels == 0 ? p.c_out + 16 : p.c_out;
+}
 // Outputs at least this large are written with non-temporal stores on the staged path: they are
 // past L2 and half of L3, and streaming them skips the read for ownership of every output line.
 constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
@@ -761,7 +778,7 @@ bool pick(const Conv2dParams& p, bool stream, Path* path) {
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
   // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
   if (p.c_out != p.c_in || bytes >= kStageMinBytes || p.pad_left >= KW || right_overhang(p) >= KW ||
-      !border_blocks_fit(p)) {
+      !border_blocks_fit(p) || p.c_out % kAliasedChannels == 0) {
     stream ? pick_staged<KW, SW, true>(p, path) : pick_staged<KW, SW, false>(p, path);
   } else {
     path->direct = row_direct<KW, SW>;
@@ -868,7 +885,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
 #pragma omp parallel num_threads(nthreads)
   {
     std::optional<RowStage> stage;
-    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, path.general ? general_pixel_stride(p) : p.c_out);
+    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, path.general ? general_pixel_stride(p) : staged_pixel_stride(p));
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
       const int64_t n = i / per_image, oy = i % per_image * step;

@@ -196,6 +196,22 @@ def test_depthwise_few_channels(c, k, stride, dilation, padding, device, isa, rn
     _compare.assert_close(got[..., 1:], want[..., 1:], terms=k * k, what=f"channels 1-{c - 1} beside a non-finite one")
 
 
+# Channel counts that are multiples of 512 are staged with each staged pixel one cache line longer
+# than its channels (cpp/depthwise.cpp, kAliasedChannels): single rows and row pairs, 3x3 / 5x5,
+# strides 1 / 2, output widths below and above one block of 8, and an unaligned input.
+@pytest.mark.parametrize("c", [512, 1024])
+@pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+def test_depthwise_aliased_channels_staged(c, k, stride, device, isa, rng):
+    for shape, padding in [((1, 7, 7, c), "same"), ((2, 9, 14, c), "valid"), ((1, 12, 19, c), 1)]:
+        x, w, b = random_array(rng, shape), random_array(rng, (k, k, c)), random_array(rng, (c,))
+        kwargs = dict(stride=stride, padding=padding, activation="relu6")
+        check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+    flat = random_array(rng, (1 + 5 * 6 * c,))
+    x = flat[1:].reshape(1, 5, 6, c)  # 4 bytes past NumPy's alignment
+    w = random_array(rng, (k, k, c))
+    check_against_reference(device, "depthwise_conv2d", [x, w, None], dict(stride=stride, padding="same"), terms=k * k)
+
+
 # row_direct's border blocks in cpp/depthwise.cpp: every left padding and right overhang from 0 to
 # KW (KW itself is staged) for 3x3 / 5x5, stride 1 / 2, and output widths 15-24, which give every
 # remainder between the two border blocks (none, one block of 4, one overlapping block of 8).
