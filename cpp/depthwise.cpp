@@ -370,8 +370,8 @@ void row_staged_pair(const Conv2dParams& p, RowStage& stage, int64_t n, const fl
     float* top = ST ? stage.out() : y + o * c;
     float* bot = ST ? stage.out() + 4 * c : y + (ow + o) * c;
     const int64_t xs = stage.pixel_stride();
-    (xs != c ? pixel_pair<KW, SW, 4, 0, 0, true> : pixel_pair<KW, SW, 4>)(rows, o * SW * xs, w, c, xs, b, p.activation, top,
-                                                                           bot);
+    const PairFn pair = xs != c ? pixel_pair<KW, SW, 4, 0, 0, true> : pixel_pair<KW, SW, 4>;
+    pair(rows, o * SW * xs, w, c, xs, b, p.activation, top, bot);
     if (ST) {
       stream_copy(y + o * c, top, 4 * c);
       stream_copy(y + (ow + o) * c, bot, 4 * c);
@@ -885,7 +885,8 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
 #pragma omp parallel num_threads(nthreads)
   {
     std::optional<RowStage> stage;
-    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, path.general ? general_pixel_stride(p) : staged_pixel_stride(p));
+    const int64_t pixel_stride = path.general ? general_pixel_stride(p) : staged_pixel_stride(p);
+    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
       const int64_t n = i / per_image, oy = i % per_image * step;

@@ -210,6 +210,9 @@ def test_depthwise_aliased_channels_staged(c, k, stride, device, isa, rng):
     x = flat[1:].reshape(1, 5, 6, c)  # 4 bytes past NumPy's alignment
     w = random_array(rng, (k, k, c))
     check_against_reference(device, "depthwise_conv2d", [x, w, None], dict(stride=stride, padding="same"), terms=k * k)
+    # A channel multiplier whose C * M is the multiple of 512 (channels expanded into padded pixels).
+    x, w = random_array(rng, (1, 9, 10, c // 2)), random_array(rng, (k, k, c // 2, 2))
+    check_against_reference(device, "depthwise_conv2d", [x, w, None], dict(stride=stride, padding="same"), terms=k * k)
 
 
 # row_direct's border blocks in cpp/depthwise.cpp: every left padding and right overhang from 0 to
