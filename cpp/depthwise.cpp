@@ -882,10 +882,10 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // Chunks of consecutive items (they share staged input rows), about eight per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others.
   const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));
+  const int64_t pixel_stride = path.general ? general_pixel_stride(p) : staged_pixel_stride(p);
 #pragma omp parallel num_threads(nthreads)
   {
     std::optional<RowStage> stage;
-    const int64_t pixel_stride = path.general ? general_pixel_stride(p) : staged_pixel_stride(p);
     if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
