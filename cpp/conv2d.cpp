@@ -170,8 +170,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     }
   };
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     // Row by row: each weight row is read once, sequentially (block by block it would be read with
     // stride C_out once per block, several times slower for large C_out).
 #pragma omp for schedule(static)
@@ -217,7 +216,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       }
       delete[] segs;
     }
-  }
+  });
   delete[] shared_segs;
   std::free(zeros);
   std::free(scratch);

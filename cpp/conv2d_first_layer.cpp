@@ -407,8 +407,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   const bool row_act = activate_after_row(p.activation);
   const Activation tile_act = row_act ? Activation::kNone : p.activation;
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     float* panel = panels + omp_get_thread_num() * scratch_floats;
     float* planes = panel + g.band_rows * g.row_floats;
 #pragma omp for schedule(dynamic, 1)
@@ -450,7 +449,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
         if (row_act) activate_row(p.activation, y_row, p.out_w * p.c_out);
       }
     }
-  }
+  });
   std::free(panels);
   std::free(b_packed);
   std::free(w_packed);

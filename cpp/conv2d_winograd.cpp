@@ -425,8 +425,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
     for (int64_t j = 0; j < g.co_pad; ++j) bias_pad[j] = j < p.c_out ? b[j] : 0.0f;
   }
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     if (stream_weights) {
       const int64_t count = g.tiles, panels = (count + kRows - 1) / kRows;
       float* u_cb = u + omp_get_thread_num() * kElems * u_e_stride;
@@ -467,7 +466,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
         for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, first + t, y);
       }
     }
-  }
+  });
   std::free(bias_pad);
   if (owned) std::free(u);
 }

@@ -883,8 +883,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // that is preempted on a shared machine leaves its remaining chunks to the others.
   const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));
   const int64_t pixel_stride = path.general ? general_pixel_stride(p) : staged_pixel_stride(p);
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     std::optional<RowStage> stage;
     if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
 #pragma omp for schedule(dynamic, chunk)
@@ -903,7 +902,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
       }
     }
     if (stream) vec::stream_fence();
-  }
+  });
 }
 
 }  // namespace fastconv::cpu::FC_ISA

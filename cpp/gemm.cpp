@@ -144,8 +144,7 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
     for (int64_t c = 0; b && c < tail; ++c) tail_bias[c] = b[full_vecs * kVecLen + c];
   }
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t c0 = lines * tid / nt * kLineFloats;
     const int64_t c1 = min_i64(lines * (tid + 1) / nt * kLineFloats, p.m);
@@ -179,7 +178,7 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
         if (is_tail) break;
       }
     }
-  }
+  });
   std::free(tail_w);
 }
 
@@ -262,8 +261,7 @@ void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const 
   float* part = alloc_floats(nthreads * plane);
   const int64_t block = max_i64(kVecLen, kPartialBytes / static_cast<int64_t>(sizeof(float)) / p.rows / kVecLen * kVecLen);
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     float* mine = part + tid * plane;
     for (int64_t i = 0; i < plane; ++i) mine[i] = 0.0f;
@@ -280,7 +278,7 @@ void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const 
         y[r * p.m + j] = apply_activation(p.activation, sum);
       }
     }
-  }
+  });
   std::free(part);
 }
 
@@ -382,8 +380,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   float* b_packed = w_packed + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
 
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < p.k; ++i) {
       const float* src = w + i * p.m;
@@ -433,7 +430,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
         }
       }
     }
-  }
+  });
   std::free(w_packed);
 }
 
@@ -466,8 +463,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
   const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
   float* bufs = alloc_floats(nthreads * buf_floats);
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t my_b0 = blocks * tid / nt, my_b1 = blocks * (tid + 1) / nt;
     float* wbuf = bufs + tid * buf_floats;
@@ -513,7 +509,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
         }
       }
     }
-  }
+  });
   std::free(bufs);
 }
 

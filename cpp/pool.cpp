@@ -226,8 +226,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   const int64_t rows = p.n * p.out_h;
   // Chunks of consecutive rows, about eight per thread: a preempted thread leaves the rest to others.
   const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     // The row buffer, kept per thread between calls; kLanes floats past W * C for pool_row_small's
     // last full-vector load (zeroed when allocated; whatever they hold never reaches the output).
     static thread_local std::vector<float> buf;
@@ -252,7 +251,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
       }
     }
     if (stream) vec::stream_fence();
-  }
+  });
 }
 
 // Global pools: threads split (image, channel segment); one segment per image unless there are
@@ -302,8 +301,7 @@ void global_pool(const GlobalPoolParams& p, const float* x, float* y, int thread
   const int64_t vectors = (p.c + kLanes - 1) / kLanes;
   const int64_t segs = min_i64(vectors, p.n >= nthreads ? 1 : (nthreads + p.n - 1) / p.n);
   const int64_t seg_vectors = (vectors + segs - 1) / segs;
-#pragma omp parallel num_threads(nthreads)
-  {
+  parallel_run(nthreads, [&] {
     static thread_local std::vector<float> run;
     static thread_local std::vector<double> total;
     if (run.size() < static_cast<size_t>(p.c)) {
@@ -316,7 +314,7 @@ void global_pool(const GlobalPoolParams& p, const float* x, float* y, int thread
       const int64_t c0 = min_i64(s * seg_vectors * kLanes, p.c), c1 = min_i64(c0 + seg_vectors * kLanes, p.c);
       if (c1 > c0) global_segment<kMax>(p, x + n * pixels * p.c, c0, c1, run.data(), total.data(), y + n * p.c);
     }
-  }
+  });
 }
 
 }  // namespace

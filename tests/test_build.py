@@ -56,8 +56,18 @@ def test_binding_refuses_buffers_smaller_than_the_problem():
     p = _params.conv2d_problem("conv2d", (1, 8, 8, 2), (3, 3, 2, 2), None, 1, "valid", 1, 1, None)
     with pytest.raises(ValueError, match="x: expected 128 elements"):
         _cpu.conv2d(p, x, np.zeros((3, 3, 2, 2), np.float32), None, np.zeros((1, 6, 6, 2), np.float32))
-    with pytest.raises(TypeError):  # float64 is never converted silently at this level
-        _cpu.conv2d(p, x.astype(np.float64), np.zeros((3, 3, 2, 2), np.float32), None, np.zeros((1, 6, 6, 2), np.float32))
+    w, out = np.zeros((3, 3, 2, 2), np.float32), np.zeros((1, 6, 6, 2), np.float32)
+    x = np.zeros((1, 8, 8, 2), np.float32)
+    # Arrays are checked, never converted, at this level: float64, strided views and lists are refused.
+    with pytest.raises(TypeError, match="x: expected a float32 C-contiguous NumPy array"):
+        _cpu.conv2d(p, x.astype(np.float64), w, None, out)
+    with pytest.raises(TypeError, match="w: expected a float32 C-contiguous"):
+        _cpu.conv2d(p, x, np.zeros((3, 3, 2, 4), np.float32)[..., ::2], None, out)
+    with pytest.raises(TypeError, match="b: expected a float32 C-contiguous"):
+        _cpu.conv2d(p, x, w, [0.0, 0.0], out)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="not writeable"):
+        _cpu.conv2d(p, x, w, None, out)
 
 
 def test_public_api_names():

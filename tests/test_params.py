@@ -90,6 +90,32 @@ def test_conv2d_errors_name_the_argument(kwargs, exc, words):
 
 
 @pytest.mark.parametrize(
+    "valid, invalid",
+    [
+        (dict(stride=1), dict(stride=1.0)),
+        (dict(stride=1), dict(stride=True)),
+        (dict(stride=(1, 1)), dict(stride=(1.0, 1))),
+        (dict(dilation=(1, 1)), dict(dilation=(True, 1))),
+        (dict(padding=1), dict(padding=1.0)),
+        (dict(padding=((1, 1), (0, 0))), dict(padding=((1.0, 1), (0, 0)))),
+        (dict(groups=1), dict(groups=1.0)),
+    ],
+)
+def test_problem_cache_does_not_admit_equal_values_of_other_types(valid, invalid):
+    """Problems are memoised, and 1 == 1.0 == True: a valid call first must not let the look-alike through."""
+    _conv(**valid)
+    with pytest.raises(TypeError, match="must be"):
+        _conv(**invalid)
+
+
+def test_pool_problem_cache_does_not_admit_a_float_size():
+    x = np.zeros((1, 6, 6, 2), F32)
+    fastconv.max_pool2d(x, (2, 2))
+    with pytest.raises(TypeError, match="size must be an int"):
+        fastconv.max_pool2d(x, (2.0, 2))
+
+
+@pytest.mark.parametrize(
     "call, exc, words",
     [
         (lambda: fastconv.depthwise_conv2d(np.zeros((1, 5, 5, 3), F32), np.zeros((3, 3, 4), F32)), ValueError, "depthwise_conv2d: w must have C=3"),

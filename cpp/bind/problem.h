@@ -23,8 +23,12 @@ std::array<int64_t, N> kernel_fields(py::handle problem, const char* what) {
     throw std::invalid_argument(std::string(what) + ": problem.kernel_fields must be a tuple of " +
                                 std::to_string(N) + " ints");
   }
+  // PyLong_AsLongLong rather than py::cast: a tiny layer's call reads 18 of these.
   std::array<int64_t, N> v{};
-  for (size_t i = 0; i < N; ++i) v[i] = py::handle(PyTuple_GET_ITEM(fields.ptr(), i)).cast<int64_t>();
+  for (size_t i = 0; i < N; ++i) {
+    v[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(fields.ptr(), i));
+    if (v[i] == -1 && PyErr_Occurred()) throw py::error_already_set();
+  }
   return v;
 }
 

@@ -67,10 +67,11 @@ def _float32_contiguous(a):
 
 def run(kernel: str, problem, *arrays):
     """Allocate the output and call the kernel `kernel` of the arrays' backend (arrays as
-    as_inputs returns them: NumPy ones for the CPU, CuPy ones for the GPU)."""
+    as_inputs returns them: NumPy ones for the CPU, CuPy ones for the GPU). The kernels read each
+    array by its size, in the layout `problem` describes, whatever its shape."""
     if not isinstance(arrays[0], np.ndarray):
         return _gpu.run(kernel, problem, *arrays)
-    out = np.empty(problem.out_shape, dtype=np.float32)
+    out = np.empty(problem.out_shape, _FLOAT32)
     getattr(_cpu, kernel)(problem, *arrays, out)
     return out
 

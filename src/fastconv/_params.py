@@ -11,6 +11,7 @@ Layouts: activations NHWC, dense-conv weights HWIO (KH, KW, C_in // groups, C_ou
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
 from dataclasses import dataclass, replace
 
@@ -203,7 +204,7 @@ class Conv2dProblem:
     # conv2d's algorithm=: "auto" (the CPU dispatch's cost model picks), "direct" or "winograd".
     algorithm: str = "auto"
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.out_h, self.out_w, self.c_out)
 
@@ -221,7 +222,7 @@ class Conv2dProblem:
         fh, fw = self.folded_kernel
         return fh == fw and fh in (3, 5) and (self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1)
 
-    @property
+    @functools.cached_property
     def weight_shape(self) -> tuple[int, int, int, int]:
         return (self.kh, self.kw, self.c_in // self.groups, self.c_out)
 
@@ -263,7 +264,7 @@ class Pool2dProblem:
     out_w: int
     count_include_pad: bool
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.out_h, self.out_w, self.c)
 
@@ -287,7 +288,7 @@ class GlobalPoolProblem:
     w: int
     c: int
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, int]:
         return (self.n, self.c)
 
@@ -313,7 +314,7 @@ class DenseProblem:
     activation: str | None
     has_bias: bool
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, int]:
         return (self.n, self.m)
 
@@ -336,25 +337,41 @@ class DenseProblem:
 # Builders, one per public op
 
 
-def _memoized(builder):
+def _int_leaves(value) -> bool:
+    """A pair argument whose members (or members' members: padding) are all exactly int."""
+    return all(type(v) is int or (type(v) is tuple and all(type(e) is int for e in v)) for v in value)
+
+
+def _memoized(*pair_args):
     """Cache a builder's problems: a network calls each layer with the same arguments every time,
-    and building a problem costs more than a small kernel. Exceptions are never cached, and
-    unhashable arguments (pads given as lists) are simply built again."""
-    cached = functools.lru_cache(maxsize=1024)(builder)
+    and building a problem costs more than a small kernel. Keys are typed (stride=1.0 or True after
+    stride=1 must still fail validation, though 1.0 == True == 1 in a dict). Typing covers only the
+    top-level arguments, so a call whose `pair_args` (arguments that may be tuples: stride, padding,
+    ...) hold anything but exact ints is built again, as are calls with unhashable arguments (pads
+    given as lists). Exceptions are never cached."""
 
-    @functools.wraps(builder)
-    def build(*args):
-        try:
-            hash(args)
-        except TypeError:
-            return builder(*args)
-        return cached(*args)
+    def wrap(builder):
+        names = list(inspect.signature(builder).parameters)
+        checked = tuple(names.index(name) for name in pair_args)
+        cached = functools.lru_cache(maxsize=1024, typed=True)(builder)
 
-    return build
+        @functools.wraps(builder)
+        def build(*args):
+            for i in checked:
+                if i < len(args) and type(args[i]) is tuple and not _int_leaves(args[i]):
+                    return builder(*args)
+            try:
+                return cached(*args)
+            except TypeError:
+                # An unhashable argument, or the builder's own TypeError, which building again raises.
+                return builder(*args)
+
+        return build
+
+    return wrap
 
 
-
-@_memoized
+@_memoized("stride", "padding", "dilation")
 def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, groups, activation,
                    algorithm="auto") -> Conv2dProblem:
     """Validate conv2d arguments. w_shape is HWIO (KH, KW, C_in // groups, C_out)."""
@@ -416,7 +433,7 @@ def _conv_geometry(op, x_dims, k_hw, c_out, groups, stride, padding, dilation, a
     )
 
 
-@_memoized
+@_memoized("stride", "padding", "dilation")
 def depthwise_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, activation) -> Conv2dProblem:
     """w (KH, KW, C) or (KH, KW, C, M): output channel c * M + m, i.e. conv2d with groups = C."""
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
@@ -432,7 +449,7 @@ def depthwise_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, 
     return _conv_geometry(op, (n, h, w, c), (kh, kw), c * mult, c, stride, padding, dilation, activation, b_shape)
 
 
-@_memoized
+@_memoized()
 def pointwise_problem(op, x_shape, w_shape, b_shape, activation) -> Conv2dProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C_in)")
     _check_shape(op, "w", w_shape, 2, "(C_in, C_out)")
@@ -443,7 +460,7 @@ def pointwise_problem(op, x_shape, w_shape, b_shape, activation) -> Conv2dProble
     return _conv_geometry(op, tuple(int(d) for d in x_shape), (1, 1), c_out, 1, 1, 0, 1, activation, b_shape)
 
 
-@_memoized
+@_memoized()
 def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
     _check_shape(op, "x", x_shape, 2, "(N, in_features)")
     _check_shape(op, "w", w_shape, 2, "(in_features, out_features)")
@@ -458,7 +475,7 @@ def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
     )
 
 
-@_memoized
+@_memoized("size", "stride", "padding")
 def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_pad=False) -> Pool2dProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     n, h, w, c = (int(d) for d in x_shape)
@@ -483,7 +500,7 @@ def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_
     return Pool2dProblem(op, n, h, w, c, kh, kw, sh, sw, pt, pb, pl, pr, oh, ow, bool(count_include_pad))
 
 
-@_memoized
+@_memoized()
 def global_pool_problem(op, x_shape) -> GlobalPoolProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     n, h, w, c = (int(d) for d in x_shape)

@@ -40,14 +40,14 @@ def depthwise_conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, act
     """
     x, w, b = _backend.as_inputs("depthwise_conv2d", x=x, w=w, b=b)
     p = _params.depthwise_problem("depthwise_conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, activation)
-    return _backend.run("conv2d", p, x, w.reshape(p.weight_shape), b)
+    return _backend.run("conv2d", p, x, w, b)  # w's memory is already p.weight_shape's
 
 
 def pointwise_conv2d(x, w, b=None, *, activation=None):
     """1x1 convolution: x (N, H, W, C_in) times w (C_in, C_out) at every pixel."""
     x, w, b = _backend.as_inputs("pointwise_conv2d", x=x, w=w, b=b)
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
-    return _backend.run("conv2d", p, x, w.reshape(p.weight_shape), b)
+    return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
 
 
 def dense(x, w, b=None, *, activation=None):

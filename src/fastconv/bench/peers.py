@@ -35,12 +35,19 @@ GPU_PEERS = ("cudnn", "cupy")
 OPT_IN_PEERS = ("numpy_ref",)
 
 
-def call_op(module, case: Case, arrays: dict):
-    """Call `module.<op>` (fastconv or fastconv.reference: same signatures) on the case's arrays."""
-    fn = getattr(module, case.op)
+def bind_op(module, case: Case, arrays: dict):
+    """A no-argument call of `module.<op>` (fastconv or fastconv.reference: same signatures) on the
+    case's arrays, with the function, arrays and keywords looked up once, as the other peers' calls."""
+    fn, x, kwargs = getattr(module, case.op), arrays["x"], case.kwargs()
     if case.op in CONV_OPS:
-        return fn(arrays["x"], arrays["w"], arrays.get("b"), **case.kwargs())
-    return fn(arrays["x"], **case.kwargs())
+        w, b = arrays["w"], arrays.get("b")
+        return lambda: fn(x, w, b, **kwargs)
+    return lambda: fn(x, **kwargs)
+
+
+def call_op(module, case: Case, arrays: dict):
+    """One call of bind_op's function (the runner's reference check)."""
+    return bind_op(module, case, arrays)()
 
 
 def _missing_module(module: str, hint: str) -> str | None:
@@ -102,7 +109,7 @@ class Fastconv(Adapter):
     def prepare(self, case, arrays):
         import fastconv
 
-        return (lambda: call_op(fastconv, case, arrays)), np.asarray
+        return bind_op(fastconv, case, arrays), np.asarray
 
     supports_models = True
 
@@ -132,7 +139,7 @@ class NumpyRef(Adapter):
     def prepare(self, case, arrays):
         from fastconv import reference
 
-        return (lambda: call_op(reference, case, arrays)), np.asarray
+        return bind_op(reference, case, arrays), np.asarray
 
 
 class NumpyIm2col(Adapter):
@@ -661,7 +668,7 @@ class FastconvGpu(Adapter):
 
         sets = [{k: None if a is None else cupy.asarray(a) for k, a in arrays.items()}
                 for _ in range(_copies_for(arrays, _l2_bytes()))]
-        runs = [lambda s=s: call_op(fastconv, case, s) for s in sets]
+        runs = [bind_op(fastconv, case, s) for s in sets]
         return _Rotating(runs), cupy.asnumpy
 
 
