@@ -27,7 +27,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     stride_w phases stacked as channels; the GPU runs them with its direct kernel.
     Returns (N, OH, OW, C_out) float32.
     """
-    x, w, b = _backend.as_inputs("conv2d", x=x, w=w, b=b)
+    x, w, b = _backend.as_inputs("conv2d", "x w b", x, w, b)
     p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation,
                                algorithm)
     return _backend.run("conv2d", p, x, w, b)
@@ -38,48 +38,48 @@ def depthwise_conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, act
 
     The same as conv2d with groups=C and w reshaped to (KH, KW, 1, C * M).
     """
-    x, w, b = _backend.as_inputs("depthwise_conv2d", x=x, w=w, b=b)
+    x, w, b = _backend.as_inputs("depthwise_conv2d", "x w b", x, w, b)
     p = _params.depthwise_problem("depthwise_conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, activation)
     return _backend.run("conv2d", p, x, w, b)  # w's memory is already p.weight_shape's
 
 
 def pointwise_conv2d(x, w, b=None, *, activation=None):
     """1x1 convolution: x (N, H, W, C_in) times w (C_in, C_out) at every pixel."""
-    x, w, b = _backend.as_inputs("pointwise_conv2d", x=x, w=w, b=b)
+    x, w, b = _backend.as_inputs("pointwise_conv2d", "x w b", x, w, b)
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
     return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
 
 
 def dense(x, w, b=None, *, activation=None):
     """Fully connected layer: x (N, in) @ w (in, out) + b, then the activation."""
-    x, w, b = _backend.as_inputs("dense", x=x, w=w, b=b)
+    x, w, b = _backend.as_inputs("dense", "x w b", x, w, b)
     p = _params.dense_problem("dense", x.shape, w.shape, _shape(b), activation)
     return _backend.run("dense", p, x, w, b)
 
 
 def max_pool2d(x, size, stride=None, padding="valid", ceil_mode=False):
     """Max pooling over size (int or (h, w)) windows; stride defaults to size; padding counts as -inf."""
-    (x,) = _backend.as_inputs("max_pool2d", x=x)
+    (x,) = _backend.as_inputs("max_pool2d", "x", x)
     p = _params.pool2d_problem("max_pool2d", x.shape, size, stride, padding, ceil_mode)
     return _backend.run("max_pool2d", p, x)
 
 
 def avg_pool2d(x, size, stride=None, padding="valid", count_include_pad=False, ceil_mode=False):
     """Average pooling; padding is left out of each window's count unless count_include_pad."""
-    (x,) = _backend.as_inputs("avg_pool2d", x=x)
+    (x,) = _backend.as_inputs("avg_pool2d", "x", x)
     p = _params.pool2d_problem("avg_pool2d", x.shape, size, stride, padding, ceil_mode, count_include_pad)
     return _backend.run("avg_pool2d", p, x)
 
 
 def global_avg_pool2d(x):
     """Mean over H and W: (N, H, W, C) -> (N, C)."""
-    (x,) = _backend.as_inputs("global_avg_pool2d", x=x)
+    (x,) = _backend.as_inputs("global_avg_pool2d", "x", x)
     return _backend.run("global_avg_pool2d", _params.global_pool_problem("global_avg_pool2d", x.shape), x)
 
 
 def global_max_pool2d(x):
     """Maximum over H and W: (N, H, W, C) -> (N, C)."""
-    (x,) = _backend.as_inputs("global_max_pool2d", x=x)
+    (x,) = _backend.as_inputs("global_max_pool2d", "x", x)
     return _backend.run("global_max_pool2d", _params.global_pool_problem("global_max_pool2d", x.shape), x)
 
 
@@ -121,7 +121,7 @@ def _f32(xp, a):
 
 def activate(x, activation):
     """Standalone activation: "relu", "relu6", "sigmoid", "tanh" or "silu", elementwise."""
-    (x,) = _backend.as_inputs("activate", x=x)
+    (x,) = _backend.as_inputs("activate", "x", x)
     activation = _params.activate_problem("activate", x.shape, activation)
     with _errstate(x):
         return _f32(_backend.array_module(x), _activate(_backend.array_module(x), x, activation))
@@ -131,7 +131,7 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     """Inference batch normalisation over the last (channel) axis:
     (x - mean) / sqrt(var + eps) * gamma + beta, then the activation. mean, var, gamma, beta: (C,).
     """
-    x, mean, var, gamma, beta = _backend.as_inputs("batch_norm", x=x, mean=mean, var=var, gamma=gamma, beta=beta)
+    x, mean, var, gamma, beta = _backend.as_inputs("batch_norm", "x mean var gamma beta", x, mean, var, gamma, beta)
     shapes = dict(mean=mean.shape, var=var.shape, gamma=_shape(gamma), beta=_shape(beta))
     activation = _params.batch_norm_problem("batch_norm", x.shape, shapes, eps, activation)
     xp = _backend.array_module(x)
@@ -149,7 +149,7 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
 
 def add(a, b, *, activation=None):
     """Elementwise a + b of equal shapes (a residual connection), then the activation."""
-    a, b = _backend.as_inputs("add", a=a, b=b)
+    a, b = _backend.as_inputs("add", "a b", a, b)
     activation = _params.add_problem("add", a.shape, b.shape, activation)
     xp = _backend.array_module(a)
     with _errstate(a):
@@ -160,14 +160,14 @@ def add(a, b, *, activation=None):
 def concat(xs):
     """Concatenate (N, H, W, C_i) arrays along the channel axis -> (N, H, W, sum C_i)."""
     xs = list(xs) if not hasattr(xs, "shape") else [xs]
-    arrays = _backend.as_inputs("concat", **{f"xs[{i}]": a for i, a in enumerate(xs)}) if xs else []
+    arrays = _backend.as_inputs("concat", [f"xs[{i}]" for i in range(len(xs))], *xs) if xs else []
     _params.concat_problem("concat", [a.shape for a in arrays])
     return _backend.array_module(arrays[0]).concatenate(arrays, axis=-1)
 
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along axis, computed stably (the maximum subtracted first)."""
-    (x,) = _backend.as_inputs("softmax", x=x)
+    (x,) = _backend.as_inputs("softmax", "x", x)
     axis = _params.softmax_problem("softmax", x.shape, axis)
     xp = _backend.array_module(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
@@ -179,7 +179,7 @@ def adaptive_avg_pool2d(x, output_size):
 
     When OH divides H and OW divides W this is avg_pool2d with size = stride = (H / OH, W / OW).
     """
-    (x,) = _backend.as_inputs("adaptive_avg_pool2d", x=x)
+    (x,) = _backend.as_inputs("adaptive_avg_pool2d", "x", x)
     n, oh, ow, c = _params.adaptive_pool_problem("adaptive_avg_pool2d", x.shape, output_size)
     h, w = x.shape[1], x.shape[2]
     if h % oh == 0 and w % ow == 0:
@@ -196,7 +196,7 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
     """Local response normalisation across channels, PyTorch's definition (AlexNet paper constants):
     y_c = x_c / (k + alpha / size * sum of x_j^2 over j in [c - size // 2, c + (size - 1) // 2]) ** beta.
     """
-    (x,) = _backend.as_inputs("local_response_norm", x=x)
+    (x,) = _backend.as_inputs("local_response_norm", "x", x)
     _params.lrn_problem("local_response_norm", x.shape, size, alpha, beta, k)
     xp = _backend.array_module(x)
     c = x.shape[3]
@@ -209,14 +209,14 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 
 def scale_channels(x, s):
     """Squeeze-and-excitation's rescaling: x (N, H, W, C) times s (N, C), broadcast over H and W."""
-    x, s = _backend.as_inputs("scale_channels", x=x, s=s)
+    x, s = _backend.as_inputs("scale_channels", "x s", x, s)
     _params.scale_channels_problem("scale_channels", x.shape, s.shape)
     return x * s[:, None, None, :]
 
 
 def flatten(x):
     """(N, ...) -> (N, product of the rest), in the array's (NHWC) order."""
-    (x,) = _backend.as_inputs("flatten", x=x)
+    (x,) = _backend.as_inputs("flatten", "x", x)
     return x.reshape(_params.flatten_problem("flatten", x.shape))
 
 
