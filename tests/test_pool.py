@@ -147,6 +147,20 @@ def test_global_pools_shapes(shape, device, isa, rng):
     np.testing.assert_array_equal(np.isnan(y), np.isnan(reference.global_max_pool2d(x)))
 
 
+@pytest.mark.parametrize("shape", [(1, 7, 7, 40), (2, 9, 10, 3), (1, 12, 12, 20)])
+def test_global_max_pool_keeps_nan_from_any_pixel(shape, device, isa, rng):
+    """Pixels are folded several at a time: a NaN in any position of a group (and in the runs past
+    the first) must reach its channel's output, and only there."""
+    x = random_array(rng, shape)
+    n, h, w, c = shape
+    for channel, pixel in enumerate([1, 2, 3, 4, 5, 6, 65, h * w - 2]):
+        if pixel < h * w:
+            x[-1, pixel // w, pixel % w, channel % c] = np.nan
+    y = device.get(fastconv.global_max_pool2d(device.put(x)))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(reference.global_max_pool2d(x)))
+    check_against_reference(device, "global_avg_pool2d", [np.nan_to_num(x)], terms=h * w)
+
+
 def test_ceil_mode_drops_a_window_starting_in_padding():
     # 6 wide, window 2, stride 2, pad 1: padded 8 gives 4 windows; the 4th starts at input
     # column 5, inside the input, so it stays.
