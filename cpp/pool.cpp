@@ -104,6 +104,14 @@ int64_t reduce_rows(const Pool2dParams& p, const float* xn, int64_t oy, float* b
   const int64_t nrows = rows.y1 - rows.y0;
   const float* x0 = xn + rows.y0 * len;
   int64_t i = 0;
+  if (nrows == 2) {  // 2x2 windows, and 3x3 windows clipped at the border: no inner loop
+    for (; i + kLanes <= len; i += kLanes) vec::store(buf + i, combine<kMax>(vec::load(x0 + i), vec::load(x0 + len + i)));
+  } else if (nrows == 3) {
+    for (; i + kLanes <= len; i += kLanes) {
+      const vfloat a = combine<kMax>(vec::load(x0 + i), vec::load(x0 + len + i));
+      vec::store(buf + i, combine<kMax>(a, vec::load(x0 + 2 * len + i)));
+    }
+  }
   for (; i + kLanes <= len; i += kLanes) {
     vfloat acc = vec::load(x0 + i);
     for (int64_t r = 1; r < nrows; ++r) acc = combine<kMax>(acc, vec::load(x0 + r * len + i));
@@ -196,7 +204,13 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const float* x
     const ColWindow& cw = cols[ox];
     const float* bp = buf + cw.x0 * c;
     vfloat acc = vec::load(bp);
-    for (int64_t k = 1; k < cw.cols; ++k) acc = combine<kMax>(acc, vec::load(bp + k * c));
+    if (cw.cols == 2) {  // the common widths without an inner loop (the loop cost ~2x on 2x2 windows)
+      acc = combine<kMax>(acc, vec::load(bp + c));
+    } else if (cw.cols == 3) {
+      acc = combine<kMax>(acc, combine<kMax>(vec::load(bp + c), vec::load(bp + 2 * c)));
+    } else {
+      for (int64_t k = 1; k < cw.cols; ++k) acc = combine<kMax>(acc, vec::load(bp + k * c));
+    }
     if (!kMax) {
       const int64_t count = p.count_include_pad ? prows * cw.padded : nrows * cw.cols;
       acc *= 1.0f / static_cast<float>(count);
