@@ -117,11 +117,12 @@ def test_panel_keeps_nan(activation, m, isa):
 # threads split the column blocks, each packs a group of its blocks one reduction chunk (<= 128
 # steps, uneven ends) at a time, partial sums wait in y; several groups per thread (m = 2500), a
 # partly filled last block, 1-step chunks; 169 / 200 rows with 255 / 256 / 1000 columns and 201 rows
-# on either side of the wide rule.
+# on either side of the wide rule; 33.7 MB of weights (past 32 MiB: the next pack's rows prefetched
+# during the tiles, across chunks and groups).
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (33, 129, 37), (49, 512, 700), (64, 1000, 200),
                                         (100, 300, 1025), (49, 7, 2500), (97, 1, 65), (169, 130, 1000),
-                                        (200, 33, 256), (200, 33, 255), (201, 40, 300)])
+                                        (200, 33, 256), (200, 33, 255), (201, 40, 300), (40, 4099, 2053)])
 def test_dense_sweep(threads, rows, k, m, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
     with num_threads(threads):
