@@ -204,6 +204,13 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {
   table().gemm(p, x, w, b, y, num_threads());
 }
+int64_t gemm_packed_floats(int64_t k, int64_t m) { return table().gemm_packed_floats(k, m); }
+void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed) {
+  table().pack_gemm_weights(k, m, w, w_packed, num_threads());
+}
+void gemm_prepacked(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y) {
+  table().gemm_prepacked(p, x, w, w_packed, b, y, num_threads());
+}
 // A window over the whole unpadded image (a network's last 7x7 pooling) is global pooling: that
 // kernel reads each image as one stream instead of gathering every window tap per output.
 static bool covers_image(const Pool2dParams& p) {

@@ -456,8 +456,11 @@ constexpr int64_t kSweepBufBytes = 128 * 1024;  // one chunk of a group of block
 constexpr int64_t kSweepMinBlocksPerThread = 2;
 constexpr int64_t kSweepPrefetchRows = 4;
 
+// w_packed: the weights already in pack_gemm_weights' layout (each block's k rows contiguous), read in
+// place of the per-chunk pack; or nullptr.
 template <int TR, int TV>
-void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int nthreads) {
+void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y,
+                int nthreads) {
   constexpr int64_t kCols = TV * kVecLen;
   const int64_t blocks = (p.m + kCols - 1) / kCols;
   const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
@@ -479,7 +482,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
       for (int64_t k0 = 0; k0 < p.k; k0 += chunk) {
         const int64_t steps = min_i64(chunk, p.k - k0);
         const bool first = k0 == 0, last = k0 + steps == p.k;
-        for (int64_t i = 0; i < steps; ++i) {
+        for (int64_t i = 0; i < steps && !w_packed; ++i) {
           const float* src = w + (k0 + i) * p.m + c0;
           // Each row is a short run in a page of its own: the hardware prefetchers do not follow it.
           if (k0 + i + kSweepPrefetchRows < p.k) {
@@ -501,30 +504,36 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
           for (int64_t i = 0; i < steps; ++i) xbuf[r * steps + i] = x[r * p.k + k0 + i];
         }
         const Activation act = last ? p.activation : Activation::kNone;
-        // Weights past the last-level cache: the weight rows the next pack reads (this group's next
-        // chunk, or the next group's first) are prefetched into L2 a few lines after each tile, so
-        // that their DRAM reads overlap the tiles' FMAs instead of stalling the pack. (From L3 the
-        // pack does not stall enough to repay the prefetches: 1.03-1.15x slower.)
+        // Weights past the last-level cache: the weights of the thread's next chunk (this group's
+        // next one, or the next group's first) are prefetched into L2 a few lines after each tile,
+        // so that their DRAM reads overlap the tiles' FMAs instead of stalling the next pack (or,
+        // with w_packed, the next chunk's first tiles). A unit is a weight row's run of the group's
+        // columns, or with w_packed one block's chunk. (From L3 the pack does not stall enough to
+        // repay the prefetches: 1.03-1.15x slower.)
         int64_t next_k0 = k0 + steps, next_c0 = c0, next_c1 = c1;
         if (last) {
           next_k0 = 0, next_c0 = (b0 + group) * kCols, next_c1 = min_i64((b0 + 2 * group) * kCols, min_i64(my_b1 * kCols, p.m));
         }
-        const int64_t next_row_lines = (next_c1 - next_c0 + kLineFloats - 1) / kLineFloats;
-        const int64_t next_lines =
-            from_dram && next_c1 > next_c0 ? min_i64(chunk, p.k - next_k0) * next_row_lines : 0;
+        const int64_t next_steps = min_i64(chunk, p.k - next_k0);
+        const int64_t unit_lines = w_packed ? (next_steps * kCols + kLineFloats - 1) / kLineFloats
+                                            : (next_c1 - next_c0 + kLineFloats - 1) / kLineFloats;
+        const int64_t units = w_packed ? (next_c1 - next_c0 + kCols - 1) / kCols : next_steps;
+        const int64_t next_lines = from_dram && next_c1 > next_c0 ? units * unit_lines : 0;
         const int64_t tiles = nb * ((p.rows + TR - 1) / TR);
         const int64_t lines_per_tile = (next_lines + tiles - 1) / tiles;
         int64_t line = 0;
         for (int64_t blk = 0; blk < nb; ++blk) {
           const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
-          const float* wb = wbuf + blk * steps * kCols;
+          const float* wb = w_packed ? w_packed + ((b0 + blk) * p.k + k0) * kCols : wbuf + blk * steps * kCols;
           for (int64_t r0 = 0; r0 < p.rows; r0 += TR) {
             panel_tile_rows<TR, TV>(min_i64(TR, p.rows - r0), xbuf + r0 * steps, steps, steps, wb,
                                     b ? bias + blk * kCols : nullptr, nullptr, y + r0 * p.m + c0 + blk * kCols,
                                     p.m, cols, !first, act);
             for (const int64_t end = min_i64(line + lines_per_tile, next_lines); line < end; ++line) {
-              const int64_t row = line / next_row_lines, col = line % next_row_lines;
-              __builtin_prefetch(w + (next_k0 + row) * p.m + next_c0 + col * kLineFloats, 0, 2);
+              const int64_t unit = line / unit_lines, part = line % unit_lines * kLineFloats;
+              __builtin_prefetch(w_packed ? w_packed + ((next_c0 / kCols + unit) * p.k + next_k0) * kCols + part
+                                          : w + (next_k0 + unit) * p.m + next_c0 + part,
+                                 0, 2);
             }
           }
         }
@@ -534,9 +543,10 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   std::free(bufs);
 }
 
-}  // namespace
-
-void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+// The paths by row count (see the top of the file); w_packed, when given, stands in for sweep_gemm's
+// packing, the one path whose per-call pack is a large share of its time.
+void run_gemm(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y,
+              int threads) {
   const bool past_cache = p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes;
   if (p.rows <= kRowStreamCachedMaxRows || (p.rows <= kRowStreamMaxRows && past_cache)) {
     return row_stream_gemm(p, x, w, b, y, threads);
@@ -546,11 +556,44 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
     const int64_t blocks = (p.m + kTileVecs * kVecLen - 1) / (kTileVecs * kVecLen);
     const int nthreads = threads_for(p.rows * p.k * p.m, threads);
     if (blocks >= kSweepMinBlocksPerThread * nthreads) {
-      return sweep_gemm<kTileRows, kTileVecs>(p, x, w, b, y, nthreads);
+      return sweep_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, nthreads);
     }
   }
   if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, b, y, threads);
   panel_gemm<kTileRows, kTileVecs>(p, x, w, b, y, threads);
+}
+
+}  // namespace
+
+void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  run_gemm(p, x, w, nullptr, b, y, threads);
+}
+
+void gemm_prepacked(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b,
+                    float* y, int threads) {
+  run_gemm(p, x, w, w_packed, b, y, threads);
+}
+
+// Column blocks of kTileVecs vectors, block j's k rows contiguous at w_packed + j * k * kCols, the
+// last block zero padded: sweep_gemm's per-chunk layout, whole.
+int64_t gemm_packed_floats(int64_t k, int64_t m) {
+  constexpr int64_t kCols = kTileVecs * kVecLen;
+  return (m + kCols - 1) / kCols * kCols * k;
+}
+
+void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed, int threads) {
+  constexpr int64_t kCols = kTileVecs * kVecLen;
+  const int64_t blocks = (m + kCols - 1) / kCols;
+  const int nthreads = static_cast<int>(min_i64(threads_for(k * m, threads), k));
+  parallel_run(nthreads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        float* dst = w_packed + (blk * k + i) * kCols;
+        for (int64_t j = 0; j < kCols; ++j) dst[j] = blk * kCols + j < m ? w[i * m + blk * kCols + j] : 0.0f;
+      }
+    }
+  });
 }
 
 }  // namespace fastconv::cpu::FC_ISA

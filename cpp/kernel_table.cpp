@@ -7,7 +7,7 @@
 namespace fastconv::cpu::FC_ISA {
 
 const KernelTable table = {
-    FC_STRINGIFY(FC_ISA), conv2d, winograd_conv2d, depthwise, first_layer_conv2d, gemm, max_pool, avg_pool, global_avg_pool, global_max_pool,
+    FC_STRINGIFY(FC_ISA), conv2d, winograd_conv2d, depthwise, first_layer_conv2d, gemm, gemm_prepacked, pack_gemm_weights, gemm_packed_floats, max_pool, avg_pool, global_avg_pool, global_max_pool,
     fma_peak, triad_bandwidth,
 };
 

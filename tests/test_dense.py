@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import reference
+from fastconv import _compare, reference
 
 from helpers import check_against_reference, num_threads, random_array
 
@@ -177,3 +177,77 @@ def test_dense_row_streaming(rows, threads, device, isa, rng):
 def test_dense_chunked_reduction(rows, k, m, device, isa, rng):
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
     check_against_reference(device, "dense", [x, w, b], dict(activation="sigmoid"), terms=k)
+
+
+# pack_weights: dense and pointwise_conv2d with weights packed ahead of the calls. sweep_gemm (17-200
+# rows) reads the packed blocks in place of its per-call pack (chunks of <= 128 steps, several groups
+# per thread, a partly filled last block, 33.7 MB past the last-level cache with its prefetch); the
+# other paths run from the PackedWeights' own copy of w.
+def _packed_case(rng, rows, k, m):
+    return random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (49, 512, 700), (64, 1000, 200), (49, 7, 2500),
+                                        (97, 1, 65), (169, 130, 1000), (200, 33, 255), (3, 40, 50), (300, 70, 90),
+                                        (40, 4099, 2053)])
+def test_packed_weights_dense(threads, rows, k, m, isa, rng):
+    x, w, b = _packed_case(rng, rows, k, m)
+    want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="silu")
+    packed = fastconv.pack_weights(w)
+    with num_threads(threads):
+        got = fastconv.dense(x, packed, b, activation="silu")
+        got_no_bias = fastconv.dense(x, packed, activation="relu")
+    assert got.dtype == np.float32 and got.shape == (rows, m)
+    _compare.assert_close(got, want, terms=k, what="dense packed")
+    want_no_bias = reference.dense(x.astype(np.float64), w.astype(np.float64), activation="relu")
+    _compare.assert_close(got_no_bias, want_no_bias, terms=k, what="dense packed, no bias")
+
+
+@pytest.mark.parametrize("shape, c_out", [((1, 7, 7, 512), 2048), ((2, 5, 5, 64), 100), ((1, 13, 13, 96), 300),
+                                          ((1, 30, 30, 16), 24)])
+def test_packed_weights_pointwise(shape, c_out, isa, rng):
+    x, w, b = random_array(rng, shape), random_array(rng, (shape[3], c_out)), random_array(rng, (c_out,))
+    got = fastconv.pointwise_conv2d(x, fastconv.pack_weights(w), b, activation="relu6")
+    want = reference.pointwise_conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu6")
+    assert got.shape == want.shape
+    _compare.assert_close(got, want, terms=shape[3], what="pointwise packed")
+
+
+def test_packed_weights_keep_their_own_copy(rng):
+    x, w, b = _packed_case(rng, 49, 300, 700)
+    packed = fastconv.pack_weights(w)
+    want = fastconv.dense(x, w, b)
+    w[:] = 0.0  # later changes to the source array do not reach the packed weights
+    np.testing.assert_allclose(fastconv.dense(x, packed, b), want, rtol=1e-5, atol=1e-4)
+
+
+def test_packed_weights_survive_an_isa_switch(rng):
+    x, w, b = _packed_case(rng, 49, 300, 700)
+    packed = fastconv.pack_weights(w)  # packed for the ISA in use
+    want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    previous = fastconv._cpu.active_isa()
+    try:
+        for name in fastconv._cpu.supported_isas():
+            fastconv._cpu.set_isa(name)
+            _compare.assert_close(fastconv.dense(x, packed, b), want, terms=300, what=f"dense packed, {name}")
+    finally:
+        fastconv._cpu.set_isa(previous)
+
+
+def test_packed_weights_errors(rng):
+    x = random_array(rng, (20, 30))
+    packed = fastconv.pack_weights(random_array(rng, (30, 40)))
+    with pytest.raises(ValueError, match="dense: w must have shape"):
+        fastconv.dense(random_array(rng, (20, 31)), packed)
+    with pytest.raises(ValueError, match="pack_weights: w must be 2-D"):
+        fastconv.pack_weights(random_array(rng, (3, 3, 30, 40)))
+    with pytest.raises(TypeError, match="pack_weights: w must be a real floating-point array"):
+        fastconv.pack_weights(np.ones((3, 4), np.int32))
+    # The binding checks the packed buffer itself: its size, and the ISA it was packed for.
+    p = fastconv._params.dense_problem("dense", x.shape, packed.shape, None, None)
+    out = np.empty(p.out_shape, np.float32)
+    with pytest.raises(ValueError, match="w_packed: expected"):
+        fastconv._cpu.dense(p, x, packed.weights, None, out, packed.packed[:-1].copy(), packed.isa)
+    with pytest.raises(ValueError, match="w_packed: packed for"):
+        fastconv._cpu.dense(p, x, packed.weights, None, out, packed.packed, "another-isa")

@@ -52,14 +52,39 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
   cpu::conv2d(p, xp, wp, bp, yp);
 }
 
-void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out) {
+// w_packed: None, or pack_dense_weights' array for w, packed under the ISA named `packed_isa` (a
+// layout of another ISA may have the same size).
+void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle w_packed,
+           const std::string& packed_isa) {
   const GemmParams p = bind::dense_params(problem);
   const float* xp = data_of(x, p.rows * p.k, "x");
   const float* wp = data_of(w, p.k * p.m, "w");
   const float* bp = bias_of(b, p.m);
   float* yp = output_of(out, p.rows * p.m);
+  if (w_packed.is_none()) {
+    py::gil_scoped_release release;
+    return cpu::gemm(p, xp, wp, bp, yp);
+  }
+  if (packed_isa != cpu::active_isa()) {
+    throw std::invalid_argument("w_packed: packed for " + packed_isa + ", the kernels run " + cpu::active_isa());
+  }
+  const float* pp = data_of(w_packed, cpu::gemm_packed_floats(p.k, p.m), "w_packed");
   py::gil_scoped_release release;
-  cpu::gemm(p, xp, wp, bp, yp);
+  cpu::gemm_prepacked(p, xp, wp, pp, bp, yp);
+}
+
+// w (k, m) -> out, the active ISA's packed layout of gemm_packed_floats(k, m) floats.
+int64_t dense_packed_size(int64_t k, int64_t m) {
+  if (k < 1 || m < 1) throw std::invalid_argument("k and m must be >= 1");
+  return cpu::gemm_packed_floats(k, m);
+}
+
+void pack_dense_weights(py::handle w, int64_t k, int64_t m, py::handle out) {
+  dense_packed_size(k, m);
+  const float* wp = data_of(w, k * m, "w");
+  float* op = output_of(out, cpu::gemm_packed_floats(k, m));
+  py::gil_scoped_release release;
+  cpu::pack_gemm_weights(k, m, wp, op);
 }
 
 template <void (*Kernel)(const Pool2dParams&, const float*, float*)>
@@ -89,7 +114,11 @@ PYBIND11_MODULE(_cpu, m) {
   // Arrays: float32 C-contiguous NumPy arrays (b may be None); out is written in place.
   m.def("conv2d", &conv2d, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
         "Any Conv2dProblem: direct, depthwise or pointwise kernel chosen from its geometry.");
-  m.def("dense", &dense, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"));
+  m.def("dense", &dense, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
+        py::arg("w_packed").none(true) = py::none(), py::arg("packed_isa") = "");
+  m.def("dense_packed_size", &dense_packed_size, py::arg("k"), py::arg("m"),
+        "Floats of pack_dense_weights' output under the active ISA.");
+  m.def("pack_dense_weights", &pack_dense_weights, py::arg("w"), py::arg("k"), py::arg("m"), py::arg("out"));
   m.def("max_pool2d", &pool2d<cpu::max_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("avg_pool2d", &pool2d<cpu::avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("global_avg_pool2d", &global_pool2d<cpu::global_avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import reference
 from ._params import conv_output_size
 from .ops import (
+    PackedWeights,
     activate,
     adaptive_avg_pool2d,
     add,
@@ -24,6 +25,7 @@ from .ops import (
     global_max_pool2d,
     local_response_norm,
     max_pool2d,
+    pack_weights,
     pointwise_conv2d,
     scale_channels,
     set_num_threads,
@@ -36,6 +38,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "PackedWeights",
     "activate",
     "adaptive_avg_pool2d",
     "add",
@@ -52,6 +55,7 @@ __all__ = [
     "global_max_pool2d",
     "local_response_norm",
     "max_pool2d",
+    "pack_weights",
     "pointwise_conv2d",
     "reference",
     "scale_channels",

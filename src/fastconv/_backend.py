@@ -66,14 +66,18 @@ def _float32_contiguous(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def run(kernel: str, problem, *arrays):
+def run(kernel: str, problem, *arrays, packed=None):
     """Allocate the output and call the kernel `kernel` of the arrays' backend (arrays as
     as_inputs returns them: NumPy ones for the CPU, CuPy ones for the GPU). The kernels read each
-    array by its size, in the layout `problem` describes, whatever its shape."""
+    array by its size, in the layout `problem` describes, whatever its shape. packed: dense's
+    ops.PackedWeights, used while the instruction set it was packed for is the active one."""
     if not isinstance(arrays[0], np.ndarray):
         return _gpu.run(kernel, problem, *arrays)
     out = np.empty(problem.out_shape, _FLOAT32)
-    getattr(_cpu, kernel)(problem, *arrays, out)
+    if packed is not None and packed.isa == _cpu.active_isa():
+        _cpu.dense(problem, *arrays, out, packed.packed, packed.isa)
+    else:
+        getattr(_cpu, kernel)(problem, *arrays, out)
     return out
 
 

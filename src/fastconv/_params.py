@@ -475,6 +475,10 @@ def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
     )
 
 
+def pack_weights_problem(op, w_shape) -> None:
+    _check_shape(op, "w", w_shape, 2, "(in_features, out_features)")
+
+
 @_memoized("size", "stride", "padding")
 def pool2d_problem(op, x_shape, size, stride, padding, ceil_mode, count_include_pad=False) -> Pool2dProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")

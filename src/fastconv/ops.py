@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _backend, _cpu, _params
 
 
@@ -44,17 +46,55 @@ def depthwise_conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, act
 
 
 def pointwise_conv2d(x, w, b=None, *, activation=None):
-    """1x1 convolution: x (N, H, W, C_in) times w (C_in, C_out) at every pixel."""
-    x, w, b = _backend.as_inputs("pointwise_conv2d", "x w b", x, w, b)
+    """1x1 convolution: x (N, H, W, C_in) times w (C_in, C_out) at every pixel; w may be pack_weights'."""
+    packed = w if isinstance(w, PackedWeights) else None
+    x, w, b = _backend.as_inputs("pointwise_conv2d", "x w b", x, w if packed is None else packed.weights, b)
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
-    return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
+    if packed is None:
+        return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
+    # The same GEMM over the N * H * W pixels, which the dense path runs with the packed weights.
+    pixels = _params.dense_problem("pointwise_conv2d", (p.n * p.h * p.w, p.c_in), w.shape, _shape(b), activation)
+    return _backend.run("dense", pixels, x.reshape(pixels.n, p.c_in), w, b, packed=packed).reshape(p.out_shape)
 
 
 def dense(x, w, b=None, *, activation=None):
-    """Fully connected layer: x (N, in) @ w (in, out) + b, then the activation."""
-    x, w, b = _backend.as_inputs("dense", "x w b", x, w, b)
+    """Fully connected layer: x (N, in) @ w (in, out) + b, then the activation; w may be pack_weights'."""
+    packed = w if isinstance(w, PackedWeights) else None
+    x, w, b = _backend.as_inputs("dense", "x w b", x, w if packed is None else packed.weights, b)
     p = _params.dense_problem("dense", x.shape, w.shape, _shape(b), activation)
-    return _backend.run("dense", p, x, w, b)
+    return _backend.run("dense", p, x, w, b, packed=packed)
+
+
+class PackedWeights:
+    """Weights of a dense layer (in, out), or of a pointwise convolution (C_in, C_out), copied and
+    packed once for the CPU kernels, for layers called many times with the same weights: dense and
+    pointwise_conv2d accept it as w and skip the packing their few-row paths (17-200 rows) otherwise
+    do on every call. Made by pack_weights; CPU arrays only. It keeps its own copy of the weights, so
+    later changes to the array it came from do not reach it. Packed for the instruction set in use
+    when it was made; after a switch (FASTCONV_ISA, tests) the calls run from the plain copy."""
+
+    def __init__(self, weights, packed, isa: str):
+        self.weights, self.packed, self.isa = weights, packed, isa
+
+    @property
+    def shape(self):
+        return self.weights.shape
+
+    def __repr__(self):
+        return f"PackedWeights(shape={self.weights.shape}, isa={self.isa!r})"
+
+
+def pack_weights(w) -> PackedWeights:
+    """w (in, out) float32-convertible NumPy array -> PackedWeights for dense / pointwise_conv2d."""
+    (w,) = _backend.as_inputs("pack_weights", "w", w)
+    _params.pack_weights_problem("pack_weights", w.shape)
+    if _backend._on_gpu(w):
+        raise TypeError("pack_weights: w must be a CPU (NumPy) array; the GPU kernels take CuPy weights as they are")
+    w = w.copy()
+    k, m = w.shape
+    packed = np.empty(_cpu.dense_packed_size(k, m), dtype=np.float32)
+    _cpu.pack_dense_weights(w, k, m, packed)
+    return PackedWeights(w, packed, _cpu.active_isa())
 
 
 def max_pool2d(x, size, stride=None, padding="valid", ceil_mode=False):

@@ -24,6 +24,12 @@ void set_num_threads(int n);
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y);
+// Dense weights packed ahead of the calls (fastconv.pack_weights), in the active ISA's layout:
+// gemm_packed_floats(k, m) floats filled by pack_gemm_weights; gemm_prepacked reads them where its
+// path would otherwise pack per call, and w elsewhere.
+int64_t gemm_packed_floats(int64_t k, int64_t m);
+void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed);
+void gemm_prepacked(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y);
 void max_pool2d(const Pool2dParams& p, const float* x, float* y);
 void avg_pool2d(const Pool2dParams& p, const float* x, float* y);
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y);

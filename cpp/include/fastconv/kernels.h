@@ -11,6 +11,10 @@ namespace fastconv::cpu {
 
 using ConvFn = void (*)(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads);
 using GemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);
+using PackedGemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* w_packed, const float* b,
+                              float* y, int threads);
+using PackWeightsFn = void (*)(int64_t k, int64_t m, const float* w, float* w_packed, int threads);
+using PackedSizeFn = int64_t (*)(int64_t k, int64_t m);
 using PoolFn = void (*)(const Pool2dParams&, const float* x, float* y, int threads);
 using GlobalPoolFn = void (*)(const GlobalPoolParams&, const float* x, float* y, int threads);
 using FmaPeakFn = double (*)(int threads, double seconds);
@@ -23,6 +27,9 @@ struct KernelTable {
   ConvFn depthwise;  // groups == C_in, one input channel per group
   ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers
+  PackedGemmFn gemm_prepacked;       // the same, given also the weights packed by pack_gemm_weights
+  PackWeightsFn pack_gemm_weights;   // gemm.cpp: this ISA's packed layout, gemm_packed_floats long
+  PackedSizeFn gemm_packed_floats;
   PoolFn max_pool;
   PoolFn avg_pool;
   GlobalPoolFn global_avg_pool;
@@ -39,6 +46,10 @@ struct KernelTable {
   void depthwise(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void first_layer_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void gemm(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);    \
+  void gemm_prepacked(const GemmParams&, const float* x, const float* w, const float* w_packed, const float* b, \
+                      float* y, int threads);                                                        \
+  void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed, int threads);        \
+  int64_t gemm_packed_floats(int64_t k, int64_t m);                                                 \
   void max_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
   void avg_pool(const Pool2dParams&, const float* x, float* y, int threads);                         \
   void global_avg_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
