@@ -214,6 +214,16 @@ def test_packed_weights_pointwise(shape, c_out, isa, rng):
     _compare.assert_close(got, want, terms=shape[3], what="pointwise packed")
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2), dict(padding=1), dict(stride=(1, 2), padding="same")])
+def test_packed_weights_conv2d_1x1(kwargs, isa, rng):
+    """conv2d takes a 1x1 kernel's packed (C_in, C_out) matrix; strided or padded, it runs from the copy."""
+    x, w, b = random_array(rng, (2, 9, 11, 40)), random_array(rng, (1, 1, 40, 300)), random_array(rng, (300,))
+    got = fastconv.conv2d(x, fastconv.pack_weights(w.reshape(40, 300)), b, activation="relu", **kwargs)
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kwargs)
+    assert got.shape == want.shape
+    _compare.assert_close(got, want, terms=40, what=f"conv2d 1x1 packed {kwargs}")
+
+
 def test_packed_weights_keep_their_own_copy(rng):
     x, w, b = _packed_case(rng, 49, 300, 700)
     packed = fastconv.pack_weights(w)

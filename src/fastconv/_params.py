@@ -222,6 +222,12 @@ class Conv2dProblem:
         fh, fw = self.folded_kernel
         return fh == fw and fh in (3, 5) and (self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1)
 
+    @property
+    def is_pointwise(self) -> bool:
+        """1x1, stride 1, no padding, one group: a GEMM over the pixels (as params.h's is_pointwise)."""
+        return (self.kh, self.kw, self.stride_h, self.stride_w, self.groups) == (1, 1, 1, 1, 1) and not (
+            self.pad_top or self.pad_bottom or self.pad_left or self.pad_right)
+
     @functools.cached_property
     def weight_shape(self) -> tuple[int, int, int, int]:
         return (self.kh, self.kw, self.c_in // self.groups, self.c_out)

@@ -27,11 +27,17 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     (ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, e.g. AlexNet's 11x11 at stride 4) are
     eligible too: the CPU runs them as a stride-1 Winograd convolution over the input's stride_h x
     stride_w phases stacked as channels; the GPU runs them with its direct kernel.
+    A 1x1 kernel's w may also be pack_weights' of its (C_in, C_out) matrix.
     Returns (N, OH, OW, C_out) float32.
     """
+    packed = w if isinstance(w, PackedWeights) else None
+    if packed is not None:
+        w = packed.weights.reshape((1, 1) + packed.shape)
     x, w, b = _backend.as_inputs("conv2d", "x w b", x, w, b)
     p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation,
                                algorithm)
+    if packed is not None and p.is_pointwise:
+        return _pointwise_packed(p, x, w, b, packed)
     return _backend.run("conv2d", p, x, w, b)
 
 
@@ -52,8 +58,13 @@ def pointwise_conv2d(x, w, b=None, *, activation=None):
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
     if packed is None:
         return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
-    # The same GEMM over the N * H * W pixels, which the dense path runs with the packed weights.
-    pixels = _params.dense_problem("pointwise_conv2d", (p.n * p.h * p.w, p.c_in), w.shape, _shape(b), activation)
+    return _pointwise_packed(p, x, w, b, packed)
+
+
+def _pointwise_packed(p, x, w, b, packed):
+    """A pointwise problem as the same GEMM over its N * H * W pixels, which the dense path runs with
+    the packed weights."""
+    pixels = _params.dense_problem(p.op, (p.n * p.h * p.w, p.c_in), (p.c_in, p.c_out), _shape(b), p.activation)
     return _backend.run("dense", pixels, x.reshape(pixels.n, p.c_in), w, b, packed=packed).reshape(p.out_shape)
 
 
@@ -67,8 +78,8 @@ def dense(x, w, b=None, *, activation=None):
 
 class PackedWeights:
     """Weights of a dense layer (in, out), or of a pointwise convolution (C_in, C_out), copied and
-    packed once for the CPU kernels, for layers called many times with the same weights: dense and
-    pointwise_conv2d accept it as w and skip the packing their few-row paths (17-200 rows) otherwise
+    packed once for the CPU kernels, for layers called many times with the same weights: dense,
+    pointwise_conv2d and conv2d with a 1x1 kernel accept it as w and skip the packing their few-row paths (17-200 rows) otherwise
     do on every call. Made by pack_weights; CPU arrays only. It keeps its own copy of the weights, so
     later changes to the array it came from do not reach it. Packed for the instruction set in use
     when it was made; after a switch (FASTCONV_ISA, tests) the calls run from the plain copy."""
