@@ -77,12 +77,13 @@ def dense(x, w, b=None, *, activation=None):
 
 
 class PackedWeights:
-    """Weights of a dense layer (in, out), or of a pointwise convolution (C_in, C_out), copied and
-    packed once for the CPU kernels, for layers called many times with the same weights: dense,
-    pointwise_conv2d and conv2d with a 1x1 kernel accept it as w and skip the packing their few-row paths (17-200 rows) otherwise
-    do on every call. Made by pack_weights; CPU arrays only. It keeps its own copy of the weights, so
-    later changes to the array it came from do not reach it. Packed for the instruction set in use
-    when it was made; after a switch (FASTCONV_ISA, tests) the calls run from the plain copy."""
+    """Weights of a dense layer (in, out), or of a 1x1 convolution (C_in, C_out), copied and packed
+    once for the CPU kernels, for layers called many times with the same weights: dense,
+    pointwise_conv2d and a 1x1 conv2d accept it as w and skip the packing their few-row path (17-200
+    rows) otherwise does on every call. Made by pack_weights; CPU arrays only. It keeps its own copy
+    of the weights, so later changes to the array it came from do not reach it. Packed for the
+    instruction set in use when it was made; after a switch (tests, benchmarks) the calls run from
+    the plain copy."""
 
     def __init__(self, weights, packed, isa: str):
         self.weights, self.packed, self.isa = weights, packed, isa
@@ -96,7 +97,8 @@ class PackedWeights:
 
 
 def pack_weights(w) -> PackedWeights:
-    """w (in, out) float32-convertible NumPy array -> PackedWeights for dense / pointwise_conv2d."""
+    """w (in, out) float32-convertible NumPy array -> PackedWeights for dense, pointwise_conv2d and a
+    1x1 conv2d (whose HWIO w is then w.reshape(C_in, C_out))."""
     (w,) = _backend.as_inputs("pack_weights", "w", w)
     _params.pack_weights_problem("pack_weights", w.shape)
     if _backend._on_gpu(w):
