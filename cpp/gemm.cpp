@@ -191,6 +191,9 @@ constexpr int64_t kRowStreamMaxRows = 4;
 // sequential pass per thread ran 2-2.5x faster than the strips of stream_gemm (25088 x 4096 at
 // 1 row: 50 -> 21 ms, 1 thread).
 constexpr int64_t kRowStreamMinBytes = int64_t{32} << 20;
+static inline bool weights_past_cache(const GemmParams& p) {
+  return p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes;
+}
 // Cache-resident weights at 1-2 rows too (ResNet's 2048 -> 1000 classifier at batch 1: 0.5-0.6 of
 // stream_gemm's time, whose 16-step strips cost more in setup than in FMAs there); at 3-4 rows
 // stream_gemm's reuse of each strip across the rows wins (row_stream: 0.9-1.3x its time).
@@ -465,7 +468,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t blocks = (p.m + kCols - 1) / kCols;
   const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
   const int64_t group = max_i64(1, kSweepBufBytes / (chunk * kCols * static_cast<int64_t>(sizeof(float))));
-  const bool from_dram = p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes;
+  const bool from_dram = weights_past_cache(p);
   // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
   const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
   float* bufs = alloc_floats(nthreads * buf_floats);
@@ -547,8 +550,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
 // packing, the one path whose per-call pack is a large share of its time.
 void run_gemm(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y,
               int threads) {
-  const bool past_cache = p.k * p.m * static_cast<int64_t>(sizeof(float)) >= kRowStreamMinBytes;
-  if (p.rows <= kRowStreamCachedMaxRows || (p.rows <= kRowStreamMaxRows && past_cache)) {
+  if (p.rows <= kRowStreamCachedMaxRows || (p.rows <= kRowStreamMaxRows && weights_past_cache(p))) {
     return row_stream_gemm(p, x, w, b, y, threads);
   }
   if (p.rows <= kStreamMaxRows) return stream_gemm(p, x, w, b, y, threads);
