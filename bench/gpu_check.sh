@@ -10,9 +10,12 @@
 #   info       fastconv info: the CUDA module, device, driver
 #   pytest     the GPU tests: every op test's cuda parametrisation and tests/test_gpu.py
 #   cputests   the rest of the test suite, on every instruction set this machine's CPU has
+#              (FASTCONV_CHECK_CPU=0 skips it, for a rerun after GPU-only changes)
 #   memcheck   compute-sanitizer memcheck over bench/gpu_memcheck.py (every kernel version once)
 #   racecheck  compute-sanitizer racecheck over the same script (the shared-memory kernels)
 #   versions   bench/gpu_versions.py: each kernel version checked and timed on the gpu suite
+#   probe      the same on bench/gpu_probe.json: 3x3 / 5x5 layers narrower than the suite's, the
+#              shapes that decide where "auto" takes Winograd and which tile
 #   bench      fastconv bench --device gpu --suite gpu: fastconv vs cuDNN (TF32 off) and CuPy
 # A failing step does not stop the others; the exit status is 1 when any step failed.
 set -u
@@ -74,7 +77,11 @@ xdist=()
 run_step pytest 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "cuda or test_gpu" tests
 # The CPU suite too: this machine's CPU may run instruction sets (AVX-512) the CI machine lacks.
 [ ${#xdist[@]} -gt 0 ] && xdist=(-n 8)
-run_step cputests 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "not cuda and not test_gpu" tests
+if [ "${FASTCONV_CHECK_CPU:-1}" = 1 ]; then
+  run_step cputests 180 "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" -k "not cuda and not test_gpu" tests
+else
+  skip_step cputests "FASTCONV_CHECK_CPU=0"
+fi
 if command -v compute-sanitizer >/dev/null 2>&1; then
   run_step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 --leak-check no \
     "$python" bench/gpu_memcheck.py
@@ -84,11 +91,14 @@ else
   skip_step racecheck "compute-sanitizer not on PATH"
 fi
 run_step versions 120 "$python" bench/gpu_versions.py --json "$out/versions.json"
+run_step probe 90 "$python" bench/gpu_versions.py --suite bench/gpu_probe.json --json "$out/probe.json"
 run_step bench 180 "$python" -m fastconv bench --device gpu --suite gpu --remeasure --json "$out/bench_gpu.json"
 
 echo
-[ -s "$out/versions.log" ] && grep -E "^[a-z0-9_]+ +[0-9w] |^case|TFLOP/s, copy|^host time" "$out/versions.log" |
-  grep -v " n/a: " | cut -c1-200
+for log in versions probe; do
+  [ -s "$out/$log.log" ] && grep -E "^[a-z0-9_]+ +(w[24]|[0-9]) |^case|TFLOP/s, copy|^host time" "$out/$log.log" |
+    grep -v " n/a: " | cut -c1-200
+done
 [ -s "$out/bench.log" ] && sed -n '/^GPU/,$p' "$out/bench.log" | cut -c1-150
 echo
 printf '%-10s %-14s %6s  %s\n' step status time last-line-of-log

@@ -1,15 +1,15 @@
 """Every CUDA kernel version side by side on the GPU suite: checked, then timed, in one process.
 
 For each case of a suite (default: the built-in `gpu` suite) and each kernel version that applies
-to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w": Winograd F(2x2, 3x3) or
-F(2x2, 5x5) for 3x3 / 5x5 stride-1 convolutions), the output is poisoned with
+to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w2" / "w4": Winograd with 2x2 /
+4x4 output tiles for 3x3 / 5x5 stride-1 convolutions), the output is poisoned with
 NaN, computed, and its first image compared with the float64 reference; then the version is timed
 with CUDA events over rotating input copies (more bytes than the L2 holds, so DRAM is timed, not
 the cache). Prints a table (median microseconds, TFLOP/s, GB/s of the minimal traffic, and the
 fraction of the card's FP32 peak and copy bandwidth as measured by `fastconv bench`) and writes
 every figure as JSON. Last, the host cost of one call on a tiny problem (the kernel takes a few
-microseconds, so the host is the bottleneck): the public op, the bare `_gpu.run`, and PyTorch's
-F.conv2d when PyTorch is installed.
+microseconds, so the host is the bottleneck): the public op, the bare `_gpu.run`, its module call
+and output allocation alone, and PyTorch's F.conv2d when PyTorch is installed.
 
     python bench/gpu_versions.py [--suite gpu] [--ops depthwise,pooling] [--json out.json]
 """
@@ -94,9 +94,16 @@ def host_overhead(calls=3000) -> dict:
     w = cp.asarray(rng.standard_normal((3, 3, 32), dtype=np.float32))
     problem = fastconv._params.depthwise_problem("depthwise_conv2d", x.shape, w.shape, None, 1, 1, 1, "relu")
     w4 = w.reshape(problem.weight_shape)
+    # The parts of one call, to see where the host time goes: the public op, the checks and the
+    # output allocation around the module call (_gpu.run), the module call alone (argument
+    # conversion, problem fields, set-device and the launch), and CuPy's allocation alone.
+    module, y = _gpu.cuda_module(), cp.empty(problem.out_shape, dtype=cp.float32)
+    stream, device = cp.cuda.get_current_stream().ptr, x.data.device_id
     candidates = {
         "fastconv.depthwise_conv2d": lambda: fastconv.depthwise_conv2d(x, w, padding=1, activation="relu"),
         "_gpu.run": lambda: _gpu.run("conv2d", problem, x, w4, None),
+        "_cuda.conv2d": lambda: module.conv2d(problem, x.data.ptr, w4.data.ptr, 0, y.data.ptr, stream, device),
+        "cupy.empty": lambda: cp.empty(problem.out_shape, dtype=cp.float32),
     }
     try:
         import torch
@@ -140,15 +147,16 @@ def main(argv=None) -> int:
         n_copies = int(min(16, max(1, -(-2 * l2 // int(nbytes)))))
         copies = [device_arrays(case, problem, arrays) for _ in range(n_copies)]
         versions = VERSIONS_OF_KERNEL.get(kernel, (0,))
-        variants = [(v, problem) for v in versions]
-        # The GPU's Winograd kernel: stride 1 only (strided filters eligible on the CPU run direct here).
+        variants = [(v, v, problem) for v in versions]  # (label, kernel version, problem)
+        # The GPU's Winograd kernels: stride 1 only (strided filters eligible on the CPU run direct here);
+        # their versions pick the output tile.
         if case.op == "conv2d" and problem.winograd_eligible and (problem.stride_h, problem.stride_w) == (1, 1):
-            variants.append(("w", dataclasses.replace(problem, algorithm="winograd")))
-        for version, variant in variants:
-            row = {"case": case.name, "shape": case.describe(), "version": version}
+            winograd = dataclasses.replace(problem, algorithm="winograd")
+            variants += [("w2", 1, winograd), ("w4", 2, winograd)]
+        for label, version, variant in variants:
+            row = {"case": case.name, "shape": case.describe(), "version": label}
             try:
-                row["max_rel_error"] = check(case, variant, kernel, 0 if version == "w" else version, arrays,
-                                             copies[0])
+                row["max_rel_error"] = check(case, variant, kernel, version, arrays, copies[0])
             except ValueError as exc:  # this version does not apply to the case
                 row["status"] = f"n/a: {exc}"
                 rows.append(row)
@@ -157,7 +165,7 @@ def main(argv=None) -> int:
                 row["status"], failed = f"WRONG: {str(exc).splitlines()[0]}", True
                 rows.append(row)
                 continue
-            seconds = time_version(variant, kernel, 0 if version == "w" else version, copies)
+            seconds = time_version(variant, kernel, version, copies)
             row.update(status="ok", median_us=seconds * 1e6, tflops=flops / seconds / 1e12, gbs=nbytes / seconds / 1e9,
                        peak_fraction=flops / seconds / peak, bandwidth_fraction=nbytes / seconds / bandwidth)
             rows.append(row)
@@ -166,12 +174,12 @@ def main(argv=None) -> int:
 
     print(f"{ceiling['fingerprint']['gpu']}: FP32 peak {ceiling['fma_gflops'] / 1e3:.1f} TFLOP/s, "
           f"copy {ceiling['copy_gbs']:.0f} GB/s (fastconv {fastconv.__version__})")
-    print(f"{'case':<22} {'v':>1} {'us':>9} {'TFLOP/s':>8} {'GB/s':>7} {'%peak':>6} {'%bw':>5}  status")
+    print(f"{'case':<22} {'v':>2} {'us':>9} {'TFLOP/s':>8} {'GB/s':>7} {'%peak':>6} {'%bw':>5}  status")
     for r in rows:
         if r["status"] != "ok":
-            print(f"{r['case']:<22} {r['version']:>1} {'':>9} {'':>8} {'':>7} {'':>6} {'':>5}  {r['status'][:70]}")
+            print(f"{r['case']:<22} {r['version']:>2} {'':>9} {'':>8} {'':>7} {'':>6} {'':>5}  {r['status'][:70]}")
             continue
-        print(f"{r['case']:<22} {r['version']:>1} {r['median_us']:>9.1f} {r['tflops']:>8.2f} {r['gbs']:>7.0f} "
+        print(f"{r['case']:<22} {r['version']:>2} {r['median_us']:>9.1f} {r['tflops']:>8.2f} {r['gbs']:>7.0f} "
               f"{100 * r['peak_fraction']:>5.0f}% {100 * r['bandwidth_fraction']:>4.0f}%  ok")
     overhead = host_overhead()
     print("host time per call, depthwise 3x3 on 1x8x8x32: " + ", ".join(f"{k} {v:.1f} us" for k, v in overhead.items()))

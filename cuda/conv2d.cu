@@ -23,7 +23,7 @@
 //   (a TF32 tensor-core version would slot in here, chosen by a precision flag in Conv2dParams.)
 // conv2d() routes pointwise problems to gemm() (gemm.cu), depthwise ones to depthwise_conv2d()
 // (depthwise.cu), as cpp/dispatch.cpp does on the CPU, and 3x3 / 5x5 stride-1 ones to Winograd
-// (conv2d_winograd.cu) when asked, or for "auto" where it pays. Strided filters that fold to 3x3 /
+// (conv2d_winograd.cu) when asked (`version` then picks its tile size), or for "auto" where it pays. Strided filters that fold to 3x3 /
 // 5x5 (params.h) are Winograd-eligible on the CPU only: asked for Winograd, the GPU runs them direct.
 //
 // The GEMM view, per group g: M = N*OH*OW output pixels, N = C_out / groups, K = KH*KW*Cg with
@@ -314,9 +314,10 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
     gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, stream, version);
   } else if (p.is_depthwise()) {
     depthwise_conv2d(p, x, w, b, y, stream, version);
-  } else if (version == 0 && p.stride_h == 1 && p.stride_w == 1 &&
-             (p.algorithm == ConvAlgorithm::kWinograd || (p.algorithm == ConvAlgorithm::kAuto && winograd_pays(p)))) {
-    winograd_conv2d(p, x, w, b, y, stream);
+  } else if (p.stride_h == 1 && p.stride_w == 1 && p.algorithm == ConvAlgorithm::kWinograd) {
+    winograd_conv2d(p, x, w, b, y, stream, version);  // its own versions: 2x2 or 4x4 output tiles
+  } else if (version == 0 && p.algorithm == ConvAlgorithm::kAuto && winograd_pays(p)) {
+    winograd_conv2d(p, x, w, b, y, stream, 0);
   } else {
     implicit_gemm_conv2d(p, x, w, b, y, stream, version);
   }

@@ -18,15 +18,15 @@ using StreamHandle = uintptr_t;
 
 // Any Conv2dProblem: pointwise -> gemm, depthwise -> depthwise kernel, 3x3 / 5x5 stride 1 -> Winograd
 // for algorithm "winograd" (and "auto" where it pays), else implicit GEMM. A version > 0 forces
-// that version of the direct kernels. b may be null.
+// that version of the kernel the problem goes to (for "winograd": its tile size). b may be null.
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
             int version = 0);
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                           StreamHandle stream, int version = 0);
-// Winograd F(2x2, 3x3) / F(2x2, 5x5) (conv2d_winograd.cu): p must be winograd_eligible() with stride 1.
-// winograd_pays: the shapes "auto" sends to it.
+// Winograd F(2x2 | 4x4, 3x3 | 5x5) (conv2d_winograd.cu): p must be winograd_eligible() with stride 1;
+// version 1: 2x2 output tiles, 2: 4x4, 0: by C_in. winograd_pays: the shapes "auto" sends to it.
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
-                     StreamHandle stream);
+                     StreamHandle stream, int version = 0);
 bool winograd_pays(const Conv2dParams& p);
 void depthwise_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                       StreamHandle stream, int version = 0);

@@ -300,6 +300,7 @@ def _version_cases(rng):
     x8 = _data(rng, 2, 9, 11, 8)
     x3, w3c, b16 = _data(rng, 2, 15, 13, 3), _data(rng, 5, 5, 3, 16), _data(rng, 16)
     x4, w4c = _data(rng, 1, 10, 19, 4), _data(rng, 3, 3, 4, 8)
+    w3w, b20, w5w = _data(rng, 3, 3, 12, 20), _data(rng, 20), _data(rng, 5, 5, 12, 37)  # Winograd: 2x2 or 4x4 tiles
     conv = _params.conv2d_problem
     dw = _params.depthwise_problem
     pool = _params.pool2d_problem
@@ -313,6 +314,12 @@ def _version_cases(rng):
                              (1, 3, 4)),
         "conv C_in=4": ("conv2d", conv("conv2d", x4.shape, w4c.shape, None, 1, "same", 2, 1, "silu"), (x4, w4c, None),
                         ref.conv2d(x4, w4c, padding="same", dilation=2, activation="silu"), 36, (1, 2, 3, 4)),
+        "winograd 3x3": ("conv2d", conv("conv2d", x12.shape, w3w.shape, (20,), 1, ((1, 0), (2, 1)), 1, 1, "relu",
+                                        "winograd"), (x12, w3w, b20),
+                         ref.conv2d(x12, w3w, b20, padding=((1, 0), (2, 1)), activation="relu"), 108, (1, 2)),
+        "winograd 5x5": ("conv2d", conv("conv2d", x12.shape, w5w.shape, None, 1, ((2, 1), (0, 3)), 1, 1, None,
+                                        "winograd"), (x12, w5w, None),
+                         ref.conv2d(x12, w5w, padding=((2, 1), (0, 3))), 300, (1, 2)),
         "pointwise": ("conv2d", _params.pointwise_problem("pointwise_conv2d", x16.shape, wp.shape, None, "silu"),
                       (x16, wp.reshape(1, 1, 16, 130), None), ref.pointwise_conv2d(x16, wp, activation="silu"), 16,
                       (1, 2, 4)),
@@ -340,7 +347,8 @@ def _version_cases(rng):
 
 @gpu
 @pytest.mark.parametrize(
-    "label", ["conv 128-wide", "conv scalar A", "conv first layer", "conv C_in=4", "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
+    "label", ["conv 128-wide", "conv scalar A", "conv first layer", "conv C_in=4", "winograd 3x3", "winograd 5x5",
+              "pointwise", "dense", "depthwise 3x3/2", "depthwise 5x5/1",
               "depthwise dilated", "max pool C=8", "avg pool C=8", "avg pool odd width", "max pool C=6"]
 )
 def test_every_kernel_version(cp, rng, label):
