@@ -296,17 +296,24 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
 }  // namespace
 
-// Auto picks Winograd where the saved multiplies outweigh the transforms' extra traffic (each
-// tile's 16 transformed values per channel are written and read twice): both channel counts >= 64.
-// Measured on an H100 at batch 32 with 2x2 tiles (bench/NOTES.md): 64 -> 64 channels on 56x56 run
-// 10% faster than the direct kernel, 256 -> 256 on 14x14 2.3x, 512 -> 512 on 28x28 2.6x.
-// 5x5: from 32 channels on both sides (the direct kernel runs 5x5 layers at 16-43 % of the FP32
-// peak), except with sigmoid or tanh, which can turn F(2x2, 5x5)'s rounding near 0 into a
-// tolerance failure (as on the CPU, cpp/dispatch.cpp).
+// Sigmoid and tanh compress large outputs to a small range while passing the absolute error of
+// pre-activation values near 0 unchanged: with them, 3x3 layers keep 2x2 tiles (F(4x4, 3x3) failed
+// the tolerance with tanh at 64 -> 64 channels, 1.2x of it, as the CPU had found, cpp/conv2d_winograd.cpp)
+// and 5x5 layers run direct (_params.py sends them there even for algorithm="winograd").
+bool squashing(const Conv2dParams& p) {
+  return p.activation == Activation::kSigmoid || p.activation == Activation::kTanh;
+}
+
+// Auto picks Winograd where the saved multiplies outweigh the transforms' extra traffic. With 4x4
+// tiles, from 16 channels on both sides: on an H200 at batch 32 (bench/NOTES.md, run 9) it ran
+// 1.2-3.7x faster than the best direct kernel on every probe from 16 -> 16 to 512 -> 512 channels,
+// 3x3 and 5x5, narrow outputs (128 -> 24) included, and 1.2x slower at 8 -> 24 (5x5). With the 2x2
+// tiles of sigmoid / tanh, 3x3 only and from 64 channels (H100, run 4: 64 -> 64 on 56x56 10 %
+// faster than direct, 32 -> 32 slower).
 bool winograd_pays(const Conv2dParams& p) {
   if (!p.winograd_eligible() || p.stride_h != 1 || p.stride_w != 1) return false;
-  if (p.kh == 3) return p.c_in >= 64 && p.c_out >= 64;
-  return p.c_in >= 32 && p.c_out >= 32 && p.activation != Activation::kSigmoid && p.activation != Activation::kTanh;
+  if (squashing(p)) return p.kh == 3 && p.c_in >= 64 && p.c_out >= 64;
+  return p.c_in >= 16 && p.c_out >= 16;
 }
 
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
@@ -321,8 +328,9 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   // 4x4 tiles: 36 (3x3) or 64 (5x5) products per 16 outputs instead of 16 or 36 per 4, and as much
   // less V and M traffic. Their larger constants round worse where a single channel's sum has
   // nothing to average over: F(4x4, 5x5) reached 0.8 of the tolerance at C_in = 1 and 0.12 at 8
-  // in a float32 simulation (bench/NOTES.md), so fewer than 8 input channels keep 2x2 tiles.
-  const bool large_tiles = version == 0 ? p.c_in >= 8 : version == 2;
+  // in a float32 simulation (bench/NOTES.md), so fewer than 8 input channels keep 2x2 tiles, as
+  // do sigmoid and tanh (squashing, above).
+  const bool large_tiles = version == 0 ? p.c_in >= 8 && !squashing(p) : version == 2;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (p.kh == 5) {
     large_tiles ? run_winograd<4, 5>(p, x, w, b, y, s) : run_winograd<2, 5>(p, x, w, b, y, s);

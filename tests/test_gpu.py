@@ -236,7 +236,7 @@ def test_global_pool2d(cp, rng, kind, shape):
 
 
 # --------------------------------------------------------------------------------------------
-# Winograd F(2x2, 3x3) and F(2x2, 5x5)
+# Winograd with 2x2 and 4x4 output tiles, F(2x2 | 4x4, 3x3 | 5x5)
 
 # (kernel size, n, h, w, c_in, c_out, padding, activation, bias)
 WINOGRAD_CASES = [(3, *case) for case in [
@@ -245,24 +245,27 @@ WINOGRAD_CASES = [(3, *case) for case in [
     (1, 16, 16, 32, 64, 1, "relu6", True),
     (3, 6, 11, 20, 130, ((0, 2), (3, 1)), "silu", True),  # asymmetric padding, two GEMM column tiles
     (1, 2, 2, 8, 8, 1, "tanh", True),  # a single tile
-    (2, 14, 14, 64, 64, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
-    (1, 9, 9, 64, 60, 1, None, True),  # one count below: "auto" stays direct
+    (2, 14, 14, 16, 16, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
+    (1, 9, 9, 16, 15, 1, None, True),  # one count below: "auto" stays direct
+    (1, 9, 10, 64, 64, 1, "tanh", True),  # tanh: 2x2 tiles, and "auto" from 64 channels
+    (1, 9, 10, 63, 64, 1, "sigmoid", True),  # one count below: "auto" stays direct
+    (2, 17, 13, 24, 40, "same", "silu", True),  # 4x4 tiles, partial at the edges
 ]] + [(5, *case) for case in [
     (1, 5, 5, 1, 1, "same", None, False),
     (2, 9, 7, 3, 5, 0, "relu", True),
     (1, 3, 4, 8, 8, 2, "tanh", True),  # a single tile row
     (3, 6, 11, 20, 130, ((0, 2), (3, 1)), "silu", True),
-    (2, 14, 14, 32, 32, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
+    (2, 14, 14, 16, 16, "same", "relu", True),  # the smallest channel counts "auto" sends to Winograd
     (1, 11, 9, 40, 36, 2, "sigmoid", True),  # sigmoid: "auto" stays direct
-    (1, 10, 10, 31, 64, 2, None, False),  # one count below: "auto" stays direct
+    (1, 10, 10, 15, 64, 2, None, False),  # one count below: "auto" stays direct
     (1, 28, 28, 192, 32, "same", "relu", True),  # Inception's 5x5 branch
 ]]
 
 
 def _auto_is_winograd(k, c_in, c_out, act):
-    if k == 3:
-        return min(c_in, c_out) >= 64
-    return min(c_in, c_out) >= 32 and act not in ("sigmoid", "tanh")
+    if act in ("sigmoid", "tanh"):  # 2x2 tiles for 3x3, direct for 5x5
+        return k == 3 and min(c_in, c_out) >= 64
+    return min(c_in, c_out) >= 16
 
 
 @gpu
