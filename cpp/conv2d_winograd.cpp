@@ -1,4 +1,5 @@
-// Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions: 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
+// Winograd F(4x4, 3x3) and F(4x4, 5x5) convolutions (2x2 output tiles where those round too coarsely,
+// run_unit_stride): 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
 // activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5 (winograd_conv2d
 // at the end). Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 // dispatch.cpp decides when it runs (algorithm="winograd", or "auto" and the cost model there).
@@ -7,8 +8,9 @@
 //     Y = AT [ sum_ci (G g G^T) (.) (BT d B) ] A
 // so per (tile, C_in, C_out) triple the 4 * 4 * 9 = 144 multiply-adds of the direct convolution
 // become 36: the elementwise product of 6x6 transformed tiles, which is 36 independent GEMMs
-// [tiles x C_in] @ [C_in x C_out], one per transform element e. A 5x5 convolution takes 2x2 output
-// tiles from the same 6x6 patches: 2 * 2 * 25 = 100 multiply-adds become 36.
+// [tiles x C_in] @ [C_in x C_out], one per transform element e. A 5x5 convolution takes its 4x4
+// output tiles from 8x8 patches: 4 * 4 * 25 = 400 multiply-adds become 64 (F(2x2, 5x5), for few
+// input channels: 2x2 tiles from the 6x6 patches, 100 become 36).
 //
 // Steps, per call:
 //  1. Weights: U[e][co block][ci][kCols] = (G g G^T)[e] for every (ci, co), zero padded past C_out.
@@ -26,9 +28,9 @@
 // all tiles form one block and each thread transforms the weights of one output-channel block
 // right before its products (run_winograd, stream_weights).
 //
-// Accuracy: the transforms of F(4x4, 3x3) and F(2x2, 5x5) (points 0, +-1, +-2) amplify float32
-// rounding; measured against the float64 reference in bench/NOTES.md (Winograd sections), well
-// inside tolerance for C_in 1-512.
+// Accuracy: the transforms of F(4x4, 3x3) and F(2x2, 5x5) (points 0, +-1, +-2) and F(4x4, 5x5) (+-1/2
+// too) amplify float32 rounding; measured against the float64 reference in bench/NOTES.md (Winograd
+// sections), well inside tolerance for C_in 1-512 (F(4x4, 5x5) from 8 input channels).
 #include <omp.h>
 
 #include <cstdlib>
@@ -55,7 +57,8 @@ constexpr int kRows = 6;  // 12 accumulators of 16 registers
 #endif
 // A: input tile side, R: filter side, A - R + 1: output tile side. F(4x4, 3x3) is A = 6, R = 3;
 // F(2x2, 3x3) A = 4, R = 3; F(2x2, 5x5) A = 6, R = 5 (the same input transform as F(4x4, 3x3): both
-// use the points 0, +-1, +-2 and infinity).
+// use the points 0, +-1, +-2 and infinity); F(4x4, 5x5) A = 8, R = 5 (points 0, +-1, +-2, +-1/2,
+// infinity; the GPU's, cuda/conv2d_winograd.cu, are the same matrices).
 
 static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(p); }
 static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
@@ -102,6 +105,23 @@ static inline void bt(const wvec* d, wvec* r) {
     r[3] = d[1] - d[3];
     return;
   }
+  if constexpr (A == 8) {  // points 0, +-1, +-2, +-1/2 and infinity, scaled by 4 (integer entries)
+    const wvec four = splat(4.0f), c21 = splat(21.0f);
+    r[0] = c21 * (d[2] - d[4]) + four * (d[6] - d[0]);
+    r[7] = c21 * (d[3] - d[5]) + four * (d[7] - d[1]);
+    const wvec e1 = four * (d[2] + d[6]) - splat(17.0f) * d[4], o1 = four * (d[1] + d[5]) - splat(17.0f) * d[3];
+    r[1] = e1 + o1;
+    r[2] = e1 - o1;
+    const wvec e3 = d[2] - splat(5.0f) * d[4] + four * d[6];
+    const wvec o3 = splat(2.0f) * d[1] - splat(10.0f) * d[3] + splat(8.0f) * d[5];
+    r[3] = e3 + o3;
+    r[4] = e3 - o3;
+    const wvec e5 = splat(16.0f) * d[2] - splat(20.0f) * d[4] + four * d[6];
+    const wvec o5 = splat(8.0f) * d[1] - splat(10.0f) * d[3] + splat(2.0f) * d[5];
+    r[5] = e5 + o5;
+    r[6] = e5 - o5;
+    return;
+  }
   const wvec four = splat(4.0f), five = splat(5.0f), two = splat(2.0f);
   r[0] = four * d[0] - five * d[2] + d[4];
   const wvec a = d[4] - four * d[2], b = d[3] - four * d[1];  // r1 = a + b, r2 = a - b
@@ -126,6 +146,15 @@ static inline void at(const wvec* m, wvec* o) {
     o[1] = m[1] - m[2] + splat(2.0f) * (m[3] - m[4]) + m[5];
     return;
   }
+  if constexpr (A == 8) {  // F(4x4, 5x5): rows p^0..p^3 of the points 0, +-1, +-2, +-1/2 (and infinity)
+    const wvec s1 = m[1] + m[2], d1 = m[1] - m[2], s3 = m[3] + m[4], d3 = m[3] - m[4];
+    const wvec s5 = m[5] + m[6], d5 = m[5] - m[6];
+    o[0] = m[0] + s1 + s3 + s5;
+    o[1] = d1 + splat(2.0f) * d3 + splat(0.5f) * d5;
+    o[2] = s1 + splat(4.0f) * s3 + splat(0.25f) * s5;
+    o[3] = d1 + splat(8.0f) * d3 + splat(0.125f) * d5 + m[7];
+    return;
+  }
   const wvec two = splat(2.0f), four = splat(4.0f), eight = splat(8.0f);
   const wvec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
   o[0] = m[0] + s12 + s34;
@@ -143,6 +172,22 @@ static inline void gt(const wvec* g, wvec* u) {
     u[1] = half * (s02 + g[1]);
     u[2] = half * (s02 - g[1]);
     u[3] = g[2];
+    return;
+  }
+  if constexpr (A == 8) {  // F(4x4, 5x5): B^T's scale of 4 divided out here
+    u[0] = splat(-0.25f) * g[0];
+    u[7] = splat(0.25f) * g[4];
+    const wvec e1 = splat(-1.0f / 18.0f) * (g[0] + g[2] + g[4]), o1 = splat(-1.0f / 18.0f) * (g[1] + g[3]);
+    u[1] = e1 + o1;
+    u[2] = e1 - o1;
+    const wvec e3 = splat(1.0f / 360.0f) * g[0] + splat(1.0f / 90.0f) * g[2] + splat(2.0f / 45.0f) * g[4];
+    const wvec o3 = splat(1.0f / 180.0f) * g[1] + splat(1.0f / 45.0f) * g[3];
+    u[3] = e3 + o3;
+    u[4] = e3 - o3;
+    const wvec e5 = splat(8.0f / 45.0f) * g[0] + splat(2.0f / 45.0f) * g[2] + splat(1.0f / 90.0f) * g[4];
+    const wvec o5 = splat(4.0f / 45.0f) * g[1] + splat(1.0f / 45.0f) * g[3];
+    u[5] = e5 + o5;
+    u[6] = e5 - o5;
     return;
   }
   const wvec q = splat(0.25f), sixth = splat(1.0f / 6.0f), c24 = splat(1.0f / 24.0f), c12 = splat(1.0f / 12.0f);
@@ -471,14 +516,19 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   if (owned) std::free(u);
 }
 
-// 5x5 filters: F(2x2, 5x5). 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those
-// compress large outputs to a small range while passing the absolute error of pre-activation values
-// near 0 unchanged, which can turn F(4x4)'s ~10x larger rounding error into a tolerance failure;
-// F(2x2, 3x3) keeps it small. (F(2x2, 5x5) rounds like F(4x4, 3x3), so 5x5 layers with those
-// activations never come here: _params.py and dispatch.cpp send them to the direct kernel.)
+// 5x5 filters: F(4x4, 5x5) from kWinograd5x5LargeTileMinCin input channels (kernels.h), F(2x2, 5x5)
+// below. 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those compress large outputs to a
+// small range while passing the absolute error of pre-activation values near 0 unchanged, which can
+// turn F(4x4)'s ~10x larger rounding error into a tolerance failure; F(2x2, 3x3) keeps it small.
+// (The 5x5 transforms round like F(4x4, 3x3) or worse, so 5x5 layers with those activations never
+// come here: _params.py and dispatch.cpp send them to the direct kernel.)
 void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   if (p.kh == 5) {
-    run_winograd<6, 5>(p, x, w, b, y, threads);
+    if (p.c_in >= kWinograd5x5LargeTileMinCin) {
+      run_winograd<8, 5>(p, x, w, b, y, threads);
+    } else {
+      run_winograd<6, 5>(p, x, w, b, y, threads);
+    }
   } else if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
     run_winograd<4, 3>(p, x, w, b, y, threads);
   } else {

@@ -92,32 +92,37 @@ std::atomic<int> g_num_threads{omp_get_max_threads()};
 
 const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 
-// algorithm="auto": Winograd (F(4x4, 3x3) or F(2x2, 5x5)) when its estimated time is below the
+// algorithm="auto": Winograd (F(4x4, 3x3) or F(4x4, 5x5)) when its estimated time is below the
 // direct kernel's. In units of one vector FMA lane (a multiply-add): the direct kernel does
 // KH * KW * C_in * C_out per output pixel at about the efficiency of the GEMM microkernel; Winograd
-// does 36 * C_in * C_out per output tile (border tiles count whole), plus the transforms of its 6x6
-// patches, which are memory- and shuffle-bound and cost per channel and tile rather than per
-// channel pair, plus the per-call weight transform. The constants were fitted to 1-thread timings
-// (bench/NOTES.md, Winograd sections). 5x5 with sigmoid or tanh stays direct: F(2x2, 5x5) rounds
-// like F(4x4, 3x3), which those activations can turn into a tolerance failure (conv2d_winograd.cpp).
+// does A * A * C_in * C_out per output tile (border tiles count whole; A = 6 for F(4x4, 3x3), 8 for
+// F(4x4, 5x5)), plus the transforms of its A x A patches, which are memory- and shuffle-bound and
+// cost per channel and tile rather than per channel pair (in proportion to A * A), plus the
+// per-call weight transform. The constants were fitted to 1-thread timings of F(4x4, 3x3) and
+// F(2x2, 5x5) (bench/NOTES.md, Winograd sections). 5x5 with sigmoid or tanh stays direct: the 5x5
+// transforms round like F(4x4, 3x3) or worse, which those activations can turn into a tolerance
+// failure (conv2d_winograd.cpp); 3x3 with them runs F(2x2, 3x3).
 // Strided filters count with their folded shape (params.h: s_h * s_w * C_in channels, a 3x3 or 5x5
 // filter), plus the fold's pass over the input.
+static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
 bool prefer_winograd(const Conv2dParams& p) {
   const int64_t c_in = p.folded_c_in();
   if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
   if (folded && p.c_out < kWinogradFoldedMinCout) return false;
   const bool five = p.folded_kh() == 5;
-  if (five && (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh)) return false;
-  const int64_t tile = five ? 2 : 4;
+  const bool squashing = p.activation == Activation::kSigmoid || p.activation == Activation::kTanh;
+  if (five && squashing) return false;
+  const int64_t tile = !five && squashing ? 2 : 4;  // as run_unit_stride (conv2d_winograd.cpp) picks
+  const double elems = five ? 64.0 : tile == 4 ? 36.0 : 16.0;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) *
                         static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
-  const bool cached = 36.0 * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
+  const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
   const double weight_cost = cached ? kWinogradWeightCost : kWinogradWeightCostSpilled;
-  const double winograd = tiles * 36.0 * pairs * kWinogradGemmCost + tiles * (c_in + p.c_out) * kWinogradTileCost +
-                          36.0 * pairs * weight_cost;
+  const double winograd = tiles * elems * pairs * kWinogradGemmCost +
+                          tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + elems * pairs * weight_cost;
   if (!folded) return winograd < direct;
   const double fold = static_cast<double>(p.n) * (p.out_h + p.folded_kh() - 1) * (p.out_w + p.folded_kw() - 1) * c_in;
   return (winograd + fold * kWinogradFoldCost) * kWinogradFoldedOptimism < direct;

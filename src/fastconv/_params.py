@@ -411,8 +411,8 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
             f"and groups {groups}; use algorithm='auto' or 'direct'"
         )
     if algorithm == "winograd" and p.folded_kernel[0] == 5 and p.activation in ("sigmoid", "tanh"):
-        # F(2x2, 5x5) rounds about 3x worse than the direct sum; sigmoid and tanh squeeze the output's
-        # scale while keeping the absolute error near 0, which exceeds the float32 tolerance
+        # The 5x5 transforms round 3x (2x2 tiles) or more worse than the direct sum; sigmoid and tanh
+        # squeeze the output's scale while keeping the absolute error near 0, which exceeds the float32 tolerance
         # (measured: 1.1x of it on CPU and GPU). Algorithm is a speed choice, never an accuracy one.
         p = replace(p, algorithm="direct")
     return p

@@ -20,10 +20,15 @@ using GlobalPoolFn = void (*)(const GlobalPoolParams&, const float* x, float* y,
 using FmaPeakFn = double (*)(int threads, double seconds);
 using TriadFn = double (*)(int64_t floats_per_array, int threads);
 
+// 5x5 Winograd takes 4x4 output tiles, F(4x4, 5x5), from this many input channels (folded ones for
+// strided filters), F(2x2, 5x5) below: with a single channel its rounding reached 0.8 of the
+// tolerance (conv2d_winograd.cpp).
+constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
+
 struct KernelTable {
   const char* isa;
   ConvFn conv2d;     // direct convolution, any stride / padding / dilation / groups
-  ConvFn winograd;   // conv2d_winograd.cpp: F(4x4, 3x3) / F(2x2, 5x5), winograd_eligible() only
+  ConvFn winograd;   // conv2d_winograd.cpp: F(4x4 | 2x2, 3x3 | 5x5), winograd_eligible() only
   ConvFn depthwise;  // groups == C_in, one input channel per group
   ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers

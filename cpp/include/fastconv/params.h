@@ -12,7 +12,8 @@ namespace fastconv {
 
 // conv2d's algorithm= argument. kAuto: each backend's dispatch picks (a cost model on the CPU, a
 // channel-count rule on the GPU); kWinograd is only ever set for winograd_eligible() problems
-// (_params.py checks): F(4x4, 3x3) on the CPU, F(2x2, 3x3) on the GPU, and F(2x2, 5x5) on both.
+// (_params.py checks): F(4x4, 3x3) and F(4x4, 5x5), with 2x2 tiles for sigmoid / tanh (3x3) and
+// few input channels (5x5; 3x3 too on the GPU).
 enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
 
 struct Conv2dParams {
