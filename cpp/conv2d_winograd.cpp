@@ -89,6 +89,8 @@ static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned
   if (*owned) return alloc_floats(count);
   if (ws.capacity < count) {
     std::free(ws.data);
+    ws.data = nullptr;  // if the allocation below throws, no freed buffer is handed out next call
+    ws.capacity = 0;
     ws.data = alloc_floats(count);
     ws.capacity = count;
   }
