@@ -20,12 +20,15 @@ namespace {
 constexpr int64_t kWinogradMinChannels = 16;
 constexpr double kWinogradGemmCost = 1.0;     // a Winograd GEMM multiply-add
 constexpr double kWinogradTileCost = 150.0;   // input + output transform, per tile and channel
-// Weight transform, per transform element and channel pair: cheap while the 36 * C_in * C_out
-// transformed weights stay in cache, ~6x more once they spill to L3 / DRAM (written, then read back),
-// unless the map has few enough tiles for the kernel to transform them block by block right before
-// their use (conv2d_winograd.cpp, stream_weights: up to 6 x kCols tiles, 96 with AVX2).
-constexpr double kWinogradWeightCost = 10.0;
-constexpr double kWinogradWeightCostSpilled = 60.0;
+// Weight transform, per channel pair: cheap while the A * A * C_in * C_out transformed weights stay
+// in cache, ~6x more once they spill to L3 / DRAM (written, then read back), unless the map has few
+// enough tiles for the kernel to transform them block by block right before their use
+// (conv2d_winograd.cpp, stream_weights: up to 6 x kCols tiles, 96 with AVX2). Set by the filter's
+// taps more than by A: fitted 360 for F(4x4, 3x3), measured 344 for F(2x2, 3x3) and 1200-1500 for
+// F(4x4, 5x5) on 7x7 maps, where this term decides (bench/NOTES.md, "F(4x4, 5x5) on the CPU too").
+constexpr double kWinogradWeightCost3x3 = 360.0;
+constexpr double kWinogradWeightCost5x5 = 1350.0;
+constexpr double kWinogradWeightSpillFactor = 6.0;
 constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 constexpr double kWinogradStreamedMaxTiles = 96;
 // Strided filters (folded, params.h): one pass over the input per folded value, and the estimate
@@ -99,9 +102,10 @@ const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 // F(4x4, 5x5)), plus the transforms of its A x A patches, which are memory- and shuffle-bound and
 // cost per channel and tile rather than per channel pair (in proportion to A * A), plus the
 // per-call weight transform. The constants were fitted to 1-thread timings of F(4x4, 3x3) and
-// F(2x2, 5x5) (bench/NOTES.md, Winograd sections). 5x5 with sigmoid or tanh stays direct: the 5x5
-// transforms round like F(4x4, 3x3) or worse, which those activations can turn into a tolerance
-// failure (conv2d_winograd.cpp); 3x3 with them runs F(2x2, 3x3).
+// F(2x2, 5x5) (bench/NOTES.md, Winograd sections), the 5x5 weight term to F(4x4, 5x5). 5x5 with
+// sigmoid or tanh stays direct: the 5x5 transforms round like F(4x4, 3x3) or worse, which those
+// activations can turn into a tolerance failure (conv2d_winograd.cpp); 3x3 with them runs
+// F(2x2, 3x3).
 // Strided filters count with their folded shape (params.h: s_h * s_w * C_in channels, a 3x3 or 5x5
 // filter), plus the fold's pass over the input.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
@@ -120,9 +124,10 @@ bool prefer_winograd(const Conv2dParams& p) {
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) *
                         static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
-  const double weight_cost = cached ? kWinogradWeightCost : kWinogradWeightCostSpilled;
+  const double weight_cost =
+      (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
   const double winograd = tiles * elems * pairs * kWinogradGemmCost +
-                          tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + elems * pairs * weight_cost;
+                          tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + pairs * weight_cost;
   if (!folded) return winograd < direct;
   const double fold = static_cast<double>(p.n) * (p.out_h + p.folded_kh() - 1) * (p.out_w + p.folded_kw() - 1) * c_in;
   return (winograd + fold * kWinogradFoldCost) * kWinogradFoldedOptimism < direct;

@@ -142,6 +142,25 @@ def test_auto_folds_alexnet_c1(rng):
 
 
 @pytest.mark.parametrize(
+    "kernel, x_shape, c_out, activation, winograd",
+    [
+        (5, (1, 14, 14, 32), 64, "relu", True),  # F(4x4, 5x5) ~2x faster than direct (bench/NOTES.md)
+        (5, (1, 7, 7, 256), 256, "relu", False),  # 4 tiles: its weight transform costs more than it saves
+        (3, (1, 28, 28, 64), 64, "tanh", True),  # F(2x2, 3x3)
+        (3, (1, 7, 7, 512), 512, "tanh", False),
+    ],
+)
+def test_auto_weighs_the_weight_transform_on_small_maps(kernel, x_shape, c_out, activation, winograd, rng):
+    """The CPU cost model (dispatch.cpp, prefer_winograd) on either side of the measured crossovers."""
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    auto = fastconv.conv2d(x, w, padding="same", activation=activation)
+    picked = fastconv.conv2d(x, w, padding="same", activation=activation,
+                             algorithm="winograd" if winograd else "direct")
+    assert np.array_equal(auto, picked)
+
+
+@pytest.mark.parametrize(
     "kernel, x_shape, c_out, padding",
     [
         (3, (1, 9, 11, 160), 203, "same"),  # > 4 MB of transformed weights, 9 tiles: per-block weights
