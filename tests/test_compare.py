@@ -44,3 +44,16 @@ def test_all_nan_reference():
     assert_close(want.copy(), want)
     with pytest.raises(AssertionError):
         assert_close(np.zeros((2, 2)), want)
+
+
+def test_scale_of_the_sums_before_a_squeezing_activation():
+    """A single tanh output near 0 carries the rounding of its sum (here ~20 in size): judged
+    against its own size it fails, against the sum's scale it passes; a scale below the output's
+    own RMS changes nothing."""
+    sums = np.array([0.0119, 25.0, -18.0])
+    want = np.tanh(sums)
+    got = np.tanh(sums + np.array([2e-5, 0.0, 0.0]))  # float32-sized rounding of the first sum
+    with pytest.raises(AssertionError):
+        assert_close(got[:1], want[:1], terms=414)
+    assert_close(got[:1], want[:1], terms=414, scale=float(np.sqrt(np.mean(sums**2))))
+    assert max_relative_error(got, want, scale=1e-3)[0] == max_relative_error(got, want)[0]
