@@ -33,6 +33,15 @@ def random_array(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
+def squeezed_sums_scale(reference_op, args, kwargs) -> float:
+    """For sigmoid and tanh, the RMS of the sums they squeeze (reference_op without the activation),
+    the scale `_compare` judges such outputs at; 0 (the output's own) otherwise."""
+    if kwargs.get("activation") not in ("sigmoid", "tanh"):
+        return 0.0
+    sums = reference_op(*args, **dict(kwargs, activation=None))
+    return float(np.sqrt(np.mean(sums**2))) if sums.size else 0.0
+
+
 def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
     """arrays: the op's leading array arguments (float32 NumPy, None allowed). Returns the result."""
     kwargs = kwargs or {}
@@ -41,10 +50,7 @@ def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
     got = device.get(got)
     ref_arrays = [None if a is None else a.astype(np.float64) for a in arrays]
     want = getattr(reference, op_name)(*ref_arrays, **kwargs)
-    scale = 0.0
-    if kwargs.get("activation") in ("sigmoid", "tanh"):  # judged at the scale of the sums they squeeze
-        sums = getattr(reference, op_name)(*ref_arrays, **dict(kwargs, activation=None))
-        scale = float(np.sqrt(np.mean(sums**2))) if sums.size else 0.0
+    scale = squeezed_sums_scale(getattr(reference, op_name), ref_arrays, kwargs)
     _compare.assert_close(got, want, terms=terms, what=f"{op_name}{kwargs}", scale=scale)
     return got
 

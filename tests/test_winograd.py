@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, reference
 
-from helpers import random_array
+from helpers import random_array, squeezed_sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -27,10 +27,7 @@ def _check(device, x, w, b, algorithm, **kwargs):
     got = device.get(got)
     args = (x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
     want = reference.conv2d(*args, **kwargs)
-    scale = 0.0
-    if kwargs.get("activation") in ("sigmoid", "tanh"):  # judged at the scale of the sums they squeeze
-        sums = reference.conv2d(*args, **dict(kwargs, activation=None))
-        scale = float(np.sqrt(np.mean(sums**2))) if sums.size else 0.0
+    scale = squeezed_sums_scale(reference.conv2d, args, kwargs)
     terms = w.shape[0] * w.shape[1] * w.shape[2]
     _compare.assert_close(got, want, terms=terms, what=f"conv2d(algorithm={algorithm!r}, {kwargs})", scale=scale)
     return got, _compare.max_relative_error(got, want, scale)[0] / _compare.tolerance(terms)
