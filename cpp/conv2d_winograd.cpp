@@ -531,7 +531,7 @@ void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, cons
     } else {
       run_winograd<6, 5>(p, x, w, b, y, threads);
     }
-  } else if (p.activation == Activation::kSigmoid || p.activation == Activation::kTanh) {
+  } else if (squeezes_rounding(p.activation)) {
     run_winograd<4, 3>(p, x, w, b, y, threads);
   } else {
     run_winograd<6, 3>(p, x, w, b, y, threads);

@@ -115,9 +115,9 @@ bool prefer_winograd(const Conv2dParams& p) {
   const bool folded = p.stride_h * p.stride_w > 1;
   if (folded && p.c_out < kWinogradFoldedMinCout) return false;
   const bool five = p.folded_kh() == 5;
-  const bool squashing = p.activation == Activation::kSigmoid || p.activation == Activation::kTanh;
-  if (five && squashing) return false;
-  const int64_t tile = !five && squashing ? 2 : 4;  // as run_unit_stride (conv2d_winograd.cpp) picks
+  const bool squeezed = squeezes_rounding(p.activation);
+  if (five && squeezed) return false;
+  const int64_t tile = !five && squeezed ? 2 : 4;  // as run_unit_stride (conv2d_winograd.cpp) picks
   const double elems = five ? 64.0 : tile == 4 ? 36.0 : 16.0;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);

@@ -485,6 +485,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
       for (int64_t k0 = 0; k0 < p.k; k0 += chunk) {
         const int64_t steps = min_i64(chunk, p.k - k0);
         const bool first = k0 == 0, last = k0 + steps == p.k;
+        // The chunk's pack into wbuf; none with w_packed, whose blocks the tiles read in place.
         for (int64_t i = 0; i < steps && !w_packed; ++i) {
           const float* src = w + (k0 + i) * p.m + c0;
           // Each row is a short run in a page of its own: the hardware prefetchers do not follow it.

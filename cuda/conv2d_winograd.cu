@@ -296,13 +296,9 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
 }  // namespace
 
-// Sigmoid and tanh compress large outputs to a small range while passing the absolute error of
-// pre-activation values near 0 unchanged: with them, 3x3 layers keep 2x2 tiles (F(4x4, 3x3) failed
-// the tolerance with tanh at 64 -> 64 channels, 1.2x of it, as the CPU had found, cpp/conv2d_winograd.cpp)
-// and 5x5 layers run direct (_params.py sends them there even for algorithm="winograd").
-bool squashing(const Conv2dParams& p) {
-  return p.activation == Activation::kSigmoid || p.activation == Activation::kTanh;
-}
+// With sigmoid or tanh (squeezes_rounding, activation.h) 3x3 layers keep 2x2 tiles (F(4x4, 3x3)
+// failed the tolerance with tanh at 64 -> 64 channels, 1.2x of it, as the CPU had found) and 5x5
+// layers run direct (_params.py sends them there even for algorithm="winograd").
 
 // Auto picks Winograd where the saved multiplies outweigh the transforms' extra traffic. With 4x4
 // tiles, from 16 channels on both sides: on an H200 at batch 32 (bench/NOTES.md, run 9) it ran
@@ -312,7 +308,7 @@ bool squashing(const Conv2dParams& p) {
 // faster than direct, 32 -> 32 slower).
 bool winograd_pays(const Conv2dParams& p) {
   if (!p.winograd_eligible() || p.stride_h != 1 || p.stride_w != 1) return false;
-  if (squashing(p)) return p.kh == 3 && p.c_in >= 64 && p.c_out >= 64;
+  if (squeezes_rounding(p.activation)) return p.kh == 3 && p.c_in >= 64 && p.c_out >= 64;
   return p.c_in >= 16 && p.c_out >= 16;
 }
 
@@ -329,8 +325,8 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   // less V and M traffic. Their larger constants round worse where a single channel's sum has
   // nothing to average over: F(4x4, 5x5) reached 0.8 of the tolerance at C_in = 1 and 0.12 at 8
   // in a float32 simulation (bench/NOTES.md), so fewer than 8 input channels keep 2x2 tiles, as
-  // do sigmoid and tanh (squashing, above).
-  const bool large_tiles = version == 0 ? p.c_in >= 8 && !squashing(p) : version == 2;
+  // do sigmoid and tanh (above).
+  const bool large_tiles = version == 0 ? p.c_in >= 8 && !squeezes_rounding(p.activation) : version == 2;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (p.kh == 5) {
     large_tiles ? run_winograd<4, 5>(p, x, w, b, y, s) : run_winograd<2, 5>(p, x, w, b, y, s);

@@ -412,8 +412,9 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
         )
     if algorithm == "winograd" and p.folded_kernel[0] == 5 and p.activation in ("sigmoid", "tanh"):
         # The 5x5 transforms round 3x (2x2 tiles) or more worse than the direct sum; sigmoid and tanh
-        # squeeze the output's scale while keeping the absolute error near 0, which exceeds the float32 tolerance
-        # (measured: 1.1x of it on CPU and GPU). Algorithm is a speed choice, never an accuracy one.
+        # squeeze the output's scale while keeping the absolute error near 0, which exceeds the
+        # float32 tolerance (measured: 1.1x of it on CPU and GPU). Algorithm is a speed choice, never
+        # an accuracy one. (squeezes_rounding in activation.h is the kernels' side of this rule.)
         p = replace(p, algorithm="direct")
     return p
 
