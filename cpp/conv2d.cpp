@@ -1,7 +1,7 @@
 // Dense 2-D convolution, NHWC activations, HWIO weights (KH, KW, C_in / groups, C_out).
 // Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 //
-// One engine, tiled_conv (every stride / padding / dilation / groups; pointwise convolutions go to
+// One engine, tiled_conv_impl (every stride / padding / dilation / groups; pointwise convolutions go to
 // gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp):
 // the register-tiled engine of tiled_conv.h. Output pixels are flattened over (n, oy, ox) and cut
 // into tiles of TR consecutive pixels (a tile may span output rows); each group's output channels
@@ -16,7 +16,8 @@
 //  - groups > 1: a group's channels are not contiguous across kx, so each tap (ky, kx) is its own
 //    segment of C_in / groups floats, read in place (taps outside the image point at zeros); group
 //    g reads the same pixel pointers shifted by g * C_in / groups channels.
-// Weights are packed per call into contiguous, zero-padded channel blocks, group by group.
+// Weights are packed into contiguous, zero-padded channel blocks, group by group: per call, or once
+// ahead of the calls (fastconv.pack_weights: conv2d_packed_floats / pack_conv2d_weights below).
 #include <omp.h>
 
 #include <cstdlib>
@@ -63,8 +64,45 @@ __attribute__((noinline)) void run_grouped_tile(int64_t rows, const TileJob& job
 
 // The engine with TR x TV tiles (see tiled_conv.h). kGrouped: groups > 1, a separate instantiation
 // so that the ungrouped loops stay as they were (the group loop cost them registers too).
+// Weights packed as [group][block][weight_rows][kCols], zero padded past the group's C_out: one
+// block's weights are then contiguous (read in place with row stride C_out, a large C_out maps a
+// block onto a few cache sets and it thrashes L2).
+template <int TV>
+int64_t packed_floats(const Conv2dParams& p) {
+  constexpr int64_t kCols = TV * kVecLen;
+  const int64_t blocks = (p.c_out_per_group() + kCols - 1) / kCols;
+  return p.groups * blocks * p.kh * p.kw * p.c_in_per_group() * kCols;
+}
+
+// Row by row, inside the caller's parallel region: each weight row is read once, sequentially (block
+// by block it would be read with stride C_out once per block, several times slower for large C_out).
+template <int TV>
+void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed) {
+  constexpr int64_t kCols = TV * kVecLen;
+  const int64_t groups = p.groups, group_c_out = p.c_out_per_group();
+  const int64_t weight_rows = p.kh * p.kw * p.c_in_per_group();
+  const int64_t blocks = (group_c_out + kCols - 1) / kCols;
+#pragma omp for schedule(static)
+  for (int64_t row = 0; row < weight_rows; ++row) {
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t block = 0; block < blocks; ++block) {
+        const float* src = w + row * p.c_out + g * group_c_out + block * kCols;
+        float* dst = w_packed + ((g * blocks + block) * weight_rows + row) * kCols;
+        const int64_t cols = min_i64(kCols, group_c_out - block * kCols);
+        if (cols == kCols) {
+          for (int64_t v = 0; v < TV; ++v) store_vec(dst + v * kVecLen, load_vec(src + v * kVecLen));
+        } else {
+          for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// w_prepacked: pack_weight_rows' layout made ahead of the call, or null to pack w here.
 template <int TR, int TV, bool kGrouped>
-void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
+                     float* y, int threads) {
   constexpr int64_t kCols = TV * kVecLen;
   const int64_t groups = kGrouped ? p.groups : 1, group_c_in = p.c_in_per_group(), group_c_out = p.c_out_per_group();
   constexpr bool per_tap = kGrouped;
@@ -89,10 +127,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
   float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
-  // Weights packed per call into [group][block][weight_rows][kCols], zero padded past the group's
-  // C_out: one block's weights are then contiguous (read in place with row stride C_out, a large
-  // C_out maps a block onto a few cache sets and it thrashes L2). Bias padded the same way.
-  float* w_packed = alloc_floats(groups * blocks * weight_rows * kCols);
+  float* w_packed_here = w_prepacked ? nullptr : alloc_floats(packed_floats<TV>(p));
+  const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
+  // Bias padded like the weights.
   float* b_packed = b ? alloc_floats(groups * blocks * kCols) : nullptr;
   for (int64_t g = 0; b && g < groups; ++g) {
     for (int64_t j = 0; j < blocks * kCols; ++j) {
@@ -137,16 +174,6 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       }
     }
   };
-  // Weights of channel block `block` of group g, [weight_rows][kCols], zero padded past the group's C_out.
-  auto pack_block_row = [&](int64_t g, int64_t block, int64_t row, float* dst) {
-    const float* src = w + row * p.c_out + g * group_c_out + block * kCols;
-    const int64_t cols = min_i64(kCols, group_c_out - block * kCols);
-    if (cols == kCols) {
-      for (int64_t v = 0; v < TV; ++v) store_vec(dst + v * kVecLen, load_vec(src + v * kVecLen));
-      return;
-    }
-    for (int64_t j = 0; j < kCols; ++j) dst[j] = j < cols ? src[j] : 0.0f;
-  };
   auto block_job = [&](int64_t g, int64_t block, const float* block_w) {
     TileJob job{};
     job.taps = taps;
@@ -171,16 +198,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   };
 
   parallel_run(nthreads, [&] {
-    // Row by row: each weight row is read once, sequentially (block by block it would be read with
-    // stride C_out once per block, several times slower for large C_out).
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < weight_rows; ++row) {
-      for (int64_t g = 0; g < groups; ++g) {
-        for (int64_t block = 0; block < blocks; ++block) {
-          pack_block_row(g, block, row, w_packed + ((g * blocks + block) * weight_rows + row) * kCols);
-        }
-      }
-    }
+    if (w_packed_here) pack_weight_rows<TV>(p, w, w_packed_here);
     if (block_major) {
 #pragma omp for schedule(static)
       for (int64_t slot = 0; slot < sweep_slots; ++slot) set_pixel_segs(shared_segs, scratch, 0, slot);
@@ -221,24 +239,34 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   std::free(zeros);
   std::free(scratch);
   std::free(b_packed);
-  std::free(w_packed);
+  std::free(w_packed_here);
 }
+
+// The narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector, else the wide one.
+bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen; }
 
 }  // namespace
 
-void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  const bool narrow = p.c_out_per_group() <= kVecLen;
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b, float* y,
+            int threads) {
   if (p.groups > 1) {
-    narrow ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, b, y, threads)
-           : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, b, y, threads);
+    narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, w_prepacked, b, y, threads)
+                   : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, w_prepacked, b, y, threads);
   } else {
-    narrow ? tiled_conv_impl<kNarrowRows, 1, false>(p, x, w, b, y, threads)
-           : tiled_conv_impl<kTileRows, kTileVecs, false>(p, x, w, b, y, threads);
+    narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, false>(p, x, w, w_prepacked, b, y, threads)
+                   : tiled_conv_impl<kTileRows, kTileVecs, false>(p, x, w, w_prepacked, b, y, threads);
   }
 }
 
-void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  tiled_conv(p, x, w, b, y, threads);
+int64_t conv2d_packed_floats(const Conv2dParams& p) {
+  return narrow_tile(p) ? packed_floats<1>(p) : packed_floats<kTileVecs>(p);
+}
+
+void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed, int threads) {
+  const int nthreads = threads_for(conv2d_packed_floats(p), threads);  // a copy: one unit of work per float
+  parallel_run(nthreads, [&] {
+    narrow_tile(p) ? pack_weight_rows<1>(p, w, w_packed) : pack_weight_rows<kTileVecs>(p, w, w_packed);
+  });
 }
 
 }  // namespace fastconv::cpu::FC_ISA

@@ -14,8 +14,9 @@
 //
 // Steps, per call:
 //  1. Weights: U[e][co block][ci][kCols] = (G g G^T)[e] for every (ci, co), zero padded past C_out.
-//     Computed on every call: 36 * C_in * C_out values at ~50 flops each, against
-//     2 * 36 * tiles * C_in * C_out flops of GEMM, i.e. under 2% once there are >= 48 tiles.
+//     36 * C_in * C_out values at ~50 flops each, against 2 * 36 * tiles * C_in * C_out flops of
+//     GEMM: under 2% from 48 tiles, but most of a 7 x 7 map's call. Computed on every call, or once
+//     ahead of the calls (fastconv.pack_weights: winograd_packed_floats / pack_winograd_weights).
 //  2. For each block of `block` tiles (threads share a block, every step split between them):
 //     a. input transform: V[e][tile][ci] = (BT d B)[e], channels in vector lanes; the patch is read
 //        straight from x with zeros outside the image (padding) or past C_in.
@@ -424,8 +425,14 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
   }
 }
 
+// Floats between the transform elements e of the whole U (plus a cache line, as for V and M).
+int64_t prepacked_e_stride(const Conv2dParams& p) { return (p.c_out + kCols - 1) / kCols * p.c_in * kCols + 16; }
+
+// u_prepacked: U as pack_winograd_weights made it ahead of the call, or null to transform w here.
+
 template <int A, int R>
-void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,
+                  float* y, int threads) {
   constexpr int kM = A - R + 1, kElems = A * A;
   Geometry g{};
   g.tiles_h = (p.out_h + kM - 1) / kM;
@@ -452,19 +459,24 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   // never written, but V is read once per channel block, tiles / kCols times U's size; past
   // kStreamMaxTilesPerCol that costs more than U's round trip (measured, bench/NOTES.md: 28x28 and
   // smaller maps gain 1.5-2x, 56x56 x 256 channels loses 12 %).
-  const bool stream_weights = kElems * 4.0 * p.c_in * g.co_pad > kStreamWeightBytes &&
-                              all_tiles <= kStreamMaxTilesPerCol * kCols && all_tiles * per_tile_bytes <= kOneBlockBytes;
-  if (stream_weights) block = all_tiles;
+  // Prepacked weights take the same single block (each U[e] block is then read once per call) but
+  // read U as it is.
+  const bool small_map = kElems * 4.0 * p.c_in * g.co_pad > kStreamWeightBytes &&
+                         all_tiles <= kStreamMaxTilesPerCol * kCols && all_tiles * per_tile_bytes <= kOneBlockBytes;
+  const bool stream_weights = small_map && !u_prepacked;
+  if (small_map) block = all_tiles;
   g.block = block;
   g.v_stride = block * g.ci_pad + 16;
   g.m_stride = block * g.co_pad + 16;
 
   // Plus a cache line: 36 streams a power of two apart would share cache sets.
-  const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : g.co_blocks * p.c_in * kCols + 16;
-  const int64_t u_floats = stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
+  const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : prepacked_e_stride(p);
+  const int64_t u_floats = u_prepacked ? 0 : stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
   bool owned = false;
-  float* u = acquire_workspace(tls_workspace, u_floats + kElems * (g.v_stride + g.m_stride), &owned);
-  float* v = u + u_floats;
+  float* workspace = acquire_workspace(tls_workspace, u_floats + kElems * (g.v_stride + g.m_stride), &owned);
+  float* u_here = workspace;  // U when transformed here
+  const float* u = u_prepacked ? u_prepacked : u_here;
+  float* v = workspace + u_floats;
   float* m = v + kElems * g.v_stride;
   float* bias_pad = nullptr;
   if (b) {
@@ -475,7 +487,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   parallel_run(nthreads, [&] {
     if (stream_weights) {
       const int64_t count = g.tiles, panels = (count + kRows - 1) / kRows;
-      float* u_cb = u + omp_get_thread_num() * kElems * u_e_stride;
+      float* u_cb = u_here + omp_get_thread_num() * kElems * u_e_stride;
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, t, v + t * g.ci_pad);
 #pragma omp for schedule(dynamic, 1)
@@ -492,7 +504,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, t, y);
     } else {
-      transform_weights<A, R>(p, g, w, u, u_e_stride);  // ends with the implicit barrier of its omp for
+      if (!u_prepacked) transform_weights<A, R>(p, g, w, u_here, u_e_stride);  // ends with its omp for's barrier
       for (int64_t first = 0; first < g.tiles; first += g.block) {
         const int64_t count = min_i64(g.block, g.tiles - first);
         const int64_t panels = (count + kRows - 1) / kRows;
@@ -515,27 +527,33 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
     }
   });
   std::free(bias_pad);
-  if (owned) std::free(u);
+  if (owned) std::free(workspace);
 }
 
-// 5x5 filters: F(4x4, 5x5) from kWinograd5x5LargeTileMinCin input channels (kernels.h), F(2x2, 5x5)
-// below. 3x3: F(4x4, 3x3) unless the activation is sigmoid or tanh: those compress large outputs to a
-// small range while passing the absolute error of pre-activation values near 0 unchanged, which can
-// turn F(4x4)'s ~10x larger rounding error into a tolerance failure; F(2x2, 3x3) keeps it small.
-// (The 5x5 transforms round like F(4x4, 3x3) or worse, so 5x5 layers with those activations never
-// come here: _params.py and dispatch.cpp send them to the direct kernel.)
-void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  if (p.kh == 5) {
-    if (p.c_in >= kWinograd5x5LargeTileMinCin) {
-      run_winograd<8, 5>(p, x, w, b, y, threads);
-    } else {
-      run_winograd<6, 5>(p, x, w, b, y, threads);
-    }
-  } else if (squeezes_rounding(p.activation)) {
-    run_winograd<4, 3>(p, x, w, b, y, threads);
-  } else {
-    run_winograd<6, 3>(p, x, w, b, y, threads);
-  }
+// The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
+// 3x3 with sigmoid or tanh takes 2x2 tiles: those compress large outputs to a small range while
+// passing the absolute error of pre-activation values near 0 unchanged, which can turn F(4x4)'s
+// ~10x larger rounding error into a tolerance failure. (The 5x5 transforms round like F(4x4, 3x3)
+// or worse, so 5x5 layers with those activations never come here: _params.py and dispatch.cpp
+// send them to the direct kernel.)
+template <int A_, int R_>
+struct Variant {
+  static constexpr int A = A_, R = R_;
+};
+
+template <class Fn>
+auto with_variant(const Conv2dParams& p, Fn&& fn) {
+  const bool large = winograd_tile(p.kh, p.c_in, p.activation) == 4;
+  if (p.kh == 5) return large ? fn(Variant<8, 5>{}) : fn(Variant<6, 5>{});
+  return large ? fn(Variant<6, 3>{}) : fn(Variant<4, 3>{});
+}
+
+void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,
+                     float* y, int threads) {
+  with_variant(p, [&](auto v) {
+    using V = decltype(v);
+    run_winograd<V::A, V::R>(p, x, w, u_prepacked, b, y, threads);
+  });
 }
 
 // A strided filter folded into a stride-1 one (params.h, folded_kh): the input's s_h x s_w phases
@@ -608,18 +626,48 @@ void fold_weights(const Conv2dParams& p, const Conv2dParams& f, const float* w, 
 
 }  // namespace
 
-void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  if (p.stride_h == 1 && p.stride_w == 1) return run_unit_stride(p, x, w, b, y, threads);
+void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,
+                     float* y, int threads) {
+  if (p.stride_h == 1 && p.stride_w == 1) return run_unit_stride(p, x, w, u_prepacked, b, y, threads);
   const Conv2dParams f = folded_params(p);
   const int64_t folded_floats = f.n * f.h * f.w * f.c_in;
   bool owned = false;
   float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);
-  float* wf = alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
+  float* wf = u_prepacked ? nullptr : alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
   fold_input(p, f, x, xf, threads_for(folded_floats, threads));  // a copy: one unit of work per float
-  fold_weights(p, f, w, wf);
-  run_unit_stride(f, xf, wf, b, y, threads);
+  if (wf) fold_weights(p, f, w, wf);
+  run_unit_stride(f, xf, wf, u_prepacked, b, y, threads);
   std::free(wf);
   if (owned) std::free(xf);
+}
+
+// U of the (folded) filter, in the layout run_winograd reads with u_prepacked.
+int64_t winograd_packed_floats(const Conv2dParams& p) {
+  const Conv2dParams f = folded_params(p);
+  return with_variant(f, [&](auto v) {
+    using V = decltype(v);
+    return V::A * V::A * prepacked_e_stride(f);
+  });
+}
+
+void pack_winograd_weights(const Conv2dParams& p, const float* w, float* u, int threads) {
+  const Conv2dParams f = folded_params(p);
+  float* wf = nullptr;
+  if (p.stride_h * p.stride_w > 1) {
+    wf = alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
+    fold_weights(p, f, w, wf);
+  }
+  with_variant(f, [&](auto v) {
+    constexpr int A = decltype(v)::A, R = decltype(v)::R;
+    Geometry g{};
+    g.co_blocks = (f.c_out + kCols - 1) / kCols;
+    g.co_pad = g.co_blocks * kCols;
+    const int64_t e_stride = prepacked_e_stride(f);
+    std::memset(u, 0, sizeof(float) * A * A * e_stride);  // the padding between the e, never read
+    parallel_run(threads_for(A * A * e_stride * 50, threads),
+                 [&] { transform_weights<A, R>(f, g, wf ? wf : w, u, e_stride); });
+  });
+  std::free(wf);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

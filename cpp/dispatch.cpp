@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fastconv/cpu_ops.h"
@@ -31,6 +32,11 @@ constexpr double kWinogradWeightCost5x5 = 1350.0;
 constexpr double kWinogradWeightSpillFactor = 6.0;
 constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 constexpr double kWinogradStreamedMaxTiles = 96;
+// Prepacked weights, per transformed value read once per call: fitted on 7 x 7 and 14 x 14 maps
+// (bench/NOTES.md, "Weights packed ahead of the calls for every convolution"): ~5 while U is a few
+// MB, 9-12 for 9-38 MB (read at ~20 GB/s on the 2-core machine, L3 or not).
+constexpr double kWinogradPrepackedReadCost = 5.0;
+constexpr double kWinogradPrepackedSpilledReadCost = 11.0;
 // Strided filters (folded, params.h): one pass over the input per folded value, and the estimate
 // below was ~1.65x optimistic against measured times over ~90 random strided shapes (bench/NOTES.md,
 // "Strided filters folded into Winograd"), where outputs narrower than 24 channels never paid.
@@ -108,8 +114,10 @@ const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
 // F(2x2, 3x3).
 // Strided filters count with their folded shape (params.h: s_h * s_w * C_in channels, a 3x3 or 5x5
 // filter), plus the fold's pass over the input.
+// prepacked: the transformed weights come made (fastconv.pack_weights), so the weight term is
+// their read instead of their transform.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
-bool prefer_winograd(const Conv2dParams& p) {
+bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   const int64_t c_in = p.folded_c_in();
   if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
@@ -117,7 +125,7 @@ bool prefer_winograd(const Conv2dParams& p) {
   const bool five = p.folded_kh() == 5;
   const bool squeezed = squeezes_rounding(p.activation);
   if (five && squeezed) return false;
-  const int64_t tile = !five && squeezed ? 2 : 4;  // as run_unit_stride (conv2d_winograd.cpp) picks
+  const int64_t tile = winograd_tile(p.folded_kh(), c_in, p.activation);
   const double elems = five ? 64.0 : tile == 4 ? 36.0 : 16.0;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
@@ -125,7 +133,9 @@ bool prefer_winograd(const Conv2dParams& p) {
                         static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
   const double weight_cost =
-      (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
+      prepacked ? elems * (elems * pairs * 4.0 <= kWinogradCachedWeightBytes ? kWinogradPrepackedReadCost
+                                                                             : kWinogradPrepackedSpilledReadCost)
+                : (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
   const double winograd = tiles * elems * pairs * kWinogradGemmCost +
                           tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + pairs * weight_cost;
   if (!folded) return winograd < direct;
@@ -194,21 +204,77 @@ static void strided_pointwise_gemm(const Conv2dParams& p, const float* x, const 
   table().gemm(GemmParams{rows, p.c_in, p.c_out, p.activation}, pixels.data(), w, b, y, num_threads());
 }
 
-void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
-  if (p.is_pointwise()) {
-    table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
-  } else if (p.is_strided_pointwise() && p.n * p.out_h * p.out_w <= kStridedPointwiseGemmMaxRows) {
-    strided_pointwise_gemm(p, x, w, b, y);
-  } else if (p.is_depthwise()) {
-    table().depthwise(p, x, w, b, y, num_threads());
-  } else if (p.algorithm == ConvAlgorithm::kWinograd ||
-             (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p))) {
-    table().winograd(p, x, w, b, y, num_threads());
-  } else if (prefer_first_layer(p)) {
-    table().first_layer(p, x, w, b, y, num_threads());
-  } else {
-    table().conv2d(p, x, w, b, y, num_threads());
+namespace {
+
+// The kernel families a convolution can run on.
+enum class ConvPath { kGemm, kStridedGemm, kDepthwise, kWinograd, kFirstLayer, kDirect };
+
+ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
+  if (p.is_pointwise()) return ConvPath::kGemm;
+  if (p.is_strided_pointwise() && p.n * p.out_h * p.out_w <= kStridedPointwiseGemmMaxRows) return ConvPath::kStridedGemm;
+  if (p.is_depthwise()) return ConvPath::kDepthwise;
+  if (p.algorithm == ConvAlgorithm::kWinograd || (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p, prepacked))) {
+    return ConvPath::kWinograd;
   }
+  if (prefer_first_layer(p)) return ConvPath::kFirstLayer;
+  return ConvPath::kDirect;
+}
+
+void run_conv2d(const Conv2dParams& p, ConvPath path, const float* x, const float* w, const float* w_packed,
+                const float* b, float* y) {
+  switch (path) {
+    case ConvPath::kGemm:
+      return table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
+    case ConvPath::kStridedGemm:
+      return strided_pointwise_gemm(p, x, w, b, y);
+    case ConvPath::kDepthwise:
+      return table().depthwise(p, x, w, b, y, num_threads());
+    case ConvPath::kWinograd:
+      return table().winograd(p, x, w, w_packed, b, y, num_threads());
+    case ConvPath::kFirstLayer:
+      return table().first_layer(p, x, w, b, y, num_threads());
+    case ConvPath::kDirect:
+      return table().conv2d(p, x, w, w_packed, b, y, num_threads());
+  }
+}
+
+}  // namespace
+
+void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
+  run_conv2d(p, conv_path(p, false), x, w, nullptr, b, y);
+}
+
+ConvPacking conv2d_packing(const Conv2dParams& p) {
+  const KernelTable& t = table();
+  switch (conv_path(p, true)) {
+    case ConvPath::kDirect:
+      return {std::string(t.isa) + " direct, groups " + std::to_string(p.groups), t.conv2d_packed_floats(p)};
+    case ConvPath::kWinograd: {
+      const int tile = winograd_tile(p.folded_kh(), p.folded_c_in(), p.activation);
+      return {std::string(t.isa) + " winograd F(" + std::to_string(tile) + ", " + std::to_string(p.folded_kh()) +
+                  "), stride " + std::to_string(p.stride_h) + "x" + std::to_string(p.stride_w),
+              t.winograd_packed_floats(p)};
+    }
+    default:
+      return {"", 0};
+  }
+}
+
+void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed) {
+  const KernelTable& t = table();
+  switch (conv_path(p, true)) {
+    case ConvPath::kDirect:
+      return t.pack_conv2d_weights(p, w, w_packed, num_threads());
+    case ConvPath::kWinograd:
+      return t.pack_winograd_weights(p, w, w_packed, num_threads());
+    default:
+      throw std::invalid_argument("pack_conv2d_weights: this convolution's kernel takes no packed weights");
+  }
+}
+
+void conv2d_prepacked(const Conv2dParams& p, const float* x, const float* w, const float* w_packed, const float* b,
+                      float* y) {
+  run_conv2d(p, conv_path(p, true), x, w, w_packed, b, y);
 }
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {

@@ -7,7 +7,12 @@
 namespace fastconv::cpu::FC_ISA {
 
 const KernelTable table = {
-    FC_STRINGIFY(FC_ISA), conv2d, winograd_conv2d, depthwise, first_layer_conv2d, gemm, gemm_prepacked, pack_gemm_weights, gemm_packed_floats, max_pool, avg_pool, global_avg_pool, global_max_pool,
+    FC_STRINGIFY(FC_ISA),
+    conv2d, conv2d_packed_floats, pack_conv2d_weights,
+    winograd_conv2d, winograd_packed_floats, pack_winograd_weights,
+    depthwise, first_layer_conv2d,
+    gemm, gemm_prepacked, pack_gemm_weights, gemm_packed_floats,
+    max_pool, avg_pool, global_avg_pool, global_max_pool,
     fma_peak, triad_bandwidth,
 };
 

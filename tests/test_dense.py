@@ -216,7 +216,8 @@ def test_packed_weights_pointwise(shape, c_out, isa, rng):
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(stride=2), dict(padding=1), dict(stride=(1, 2), padding="same")])
 def test_packed_weights_conv2d_1x1(kwargs, isa, rng):
-    """conv2d takes a 1x1 kernel's packed (C_in, C_out) matrix; strided or padded, it runs from the copy."""
+    """conv2d takes a 1x1 kernel's packed (C_in, C_out) matrix; strided or padded, the direct kernel
+    packs its own form from it."""
     x, w, b = random_array(rng, (2, 9, 11, 40)), random_array(rng, (1, 1, 40, 300)), random_array(rng, (300,))
     got = fastconv.conv2d(x, fastconv.pack_weights(w.reshape(40, 300)), b, activation="relu", **kwargs)
     want = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kwargs)
@@ -251,13 +252,14 @@ def test_packed_weights_errors(rng):
     with pytest.raises(ValueError, match="dense: w must have shape"):
         fastconv.dense(random_array(rng, (20, 31)), packed)
     with pytest.raises(ValueError, match="pack_weights: w must be 2-D"):
-        fastconv.pack_weights(random_array(rng, (3, 3, 30, 40)))
+        fastconv.pack_weights(random_array(rng, (30, 40, 2)))
     with pytest.raises(TypeError, match="pack_weights: w must be a real floating-point array"):
         fastconv.pack_weights(np.ones((3, 4), np.int32))
     # The binding checks the packed buffer itself: its size, and the ISA it was packed for.
     p = fastconv._params.dense_problem("dense", x.shape, packed.shape, None, None)
     out = np.empty(p.out_shape, np.float32)
+    form, isa = packed.dense_form()
     with pytest.raises(ValueError, match="w_packed: expected"):
-        fastconv._cpu.dense(p, x, packed.weights, None, out, packed.packed[:-1].copy(), packed.isa)
+        fastconv._cpu.dense(p, x, packed.weights, None, out, form[:-1].copy(), isa)
     with pytest.raises(ValueError, match="w_packed: packed for"):
-        fastconv._cpu.dense(p, x, packed.weights, None, out, packed.packed, "another-isa")
+        fastconv._cpu.dense(p, x, packed.weights, None, out, form, "another-isa")

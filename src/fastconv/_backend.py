@@ -69,15 +69,18 @@ def _float32_contiguous(a):
 def run(kernel: str, problem, *arrays, packed=None):
     """Allocate the output and call the kernel `kernel` of the arrays' backend (arrays as
     as_inputs returns them: NumPy ones for the CPU, CuPy ones for the GPU). The kernels read each
-    array by its size, in the layout `problem` describes, whatever its shape. packed: dense's
-    ops.PackedWeights, used while the instruction set it was packed for is the active one."""
+    array by its size, in the layout `problem` describes, whatever its shape. packed: the
+    ops.PackedWeights that w (arrays[1]) came from, for the "dense" and "conv2d" kernels."""
     if not isinstance(arrays[0], np.ndarray):
         return _gpu.run(kernel, problem, *arrays)
     out = np.empty(problem.out_shape, _FLOAT32)
-    if packed is not None and packed.isa == _cpu.active_isa():
-        _cpu.dense(problem, *arrays, out, packed.packed, packed.isa)
-    else:
+    form = None
+    if packed is not None:
+        form = packed.dense_form() if kernel == "dense" else packed.conv2d_form(problem, arrays[1])
+    if form is None:
         getattr(_cpu, kernel)(problem, *arrays, out)
+    else:
+        getattr(_cpu, kernel)(problem, *arrays, out, *form)
     return out
 
 

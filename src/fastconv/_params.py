@@ -483,7 +483,10 @@ def dense_problem(op, x_shape, w_shape, b_shape, activation) -> DenseProblem:
 
 
 def pack_weights_problem(op, w_shape) -> None:
-    _check_shape(op, "w", w_shape, 2, "(in_features, out_features)")
+    if len(w_shape) == 4:
+        _check_shape(op, "w", w_shape, 4, "(KH, KW, C_in // groups, C_out)")
+    else:
+        _check_shape(op, "w", w_shape, 2, "(in_features, out_features), or 4-D (KH, KW, C_in // groups, C_out)")
 
 
 @_memoized("size", "stride", "padding")

@@ -28,18 +28,18 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     (ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, e.g. AlexNet's 11x11 at stride 4) are
     eligible too: the CPU runs them as a stride-1 Winograd convolution over the input's stride_h x
     stride_w phases stacked as channels; the GPU runs them with its direct kernel.
-    A 1x1 kernel's w may also be pack_weights' of its (C_in, C_out) matrix.
+    w may also be pack_weights' (of w, or of a 1x1 kernel's (C_in, C_out) matrix).
     Returns (N, OH, OW, C_out) float32.
     """
     packed = w if isinstance(w, PackedWeights) else None
     if packed is not None:
-        w = packed.weights.reshape((1, 1) + packed.shape)
+        w = packed.weights if packed.weights.ndim == 4 else packed.weights.reshape((1, 1) + packed.shape)
     x, w, b = _backend.as_inputs("conv2d", "x w b", x, w, b)
     p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation,
                                algorithm)
     if packed is not None and p.is_pointwise:
         return _pointwise_packed(p, x, w, b, packed)
-    return _backend.run("conv2d", p, x, w, b)
+    return _backend.run("conv2d", p, x, w, b, packed=packed)
 
 
 def depthwise_conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, activation=None):
@@ -55,7 +55,9 @@ def depthwise_conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, act
 def pointwise_conv2d(x, w, b=None, *, activation=None):
     """1x1 convolution: x (N, H, W, C_in) times w (C_in, C_out) at every pixel; w may be pack_weights'."""
     packed = w if isinstance(w, PackedWeights) else None
-    x, w, b = _backend.as_inputs("pointwise_conv2d", "x w b", x, w if packed is None else packed.weights, b)
+    if packed is not None:
+        w = packed.matrix("pointwise_conv2d")
+    x, w, b = _backend.as_inputs("pointwise_conv2d", "x w b", x, w, b)
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
     if packed is None:
         return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
@@ -66,49 +68,82 @@ def _pointwise_packed(p, x, w, b, packed):
     """A pointwise problem as the same GEMM over its N * H * W pixels, which the dense path runs with
     the packed weights."""
     pixels = _params.dense_problem(p.op, (p.n * p.h * p.w, p.c_in), (p.c_in, p.c_out), _shape(b), p.activation)
+    w = w.reshape(p.c_in, p.c_out)
     return _backend.run("dense", pixels, x.reshape(pixels.n, p.c_in), w, b, packed=packed).reshape(p.out_shape)
 
 
 def dense(x, w, b=None, *, activation=None):
     """Fully connected layer: x (N, in) @ w (in, out) + b, then the activation; w may be pack_weights'."""
     packed = w if isinstance(w, PackedWeights) else None
-    x, w, b = _backend.as_inputs("dense", "x w b", x, w if packed is None else packed.weights, b)
+    x, w, b = _backend.as_inputs("dense", "x w b", x, w if packed is None else packed.matrix("dense"), b)
     p = _params.dense_problem("dense", x.shape, w.shape, _shape(b), activation)
     return _backend.run("dense", p, x, w, b, packed=packed)
 
 
 class PackedWeights:
-    """Weights of a dense layer (in, out), or of a 1x1 convolution (C_in, C_out), copied and packed
-    once for the CPU kernels, for layers called many times with the same weights: dense,
-    pointwise_conv2d and a 1x1 conv2d accept it as w and skip the packing their few-row path (17-200
-    rows) otherwise does on every call. Made by pack_weights; CPU arrays only. It keeps its own copy
-    of the weights, so later changes to the array it came from do not reach it. Packed for the
-    instruction set in use when it was made; after a switch (tests, benchmarks) the calls run from
-    the plain copy."""
+    """Weights copied and packed once for the CPU kernels, for layers called many times with the same
+    weights: made by pack_weights from a dense layer's (in, out) matrix, a 1x1 convolution's (C_in,
+    C_out) one, or any convolution's HWIO w. dense, pointwise_conv2d and conv2d accept it as w and skip
+    the packing (or, for Winograd, the weight transform) they otherwise do on every call. CPU arrays
+    only. It keeps its own copy of the weights, so later changes to the array it came from do not
+    reach it. The packed form depends on the instruction set in use and, for a convolution, on the
+    kernel a call's shape selects (the direct kernel, or one of the Winograd transforms): each form is
+    made by the first call that needs it and kept, so a layer pays its packing once per form. A 2-D
+    matrix's form is made by pack_weights itself."""
 
-    def __init__(self, weights, packed, isa: str):
-        self.weights, self.packed, self.isa = weights, packed, isa
+    def __init__(self, weights):
+        self.weights = weights
+        self._forms = {}  # layout name (the kernels' own, with the ISA) -> packed floats
 
     @property
     def shape(self):
         return self.weights.shape
 
+    def matrix(self, op):
+        """The weights as the (in, out) matrix of a dense or pointwise layer."""
+        w = self.weights
+        if w.ndim == 4 and w.shape[:2] != (1, 1):
+            raise ValueError(f"{op}: w is packed from a {w.shape[0]}x{w.shape[1]} kernel, not an (in, out) matrix")
+        return w.reshape(w.shape[-2:])
+
+    def dense_form(self):
+        """(packed, layout) for the dense kernel under the active ISA."""
+        w = self.matrix("dense")
+        k, m = w.shape
+        size = _cpu.dense_packed_size(k, m)
+        return self._form(_cpu.active_isa(), size, lambda out: _cpu.pack_dense_weights(w, k, m, out))
+
+    def conv2d_form(self, problem, w):
+        """(packed, layout) for the kernel that serves problem, or None when it reads w as it is."""
+        layout, floats = _cpu.conv2d_packing(problem)
+        if not layout:
+            return None
+        return self._form(layout, floats, lambda out: _cpu.pack_conv2d_weights(problem, w, out))
+
+    def _form(self, layout, floats, pack):
+        packed = self._forms.get(layout)
+        if packed is None:
+            packed = np.empty(floats, np.float32)
+            pack(packed)
+            self._forms[layout] = packed
+        return packed, layout
+
     def __repr__(self):
-        return f"PackedWeights(shape={self.weights.shape}, isa={self.isa!r})"
+        return f"PackedWeights(shape={self.weights.shape}, forms={sorted(self._forms)})"
 
 
 def pack_weights(w) -> PackedWeights:
-    """w (in, out) float32-convertible NumPy array -> PackedWeights for dense, pointwise_conv2d and a
-    1x1 conv2d (whose HWIO w is then w.reshape(C_in, C_out))."""
+    """w, a float32-convertible NumPy array -> PackedWeights: (in, out) for dense, pointwise_conv2d and a
+    1x1 conv2d (whose HWIO w is then w.reshape(C_in, C_out)), packed here; or HWIO (KH, KW, C_in //
+    groups, C_out) for conv2d, packed by its first call (the form depends on the call's shape)."""
     (w,) = _backend.as_inputs("pack_weights", "w", w)
     _params.pack_weights_problem("pack_weights", w.shape)
     if _backend._on_gpu(w):
         raise TypeError("pack_weights: w must be a CPU (NumPy) array; the GPU kernels take CuPy weights as they are")
-    w = w.copy()
-    k, m = w.shape
-    packed = np.empty(_cpu.dense_packed_size(k, m), dtype=np.float32)
-    _cpu.pack_dense_weights(w, k, m, packed)
-    return PackedWeights(w, packed, _cpu.active_isa())
+    packed = PackedWeights(w.copy())
+    if w.ndim == 2:
+        packed.dense_form()
+    return packed
 
 
 def max_pool2d(x, size, stride=None, padding="valid", ceil_mode=False):

@@ -23,6 +23,19 @@ int num_threads();
 void set_num_threads(int n);
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
+// Convolution weights packed ahead of the calls (fastconv.pack_weights). conv2d_packing(p) names
+// the packed layout that the kernel serving p reads, given packed weights ("avx2 winograd F(4, 3),
+// stride 1x1"; it depends on the ISA, the kernel and, for Winograd, the transform, not on the map),
+// and its size in floats; an empty name: that kernel reads w as it is. pack_conv2d_weights fills
+// such a buffer from w; conv2d_prepacked runs p from it (and from w where the kernel reads w).
+struct ConvPacking {
+  std::string layout;
+  int64_t floats;
+};
+ConvPacking conv2d_packing(const Conv2dParams& p);
+void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed);
+void conv2d_prepacked(const Conv2dParams& p, const float* x, const float* w, const float* w_packed, const float* b,
+                      float* y);
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y);
 // Dense weights packed ahead of the calls (fastconv.pack_weights), in the active ISA's layout:
 // gemm_packed_floats(k, m) floats filled by pack_gemm_weights; gemm_prepacked reads them where its

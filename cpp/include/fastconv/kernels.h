@@ -10,6 +10,12 @@
 namespace fastconv::cpu {
 
 using ConvFn = void (*)(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads);
+// w_packed: the kernel's own packed form of w made ahead of the calls (fastconv.pack_weights), or
+// null to pack w per call.
+using PackableConvFn = void (*)(const Conv2dParams&, const float* x, const float* w, const float* w_packed,
+                                const float* b, float* y, int threads);
+using ConvPackedSizeFn = int64_t (*)(const Conv2dParams&);
+using ConvPackFn = void (*)(const Conv2dParams&, const float* w, float* w_packed, int threads);
 using GemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);
 using PackedGemmFn = void (*)(const GemmParams&, const float* x, const float* w, const float* w_packed, const float* b,
                               float* y, int threads);
@@ -25,10 +31,22 @@ using TriadFn = double (*)(int64_t floats_per_array, int threads);
 // tolerance (conv2d_winograd.cpp).
 constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 
+// The output tile side (4 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 / 5x5
+// problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
+// (squeezes_rounding), take 2x2 tiles, whose rounding error is smaller.
+inline int winograd_tile(int64_t kh, int64_t c_in, Activation act) {
+  if (kh == 5) return c_in >= kWinograd5x5LargeTileMinCin ? 4 : 2;
+  return squeezes_rounding(act) ? 2 : 4;
+}
+
 struct KernelTable {
   const char* isa;
-  ConvFn conv2d;     // direct convolution, any stride / padding / dilation / groups
-  ConvFn winograd;   // conv2d_winograd.cpp: F(4x4 | 2x2, 3x3 | 5x5), winograd_eligible() only
+  PackableConvFn conv2d;    // direct convolution, any stride / padding / dilation / groups
+  ConvPackedSizeFn conv2d_packed_floats;  // its packed weights (pack_conv2d_weights' output)
+  ConvPackFn pack_conv2d_weights;
+  PackableConvFn winograd;  // conv2d_winograd.cpp: F(4x4 | 2x2, 3x3 | 5x5), winograd_eligible() only
+  ConvPackedSizeFn winograd_packed_floats;  // its transformed weights U
+  ConvPackFn pack_winograd_weights;
   ConvFn depthwise;  // groups == C_in, one input channel per group
   ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers
@@ -46,8 +64,14 @@ struct KernelTable {
 // Declares one instruction set's kernels; expanded once per ISA below and inside each family file.
 #define FASTCONV_DECLARE_ISA_KERNELS(ns)                                                              \
   namespace ns {                                                                                      \
-  void conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
-  void winograd_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  void conv2d(const Conv2dParams&, const float* x, const float* w, const float* w_packed, const float* b, float* y, \
+              int threads);                                                                           \
+  int64_t conv2d_packed_floats(const Conv2dParams&);                                                  \
+  void pack_conv2d_weights(const Conv2dParams&, const float* w, float* w_packed, int threads);        \
+  void winograd_conv2d(const Conv2dParams&, const float* x, const float* w, const float* w_packed, const float* b, \
+                       float* y, int threads);                                                        \
+  int64_t winograd_packed_floats(const Conv2dParams&);                                                \
+  void pack_winograd_weights(const Conv2dParams&, const float* w, float* w_packed, int threads);      \
   void depthwise(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void first_layer_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void gemm(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);    \

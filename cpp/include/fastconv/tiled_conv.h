@@ -22,9 +22,6 @@
 
 namespace fastconv::cpu::FC_ISA {
 
-// Defined in conv2d.cpp: groups == 1 convolution with the tiled engine.
-void tiled_conv(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads);
-
 namespace {
 
 typedef float vfloat __attribute__((vector_size(FC_VEC_BYTES)));

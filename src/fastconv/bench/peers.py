@@ -111,11 +111,8 @@ class Fastconv(Adapter):
 
         # A layer's weights packed once, outside the timed calls, as a network holds them (and as
         # onnxruntime packs its constant weights once per session).
-        w = arrays.get("w")
-        if case.op in ("dense", "pointwise_conv2d"):
-            arrays = dict(arrays, w=fastconv.pack_weights(w))
-        elif case.op == "conv2d" and w.shape[:2] == (1, 1) and w.shape[2] == case.x[3]:  # 1x1, one group
-            arrays = dict(arrays, w=fastconv.pack_weights(w.reshape(w.shape[2:])))
+        if case.op in ("dense", "pointwise_conv2d", "conv2d"):
+            arrays = dict(arrays, w=fastconv.pack_weights(arrays["w"]))
         return bind_op(fastconv, case, arrays), np.asarray
 
     supports_models = True

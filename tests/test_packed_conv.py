@@ -1,0 +1,177 @@
+"""conv2d with weights packed ahead of the calls (pack_weights of an HWIO w): the direct kernel's
+channel blocks and the Winograd kernels' transformed weights U, made by the first call that needs
+each form and read by the later ones, against the float64 reference and against the same kernel
+packing per call (the same arithmetic, so bit for bit)."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _compare, _params, reference
+
+from helpers import num_threads, random_array, squeezed_sums_scale
+
+ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
+
+
+def _check_packed(x, w, b, packed=None, **kwargs):
+    """conv2d from packed weights: within tolerance of the reference and, unless the algorithm is
+    "auto" (whose cost model weighs packed weights differently), equal to the per-call packing."""
+    packed = packed if packed is not None else fastconv.pack_weights(w)
+    got = fastconv.conv2d(x, packed, b, **kwargs)
+    args = (x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
+    ref_kwargs = {k: v for k, v in kwargs.items() if k != "algorithm"}
+    want = reference.conv2d(*args, **ref_kwargs)
+    assert got.shape == want.shape and got.dtype == np.float32
+    scale = squeezed_sums_scale(reference.conv2d, args, ref_kwargs)
+    terms = w.shape[0] * w.shape[1] * w.shape[2]
+    _compare.assert_close(got, want, terms=terms, what=f"conv2d packed {kwargs}", scale=scale)
+    if kwargs.get("algorithm", "auto") != "auto":
+        np.testing.assert_array_equal(got, fastconv.conv2d(x, w, b, **kwargs))
+    return packed
+
+
+def _problem(x_shape, w_shape, **kwargs):
+    return _params.conv2d_problem("conv2d", x_shape, w_shape, None, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                                  kwargs.get("dilation", 1), kwargs.get("groups", 1), kwargs.get("activation"),
+                                  kwargs.get("algorithm", "auto"))
+
+
+@st.composite
+def packed_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 1, 2, 3]))
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    if draw(st.booleans()):
+        kh = kw = draw(st.sampled_from([3, 5]))
+    stride = draw(st.sampled_from([1, 1, 2, (1, 2), 3]))
+    dilation = draw(st.sampled_from([1, 1, 1, 2]))
+    padding = draw(st.sampled_from(["valid", "same", 0, 1, 2, (1, 0)]))
+    n, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    c_in, c_out = groups * draw(st.integers(1, 24)), groups * draw(st.integers(1, 24))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  activation=draw(st.sampled_from(ACTIVATIONS)))
+    return (n, h, w, c_in), (kh, kw, c_in // groups, c_out), draw(st.booleans()), kwargs, draw(st.integers(1, 3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=packed_cases())
+def test_packed_conv2d_random(case, isa, rng):
+    x_shape, w_shape, bias, kwargs, threads = case
+    try:
+        p = _problem(x_shape, w_shape, **kwargs)
+    except ValueError:  # the window does not fit the padded input, or "same" with a stride and dilation
+        return
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    b = random_array(rng, (w_shape[3],)) if bias else None
+    algorithms = ["auto", "direct"] + (["winograd"] if p.winograd_eligible else [])
+    with num_threads(threads):
+        for algorithm in algorithms:
+            _check_packed(x, w, b, algorithm=algorithm, **kwargs)
+
+
+# Each path the packed forms take: the direct kernel's sweeps and its one block-major sweep (few
+# pixels, 512 x 512 weights), narrow and grouped tiles, channel counts past the vector blocks; every
+# Winograd transform (F(4x4, 3x3), F(2x2, 3x3) with tanh, F(4x4, 5x5), F(2x2, 5x5) below 8 input
+# channels), its single block on small maps with large U, and strided filters folded into it.
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 7, 7, 512), (3, 3, 512, 512), dict(padding=1, algorithm="direct")),
+    ((1, 7, 7, 512), (3, 3, 512, 512), dict(padding=1, algorithm="winograd")),
+    ((1, 14, 14, 256), (3, 3, 256, 260), dict(padding="same", algorithm="winograd", activation="relu")),
+    ((2, 13, 11, 40), (3, 3, 40, 37), dict(padding=1, algorithm="winograd", activation="tanh")),
+    ((1, 27, 27, 96), (5, 5, 96, 70), dict(padding=2, algorithm="winograd", activation="silu")),
+    ((2, 12, 9, 5), (5, 5, 5, 24), dict(padding=(1, 3), algorithm="winograd")),
+    ((1, 35, 33, 3), (11, 11, 3, 40), dict(stride=4, algorithm="winograd")),
+    ((2, 15, 16, 24), (5, 5, 24, 33), dict(stride=2, padding="same", algorithm="winograd")),
+    ((2, 30, 30, 16), (3, 3, 16, 6), dict(padding=1, algorithm="direct", activation="relu6")),
+    ((1, 17, 17, 64), (1, 7, 64, 96), dict(padding=(0, 3))),
+    ((2, 20, 19, 48), (3, 3, 12, 36), dict(groups=4, padding=1, stride=2)),
+    ((1, 12, 12, 32), (3, 3, 4, 16), dict(groups=8, dilation=2, padding="same")),
+    ((3, 9, 9, 130), (2, 2, 130, 70), dict(dilation=(2, 1))),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_conv2d_paths(x_shape, w_shape, kwargs, threads, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape, 0.1), random_array(rng, (w_shape[3],))
+    with num_threads(threads):
+        packed = _check_packed(x, w, b, **kwargs)
+        _check_packed(x, w, None, packed, **kwargs)  # the form made by the first call, read again
+
+
+def test_packed_conv2d_forms_per_kernel_and_isa(rng):
+    """One PackedWeights serves maps that select different kernels, and every instruction set: each
+    (ISA, kernel) gets its own form, made once."""
+    w, b = random_array(rng, (3, 3, 64, 64), 0.1), random_array(rng, (64,))
+    packed = fastconv.pack_weights(w)
+    previous = fastconv._cpu.active_isa()
+    try:
+        for name in fastconv._cpu.supported_isas():
+            fastconv._cpu.set_isa(name)
+            for algorithm in ("direct", "winograd"):
+                _check_packed(random_array(rng, (1, 10, 12, 64)), w, b, packed, padding=1, algorithm=algorithm)
+                _check_packed(random_array(rng, (2, 6, 5, 64)), w, b, packed, padding=1, algorithm=algorithm)
+    finally:
+        fastconv._cpu.set_isa(previous)
+    layouts = sorted(packed._forms)
+    assert len(layouts) == 2 * len(fastconv._cpu.supported_isas()), layouts
+    assert all(layout.split()[0] in fastconv._cpu.supported_isas() for layout in layouts)
+
+
+def test_packed_weights_on_kernels_that_read_w_in_place(rng):
+    """Depthwise, first-layer and pointwise convolutions take packed weights too; the first two read
+    the copy as it is, the last one the dense layout."""
+    for x_shape, w_shape, kwargs in [((2, 16, 16, 8), (3, 3, 1, 8), dict(groups=8, padding=1)),
+                                     ((2, 32, 32, 3), (3, 3, 3, 32), dict(stride=2, padding=1)),
+                                     ((1, 9, 9, 40), (1, 1, 40, 50), dict())]:
+        x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+        packed = _check_packed(x, w, None, activation="relu", **kwargs)
+        kernel_layouts = [layout for layout in packed._forms if "direct" in layout or "winograd" in layout]
+        assert kernel_layouts == [], packed._forms
+
+
+def test_packed_conv2d_keeps_its_own_copy(rng):
+    x, w = random_array(rng, (1, 7, 7, 64)), random_array(rng, (3, 3, 64, 64))
+    packed = fastconv.pack_weights(w)
+    want = fastconv.conv2d(x, w, padding=1)
+    w[:] = 0.0
+    np.testing.assert_array_equal(fastconv.conv2d(x, packed, padding=1, algorithm="direct"),
+                                  fastconv.conv2d(x, packed.weights, padding=1, algorithm="direct"))
+    _compare.assert_close(fastconv.conv2d(x, packed, padding=1), want, terms=9 * 64, what="packed copy")
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_packed_conv2d_reads_its_form_not_w(algorithm, rng):
+    """After the first call, the kernel reads the packed form instead of packing w again: with the
+    form zeroed, every output is the bias alone."""
+    x, w, b = random_array(rng, (1, 9, 9, 32)), random_array(rng, (3, 3, 32, 40)), random_array(rng, (40,))
+    packed = _check_packed(x, w, b, padding=1, algorithm=algorithm)
+    (form,) = packed._forms.values()
+    form[:] = 0.0
+    got = fastconv.conv2d(x, packed, b, padding=1, algorithm=algorithm)
+    np.testing.assert_array_equal(got, np.broadcast_to(b, got.shape))
+
+
+def test_packed_conv2d_errors(rng):
+    with pytest.raises(ValueError, match="pack_weights: w must be 2-D"):
+        fastconv.pack_weights(random_array(rng, (3, 3, 4)))
+    packed = fastconv.pack_weights(random_array(rng, (3, 3, 16, 16)))
+    with pytest.raises(ValueError, match=r"conv2d: w must have shape \(KH, KW, C_in // groups, C_out\)"):
+        fastconv.conv2d(random_array(rng, (1, 8, 8, 9)), packed)
+    with pytest.raises(ValueError, match="pointwise_conv2d: w is packed from a 3x3 kernel"):
+        fastconv.pointwise_conv2d(random_array(rng, (1, 8, 8, 16)), packed)
+    with pytest.raises(ValueError, match="dense: w is packed from a 3x3 kernel"):
+        fastconv.dense(random_array(rng, (2, 8)), packed)
+    # The binding checks the packed buffer: the layout it was packed as, and its size.
+    x = random_array(rng, (1, 8, 8, 16))
+    p = _problem(x.shape, packed.shape, padding=1, algorithm="direct")
+    q = _problem(x.shape, packed.shape, padding=1, algorithm="winograd")
+    form, layout = packed.conv2d_form(p, packed.weights)
+    out = np.empty(p.out_shape, np.float32)
+    with pytest.raises(ValueError, match="w_packed: packed as"):
+        fastconv._cpu.conv2d(q, x, packed.weights, None, out, form, layout)
+    with pytest.raises(ValueError, match="w_packed: expected"):
+        fastconv._cpu.conv2d(p, x, packed.weights, None, out, form[:-1].copy(), layout)
+    depthwise = _problem((1, 8, 8, 8), (3, 3, 1, 8), groups=8)
+    assert fastconv._cpu.conv2d_packing(depthwise) == ("", 0)
+    with pytest.raises(ValueError, match="takes no packed weights"):
+        fastconv._cpu.pack_conv2d_weights(depthwise, random_array(rng, (3, 3, 1, 8)), np.empty(1, np.float32))
