@@ -26,9 +26,11 @@ def test_dense_matches_matmul(device, rng):
     np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows, k, m", [(1, 3, 1), (5, 64, 16), (7, 1, 33), (13, 20, 47), (25, 300, 130), (6, 2000, 8)])
+@pytest.mark.parametrize("rows, k, m", [(1, 3, 1), (5, 64, 16), (7, 1, 33), (13, 20, 47), (25, 300, 130), (6, 2000, 8),
+                                        (4, 512, 10), (3, 700, 53), (4, 37, 1), (8, 100, 70)])
 def test_dense_tile_edges(rows, k, m, device, isa, rng):
-    """Rows not a multiple of the 6/8-row tile, columns past the 8/16/32-column blocks, tiny k."""
+    """Rows not a multiple of the 6/8-row tile, columns past the 8/16/32-column blocks, tiny k; one
+    row group (<= 4 rows on AVX2, 8 on AVX-512) walking all k steps per strip."""
     x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
     check_against_reference(device, "dense", [x, w, b], dict(activation="relu"), terms=k)
 

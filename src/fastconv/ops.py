@@ -107,11 +107,14 @@ class PackedWeights:
         return w.reshape(w.shape[-2:])
 
     def dense_form(self):
-        """(packed, layout) for the dense kernel under the active ISA."""
+        """(packed, layout) for the dense kernel under the active ISA (its layout's name)."""
+        isa = _cpu.active_isa()
+        packed = self._forms.get(isa)  # first, and alone: a tiny dense layer's call is a few us
+        if packed is not None:
+            return packed, isa
         w = self.matrix("dense")
         k, m = w.shape
-        size = _cpu.dense_packed_size(k, m)
-        return self._form(_cpu.active_isa(), size, lambda out: _cpu.pack_dense_weights(w, k, m, out))
+        return self._form(isa, _cpu.dense_packed_size(k, m), lambda out: _cpu.pack_dense_weights(w, k, m, out))
 
     def conv2d_form(self, problem, w):
         """(packed, layout) for the kernel that serves problem, or None when it reads w as it is."""
