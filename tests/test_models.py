@@ -103,7 +103,7 @@ def test_check_raises_on_mismatch():
     with pytest.raises(AssertionError, match=r"^lenet5: \d+ layer\(s\) differ from fastconv.reference: c1 "):
         model.check(rtol=1e-12)
     model["c3"].compute = lambda F, P, x: F.conv2d(
-        x, P["weight"] * (1.001 if F is fastconv else 1.0), P["bias"], activation="tanh")
+        x, model["c3"].params["weight"] * (1.001 if F is fastconv else 1.0), P["bias"], activation="tanh")
     with pytest.raises(AssertionError, match=r"c3 \(Conv2d\)"):
         model.check()
 
@@ -138,12 +138,26 @@ def test_init_is_reproducible():
 
 
 def test_weights_are_prepared_once():
+    """Pointwise layers read their own arrays; spatial convolutions a PackedWeights over them, whose
+    packed forms the first call makes and the later ones reuse, until set_params."""
     model = models.lenet5().init(0)
-    layer = model["c1"]
-    assert layer.device_params("cpu") is layer.params
-    before = {k: id(v) for k, v in layer.params.items()}
-    model(_image((1, 32, 32, 1)))
-    assert {k: id(v) for k, v in layer.params.items()} == before
+    before = {k: id(v) for k, v in model["c3"].params.items()}
+    cpu = model["c3"].device_params("cpu")
+    assert model["c3"].device_params("cpu") is cpu
+    assert isinstance(cpu["weight"], fastconv.PackedWeights) and cpu["weight"].weights is model["c3"].params["weight"]
+    assert model["c3"].device_params("host") is model["c3"].params
+    x = _image((1, 32, 32, 1))
+    want = model(x)
+    forms = {k: id(v) for k, v in cpu["weight"]._forms.items()}
+    assert forms  # LeNet C3 (6 -> 16, 5x5) runs the direct kernel, from its packed form
+    np.testing.assert_array_equal(model(x), want)
+    assert {k: id(v) for k, v in cpu["weight"]._forms.items()} == forms
+    assert {k: id(v) for k, v in model["c3"].params.items()} == before
+    model["c3"].set_params(weight=model["c3"].params["weight"] * 2.0)
+    assert model["c3"].device_params("cpu") is not cpu
+    assert not np.array_equal(model(x), want)
+    pointwise = models.resnet50(num_classes=10)["layer1.0.conv1"]
+    assert pointwise.device_params("cpu") is pointwise.params
 
 
 def test_save_load_round_trip(tmp_path):

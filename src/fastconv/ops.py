@@ -89,7 +89,8 @@ class PackedWeights:
     reach it. The packed form depends on the instruction set in use and, for a convolution, on the
     kernel a call's shape selects (the direct kernel, or one of the Winograd transforms): each form is
     made by the first call that needs it and kept, so a layer pays its packing once per form. A 2-D
-    matrix's form is made by pack_weights itself."""
+    matrix's form is made by pack_weights itself. PackedWeights(w) wraps a float32 C-contiguous w
+    without copying it, for an owner that never changes w in place (the models' layers)."""
 
     def __init__(self, weights):
         self.weights = weights

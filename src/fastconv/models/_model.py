@@ -180,7 +180,7 @@ class Model:
         device = _device_of(x)
         x_host = _to_host(x)
         record = []
-        want = _Run(reference, "cpu", record).call(self.body, x_host.astype(np.float64))
+        want = _Run(reference, "host", record).call(self.body, x_host.astype(np.float64))
         run = _Run(_fastconv(), device)
         rows, worst = [], (-1.0, "", (), 0.0)
         for layer, xs, y in record:
