@@ -161,17 +161,14 @@ def test_packed_conv2d_errors(rng):
         fastconv.pointwise_conv2d(random_array(rng, (1, 8, 8, 16)), packed)
     with pytest.raises(ValueError, match="dense: w is packed from a 3x3 kernel"):
         fastconv.dense(random_array(rng, (2, 8)), packed)
-    # The binding checks the packed buffer: the layout it was packed as, and its size.
+    # The binding checks what it finds: a dict of forms, and the size of the layout's form.
     x = random_array(rng, (1, 8, 8, 16))
     p = _problem(x.shape, packed.shape, padding=1, algorithm="direct")
-    q = _problem(x.shape, packed.shape, padding=1, algorithm="winograd")
-    form, layout = packed.conv2d_form(p, packed.weights)
+    layout, floats = fastconv._cpu.conv2d_packing(p)
     out = np.empty(p.out_shape, np.float32)
-    with pytest.raises(ValueError, match="w_packed: packed as"):
-        fastconv._cpu.conv2d(q, x, packed.weights, None, out, form, layout)
     with pytest.raises(ValueError, match="w_packed: expected"):
-        fastconv._cpu.conv2d(p, x, packed.weights, None, out, form[:-1].copy(), layout)
+        fastconv._cpu.conv2d(p, x, packed.weights, None, out, {layout: np.zeros(floats - 1, np.float32)})
+    with pytest.raises(TypeError, match="forms: expected a dict"):
+        fastconv._cpu.conv2d(p, x, packed.weights, None, out, [])
     depthwise = _problem((1, 8, 8, 8), (3, 3, 1, 8), groups=8)
     assert fastconv._cpu.conv2d_packing(depthwise) == ("", 0)
-    with pytest.raises(ValueError, match="takes no packed weights"):
-        fastconv._cpu.pack_conv2d_weights(depthwise, random_array(rng, (3, 3, 1, 8)), np.empty(1, np.float32))

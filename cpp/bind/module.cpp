@@ -42,25 +42,34 @@ float* output_of(py::handle a, int64_t expected) { return checked(a, expected, "
 
 const float* bias_of(py::handle b, int64_t expected) { return b.is_none() ? nullptr : data_of(b, expected, "b"); }
 
-// w_packed: None, or pack_conv2d_weights' array for this problem's w, in the layout named `layout`
-// (conv2d_packing's name, which the kernel that will run checks against its own).
-void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle w_packed,
-            const std::string& layout) {
+// forms: None, or a PackedWeights' dict of packed forms of w (layout name -> float32 array). The
+// kernel that serves the problem names its layout (cpu::conv2d_packing); its form is taken from
+// the dict, or made here and added to it, and read instead of packing w on every call.
+void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle forms) {
   const Conv2dParams p = bind::conv2d_params(problem);
   const float* xp = data_of(x, p.n * p.h * p.w * p.c_in, "x");
   const float* wp = data_of(w, p.kh * p.kw * p.c_in_per_group() * p.c_out, "w");
   const float* bp = bias_of(b, p.c_out);
   float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c_out);
-  if (w_packed.is_none()) {
+  const cpu::ConvPacking packing = forms.is_none() ? cpu::ConvPacking{} : cpu::conv2d_packing(p);
+  if (packing.layout.empty()) {
     py::gil_scoped_release release;
     return cpu::conv2d(p, xp, wp, bp, yp);
   }
-  const cpu::ConvPacking packing = cpu::conv2d_packing(p);
-  if (layout != packing.layout) {
-    throw std::invalid_argument("w_packed: packed as '" + layout + "', this call's kernel reads '" + packing.layout +
-                                "'");
+  if (!PyDict_Check(forms.ptr())) throw py::type_error("forms: expected a dict of packed weight forms");
+  const py::dict form_dict = py::reinterpret_borrow<py::dict>(forms);
+  const py::str key(packing.layout);
+  if (!form_dict.contains(key)) {
+    Array form(packing.floats);
+    float* fp = form.mutable_data();
+    {
+      py::gil_scoped_release release;
+      cpu::pack_conv2d_weights(p, wp, fp);
+    }
+    form_dict[key] = form;
   }
-  const float* pp = data_of(w_packed, packing.floats, "w_packed");
+  const py::object form = form_dict[key];
+  const float* pp = data_of(form, packing.floats, "w_packed");
   py::gil_scoped_release release;
   cpu::conv2d_prepacked(p, xp, wp, pp, bp, yp);
 }
@@ -69,16 +78,6 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
 py::tuple conv2d_packing(py::handle problem) {
   const cpu::ConvPacking packing = cpu::conv2d_packing(bind::conv2d_params(problem));
   return py::make_tuple(packing.layout, packing.floats);
-}
-
-void pack_conv2d_weights(py::handle problem, py::handle w, py::handle out) {
-  const Conv2dParams p = bind::conv2d_params(problem);
-  const cpu::ConvPacking packing = cpu::conv2d_packing(p);
-  if (packing.layout.empty()) throw std::invalid_argument("w: this convolution's kernel takes no packed weights");
-  const float* wp = data_of(w, p.kh * p.kw * p.c_in_per_group() * p.c_out, "w");
-  float* op = output_of(out, packing.floats);
-  py::gil_scoped_release release;
-  cpu::pack_conv2d_weights(p, wp, op);
 }
 
 // w_packed: None, or pack_dense_weights' array for w, packed under the ISA named `packed_isa` (a
@@ -142,11 +141,10 @@ PYBIND11_MODULE(_cpu, m) {
 
   // Arrays: float32 C-contiguous NumPy arrays (b may be None); out is written in place.
   m.def("conv2d", &conv2d, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
-        py::arg("w_packed").none(true) = py::none(), py::arg("layout") = "",
+        py::arg("forms").none(true) = py::none(),
         "Any Conv2dProblem: direct, depthwise or pointwise kernel chosen from its geometry.");
   m.def("conv2d_packing", &conv2d_packing, py::arg("problem"),
         "(layout, floats) of the packed weights conv2d would read for this problem under the active ISA.");
-  m.def("pack_conv2d_weights", &pack_conv2d_weights, py::arg("problem"), py::arg("w"), py::arg("out"));
   m.def("dense", &dense, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
         py::arg("w_packed").none(true) = py::none(), py::arg("packed_isa") = "");
   m.def("dense_packed_size", &dense_packed_size, py::arg("k"), py::arg("m"),

@@ -74,13 +74,12 @@ def run(kernel: str, problem, *arrays, packed=None):
     if not isinstance(arrays[0], np.ndarray):
         return _gpu.run(kernel, problem, *arrays)
     out = np.empty(problem.out_shape, _FLOAT32)
-    form = None
-    if packed is not None:
-        form = packed.dense_form() if kernel == "dense" else packed.conv2d_form(problem, arrays[1])
-    if form is None:
+    if packed is None:
         getattr(_cpu, kernel)(problem, *arrays, out)
+    elif kernel == "dense":
+        _cpu.dense(problem, *arrays, out, *packed.dense_form())
     else:
-        getattr(_cpu, kernel)(problem, *arrays, out, *form)
+        _cpu.conv2d(problem, *arrays, out, packed._forms)
     return out
 
 

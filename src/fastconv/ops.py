@@ -94,7 +94,9 @@ class PackedWeights:
 
     def __init__(self, weights):
         self.weights = weights
-        self._forms = {}  # layout name (the kernels' own, with the ISA) -> packed floats
+        # layout name (the kernels' own, with the ISA) -> packed floats; the conv2d binding fills in
+        # the convolutions' forms itself.
+        self._forms = {}
 
     @property
     def shape(self):
@@ -116,13 +118,6 @@ class PackedWeights:
         w = self.matrix("dense")
         k, m = w.shape
         return self._form(isa, _cpu.dense_packed_size(k, m), lambda out: _cpu.pack_dense_weights(w, k, m, out))
-
-    def conv2d_form(self, problem, w):
-        """(packed, layout) for the kernel that serves problem, or None when it reads w as it is."""
-        layout, floats = _cpu.conv2d_packing(problem)
-        if not layout:
-            return None
-        return self._form(layout, floats, lambda out: _cpu.pack_conv2d_weights(problem, w, out))
 
     def _form(self, layout, floats, pack):
         packed = self._forms.get(layout)
