@@ -62,8 +62,6 @@ __attribute__((noinline)) void run_grouped_tile(int64_t rows, const TileJob& job
   run_tile_rows<TR, TV>(rows, job);
 }
 
-// The engine with TR x TV tiles (see tiled_conv.h). kGrouped: groups > 1, a separate instantiation
-// so that the ungrouped loops stay as they were (the group loop cost them registers too).
 // Weights packed as [group][block][weight_rows][kCols], zero padded past the group's C_out: one
 // block's weights are then contiguous (read in place with row stride C_out, a large C_out maps a
 // block onto a few cache sets and it thrashes L2).
@@ -99,6 +97,8 @@ void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed) {
   }
 }
 
+// The engine with TR x TV tiles (see tiled_conv.h). kGrouped: groups > 1, a separate instantiation
+// so that the ungrouped loops stay as they were (the group loop cost them registers too).
 // w_prepacked: pack_weight_rows' layout made ahead of the call, or null to pack w here.
 template <int TR, int TV, bool kGrouped>
 void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,

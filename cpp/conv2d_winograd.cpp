@@ -429,7 +429,6 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
 int64_t prepacked_e_stride(const Conv2dParams& p) { return (p.c_out + kCols - 1) / kCols * p.c_in * kCols + 16; }
 
 // u_prepacked: U as pack_winograd_weights made it ahead of the call, or null to transform w here.
-
 template <int A, int R>
 void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,
                   float* y, int threads) {
