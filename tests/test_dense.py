@@ -237,7 +237,7 @@ def test_packed_weights_keep_their_own_copy(rng):
 
 def test_packed_weights_survive_an_isa_switch(rng):
     x, w, b = _packed_case(rng, 49, 300, 700)
-    packed = fastconv.pack_weights(w)  # packed for the ISA in use
+    packed = fastconv.pack_weights(w)  # each call packs for the ISA in use, once
     want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     previous = fastconv._cpu.active_isa()
     try:
@@ -246,6 +246,7 @@ def test_packed_weights_survive_an_isa_switch(rng):
             _compare.assert_close(fastconv.dense(x, packed, b), want, terms=300, what=f"dense packed, {name}")
     finally:
         fastconv._cpu.set_isa(previous)
+    assert sorted(packed.forms) == sorted(fastconv._cpu.supported_isas())  # one form per ISA, each made once
 
 
 def test_packed_weights_errors(rng):
@@ -257,11 +258,10 @@ def test_packed_weights_errors(rng):
         fastconv.pack_weights(random_array(rng, (30, 40, 2)))
     with pytest.raises(TypeError, match="pack_weights: w must be a real floating-point array"):
         fastconv.pack_weights(np.ones((3, 4), np.int32))
-    # The binding checks the packed buffer itself: its size, and the ISA it was packed for.
+    # The binding checks what it finds: a dict of forms, and the size of the ISA's form.
     p = fastconv._params.dense_problem("dense", x.shape, packed.shape, None, None)
     out = np.empty(p.out_shape, np.float32)
-    form, isa = packed.dense_form()
     with pytest.raises(ValueError, match="w_packed: expected"):
-        fastconv._cpu.dense(p, x, packed.weights, None, out, form[:-1].copy(), isa)
-    with pytest.raises(ValueError, match="w_packed: packed for"):
-        fastconv._cpu.dense(p, x, packed.weights, None, out, form, "another-isa")
+        fastconv._cpu.dense(p, x, packed.weights, None, out, {fastconv._cpu.active_isa(): np.zeros(7, np.float32)})
+    with pytest.raises(TypeError, match="forms: expected a dict"):
+        fastconv._cpu.dense(p, x, packed.weights, None, out, [])

@@ -148,10 +148,10 @@ def test_weights_are_prepared_once():
     assert model["c3"].device_params("host") is model["c3"].params
     x = _image((1, 32, 32, 1))
     want = model(x)
-    forms = {k: id(v) for k, v in cpu["weight"]._forms.items()}
+    forms = {k: id(v) for k, v in cpu["weight"].forms.items()}
     assert forms  # LeNet C3 (6 -> 16, 5x5) runs the direct kernel, from its packed form
     np.testing.assert_array_equal(model(x), want)
-    assert {k: id(v) for k, v in cpu["weight"]._forms.items()} == forms
+    assert {k: id(v) for k, v in cpu["weight"].forms.items()} == forms
     assert {k: id(v) for k, v in model["c3"].params.items()} == before
     model["c3"].set_params(weight=model["c3"].params["weight"] * 2.0)
     assert model["c3"].device_params("cpu") is not cpu

@@ -112,7 +112,7 @@ def test_packed_conv2d_forms_per_kernel_and_isa(rng):
                 _check_packed(random_array(rng, (2, 6, 5, 64)), w, b, packed, padding=1, algorithm=algorithm)
     finally:
         fastconv._cpu.set_isa(previous)
-    layouts = sorted(packed._forms)
+    layouts = sorted(packed.forms)
     assert len(layouts) == 2 * len(fastconv._cpu.supported_isas()), layouts
     assert all(layout.split()[0] in fastconv._cpu.supported_isas() for layout in layouts)
 
@@ -125,8 +125,8 @@ def test_packed_weights_on_kernels_that_read_w_in_place(rng):
                                      ((1, 9, 9, 40), (1, 1, 40, 50), dict())]:
         x, w = random_array(rng, x_shape), random_array(rng, w_shape)
         packed = _check_packed(x, w, None, activation="relu", **kwargs)
-        kernel_layouts = [layout for layout in packed._forms if "direct" in layout or "winograd" in layout]
-        assert kernel_layouts == [], packed._forms
+        kernel_layouts = [layout for layout in packed.forms if "direct" in layout or "winograd" in layout]
+        assert kernel_layouts == [], packed.forms
 
 
 def test_packed_conv2d_keeps_its_own_copy(rng):
@@ -145,7 +145,7 @@ def test_packed_conv2d_reads_its_form_not_w(algorithm, rng):
     form zeroed, every output is the bias alone."""
     x, w, b = random_array(rng, (1, 9, 9, 32)), random_array(rng, (3, 3, 32, 40)), random_array(rng, (40,))
     packed = _check_packed(x, w, b, padding=1, algorithm=algorithm)
-    (form,) = packed._forms.values()
+    (form,) = packed.forms.values()
     form[:] = 0.0
     got = fastconv.conv2d(x, packed, b, padding=1, algorithm=algorithm)
     np.testing.assert_array_equal(got, np.broadcast_to(b, got.shape))

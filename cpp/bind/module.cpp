@@ -42,9 +42,28 @@ float* output_of(py::handle a, int64_t expected) { return checked(a, expected, "
 
 const float* bias_of(py::handle b, int64_t expected) { return b.is_none() ? nullptr : data_of(b, expected, "b"); }
 
-// forms: None, or a PackedWeights' dict of packed forms of w (layout name -> float32 array). The
-// kernel that serves the problem names its layout (cpu::conv2d_packing); its form is taken from
-// the dict, or made here and added to it, and read instead of packing w on every call.
+// A PackedWeights' form of w under `layout` (its dict `forms`: layout name -> float32 array of
+// `floats`): found, or made by pack(data) with the GIL released and added. The kernels read it in
+// place of packing w on every call.
+template <class Pack>
+const float* packed_form(py::handle forms, const std::string& layout, int64_t floats, Pack&& pack) {
+  if (!PyDict_Check(forms.ptr())) throw py::type_error("forms: expected a dict of packed weight forms");
+  const py::dict form_dict = py::reinterpret_borrow<py::dict>(forms);
+  const py::str key(layout);
+  if (!form_dict.contains(key)) {
+    Array form(floats);
+    float* data = form.mutable_data();
+    {
+      py::gil_scoped_release release;
+      pack(data);
+    }
+    form_dict[key] = form;
+  }
+  return data_of(form_dict[key], floats, "w_packed");  // the dict keeps the array alive
+}
+
+// forms: None, or a PackedWeights' dict of forms; the kernel that serves the problem names its
+// layout (cpu::conv2d_packing), or none when it reads w as it is.
 void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle forms) {
   const Conv2dParams p = bind::conv2d_params(problem);
   const float* xp = data_of(x, p.n * p.h * p.w * p.c_in, "x");
@@ -56,20 +75,8 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
     py::gil_scoped_release release;
     return cpu::conv2d(p, xp, wp, bp, yp);
   }
-  if (!PyDict_Check(forms.ptr())) throw py::type_error("forms: expected a dict of packed weight forms");
-  const py::dict form_dict = py::reinterpret_borrow<py::dict>(forms);
-  const py::str key(packing.layout);
-  if (!form_dict.contains(key)) {
-    Array form(packing.floats);
-    float* fp = form.mutable_data();
-    {
-      py::gil_scoped_release release;
-      cpu::pack_conv2d_weights(p, wp, fp);
-    }
-    form_dict[key] = form;
-  }
-  const py::object form = form_dict[key];
-  const float* pp = data_of(form, packing.floats, "w_packed");
+  const float* pp =
+      packed_form(forms, packing.layout, packing.floats, [&](float* f) { cpu::pack_conv2d_weights(p, wp, f); });
   py::gil_scoped_release release;
   cpu::conv2d_prepacked(p, xp, wp, pp, bp, yp);
 }
@@ -80,39 +87,21 @@ py::tuple conv2d_packing(py::handle problem) {
   return py::make_tuple(packing.layout, packing.floats);
 }
 
-// w_packed: None, or pack_dense_weights' array for w, packed under the ISA named `packed_isa` (a
-// layout of another ISA may have the same size).
-void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle w_packed,
-           const std::string& packed_isa) {
+// forms: None, or a PackedWeights' dict of forms; the dense form's layout is the ISA's name.
+void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle forms) {
   const GemmParams p = bind::dense_params(problem);
   const float* xp = data_of(x, p.rows * p.k, "x");
   const float* wp = data_of(w, p.k * p.m, "w");
   const float* bp = bias_of(b, p.m);
   float* yp = output_of(out, p.rows * p.m);
-  if (w_packed.is_none()) {
+  if (forms.is_none()) {
     py::gil_scoped_release release;
     return cpu::gemm(p, xp, wp, bp, yp);
   }
-  if (packed_isa != cpu::active_isa()) {
-    throw std::invalid_argument("w_packed: packed for " + packed_isa + ", the kernels run " + cpu::active_isa());
-  }
-  const float* pp = data_of(w_packed, cpu::gemm_packed_floats(p.k, p.m), "w_packed");
+  const float* pp = packed_form(forms, cpu::active_isa(), cpu::gemm_packed_floats(p.k, p.m),
+                                [&](float* f) { cpu::pack_gemm_weights(p.k, p.m, wp, f); });
   py::gil_scoped_release release;
   cpu::gemm_prepacked(p, xp, wp, pp, bp, yp);
-}
-
-// w (k, m) -> out, the active ISA's packed layout of gemm_packed_floats(k, m) floats.
-int64_t dense_packed_size(int64_t k, int64_t m) {
-  if (k < 1 || m < 1) throw std::invalid_argument("k and m must be >= 1");
-  return cpu::gemm_packed_floats(k, m);
-}
-
-void pack_dense_weights(py::handle w, int64_t k, int64_t m, py::handle out) {
-  dense_packed_size(k, m);
-  const float* wp = data_of(w, k * m, "w");
-  float* op = output_of(out, cpu::gemm_packed_floats(k, m));
-  py::gil_scoped_release release;
-  cpu::pack_gemm_weights(k, m, wp, op);
 }
 
 template <void (*Kernel)(const Pool2dParams&, const float*, float*)>
@@ -146,10 +135,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("conv2d_packing", &conv2d_packing, py::arg("problem"),
         "(layout, floats) of the packed weights conv2d would read for this problem under the active ISA.");
   m.def("dense", &dense, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
-        py::arg("w_packed").none(true) = py::none(), py::arg("packed_isa") = "");
-  m.def("dense_packed_size", &dense_packed_size, py::arg("k"), py::arg("m"),
-        "Floats of pack_dense_weights' output under the active ISA.");
-  m.def("pack_dense_weights", &pack_dense_weights, py::arg("w"), py::arg("k"), py::arg("m"), py::arg("out"));
+        py::arg("forms").none(true) = py::none());
   m.def("max_pool2d", &pool2d<cpu::max_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("avg_pool2d", &pool2d<cpu::avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("global_avg_pool2d", &global_pool2d<cpu::global_avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));

@@ -76,10 +76,8 @@ def run(kernel: str, problem, *arrays, packed=None):
     out = np.empty(problem.out_shape, _FLOAT32)
     if packed is None:
         getattr(_cpu, kernel)(problem, *arrays, out)
-    elif kernel == "dense":
-        _cpu.dense(problem, *arrays, out, *packed.dense_form())
     else:
-        _cpu.conv2d(problem, *arrays, out, packed._forms)
+        getattr(_cpu, kernel)(problem, *arrays, out, packed.forms)
     return out
 
 

@@ -88,15 +88,16 @@ class PackedWeights:
     only. It keeps its own copy of the weights, so later changes to the array it came from do not
     reach it. The packed form depends on the instruction set in use and, for a convolution, on the
     kernel a call's shape selects (the direct kernel, or one of the Winograd transforms): each form is
-    made by the first call that needs it and kept, so a layer pays its packing once per form. A 2-D
-    matrix's form is made by pack_weights itself. PackedWeights(w) wraps a float32 C-contiguous w
-    without copying it, for an owner that never changes w in place (the models' layers)."""
+    made by the first call that needs it and kept in `forms`, so a layer pays its packing once per
+    form. PackedWeights(w) wraps a float32 C-contiguous w without copying it, for an owner that never
+    changes w in place (the models' layers)."""
 
     def __init__(self, weights):
         self.weights = weights
-        # layout name (the kernels' own, with the ISA) -> packed floats; the conv2d binding fills in
-        # the convolutions' forms itself.
-        self._forms = {}
+        # Layout name (the kernels' own, with the ISA) -> packed floats: the dense and conv2d
+        # bindings look their form up here, or make it and add it, within the call.
+        self.forms = {}
+        self._matrix = weights.reshape(weights.shape[-2:]) if weights.ndim == 2 or weights.shape[:2] == (1, 1) else None
 
     @property
     def shape(self):
@@ -104,45 +105,24 @@ class PackedWeights:
 
     def matrix(self, op):
         """The weights as the (in, out) matrix of a dense or pointwise layer."""
-        w = self.weights
-        if w.ndim == 4 and w.shape[:2] != (1, 1):
-            raise ValueError(f"{op}: w is packed from a {w.shape[0]}x{w.shape[1]} kernel, not an (in, out) matrix")
-        return w.reshape(w.shape[-2:])
-
-    def dense_form(self):
-        """(packed, layout) for the dense kernel under the active ISA (its layout's name)."""
-        isa = _cpu.active_isa()
-        packed = self._forms.get(isa)  # first, and alone: a tiny dense layer's call is a few us
-        if packed is not None:
-            return packed, isa
-        w = self.matrix("dense")
-        k, m = w.shape
-        return self._form(isa, _cpu.dense_packed_size(k, m), lambda out: _cpu.pack_dense_weights(w, k, m, out))
-
-    def _form(self, layout, floats, pack):
-        packed = self._forms.get(layout)
-        if packed is None:
-            packed = np.empty(floats, np.float32)
-            pack(packed)
-            self._forms[layout] = packed
-        return packed, layout
+        if self._matrix is None:
+            kh, kw = self.weights.shape[:2]
+            raise ValueError(f"{op}: w is packed from a {kh}x{kw} kernel, not an (in, out) matrix")
+        return self._matrix
 
     def __repr__(self):
-        return f"PackedWeights(shape={self.weights.shape}, forms={sorted(self._forms)})"
+        return f"PackedWeights(shape={self.weights.shape}, forms={sorted(self.forms)})"
 
 
 def pack_weights(w) -> PackedWeights:
     """w, a float32-convertible NumPy array -> PackedWeights: (in, out) for dense, pointwise_conv2d and a
-    1x1 conv2d (whose HWIO w is then w.reshape(C_in, C_out)), packed here; or HWIO (KH, KW, C_in //
-    groups, C_out) for conv2d, packed by its first call (the form depends on the call's shape)."""
+    1x1 conv2d (whose HWIO w is then w.reshape(C_in, C_out)), or HWIO (KH, KW, C_in // groups, C_out)
+    for conv2d. The packing itself happens in the first call (the form depends on the kernel)."""
     (w,) = _backend.as_inputs("pack_weights", "w", w)
     _params.pack_weights_problem("pack_weights", w.shape)
     if _backend._on_gpu(w):
         raise TypeError("pack_weights: w must be a CPU (NumPy) array; the GPU kernels take CuPy weights as they are")
-    packed = PackedWeights(w.copy())
-    if w.ndim == 2:
-        packed.dense_form()
-    return packed
+    return PackedWeights(w.copy())
 
 
 def max_pool2d(x, size, stride=None, padding="valid", ceil_mode=False):
