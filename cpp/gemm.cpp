@@ -14,7 +14,8 @@
 //    kGroupRows rows broadcasts x[r, k] and FMAs into rows x kStripVecs accumulators; the strip's
 //    weights (kChunkK x 24 floats on AVX2) stay in L1 between the row groups. The partial sums
 //    live in y between chunks; the last chunk adds nothing new but the activation. A column tail
-//    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights.
+//    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights. With
+//    weights packed ahead (pack_weights), stream_gemm_packed walks the packed blocks instead.
 //  - sweep_gemm (17-100 rows and >= 2 column blocks per thread, or 101-200 rows and >= 256
 //    columns: dense layers at batch 17-200, pointwise convolutions of 5 x 5 to 14 x 14 maps with
 //    wide outputs): threads split the column blocks; a thread packs a group of its blocks one
@@ -58,6 +59,7 @@ constexpr int kGroupRows = 4;
 #endif
 constexpr int64_t kChunkK = 16;
 constexpr int64_t kOneChunkMaxBytes = 512 * 1024;
+constexpr int64_t kPackedChunkK = 128;  // 8 KiB of a packed block (16 KiB with AVX-512)
 constexpr int64_t kPrefetchSteps = 32;
 
 struct StripJob {
@@ -130,6 +132,48 @@ static inline void run_strip_vecs(int64_t vecs, int64_t rows, const StripJob& j)
   } else {
     run_strip_rows<1>(rows, j);
   }
+}
+
+// stream_gemm over pack_gemm_weights' blocks (kTileVecs vectors wide, each block's k rows
+// contiguous): the threads split the blocks, and each block is walked front to back, chunk by chunk
+// (its partial sums in y meanwhile), so that every block is one sequential stream; no tail copy.
+void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_packed, const float* b, float* y,
+                        int threads) {
+  constexpr int64_t kCols = kTileVecs * kVecLen;
+  const int64_t blocks = (p.m + kCols - 1) / kCols;
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), blocks));
+  // One row group runs each block in one go; more share each chunk's weights from L1.
+  const int64_t chunk_k = p.rows <= kGroupRows ? p.k : kPackedChunkK;
+  const bool from_l3 = p.k * p.m * static_cast<int64_t>(sizeof(float)) > kOneChunkMaxBytes;
+  parallel_run(nthreads, [&] {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    for (int64_t blk = blocks * tid / nt; blk < blocks * (tid + 1) / nt; ++blk) {
+      const int64_t c0 = blk * kCols;
+      StripJob j{};
+      j.ldx = p.k;
+      j.ldw = kCols;
+      j.ldy = p.m;
+      j.cols = min_i64(kCols, p.m - c0);
+      j.bias = b ? b + c0 : nullptr;
+      j.act = p.activation;
+      const int64_t vecs = (j.cols + kVecLen - 1) / kVecLen;
+      for (int64_t k0 = 0; k0 < p.k; k0 += chunk_k) {
+        j.steps = min_i64(chunk_k, p.k - k0);
+        j.first = k0 == 0;
+        j.last = k0 + j.steps == p.k;
+        j.w = w_packed + (blk * p.k + k0) * kCols;
+        // From L3 a lone sequential stream arrives too slowly for 4 rows of FMAs: past L2 the first
+        // row group prefetches kPrefetchSteps ahead, into the next block, never past the buffer.
+        const bool ahead = from_l3 && (blk + 1 < blocks || k0 + j.steps + kPrefetchSteps <= p.k);
+        for (int64_t r0 = 0; r0 < p.rows; r0 += kGroupRows) {
+          j.prefetch = ahead && r0 == 0 ? j.w + kPrefetchSteps * kCols : nullptr;
+          j.x = x + r0 * p.k + k0;
+          j.y = y + r0 * p.m + c0;
+          run_strip_vecs(vecs, p.rows - r0, j);
+        }
+      }
+    }
+  });
 }
 
 void stream_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
@@ -555,13 +599,16 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
 }
 
 // The paths by row count (see the top of the file); w_packed, when given, stands in for sweep_gemm's
-// packing, the one path whose per-call pack is a large share of its time.
+// packing, the one path whose per-call pack is a large share of its time, and for stream_gemm's
+// strided reads of w.
 void run_gemm(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y,
               int threads) {
   if (p.rows <= kRowStreamCachedMaxRows || (p.rows <= kRowStreamMaxRows && weights_past_cache(p))) {
     return row_stream_gemm(p, x, w, b, y, threads);
   }
-  if (p.rows <= kStreamMaxRows) return stream_gemm(p, x, w, b, y, threads);
+  if (p.rows <= kStreamMaxRows) {
+    return w_packed ? stream_gemm_packed(p, x, w_packed, b, y, threads) : stream_gemm(p, x, w, b, y, threads);
+  }
   if (p.rows <= kSweepMaxRows || (p.rows <= kSweepWideMaxRows && p.m >= kSweepWideMinCols)) {
     const int64_t blocks = (p.m + kTileVecs * kVecLen - 1) / (kTileVecs * kVecLen);
     const int nthreads = threads_for(p.rows * p.k * p.m, threads);

@@ -183,8 +183,9 @@ def test_dense_chunked_reduction(rows, k, m, device, isa, rng):
 
 # pack_weights: dense and pointwise_conv2d with weights packed ahead of the calls. sweep_gemm (17-200
 # rows) reads the packed blocks in place of its per-call pack (chunks of <= 128 steps, several groups
-# per thread, a partly filled last block, 33.7 MB past the last-level cache with its prefetch); the
-# other paths run from the PackedWeights' own copy of w.
+# per thread, a partly filled last block, 33.7 MB past the last-level cache with its prefetch), and
+# stream_gemm (3-16 rows) walks them block by block (one row group whole, more in 128-step chunks,
+# past L2 with a prefetch into the next block); the other paths run from the PackedWeights' own copy.
 def _packed_case(rng, rows, k, m):
     return random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
 
@@ -192,7 +193,8 @@ def _packed_case(rng, rows, k, m):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("rows, k, m", [(17, 2048, 1000), (32, 129, 37), (49, 512, 700), (64, 1000, 200), (49, 7, 2500),
                                         (97, 1, 65), (169, 130, 1000), (200, 33, 255), (3, 40, 50), (300, 70, 90),
-                                        (40, 4099, 2053)])
+                                        (40, 4099, 2053), (4, 512, 10), (8, 700, 33), (16, 100, 1), (4, 2100, 300),
+                                        (5, 3000, 170)])
 def test_packed_weights_dense(threads, rows, k, m, isa, rng):
     x, w, b = _packed_case(rng, rows, k, m)
     want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="silu")
