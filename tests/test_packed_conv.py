@@ -183,3 +183,27 @@ def test_auto_with_packed_weights_weighs_reading_u(x_shape, c_out, kernel):
     p = _problem(x_shape, (3, 3, x_shape[3], c_out), padding=1, activation="relu")
     layout, floats = fastconv._cpu.conv2d_packing(p)
     assert layout.split()[1].rstrip(",") == kernel and floats > 0, layout
+
+
+def test_packed_weights_shared_between_python_threads(rng):
+    """Threads calling with one PackedWeights at once, before any form exists: each call may pack with
+    the GIL released; the dict keeps the first form stored and no call reads one it let go (a version
+    that replaced the stored form freed it under a running kernel: wrong results in most rounds)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    w, b = random_array(rng, (3, 3, 48, 40), 0.1), random_array(rng, (40,))
+    wd = random_array(rng, (700, 300))
+    xs = [random_array(rng, (1, 12, 12, 48)) for _ in range(8)]
+    xd = [random_array(rng, (8, 700)) for _ in range(8)]
+    want = [fastconv.conv2d(x, w, b, padding=1, algorithm="direct") for x in xs]
+    want_dense = [fastconv.dense(x, wd) for x in xd]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            packed, packed_dense = fastconv.pack_weights(w), fastconv.pack_weights(wd)
+            got = list(pool.map(lambda x: fastconv.conv2d(x, packed, b, padding=1, algorithm="direct"), xs))
+            got_dense = list(pool.map(lambda x: fastconv.dense(x, packed_dense), xd))
+            for y, expected in zip(got, want):
+                np.testing.assert_array_equal(y, expected)
+            for y, expected in zip(got_dense, want_dense):
+                _compare.assert_close(y, expected, terms=700, what="dense, packed in threads")
+            assert len(packed.forms) == 1 and len(packed_dense.forms) == 1

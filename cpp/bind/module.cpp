@@ -44,22 +44,26 @@ const float* bias_of(py::handle b, int64_t expected) { return b.is_none() ? null
 
 // A PackedWeights' form of w under `layout` (its dict `forms`: layout name -> float32 array of
 // `floats`): found, or made by pack(data) with the GIL released and added. The kernels read it in
-// place of packing w on every call.
+// place of packing w on every call. Returned as a reference the caller holds while its kernel runs:
+// threads that made the same form at once keep the first one stored (setdefault), and none of them
+// reads an array the dict has let go.
 template <class Pack>
-const float* packed_form(py::handle forms, const std::string& layout, int64_t floats, Pack&& pack) {
+py::object packed_form(py::handle forms, const std::string& layout, int64_t floats, Pack&& pack) {
   if (!PyDict_Check(forms.ptr())) throw py::type_error("forms: expected a dict of packed weight forms");
-  const py::dict form_dict = py::reinterpret_borrow<py::dict>(forms);
   const py::str key(layout);
-  if (!form_dict.contains(key)) {
-    Array form(floats);
-    float* data = form.mutable_data();
-    {
-      py::gil_scoped_release release;
-      pack(data);
-    }
-    form_dict[key] = form;
+  if (PyObject* found = PyDict_GetItemWithError(forms.ptr(), key.ptr())) {
+    return py::reinterpret_borrow<py::object>(found);
   }
-  return data_of(form_dict[key], floats, "w_packed");  // the dict keeps the array alive
+  if (PyErr_Occurred()) throw py::error_already_set();
+  Array fresh(floats);
+  float* data = fresh.mutable_data();
+  {
+    py::gil_scoped_release release;
+    pack(data);
+  }
+  PyObject* kept = PyDict_SetDefault(forms.ptr(), key.ptr(), fresh.ptr());
+  if (kept == nullptr) throw py::error_already_set();
+  return py::reinterpret_borrow<py::object>(kept);
 }
 
 // forms: None, or a PackedWeights' dict of forms; the kernel that serves the problem names its
@@ -75,8 +79,9 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
     py::gil_scoped_release release;
     return cpu::conv2d(p, xp, wp, bp, yp);
   }
-  const float* pp =
+  const py::object form =
       packed_form(forms, packing.layout, packing.floats, [&](float* f) { cpu::pack_conv2d_weights(p, wp, f); });
+  const float* pp = data_of(form, packing.floats, "w_packed");
   py::gil_scoped_release release;
   cpu::conv2d_prepacked(p, xp, wp, pp, bp, yp);
 }
@@ -98,8 +103,10 @@ void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::han
     py::gil_scoped_release release;
     return cpu::gemm(p, xp, wp, bp, yp);
   }
-  const float* pp = packed_form(forms, cpu::active_isa(), cpu::gemm_packed_floats(p.k, p.m),
-                                [&](float* f) { cpu::pack_gemm_weights(p.k, p.m, wp, f); });
+  const int64_t floats = cpu::gemm_packed_floats(p.k, p.m);
+  const py::object form =
+      packed_form(forms, cpu::active_isa(), floats, [&](float* f) { cpu::pack_gemm_weights(p.k, p.m, wp, f); });
+  const float* pp = data_of(form, floats, "w_packed");
   py::gil_scoped_release release;
   cpu::gemm_prepacked(p, xp, wp, pp, bp, yp);
 }
