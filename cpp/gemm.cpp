@@ -58,9 +58,13 @@ constexpr int kGroupRows = 8;
 constexpr int kGroupRows = 4;
 #endif
 constexpr int64_t kChunkK = 16;
-constexpr int64_t kOneChunkMaxBytes = 512 * 1024;
+constexpr int64_t kL2WeightBytes = 512 * 1024;  // weights this small stay in L2 between calls
 constexpr int64_t kPackedChunkK = 128;  // 8 KiB of a packed block (16 KiB with AVX-512)
 constexpr int64_t kPrefetchSteps = 32;
+
+static inline bool weights_in_l2(const GemmParams& p) {
+  return p.k * p.m * static_cast<int64_t>(sizeof(float)) <= kL2WeightBytes;
+}
 
 struct StripJob {
   const float* x;  // row r, step i: x[r * ldx + i]
@@ -144,7 +148,7 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), blocks));
   // One row group runs each block in one go; more share each chunk's weights from L1.
   const int64_t chunk_k = p.rows <= kGroupRows ? p.k : kPackedChunkK;
-  const bool from_l3 = p.k * p.m * static_cast<int64_t>(sizeof(float)) > kOneChunkMaxBytes;
+  const bool from_l3 = !weights_in_l2(p);
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     for (int64_t blk = blocks * tid / nt; blk < blocks * (tid + 1) / nt; ++blk) {
@@ -195,7 +199,7 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
   // instead of a partial-sum round trip through y every kChunkK steps (4 x 512 -> 10: 0.79 of the
   // time). Weights from L3 / DRAM keep the chunks, whose prefetch the long strided walk needs
   // (4 x 2048 -> 1000 without it: 1.55x slower).
-  const bool one_chunk = p.rows <= kGroupRows && p.k * p.m * static_cast<int64_t>(sizeof(float)) <= kOneChunkMaxBytes;
+  const bool one_chunk = p.rows <= kGroupRows && weights_in_l2(p);
   const int64_t chunk_k = one_chunk ? p.k : kChunkK;
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();

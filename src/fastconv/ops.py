@@ -38,7 +38,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     p = _params.conv2d_problem("conv2d", x.shape, w.shape, _shape(b), stride, padding, dilation, groups, activation,
                                algorithm)
     if packed is not None and p.is_pointwise:
-        return _pointwise_packed(p, x, w, b, packed)
+        return _pointwise_packed(p, x, b, packed)
     return _backend.run("conv2d", p, x, w, b, packed=packed)
 
 
@@ -61,15 +61,15 @@ def pointwise_conv2d(x, w, b=None, *, activation=None):
     p = _params.pointwise_problem("pointwise_conv2d", x.shape, w.shape, _shape(b), activation)
     if packed is None:
         return _backend.run("conv2d", p, x, w, b)  # w's memory is already (1, 1, C_in, C_out)'s
-    return _pointwise_packed(p, x, w, b, packed)
+    return _pointwise_packed(p, x, b, packed)
 
 
-def _pointwise_packed(p, x, w, b, packed):
+def _pointwise_packed(p, x, b, packed):
     """A pointwise problem as the same GEMM over its N * H * W pixels, which the dense path runs with
     the packed weights."""
     pixels = _params.dense_problem(p.op, (p.n * p.h * p.w, p.c_in), (p.c_in, p.c_out), _shape(b), p.activation)
-    w = w.reshape(p.c_in, p.c_out)
-    return _backend.run("dense", pixels, x.reshape(pixels.n, p.c_in), w, b, packed=packed).reshape(p.out_shape)
+    return _backend.run("dense", pixels, x.reshape(pixels.n, p.c_in), packed.matrix(p.op), b,
+                        packed=packed).reshape(p.out_shape)
 
 
 def dense(x, w, b=None, *, activation=None):
