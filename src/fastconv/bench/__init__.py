@@ -123,7 +123,7 @@ def _devices(requested: str, notes: list[str]) -> list[str]:
 
 
 def _peer_list(device: str, requested: list[str] | None) -> list[str]:
-    from .peers import CPU_PEERS, GPU_PEERS, known_peers
+    from .peers import CPU_PEERS, GPU_PEERS, forced_isa, known_peers
 
     if requested is None:
         return list(CPU_PEERS if device == "cpu" else GPU_PEERS)
@@ -131,12 +131,13 @@ def _peer_list(device: str, requested: list[str] | None) -> list[str]:
         return []
     known = known_peers(device)
     other = known_peers("gpu" if device == "cpu" else "cpu")
-    unknown = [p for p in requested if ":" not in p and p not in known + other]
+    unknown = [p for p in requested if ":" not in p and p not in known + other
+               and not (device == "cpu" and forced_isa(p))]
     if unknown:
         raise SystemExit(f"fastconv bench: unknown peer {', '.join(unknown)}; expected "
-                         f"{', '.join(dict.fromkeys(known + other))} or module:Adapter")
+                         f"{', '.join(dict.fromkeys(known + other))}, fastconv@ISA or module:Adapter")
     # A peer of the other device (e.g. cudnn in a CPU run) is simply not that device's business.
-    return [p for p in requested if ":" in p or p in known]
+    return [p for p in requested if ":" in p or p in known or (device == "cpu" and forced_isa(p))]
 
 
 def run(args) -> dict:

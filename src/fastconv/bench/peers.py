@@ -12,7 +12,9 @@ An adapter lives inside its own worker process (worker.py) and answers four ques
 Peer names (`--peers`): numpy (im2col + matmul baseline), numpy_ref (the float64 oracle; slow,
 opt-in), torch_nchw, torch_nhwc (channels_last), ort_nchw (onnxruntime, one-node model);
 on the GPU: cudnn (PyTorch, channels_last, TF32 off) and cupy (only where CuPy has the op).
-`module:attribute` loads an adapter class from elsewhere (experiments, tests).
+`fastconv@ISA` (e.g. fastconv@avx2) is fastconv itself with FASTCONV_ISA=ISA in its worker: one ISA
+path against another, side by side. `module:attribute` loads an adapter class from elsewhere
+(experiments, tests).
 
 Whole models (`--models`): an adapter with `supports_models` also answers
   prepare_model(case, model, x) -> (run, fetch)
@@ -788,8 +790,19 @@ def known_peers(device: str) -> list[str]:
     return [name for (dev, name) in REGISTRY if dev == device and name != "fastconv"]
 
 
+def forced_isa(spec: str) -> str | None:
+    """The instruction set a `fastconv@ISA` peer forces (its worker's FASTCONV_ISA), else None."""
+    name, at, isa = spec.partition("@")
+    return isa if at and name == "fastconv" else None
+
+
 def load_adapter(spec: str, device: str) -> Adapter:
-    """A registered peer name, or 'module:attribute' naming an Adapter subclass (or instance)."""
+    """A registered peer name, `fastconv@ISA`, or 'module:attribute' naming an Adapter subclass
+    (or instance)."""
+    if forced_isa(spec) is not None and device == "cpu":
+        adapter = Fastconv()
+        adapter.name = spec
+        return adapter
     if ":" in spec:
         module, attr = spec.split(":", 1)
         obj = getattr(importlib.import_module(module), attr)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ceilings
-from .peers import call_op
+from .peers import call_op, forced_isa
 from .report import Progress
 from .suites import Case, ModelCase, cost
 
@@ -51,6 +51,9 @@ class WorkerProcess:
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
             env[var] = str(self.threads)  # BLAS and OpenMP pools of every library: the same count
+        isa = forced_isa(self.peer)
+        if isa is not None:
+            env["FASTCONV_ISA"] = isa  # read once, when the worker imports fastconv
         package_root = str(Path(__file__).resolve().parents[2])  # so a source-tree run finds fastconv
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self.log = open(self.log_path, "a")
