@@ -86,7 +86,7 @@ const KernelTable* find_table(const std::string& name) {
       return t;
     }
   }
-  throw std::invalid_argument("unknown ISA '" + name + "'; expected avx512, avx2 or portable");
+  throw std::invalid_argument("unknown ISA '" + name + "'; expected auto, avx512, avx2 or portable");
 }
 
 const KernelTable* best_table() {
@@ -96,10 +96,63 @@ const KernelTable* best_table() {
   return &portable::table;
 }
 
+// The table that serves few channels when the ISA was not forced: AVX2's beside AVX-512 (see
+// channel_table), else none.
+const KernelTable* narrow_table_of(const KernelTable* best) {
+#if defined(FASTCONV_HAVE_X86_ISAS)
+  if (best == &avx512::table && cpu_has(avx2::table)) return &avx2::table;
+#endif
+  (void)best;
+  return nullptr;
+}
+
 std::atomic<const KernelTable*> g_table{best_table()};
+std::atomic<const KernelTable*> g_narrow_table{narrow_table_of(best_table())};
 std::atomic<int> g_num_threads{omp_get_max_threads()};
 
 const KernelTable& table() { return *g_table.load(std::memory_order_relaxed); }
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Whether blocks of `vectors` vectors pad `channels` to fewer lanes on `narrow` than on `wide`.
+bool pads_less(int64_t channels, int vectors, const KernelTable& narrow, const KernelTable& wide) {
+  return round_up(channels, int64_t{vectors} * narrow.vector_floats) <
+         round_up(channels, int64_t{vectors} * wide.vector_floats);
+}
+
+// A kernel whose vector lanes carry channels, on few or awkward channel counts, runs on AVX2's table
+// beside AVX-512's (unless an ISA was forced). On Zen 4 a 512-bit FMA runs as two 256-bit halves, so
+// both reach one peak; the 512-bit kernels win on wide layers (more registers, fewer instructions:
+// 1.05-1.4x) but lose where 16 lanes fill badly (paired in one process, bench/NOTES.md "AVX-512
+// beside AVX2"): Winograd whose 32-channel column blocks or 16-channel input vectors pad more than
+// AVX2's 16 / 8 (C_out 16, 24, 48: AVX2 in 0.63-0.87 of the time; 32 and 64: ties), first layers
+// below 32 output channels (the pixel-vector tile against AVX2's channel-vector one: 0.69-0.86),
+// depthwise up to 16 channels (0.32-0.89) or padding more (24: 0.92), pooling below 8 channels
+// (0.73-0.85). On a CPU with full-width 512-bit units these cases pad AVX-512's lanes about as
+// much as they halve its width.
+enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool };
+
+const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
+  const KernelTable& wide = table();
+  const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
+  if (narrow == nullptr) return wide;
+  bool use_narrow = false;
+  switch (use) {
+    case LaneUse::kWinograd:
+      use_narrow = pads_less(c_out, 2, *narrow, wide) || pads_less(c_in, 1, *narrow, wide);
+      break;
+    case LaneUse::kFirstLayer:
+      use_narrow = c_out < 2 * wide.vector_floats || pads_less(c_out, 2, *narrow, wide);
+      break;
+    case LaneUse::kDepthwise:
+      use_narrow = c_out <= wide.vector_floats || pads_less(c_out, 1, *narrow, wide);
+      break;
+    case LaneUse::kPool:
+      use_narrow = c_out < narrow->vector_floats;
+      break;
+  }
+  return use_narrow ? *narrow : wide;
+}
 
 // algorithm="auto": Winograd (F(4x4, 3x3) or F(4x4, 5x5)) when its estimated time is below the
 // direct kernel's. In units of one vector FMA lane (a multiply-add): the direct kernel does
@@ -175,7 +228,19 @@ void apply_isa_environment() {
 }
 
 std::string active_isa() { return table().isa; }
-void set_isa(const std::string& name) { g_table.store(find_table(name)); }
+std::string narrow_isa() {
+  const KernelTable* narrow = g_narrow_table.load();
+  return narrow ? narrow->isa : "";
+}
+void set_isa(const std::string& name) {
+  if (name == "auto") {
+    g_table.store(best_table());
+    g_narrow_table.store(narrow_table_of(best_table()));
+    return;
+  }
+  g_table.store(find_table(name));
+  g_narrow_table.store(nullptr);
+}
 
 int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
 void set_num_threads(int n) {
@@ -220,21 +285,36 @@ ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
   return ConvPath::kDirect;
 }
 
+// The kernel table that runs a convolution on `path`.
+const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
+  switch (path) {
+    case ConvPath::kWinograd:
+      return channel_table(LaneUse::kWinograd, p.folded_c_in(), p.c_out);
+    case ConvPath::kFirstLayer:
+      return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
+    case ConvPath::kDepthwise:
+      return channel_table(LaneUse::kDepthwise, p.c_in, p.c_out);
+    default:
+      return table();
+  }
+}
+
 void run_conv2d(const Conv2dParams& p, ConvPath path, const float* x, const float* w, const float* w_packed,
                 const float* b, float* y) {
+  const KernelTable& t = conv_table(p, path);
   switch (path) {
     case ConvPath::kGemm:
-      return table().gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
+      return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
     case ConvPath::kStridedGemm:
       return strided_pointwise_gemm(p, x, w, b, y);
     case ConvPath::kDepthwise:
-      return table().depthwise(p, x, w, b, y, num_threads());
+      return t.depthwise(p, x, w, b, y, num_threads());
     case ConvPath::kWinograd:
-      return table().winograd(p, x, w, w_packed, b, y, num_threads());
+      return t.winograd(p, x, w, w_packed, b, y, num_threads());
     case ConvPath::kFirstLayer:
-      return table().first_layer(p, x, w, b, y, num_threads());
+      return t.first_layer(p, x, w, b, y, num_threads());
     case ConvPath::kDirect:
-      return table().conv2d(p, x, w, w_packed, b, y, num_threads());
+      return t.conv2d(p, x, w, w_packed, b, y, num_threads());
   }
 }
 
@@ -245,8 +325,9 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
 }
 
 ConvPacking conv2d_packing(const Conv2dParams& p) {
-  const KernelTable& t = table();
-  switch (conv_path(p, true)) {
+  const ConvPath path = conv_path(p, true);
+  const KernelTable& t = conv_table(p, path);
+  switch (path) {
     case ConvPath::kDirect:
       return {std::string(t.isa) + " direct, groups " + std::to_string(p.groups), t.conv2d_packed_floats(p)};
     case ConvPath::kWinograd: {
@@ -261,8 +342,9 @@ ConvPacking conv2d_packing(const Conv2dParams& p) {
 }
 
 void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed) {
-  const KernelTable& t = table();
-  switch (conv_path(p, true)) {
+  const ConvPath path = conv_path(p, true);
+  const KernelTable& t = conv_table(p, path);
+  switch (path) {
     case ConvPath::kDirect:
       return t.pack_conv2d_weights(p, w, w_packed, num_threads());
     case ConvPath::kWinograd:
@@ -295,11 +377,11 @@ static bool covers_image(const Pool2dParams& p) {
 
 void max_pool2d(const Pool2dParams& p, const float* x, float* y) {
   if (covers_image(p)) return table().global_max_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
-  table().max_pool(p, x, y, num_threads());
+  channel_table(LaneUse::kPool, p.c, p.c).max_pool(p, x, y, num_threads());
 }
 void avg_pool2d(const Pool2dParams& p, const float* x, float* y) {
   if (covers_image(p)) return table().global_avg_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
-  table().avg_pool(p, x, y, num_threads());
+  channel_table(LaneUse::kPool, p.c, p.c).avg_pool(p, x, y, num_threads());
 }
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
   table().global_avg_pool(p, x, y, num_threads());

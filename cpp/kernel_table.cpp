@@ -1,4 +1,5 @@
 // One instruction set's kernel table (compiled once per ISA, like the family files).
+#include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 
 #define FC_STRINGIFY_(s) #s
@@ -7,7 +8,7 @@
 namespace fastconv::cpu::FC_ISA {
 
 const KernelTable table = {
-    FC_STRINGIFY(FC_ISA),
+    FC_STRINGIFY(FC_ISA), FC_VEC_BYTES / 4,
     conv2d, conv2d_packed_floats, pack_conv2d_weights,
     winograd_conv2d, winograd_packed_floats, pack_winograd_weights,
     depthwise, first_layer_conv2d,

@@ -2,7 +2,8 @@
 
 `device` runs every op test on the CPU and, when CuPy and a CUDA device are present together with
 the compiled CUDA module, again on the GPU (skipped with the reason otherwise). `isa` runs a test
-under each instruction set this CPU supports (AVX-512, AVX2, portable).
+under each instruction set this CPU supports (AVX-512, AVX2, portable), each forced alone, and under
+"auto" where that mixes them (AVX-512 with AVX2 for few channels).
 """
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 from fastconv import _cpu
 from helpers import GPU_SKIP_REASON as _GPU_SKIP
+from helpers import ISA_CHOICES
+from helpers import isa_choice
 
 
 class Device:
@@ -44,12 +47,10 @@ def device(request):
     return Device(request.param)
 
 
-@pytest.fixture(params=_cpu.supported_isas())
+@pytest.fixture(params=ISA_CHOICES)
 def isa(request):
-    previous = _cpu.active_isa()
-    _cpu.set_isa(request.param)
-    yield request.param
-    _cpu.set_isa(previous)
+    with isa_choice(request.param):
+        yield request.param
 
 
 @pytest.fixture

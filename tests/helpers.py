@@ -65,3 +65,19 @@ def num_threads(n):
     finally:
         fastconv.set_num_threads(previous)
 
+
+
+# The instruction-set choices a test can run under: each ISA forced alone, and "auto" where it differs
+# from all of them (AVX-512 with AVX2 serving few channels, dispatch.cpp's channel_table).
+ISA_CHOICES = fastconv._cpu.supported_isas() + (["auto"] if fastconv._cpu.narrow_isa() else [])
+
+
+@contextlib.contextmanager
+def isa_choice(name):
+    """Run the block under one ISA choice, restoring the previous one (forced or auto) after."""
+    previous = "auto" if fastconv._cpu.narrow_isa() else fastconv._cpu.active_isa()
+    fastconv._cpu.set_isa(name)
+    try:
+        yield
+    finally:
+        fastconv._cpu.set_isa(previous)

@@ -32,6 +32,13 @@ def test_fastconv_isa_forces_the_instruction_set(isa):
     assert out.stdout.strip() == isa
 
 
+def test_fastconv_isa_auto_is_the_import_default():
+    code = "import fastconv._cpu as c; print(c.active_isa(), c.narrow_isa() or '-')"
+    assert _run(code, FASTCONV_ISA="auto").stdout == _run(code).stdout
+    forced = _run(code, FASTCONV_ISA=_cpu.supported_isas()[0]).stdout.split()
+    assert forced == [_cpu.supported_isas()[0], "-"]  # a forced ISA serves every kernel alone
+
+
 def test_fastconv_isa_rejects_unknown_names():
     out = _run("import fastconv", FASTCONV_ISA="sse9")
     assert out.returncode != 0

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, reference
 
-from helpers import check_against_reference, num_threads, random_array
+from helpers import check_against_reference, isa_choice, num_threads, random_array
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -241,13 +241,9 @@ def test_packed_weights_survive_an_isa_switch(rng):
     x, w, b = _packed_case(rng, 49, 300, 700)
     packed = fastconv.pack_weights(w)  # each call packs for the ISA in use, once
     want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
-    previous = fastconv._cpu.active_isa()
-    try:
-        for name in fastconv._cpu.supported_isas():
-            fastconv._cpu.set_isa(name)
+    for name in fastconv._cpu.supported_isas():
+        with isa_choice(name):
             _compare.assert_close(fastconv.dense(x, packed, b), want, terms=300, what=f"dense packed, {name}")
-    finally:
-        fastconv._cpu.set_isa(previous)
     assert sorted(packed.forms) == sorted(fastconv._cpu.supported_isas())  # one form per ISA, each made once
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, _params, reference
 
-from helpers import num_threads, random_array, squeezed_sums_scale
+from helpers import isa_choice, num_threads, random_array, squeezed_sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 
@@ -103,15 +103,11 @@ def test_packed_conv2d_forms_per_kernel_and_isa(rng):
     (ISA, kernel) gets its own form, made once."""
     w, b = random_array(rng, (3, 3, 64, 64), 0.1), random_array(rng, (64,))
     packed = fastconv.pack_weights(w)
-    previous = fastconv._cpu.active_isa()
-    try:
-        for name in fastconv._cpu.supported_isas():
-            fastconv._cpu.set_isa(name)
+    for name in fastconv._cpu.supported_isas():
+        with isa_choice(name):
             for algorithm in ("direct", "winograd"):
                 _check_packed(random_array(rng, (1, 10, 12, 64)), w, b, packed, padding=1, algorithm=algorithm)
                 _check_packed(random_array(rng, (2, 6, 5, 64)), w, b, packed, padding=1, algorithm=algorithm)
-    finally:
-        fastconv._cpu.set_isa(previous)
     layouts = sorted(packed.forms)
     assert len(layouts) == 2 * len(fastconv._cpu.supported_isas()), layouts
     assert all(layout.split()[0] in fastconv._cpu.supported_isas() for layout in layouts)
@@ -207,3 +203,24 @@ def test_packed_weights_shared_between_python_threads(rng):
             for y, expected in zip(got_dense, want_dense):
                 _compare.assert_close(y, expected, terms=700, what="dense, packed in threads")
             assert len(packed.forms) == 1 and len(packed_dense.forms) == 1
+
+
+@pytest.mark.skipif(not fastconv._cpu.narrow_isa(), reason="this CPU has no narrower ISA beside its best (AVX-512 with AVX2)")
+@pytest.mark.parametrize("x_shape, c_out, algorithm, narrow", [
+    ((2, 16, 16, 16), 16, "winograd", True),   # 32-channel column blocks half empty
+    ((2, 16, 16, 24), 32, "winograd", True),   # 24 input channels pad to 32 lanes
+    ((2, 16, 16, 64), 48, "winograd", True),   # 48 outputs pad to 64
+    ((2, 16, 16, 64), 64, "winograd", False),
+    ((2, 16, 16, 16), 16, "direct", False),    # the direct engine keeps AVX-512
+])
+def test_auto_isa_serves_few_channels_with_the_narrower_isa(rng, x_shape, c_out, algorithm, narrow):
+    """Under "auto" on an AVX-512 CPU, the kernels whose lanes carry channels run AVX2's kernels where
+    16 lanes fill worse than 8 (dispatch.cpp, channel_table); the packed layout names the ISA that
+    runs, and the answer is checked against the reference either way. (First layers, depthwise and
+    pooling take no packed weights: the "auto" choice of the `isa` fixture checks their answers.)"""
+    w_shape = (3, 3, x_shape[3], c_out)
+    with isa_choice("auto"):
+        layout, _ = fastconv._cpu.conv2d_packing(_problem(x_shape, w_shape, padding=1, algorithm=algorithm))
+        assert layout.split()[0] == (fastconv._cpu.narrow_isa() if narrow else fastconv._cpu.active_isa()), layout
+        w = random_array(rng, w_shape, 0.2)
+        _check_packed(random_array(rng, x_shape), w, random_array(rng, (c_out,)), padding=1, algorithm=algorithm)

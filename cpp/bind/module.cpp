@@ -150,7 +150,9 @@ PYBIND11_MODULE(_cpu, m) {
 
   m.def("supported_isas", &cpu::supported_isas, "Instruction sets this build and CPU can run, best first.");
   m.def("active_isa", &cpu::active_isa);
-  m.def("set_isa", &cpu::set_isa, py::arg("name"), "Switch the kernels' instruction set (tests, benchmarks).");
+  m.def("narrow_isa", &cpu::narrow_isa, "The ISA that serves few channels beside the active one, or ''.");
+  m.def("set_isa", &cpu::set_isa, py::arg("name"),
+        "Force one instruction set for every kernel, or 'auto' (tests, benchmarks).");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("set_num_threads", &cpu::set_num_threads, py::arg("n"));
   m.def("fma_peak", &cpu::fma_peak, py::arg("threads"), py::arg("seconds") = 0.2,

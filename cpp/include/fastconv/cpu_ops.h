@@ -11,12 +11,17 @@ namespace fastconv::cpu {
 
 // Instruction sets compiled into this build and supported by this CPU, best first.
 std::vector<std::string> supported_isas();
-// The instruction set in use: the best supported one, or FASTCONV_ISA when set at import.
+// The instruction set in use: the best supported one, or FASTCONV_ISA when set at import
+// ("auto" = unset).
 std::string active_isa();
 // Reads FASTCONV_ISA (called once when the module is imported); throws if it names an ISA
 // this build or CPU cannot run.
 void apply_isa_environment();
-// Switches the instruction set (tests and benchmarks); throws std::invalid_argument if unsupported.
+// The instruction set that serves few channels beside the active one ("avx2" beside "avx512"), or ""
+// when an ISA was forced (FASTCONV_ISA, set_isa) or none narrower helps; dispatch.cpp, channel_table.
+std::string narrow_isa();
+// Switches the instruction set (tests and benchmarks): one ISA for every kernel, or "auto" (the
+// choice made at import when FASTCONV_ISA is unset); throws std::invalid_argument if unsupported.
 void set_isa(const std::string& name);
 
 int num_threads();

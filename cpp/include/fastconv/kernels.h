@@ -41,6 +41,7 @@ inline int winograd_tile(int64_t kh, int64_t c_in, Activation act) {
 
 struct KernelTable {
   const char* isa;
+  int vector_floats;        // floats per vector register: 16 / 8 / 4
   PackableConvFn conv2d;    // direct convolution, any stride / padding / dilation / groups
   ConvPackedSizeFn conv2d_packed_floats;  // its packed weights (pack_conv2d_weights' output)
   ConvPackFn pack_conv2d_weights;
