@@ -132,9 +132,10 @@ int64_t padded_rows(const Pool2dParams& p, int64_t oy) {
 }
 
 // One output row, kLanes <= C < kWideMinC: per output pixel, every window tap loaded from the input,
-// channels in vector lanes, four vectors at a time; the last block overlaps the one before when C is
-// not a multiple of the vector.
-template <bool kMax, bool kStream>
+// channels in vector lanes, NV vectors at a time (four, or fewer when C fills fewer: C = 16 on
+// AVX-512 once computed its one vector four times); the last block overlaps the one before when C
+// is not a multiple of the vector.
+template <bool kMax, bool kStream, int NV>
 void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy) {
   const int64_t c = p.c, row_step = p.w * c;
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
@@ -143,20 +144,20 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
     const float* first = xn + (win.y0 * p.w + win.x0) * c;
     const int64_t rows = win.y1 - win.y0, cols = win.x1 - win.x0;
     float* out = y + ox * c;
-    for (int64_t cb = 0; cb < c; cb += 4 * kLanes) {
-      int64_t c0[4];
-      vfloat acc[4];
-      for (int q = 0; q < 4; ++q) {
+    for (int64_t cb = 0; cb < c; cb += NV * kLanes) {
+      int64_t c0[NV];
+      vfloat acc[NV];
+      for (int q = 0; q < NV; ++q) {
         c0[q] = min_i64(cb + q * kLanes, c - kLanes);
         acc[q] = vec::splat(kMax ? kNegInf : 0.0f);
       }
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t k = 0; k < cols; ++k) {
           const float* xp = first + r * row_step + k * c;
-          for (int q = 0; q < 4; ++q) acc[q] = combine<kMax>(acc[q], vec::load(xp + c0[q]));
+          for (int q = 0; q < NV; ++q) acc[q] = combine<kMax>(acc[q], vec::load(xp + c0[q]));
         }
       }
-      for (int q = 0; q < 4; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
+      for (int q = 0; q < NV; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
     }
   }
 }
@@ -223,6 +224,18 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const float* x
   }
 }
 
+using LanesRowFn = void (*)(const Pool2dParams&, const float*, float*, int64_t);
+
+template <bool kMax, bool kStream>
+LanesRowFn lanes_row_for(int64_t c) {
+  switch (min_i64(4, (c + kLanes - 1) / kLanes)) {
+    case 1: return pool_row_lanes<kMax, kStream, 1>;
+    case 2: return pool_row_lanes<kMax, kStream, 2>;
+    case 3: return pool_row_lanes<kMax, kStream, 3>;
+    default: return pool_row_lanes<kMax, kStream, 4>;
+  }
+}
+
 template <bool kMax>
 void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   // Pooling is memory-bound with a few operations per element moved: the thread count follows the
@@ -231,6 +244,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   const int nthreads = threads_for(p.n * p.h * p.w * p.c * int64_t{sizeof(float)} + out_bytes, threads);
   const bool stream = out_bytes >= kStreamMinBytes;
   const bool small = p.c < kLanes, wide = p.c >= kWideMinC;
+  const LanesRowFn lanes_row = stream ? lanes_row_for<kMax, true>(p.c) : lanes_row_for<kMax, false>(p.c);
   std::vector<ColWindow> cols(static_cast<size_t>(p.out_w));
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
     const Window win = window_at(p, 0, ox);
@@ -258,10 +272,8 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
         } else {
           pool_row_wide<kMax, false>(p, cols.data(), xn, yr, oy, buf.data());
         }
-      } else if (stream) {
-        pool_row_lanes<kMax, true>(p, xn, yr, oy);
       } else {
-        pool_row_lanes<kMax, false>(p, xn, yr, oy);
+        lanes_row(p, xn, yr, oy);
       }
     }
     if (stream) vec::stream_fence();
