@@ -17,7 +17,8 @@
 //     36 * C_in * C_out values at ~50 flops each, against 2 * 36 * tiles * C_in * C_out flops of
 //     GEMM: under 2% from 48 tiles, but most of a 7 x 7 map's call. Computed on every call, or once
 //     ahead of the calls (fastconv.pack_weights: winograd_packed_floats / pack_winograd_weights).
-//  2. For each block of `block` tiles (threads share a block, every step split between them):
+//  2. For each block of `block` tiles (on few tiles the threads share a block, every step split
+//     between them; on many each thread runs blocks of its own, run_winograd):
 //     a. input transform: V[e][tile][ci] = (BT d B)[e], channels in vector lanes; the patch is read
 //        straight from x with zeros outside the image (padding) or past C_in.
 //     b. 36 x (C_out / kCols) x (block / kRows) register-tiled GEMM microkernels: kRows tiles x
@@ -464,6 +465,12 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
                          all_tiles <= kStreamMaxTilesPerCol * kCols && all_tiles * per_tile_bytes <= kOneBlockBytes;
   const bool stream_weights = small_map && !u_prepacked;
   if (small_map) block = all_tiles;
+  // With enough tiles, each thread runs whole blocks of its own (V and M sized to its own L2), taken
+  // dynamically: no barrier between a block's steps, and a thread that the machine delays (2 shared
+  // vCPUs) leaves its blocks to the other instead of stalling it at the next barrier.
+  const int64_t own_block = min_i64(64 * kRows, max_i64(8 * kRows, (768 * 1024 / per_tile_bytes) / kRows * kRows));
+  const bool own_blocks = !small_map && nthreads > 1 && g.tiles >= 2 * nthreads * own_block;
+  if (own_blocks) block = own_block;
   g.block = block;
   g.v_stride = block * g.ci_pad + 16;
   g.m_stride = block * g.co_pad + 16;
@@ -472,7 +479,8 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : prepacked_e_stride(p);
   const int64_t u_floats = u_prepacked ? 0 : stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
   bool owned = false;
-  float* workspace = acquire_workspace(tls_workspace, u_floats + kElems * (g.v_stride + g.m_stride), &owned);
+  const int64_t vm_floats = kElems * (g.v_stride + g.m_stride);  // one block's V and M
+  float* workspace = acquire_workspace(tls_workspace, u_floats + (own_blocks ? nthreads : 1) * vm_floats, &owned);
   float* u_here = workspace;  // U when transformed here
   const float* u = u_prepacked ? u_prepacked : u_here;
   float* v = workspace + u_floats;
@@ -502,6 +510,27 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
       }
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m + t * g.co_pad, bias_pad, t, y);
+    } else if (own_blocks) {
+      if (!u_prepacked) transform_weights<A, R>(p, g, w, u_here, u_e_stride);  // ends with its omp for's barrier
+      float* v_own = v + omp_get_thread_num() * vm_floats;
+      float* m_own = v_own + kElems * g.v_stride;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t first = 0; first < g.tiles; first += g.block) {
+        const int64_t count = min_i64(g.block, g.tiles - first);
+        const int64_t panels = (count + kRows - 1) / kRows;
+        for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v_own + t * g.ci_pad);
+        for (int64_t e = 0; e < kElems; ++e) {
+          for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
+            const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
+            for (int64_t panel = 0; panel < panels; ++panel) {
+              const int64_t r0 = panel * kRows;
+              gemm_rows(min_i64(kRows, count - r0), v_own + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
+                        m_own + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
+            }
+          }
+        }
+        for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m_own + t * g.co_pad, bias_pad, first + t, y);
+      }
     } else {
       if (!u_prepacked) transform_weights<A, R>(p, g, w, u_here, u_e_stride);  // ends with its omp for's barrier
       for (int64_t first = 0; first < g.tiles; first += g.block) {

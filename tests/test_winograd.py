@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, reference
 
-from helpers import random_array, squeezed_sums_scale
+from helpers import num_threads, random_array, squeezed_sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -177,6 +177,29 @@ def test_winograd_weights_transformed_per_channel_block(kernel, x_shape, c_out, 
     b = random_array(rng, (c_out,))
     _, ratio = _check(_cpu_device(), x, w, b, "winograd", padding=padding, activation="relu")
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
+@pytest.mark.parametrize(
+    "kernel, x_shape, c_out, padding",
+    [
+        (3, (4, 64, 66, 16), 16, "same"),  # 1088 tiles: several blocks per thread (C 16: 112-tile blocks at most)
+        (3, (2, 70, 65, 40), 72, ((2, 0), (1, 3))),  # border tiles in the last block of each image
+        (5, (3, 50, 50, 24), 20, "same"),
+    ],
+)
+def test_winograd_threads_run_blocks_of_their_own(kernel, x_shape, c_out, padding, isa, rng):
+    """Maps with many tiles: each thread transforms and multiplies whole blocks of tiles in its own V
+    and M (conv2d_winograd.cpp, own_blocks), blocks taken dynamically; on one thread the shared path.
+    With weights packed ahead too."""
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    b = random_array(rng, (c_out,))
+    for threads in (2, 1):
+        with num_threads(threads):
+            got, _ = _check(_cpu_device(), x, w, b, "winograd", padding=padding, activation="relu")
+            packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, padding=padding, activation="relu",
+                                     algorithm="winograd")
+            np.testing.assert_array_equal(packed, got)
 
 
 def _cpu_device():
