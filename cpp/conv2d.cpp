@@ -141,17 +141,16 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   float* zeros = alloc_floats(zeros_len);
   std::memset(zeros, 0, sizeof(float) * zeros_len);
 
-  // Where the segments of the pixel in `slot` of a sweep starting at first_pixel begin: segs[(slot /
-  // TR * taps + t) * TR + slot % TR] for segment t. Pixels past the end read zeros (never stored);
-  // windows that leave the image or are dilated are gathered into the slot's own scratch rows.
-  auto set_pixel_segs = [&](const float** segs, float* sweep_scratch, int64_t first_pixel, int64_t slot) {
+  // Where the segments of the pixel in `slot` of a sweep begin: segs[(slot / TR * taps + t) * TR +
+  // slot % TR] for segment t. The pixel is output (n, oy, ox), or past the end (reads zeros, never
+  // stored); windows that leave the image or are dilated are gathered into the slot's own scratch rows.
+  auto set_pixel_segs = [&](const float** segs, float* sweep_scratch, int64_t slot, bool past_end, int64_t n,
+                            int64_t oy, int64_t ox) {
     const float** pixel_segs = segs + slot / TR * taps * TR + slot % TR;
-    const int64_t pixel = first_pixel + slot;
-    if (pixel >= pixels) {
+    if (past_end) {
       for (int64_t t = 0; t < taps; ++t) pixel_segs[t * TR] = zeros;
       return;
     }
-    const int64_t n = pixel / (p.out_h * p.out_w), oy = pixel / p.out_w % p.out_h, ox = pixel % p.out_w;
     const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
     const bool window_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w;
     for (int64_t ky = 0; ky < p.kh; ++ky) {
@@ -171,6 +170,19 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
         float* dst = sweep_scratch + (slot * taps + ky) * seg;
         gather_window_row(p, x_row, ix0, dst);
         pixel_segs[ky * TR] = dst;
+      }
+    }
+  };
+  // The slots [0, count) of a sweep starting at first_pixel: (n, oy, ox) advance with the slot rather
+  // than being divided out of each pixel's index (three 64-bit divisions a pixel were a fifth of
+  // LeNet C3's time).
+  auto set_sweep_segs = [&](const float** segs, float* sweep_scratch, int64_t first_pixel, int64_t count) {
+    int64_t n = first_pixel / (p.out_h * p.out_w), oy = first_pixel / p.out_w % p.out_h, ox = first_pixel % p.out_w;
+    for (int64_t slot = 0; slot < count; ++slot) {
+      set_pixel_segs(segs, sweep_scratch, slot, first_pixel + slot >= pixels, n, oy, ox);
+      if (++ox == p.out_w) {
+        ox = 0;
+        if (++oy == p.out_h) oy = 0, ++n;
       }
     }
   };
@@ -201,7 +213,10 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     if (w_packed_here) pack_weight_rows<TV>(p, w, w_packed_here);
     if (block_major) {
 #pragma omp for schedule(static)
-      for (int64_t slot = 0; slot < sweep_slots; ++slot) set_pixel_segs(shared_segs, scratch, 0, slot);
+      for (int64_t slot = 0; slot < sweep_slots; ++slot) {
+        set_pixel_segs(shared_segs, scratch, slot, slot >= pixels, slot / (p.out_h * p.out_w),
+                       slot / p.out_w % p.out_h, slot % p.out_w);
+      }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t gb = 0; gb < groups * blocks; ++gb) {
         const int64_t g = gb / blocks, block = gb % blocks;
@@ -219,7 +234,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
 #pragma omp for schedule(dynamic, 1)
       for (int64_t sweep = 0; sweep < tiles; sweep += kTilesPerSweep) {
         const int64_t sweep_tiles = min_i64(kTilesPerSweep, tiles - sweep);
-        for (int64_t slot = 0; slot < sweep_tiles * TR; ++slot) set_pixel_segs(segs, my_scratch, sweep * TR, slot);
+        set_sweep_segs(segs, my_scratch, sweep * TR, sweep_tiles * TR);
         for (int64_t g = 0; g < groups; ++g) {
           for (int64_t block = 0; block < blocks; ++block) {
             TileJob job = block_job(g, block, w_packed + (g * blocks + block) * weight_rows * kCols);
