@@ -387,6 +387,16 @@ static inline void gemm_rows(int64_t rows, const float* a, int64_t lda, const fl
   gemm_tile<R>(a, lda, b, k, c, ldc);
 }
 
+// One transform element's product for `count` tiles of a block and one column block of output
+// channels: [count x C_in] (V[e], rows ci_pad apart) @ [C_in x kCols] (ue) -> M[e] (rows co_pad apart),
+// kRows tiles at a time.
+static inline void block_product(const Geometry& g, int64_t count, const float* ve, const float* ue, int64_t c_in,
+                                 float* me) {
+  for (int64_t r0 = 0; r0 < count; r0 += kRows) {
+    gemm_rows(min_i64(kRows, count - r0), ve + r0 * g.ci_pad, g.ci_pad, ue, c_in, me + r0 * g.co_pad, g.co_pad);
+  }
+}
+
 // 2c. Output transform of one tile, + bias, activation, clipped to the output.
 template <int A, int M>
 static inline void transform_output_tile(const Conv2dParams& p, const Geometry& g, const float* m_slot,
@@ -493,7 +503,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 
   parallel_run(nthreads, [&] {
     if (stream_weights) {
-      const int64_t count = g.tiles, panels = (count + kRows - 1) / kRows;
+      const int64_t count = g.tiles;
       float* u_cb = u_here + omp_get_thread_num() * kElems * u_e_stride;
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, t, v + t * g.ci_pad);
@@ -501,11 +511,7 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
       for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
         transform_weight_block<A, R>(p, w, cb, u_cb, u_e_stride);
         for (int64_t e = 0; e < kElems; ++e) {
-          for (int64_t panel = 0; panel < panels; ++panel) {
-            const int64_t r0 = panel * kRows;
-            gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad,
-                      u_cb + e * u_e_stride, p.c_in, m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
-          }
+          block_product(g, count, v + e * g.v_stride, u_cb + e * u_e_stride, p.c_in, m + e * g.m_stride + cb * kCols);
         }
       }
 #pragma omp for schedule(static)
@@ -517,16 +523,11 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
 #pragma omp for schedule(dynamic, 1)
       for (int64_t first = 0; first < g.tiles; first += g.block) {
         const int64_t count = min_i64(g.block, g.tiles - first);
-        const int64_t panels = (count + kRows - 1) / kRows;
         for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v_own + t * g.ci_pad);
         for (int64_t e = 0; e < kElems; ++e) {
           for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
-            const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
-            for (int64_t panel = 0; panel < panels; ++panel) {
-              const int64_t r0 = panel * kRows;
-              gemm_rows(min_i64(kRows, count - r0), v_own + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
-                        m_own + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
-            }
+            block_product(g, count, v_own + e * g.v_stride, u + e * u_e_stride + cb * p.c_in * kCols, p.c_in,
+                          m_own + e * g.m_stride + cb * kCols);
           }
         }
         for (int64_t t = 0; t < count; ++t) transform_output_tile<A, kM>(p, g, m_own + t * g.co_pad, bias_pad, first + t, y);
@@ -535,18 +536,13 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
       if (!u_prepacked) transform_weights<A, R>(p, g, w, u_here, u_e_stride);  // ends with its omp for's barrier
       for (int64_t first = 0; first < g.tiles; first += g.block) {
         const int64_t count = min_i64(g.block, g.tiles - first);
-        const int64_t panels = (count + kRows - 1) / kRows;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < count; ++t) transform_input_tile<A, kM>(p, g, x, first + t, v + t * g.ci_pad);
 #pragma omp for collapse(2) schedule(static)
         for (int64_t e = 0; e < kElems; ++e) {
           for (int64_t cb = 0; cb < g.co_blocks; ++cb) {
-            const float* ue = u + e * u_e_stride + cb * p.c_in * kCols;
-            for (int64_t panel = 0; panel < panels; ++panel) {
-              const int64_t r0 = panel * kRows;
-              gemm_rows(min_i64(kRows, count - r0), v + e * g.v_stride + r0 * g.ci_pad, g.ci_pad, ue, p.c_in,
-                        m + e * g.m_stride + r0 * g.co_pad + cb * kCols, g.co_pad);
-            }
+            block_product(g, count, v + e * g.v_stride, u + e * u_e_stride + cb * p.c_in * kCols, p.c_in,
+                          m + e * g.m_stride + cb * kCols);
           }
         }
 #pragma omp for schedule(static)
