@@ -153,6 +153,15 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     }
     const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
     const bool window_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w;
+    if constexpr (!per_tap) {
+      // Most pixels: the whole window inside the image, its rows one (dilated) input row apart.
+      if (window_inside && iy0 >= 0 && iy0 + (p.kh - 1) * p.dilation_h < p.h) {
+        const float* first = x + ((n * p.h + iy0) * p.w + ix0) * p.c_in;
+        const int64_t row_step = p.dilation_h * p.w * p.c_in;
+        for (int64_t ky = 0; ky < p.kh; ++ky) pixel_segs[ky * TR] = first + ky * row_step;
+        return;
+      }
+    }
     for (int64_t ky = 0; ky < p.kh; ++ky) {
       const int64_t iy = iy0 + ky * p.dilation_h;
       const bool row_inside = iy >= 0 && iy < p.h;
