@@ -11,7 +11,7 @@
 // floats (for a convolution: one kernel row ky, laid out [kx][ci] exactly like the matching HWIO
 // weight rows), so the inner loop is: load the V weight vectors of one reduction step, broadcast
 // one input value per pixel, FMA. Bias is the initial accumulator value; the activation (all of
-// them vectorised, simd_dw.h's exp_approx for sigmoid / tanh / SiLU) is applied in the store.
+// them vectorised, simd_dw.h's exp_signed for sigmoid / tanh / SiLU) is applied in the store.
 #pragma once
 
 #include <cstdint>
