@@ -7,15 +7,16 @@
 // row, 6 channels in 8 lanes) per-pixel pointer setup and idle lanes dominate. Here the vector lanes
 // hold consecutive OUTPUT PIXELS of one output row and each output channel is an accumulator.
 //
-// Two tile variants over one row panel:
+// Two tile variants over a row panel:
 //  - Row panel. Per work item (one image, a band of up to kBandRows output rows) the input rows the
-//    band reads are copied once into a per-thread panel, zero padded on every side and
-//    de-interleaved by channel and by column phase modulo the stride:
+//    band reads are copied once into a per-thread panel, zero padded on every side. For pixel-vector
+//    tiles the rows are de-interleaved by channel and by column phase modulo the stride:
 //        panel[row][ci][phase][j] = x_padded[row, j * stride_w + phase, ci].
 //    The input column of output pixel ox at tap kx is ox * s + kx * d = (ox + q) * s + r with
 //    q = kx * d / s, r = kx * d % s, so kPixVecs * kVecLen consecutive output pixels read
 //    consecutive panel floats at panel[row][ci][r][ox + q]: plain vector loads for every stride,
-//    dilation, padding and C_in.
+//    dilation, padding and C_in. Channel-vector tiles read single floats, so their panel keeps the
+//    padded rows in NHWC order.
 //  - Pixel-vector tile (C_out < kTileVecs * kVecLen, e.g. LeNet C1's 6 channels): kPixVecs vectors
 //    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
@@ -27,7 +28,7 @@
 //  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
 //    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
 //    pixels x 3 vectors where that pads C_out no more (96 channels); the pixels' inputs are
-//    broadcast from consecutive panel floats (no per-pixel pointers), weights packed
+//    broadcast from panel floats s * C_in apart (no per-pixel pointers), weights packed
 //    [block][ky][ci][kx][V * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h); all
 //    blocks of a pixel tile run before the next tile, so each pixel's channels are written at once.
 // Threads take work items dynamically (batch 1 still spreads over its row bands).
@@ -62,18 +63,30 @@ constexpr int kTilePixels = kPixVecs * kVecLen;
 // output rows are copied once per band), few enough that batch 1 has work for every thread.
 constexpr int64_t kBandRows = 8;
 
+// Two panel layouts: pixel-vector tiles load kVecLen consecutive pixels, so their rows are split by
+// channel and column phase (top of the file); channel-vector tiles broadcast one float per pixel, so
+// they read padded input rows as they are, NHWC, pixel r + 1 of a tile s * C_in floats after pixel r
+// (splitting the EfficientNet stem's 224 x 3 rows by channel and phase took 13 % of its time).
 struct Geometry {
-  int64_t wq;         // panel floats per (row, channel, phase)
-  int64_t row_floats; // panel floats per padded input row: c_in * stride_w * wq
+  bool split;         // rows split by channel and phase, else padded NHWC rows
+  int64_t wq;         // split: panel floats per (row, channel, phase)
+  int64_t cols;       // NHWC: padded input columns kept per row
+  int64_t row_floats; // panel floats per padded input row: c_in * stride_w * wq, or cols * c_in
   int64_t band_rows;  // panel rows of a full band
 };
 
-static inline Geometry geometry(const Conv2dParams& p) {
-  Geometry g;
-  const int64_t tiles_w = (p.out_w + kTilePixels - 1) / kTilePixels;
-  // Tiles may run past out_w (never stored): both tile shapes read inside the panel.
-  g.wq = tiles_w * kTilePixels + kTileRows + (p.kw - 1) * p.dilation_w / p.stride_w;
-  g.row_floats = p.c_in * p.stride_w * g.wq;
+// Tiles may run past out_w (never stored): tile_pixels-wide tiles read inside the panel.
+static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_pixels) {
+  Geometry g{};
+  g.split = split;
+  const int64_t tiles_w = (p.out_w + tile_pixels - 1) / tile_pixels;
+  if (split) {
+    g.wq = tiles_w * tile_pixels + (p.kw - 1) * p.dilation_w / p.stride_w;
+    g.row_floats = p.c_in * p.stride_w * g.wq;
+  } else {
+    g.cols = (tiles_w * tile_pixels - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1;
+    g.row_floats = g.cols * p.c_in;
+  }
   g.band_rows = (kBandRows - 1) * p.stride_h + (p.kh - 1) * p.dilation_h + 1;
   return g;
 }
@@ -119,6 +132,13 @@ static inline void build_panel(const Conv2dParams& p, const Geometry& g, const f
       continue;
     }
     const float* src = x_image + iy * p.w * p.c_in;
+    if (!g.split) {
+      const int64_t left = min_i64(p.pad_left, g.cols), copied = max_i64(0, min_i64(p.w, g.cols - p.pad_left));
+      std::memset(dst_row, 0, sizeof(float) * left * p.c_in);
+      std::memcpy(dst_row + left * p.c_in, src, sizeof(float) * copied * p.c_in);
+      std::memset(dst_row + (left + copied) * p.c_in, 0, sizeof(float) * (g.cols - left - copied) * p.c_in);
+      continue;
+    }
     const float* channel_planes = p.c_in == 1 ? src : planes;  // one channel is its own plane
     switch (p.c_in) {  // at most kFirstLayerShortMaxCin = 8 (dispatch.cpp)
       case 1: break;
@@ -254,6 +274,7 @@ template <int R, int V>
 static inline void run_ctile(const Conv2dParams& p, const float* row0, const int64_t* tap_off, int64_t taps,
                              int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels, int64_t cols,
                              Activation act) {
+  const int64_t pixel_step = p.stride_w * p.c_in;  // panel floats between neighbouring output pixels
   vfloat acc[R][V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
@@ -261,7 +282,7 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r][v] = init;
   }
-  const float* base = row0 + ox0;
+  const float* base = row0 + ox0 * pixel_step;
   for (int64_t t = 0; t < taps; ++t, wb += V * kVecLen) {
     const float* src = base + tap_off[t];
     vfloat wv[V];
@@ -269,7 +290,7 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
     for (int v = 0; v < V; ++v) wv[v] = load_vec(wb + v * kVecLen);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const vfloat s = splat(src[r]);
+      const vfloat s = splat(src[r * pixel_step]);
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
     }
@@ -334,7 +355,6 @@ using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int6
 // 12 FMAs instead of 8, and per tap 1 broadcast per 3 FMAs instead of 1 per 2 (AlexNet C1's 96
 // channels: 4 blocks of 24). Used when its blocks pad C_out no more than 2-vector blocks do.
 constexpr int kWideVecs = 3, kWideRows = 4;
-static_assert(kWideRows <= kTileRows, "geometry(): tiles read at most kTileRows columns past the row");
 
 static inline int ctile_vecs(int64_t c_out) {
 #if defined(__AVX512F__)
@@ -350,13 +370,13 @@ static inline int ctile_vecs(int64_t c_out) {
 
 void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                         int threads) {
-  const Geometry g = geometry(p);
   const int64_t taps = p.kh * p.kw * p.c_in;
   // Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at
   // C_out 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x).
   const bool channel_vectors = p.c_out >= kTileVecs * kVecLen;
   const int ctile_v = ctile_vecs(p.c_out);
   const int64_t block_cols = ctile_v * kVecLen, ctile_rows = ctile_v == kTileVecs ? kTileRows : kWideRows;
+  const Geometry g = geometry(p, !channel_vectors, channel_vectors ? ctile_rows : kTilePixels);
   const CTileFn ctile = ctile_v == kTileVecs ? &run_ctile<kTileRows, kTileVecs> : &run_ctile<kWideRows, kWideVecs>;
   // Pixel-vector tiles: equal channel blocks of at most kChanBlock (block k has base + (k < extra)
   // channels). Channel-vector tiles: blocks of block_cols channels, the last one zero padded.
@@ -387,19 +407,21 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
     co0 += cb;
   }
-  const int64_t scratch_floats = g.band_rows * g.row_floats + p.c_in * p.w;  // a panel, then channel planes
+  // A panel, then (split rows only) channel planes.
+  const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? p.c_in * p.w : 0);
   float* panels = alloc_floats(nthreads * scratch_floats);
-  // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, channel ci's planes,
-  // column phase r and offset q (see the top of the file): one offset from the row's first panel
-  // row, so the tiles run one flat loop over the taps (nested ky / ci / kx loops of 3 spilled the 12
-  // accumulators at every inner loop's end).
+  // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, and there channel
+  // ci's planes, column phase r and offset q (split rows, see the top of the file) or column
+  // kx * d_w, channel ci (NHWC rows): one offset from the row's first panel row, so the tiles run
+  // one flat loop over the taps (nested ky / ci / kx loops of 3 spilled the 12 accumulators at
+  // every inner loop's end).
   std::vector<int64_t> tap_off(static_cast<size_t>(taps));
   for (int64_t ky = 0, t = 0; ky < p.kh; ++ky) {
     for (int64_t ci = 0; ci < p.c_in; ++ci) {
       for (int64_t kx = 0; kx < p.kw; ++kx, ++t) {
         const int64_t col = kx * p.dilation_w;
-        tap_off[t] = ky * p.dilation_h * g.row_floats + ci * p.stride_w * g.wq + col % p.stride_w * g.wq +
-                     col / p.stride_w;
+        tap_off[t] = ky * p.dilation_h * g.row_floats +
+                     (g.split ? ci * p.stride_w * g.wq + col % p.stride_w * g.wq + col / p.stride_w : col * p.c_in + ci);
       }
     }
   }
