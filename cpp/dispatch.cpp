@@ -299,9 +299,8 @@ const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
   }
 }
 
-void run_conv2d(const Conv2dParams& p, ConvPath path, const float* x, const float* w, const float* w_packed,
-                const float* b, float* y) {
-  const KernelTable& t = conv_table(p, path);
+void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, const float* x, const float* w,
+                const float* w_packed, const float* b, float* y) {
   switch (path) {
     case ConvPath::kGemm:
       return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
@@ -321,53 +320,56 @@ void run_conv2d(const Conv2dParams& p, ConvPath path, const float* x, const floa
 }  // namespace
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
-  run_conv2d(p, conv_path(p, false), x, w, nullptr, b, y);
+  const ConvPath path = conv_path(p, false);
+  run_conv2d(p, conv_table(p, path), path, x, w, nullptr, b, y);
 }
 
-ConvPacking conv2d_packing(const Conv2dParams& p) {
+ConvPlan plan_conv2d(const Conv2dParams& p) {
   const ConvPath path = conv_path(p, true);
   const KernelTable& t = conv_table(p, path);
-  switch (path) {
-    case ConvPath::kDirect:
-      return {std::string(t.isa) + " direct, groups " + std::to_string(p.groups), t.conv2d_packed_floats(p)};
-    case ConvPath::kWinograd: {
-      const int tile = winograd_tile(p.folded_kh(), p.folded_c_in(), p.activation);
-      return {std::string(t.isa) + " winograd F(" + std::to_string(tile) + ", " + std::to_string(p.folded_kh()) +
-                  "), stride " + std::to_string(p.stride_h) + "x" + std::to_string(p.stride_w),
-              t.winograd_packed_floats(p)};
-    }
-    default:
-      return {"", 0};
+  ConvPlan plan{&t, static_cast<int>(path), "", 0};
+  if (path == ConvPath::kDirect) {
+    plan.layout = std::string(t.isa) + " direct, groups " + std::to_string(p.groups);
+    plan.floats = t.conv2d_packed_floats(p);
+  } else if (path == ConvPath::kWinograd) {
+    const int tile = winograd_tile(p.folded_kh(), p.folded_c_in(), p.activation);
+    plan.layout = std::string(t.isa) + " winograd F(" + std::to_string(tile) + ", " + std::to_string(p.folded_kh()) +
+                  "), stride " + std::to_string(p.stride_h) + "x" + std::to_string(p.stride_w);
+    plan.floats = t.winograd_packed_floats(p);
   }
+  return plan;
 }
 
-void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed) {
-  const ConvPath path = conv_path(p, true);
-  const KernelTable& t = conv_table(p, path);
-  switch (path) {
+void pack_conv2d_weights(const ConvPlan& plan, const Conv2dParams& p, const float* w, float* w_packed) {
+  switch (static_cast<ConvPath>(plan.path)) {
     case ConvPath::kDirect:
-      return t.pack_conv2d_weights(p, w, w_packed, num_threads());
+      return plan.table->pack_conv2d_weights(p, w, w_packed, num_threads());
     case ConvPath::kWinograd:
-      return t.pack_winograd_weights(p, w, w_packed, num_threads());
+      return plan.table->pack_winograd_weights(p, w, w_packed, num_threads());
     default:
       throw std::invalid_argument("pack_conv2d_weights: this convolution's kernel takes no packed weights");
   }
 }
 
-void conv2d_prepacked(const Conv2dParams& p, const float* x, const float* w, const float* w_packed, const float* b,
-                      float* y) {
-  run_conv2d(p, conv_path(p, true), x, w, w_packed, b, y);
+void conv2d_planned(const ConvPlan& plan, const Conv2dParams& p, const float* x, const float* w, const float* w_packed,
+                    const float* b, float* y) {
+  run_conv2d(p, *plan.table, static_cast<ConvPath>(plan.path), x, w, w_packed, b, y);
 }
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {
   table().gemm(p, x, w, b, y, num_threads());
 }
-int64_t gemm_packed_floats(int64_t k, int64_t m) { return table().gemm_packed_floats(k, m); }
-void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed) {
-  table().pack_gemm_weights(k, m, w, w_packed, num_threads());
+GemmPlan plan_gemm() {
+  const KernelTable& t = table();
+  return {&t, t.isa};
 }
-void gemm_prepacked(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y) {
-  table().gemm_prepacked(p, x, w, w_packed, b, y, num_threads());
+int64_t gemm_packed_floats(const GemmPlan& plan, int64_t k, int64_t m) { return plan.table->gemm_packed_floats(k, m); }
+void pack_gemm_weights(const GemmPlan& plan, int64_t k, int64_t m, const float* w, float* w_packed) {
+  plan.table->pack_gemm_weights(k, m, w, w_packed, num_threads());
+}
+void gemm_planned(const GemmPlan& plan, const GemmParams& p, const float* x, const float* w, const float* w_packed,
+                  const float* b, float* y) {
+  plan.table->gemm_prepacked(p, x, w, w_packed, b, y, num_threads());
 }
 // A window over the whole unpadded image (a network's last 7x7 pooling) is global pooling: that
 // kernel reads each image as one stream instead of gathering every window tap per output.

@@ -67,29 +67,32 @@ py::object packed_form(py::handle forms, const std::string& layout, int64_t floa
 }
 
 // forms: None, or a PackedWeights' dict of forms; the kernel that serves the problem names its
-// layout (cpu::conv2d_packing), or none when it reads w as it is.
+// layout (cpu::plan_conv2d), or none when it reads w as it is.
 void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::handle out, py::handle forms) {
   const Conv2dParams p = bind::conv2d_params(problem);
   const float* xp = data_of(x, p.n * p.h * p.w * p.c_in, "x");
   const float* wp = data_of(w, p.kh * p.kw * p.c_in_per_group() * p.c_out, "w");
   const float* bp = bias_of(b, p.c_out);
   float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c_out);
-  const cpu::ConvPacking packing = forms.is_none() ? cpu::ConvPacking{} : cpu::conv2d_packing(p);
-  if (packing.layout.empty()) {
+  if (forms.is_none()) {
     py::gil_scoped_release release;
     return cpu::conv2d(p, xp, wp, bp, yp);
   }
-  const py::object form =
-      packed_form(forms, packing.layout, packing.floats, [&](float* f) { cpu::pack_conv2d_weights(p, wp, f); });
-  const float* pp = data_of(form, packing.floats, "w_packed");
+  const cpu::ConvPlan plan = cpu::plan_conv2d(p);
+  const float* pp = nullptr;
+  py::object form;  // held while the kernel reads it
+  if (!plan.layout.empty()) {
+    form = packed_form(forms, plan.layout, plan.floats, [&](float* f) { cpu::pack_conv2d_weights(plan, p, wp, f); });
+    pp = data_of(form, plan.floats, "w_packed");
+  }
   py::gil_scoped_release release;
-  cpu::conv2d_prepacked(p, xp, wp, pp, bp, yp);
+  cpu::conv2d_planned(plan, p, xp, wp, pp, bp, yp);
 }
 
 // (layout, floats) of the packed weights the kernel serving this problem reads; ("", 0) if none.
 py::tuple conv2d_packing(py::handle problem) {
-  const cpu::ConvPacking packing = cpu::conv2d_packing(bind::conv2d_params(problem));
-  return py::make_tuple(packing.layout, packing.floats);
+  const cpu::ConvPlan plan = cpu::plan_conv2d(bind::conv2d_params(problem));
+  return py::make_tuple(plan.layout, plan.floats);
 }
 
 // forms: None, or a PackedWeights' dict of forms; the dense form's layout is the ISA's name.
@@ -103,12 +106,13 @@ void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::han
     py::gil_scoped_release release;
     return cpu::gemm(p, xp, wp, bp, yp);
   }
-  const int64_t floats = cpu::gemm_packed_floats(p.k, p.m);
+  const cpu::GemmPlan plan = cpu::plan_gemm();
+  const int64_t floats = cpu::gemm_packed_floats(plan, p.k, p.m);
   const py::object form =
-      packed_form(forms, cpu::active_isa(), floats, [&](float* f) { cpu::pack_gemm_weights(p.k, p.m, wp, f); });
+      packed_form(forms, plan.layout, floats, [&](float* f) { cpu::pack_gemm_weights(plan, p.k, p.m, wp, f); });
   const float* pp = data_of(form, floats, "w_packed");
   py::gil_scoped_release release;
-  cpu::gemm_prepacked(p, xp, wp, pp, bp, yp);
+  cpu::gemm_planned(plan, p, xp, wp, pp, bp, yp);
 }
 
 template <void (*Kernel)(const Pool2dParams&, const float*, float*)>

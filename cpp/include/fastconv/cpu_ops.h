@@ -28,26 +28,38 @@ int num_threads();
 void set_num_threads(int n);
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
-// Convolution weights packed ahead of the calls (fastconv.pack_weights). conv2d_packing(p) names
-// the packed layout that the kernel serving p reads, given packed weights ("avx2 winograd F(4, 3),
-// stride 1x1"; it depends on the ISA, the kernel and, for Winograd, the transform, not on the map),
-// and its size in floats; an empty name: that kernel reads w as it is. pack_conv2d_weights fills
-// such a buffer from w; conv2d_prepacked runs p from it (and from w where the kernel reads w).
-struct ConvPacking {
+// Convolution weights packed ahead of the calls (fastconv.pack_weights). plan_conv2d(p) chooses the
+// kernel that serves p given packed weights, once: its ISA table, its path and the packed layout it
+// reads ("avx2 winograd F(4, 3), stride 1x1"; it depends on the ISA, the kernel and, for Winograd,
+// the transform, not on the map) with its size in floats; an empty layout: that kernel reads w as it
+// is. pack_conv2d_weights fills such a buffer from w; conv2d_planned runs p from it (and from w
+// where the kernel reads w). Packing and running under one plan keeps them on one ISA even if
+// set_isa runs in between (each ISA packs its own layout, of its own size).
+struct KernelTable;
+struct ConvPlan {
+  const KernelTable* table;
+  int path;  // dispatch.cpp's ConvPath
   std::string layout;
   int64_t floats;
 };
-ConvPacking conv2d_packing(const Conv2dParams& p);
-void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed);
-void conv2d_prepacked(const Conv2dParams& p, const float* x, const float* w, const float* w_packed, const float* b,
-                      float* y);
+ConvPlan plan_conv2d(const Conv2dParams& p);
+void pack_conv2d_weights(const ConvPlan& plan, const Conv2dParams& p, const float* w, float* w_packed);
+void conv2d_planned(const ConvPlan& plan, const Conv2dParams& p, const float* x, const float* w, const float* w_packed,
+                    const float* b, float* y);
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y);
-// Dense weights packed ahead of the calls (fastconv.pack_weights), in the active ISA's layout:
-// gemm_packed_floats(k, m) floats filled by pack_gemm_weights; gemm_prepacked reads them where its
-// path would otherwise pack per call, and w elsewhere.
-int64_t gemm_packed_floats(int64_t k, int64_t m);
-void pack_gemm_weights(int64_t k, int64_t m, const float* w, float* w_packed);
-void gemm_prepacked(const GemmParams& p, const float* x, const float* w, const float* w_packed, const float* b, float* y);
+// Dense weights packed ahead of the calls (fastconv.pack_weights), in the active ISA's layout, named
+// by the ISA: plan_gemm() fixes the table, gemm_packed_floats(plan, k, m) floats are filled by
+// pack_gemm_weights; gemm_planned reads them where its path would otherwise pack per call, and w
+// elsewhere.
+struct GemmPlan {
+  const KernelTable* table;
+  std::string layout;
+};
+GemmPlan plan_gemm();
+int64_t gemm_packed_floats(const GemmPlan& plan, int64_t k, int64_t m);
+void pack_gemm_weights(const GemmPlan& plan, int64_t k, int64_t m, const float* w, float* w_packed);
+void gemm_planned(const GemmPlan& plan, const GemmParams& p, const float* x, const float* w, const float* w_packed,
+                  const float* b, float* y);
 void max_pool2d(const Pool2dParams& p, const float* x, float* y);
 void avg_pool2d(const Pool2dParams& p, const float* x, float* y);
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y);
