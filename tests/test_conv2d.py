@@ -642,9 +642,10 @@ def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, 
     _compare.assert_close(got, want, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
-# Strided 1x1 convolutions with at most 100 output pixels gather them and run the GEMM (stream_gemm
-# up to 16 rows, sweep_gemm or panel_gemm above); larger ones stay with the tiled engine. Strides on
-# either axis, odd sizes, batches, bias and activation, on both sides of the 100-row rule.
+# Strided 1x1 convolutions with at most 100 output pixels, or at most 200 under more than 1 MiB of
+# weights, gather them and run the GEMM (stream_gemm up to 16 rows, sweep_gemm or panel_gemm above);
+# larger ones stay with the tiled engine. Strides on either axis, odd sizes, batches, bias and
+# activation, on both sides of both rules.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
     ((1, 14, 14, 96), (1, 1, 96, 200), dict(stride=2, activation="relu")),  # 49 rows
@@ -652,6 +653,8 @@ def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, 
     ((1, 9, 9, 64), (1, 1, 64, 130), dict(stride=(1, 3), activation="silu")),  # 27 rows: stream_gemm
     ((4, 10, 10, 24), (1, 1, 24, 72), dict(stride=2)),  # exactly 100 rows
     ((1, 21, 19, 16), (1, 1, 16, 40), dict(stride=2, activation="relu6")),  # 110 rows: tiled engine
+    ((1, 27, 25, 520), (1, 1, 520, 510), dict(stride=2)),  # 14 x 13 = 182 rows, 1.01 MiB: GEMM
+    ((1, 27, 25, 500), (1, 1, 500, 500), dict(stride=2)),  # 182 rows, 0.95 MiB: tiled engine
     ((1, 3, 3, 8), (1, 1, 8, 5), dict(stride=4)),  # one pixel
     # bottom / right padding that outputs read: not a gather (the tiled engine writes bias there)
     ((2, 5, 6, 8), (1, 1, 8, 12), dict(stride=2, padding=((0, 2), (0, 1)))),
