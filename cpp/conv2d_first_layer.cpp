@@ -308,14 +308,12 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
   }
 }
 
-// Activations with an exponential (sigmoid, tanh, SiLU) are applied after a whole output row is
-// stored, over its contiguous out_w * C_out floats, instead of per accumulator in the tile's store:
-// there the ~30 operations of the exponential per vector compete with the 12 live accumulators for the 16
-// registers (spills) and run as 12 unrolled copies. Here one short loop keeps its constants in
-// registers and independent iterations overlap. Cheap activations stay in the tile's store.
-static inline bool activate_after_row(Activation act) {
-  return act == Activation::kSigmoid || act == Activation::kTanh || act == Activation::kSilu;
-}
+// Activations with an exponential (sigmoid, tanh, SiLU: has_exponential, tiled_conv.h) are applied
+// after a whole output row is stored, over its contiguous out_w * C_out floats, instead of per
+// accumulator in the tile's store: there the ~30 operations of the exponential per vector compete
+// with the 12 live accumulators for the 16 registers (spills) and run as 12 unrolled copies. Here one
+// short loop keeps its constants in registers and independent iterations overlap. Cheap activations
+// stay in the tile's store.
 
 template <Activation A>
 static inline void activate_run(float* y, int64_t count) {
@@ -426,7 +424,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
   }
   const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
-  const bool row_act = activate_after_row(p.activation);
+  const bool row_act = has_exponential(p.activation);
   const Activation tile_act = row_act ? Activation::kNone : p.activation;
 
   parallel_run(nthreads, [&] {

@@ -271,7 +271,8 @@ static bool prefer_strided_pointwise_gemm(const Conv2dParams& p) {
           (rows <= kStridedPointwiseGemmWideMaxRows && weight_bytes > kStridedPointwiseGemmWideMinWeightBytes));
 }
 
-static void strided_pointwise_gemm(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
+static void strided_pointwise_gemm(const Conv2dParams& p, const KernelTable& t, const float* x, const float* w,
+                                   const float* b, float* y) {
   const int64_t rows = p.n * p.out_h * p.out_w;
   std::vector<float> pixels(static_cast<size_t>(rows * p.c_in));
   float* dst = pixels.data();
@@ -283,7 +284,7 @@ static void strided_pointwise_gemm(const Conv2dParams& p, const float* x, const 
       }
     }
   }
-  table().gemm(GemmParams{rows, p.c_in, p.c_out, p.activation}, pixels.data(), w, b, y, num_threads());
+  t.gemm(GemmParams{rows, p.c_in, p.c_out, p.activation}, pixels.data(), w, b, y, num_threads());
 }
 
 namespace {
@@ -324,7 +325,7 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
     case ConvPath::kGemm:
       return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
     case ConvPath::kStridedGemm:
-      return strided_pointwise_gemm(p, x, w, b, y);
+      return strided_pointwise_gemm(p, t, x, w, b, y);
     case ConvPath::kDepthwise:
       return t.depthwise(p, x, w, b, y, num_threads());
     case ConvPath::kWinograd:
