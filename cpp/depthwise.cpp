@@ -750,6 +750,10 @@ constexpr int64_t kAliasedChannels = 512;
 int64_t staged_pixel_stride(const Conv2dParams& p) {
   return p.c_out % kAliasedChannels == 0 ? p.c_out + 16 : p.c_out;
 }
+// A depthwise multiply-add costs about twice a dense one (each input vector feeds only the KW
+// outputs of its row), so half the dense threshold buys the same ~10 us of one thread's work:
+// 1x7x7x960 3x3 and 1x14x14x672 3x3 s2 ran 0.64-0.73 of their one-thread time on two threads.
+constexpr int64_t kParallelMinMacs = kParallelMinWork / 2;
 // Outputs at least this large are written with non-temporal stores on the staged path: they are
 // past L2 and half of L3, and streaming them skips the read for ownership of every output line.
 constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
@@ -878,7 +882,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t items = p.n * per_image;
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads);
+  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads, kParallelMinMacs);
   // Chunks of consecutive items (they share staged input rows), about eight per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others.
   const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));

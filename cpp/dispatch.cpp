@@ -127,8 +127,9 @@ bool pads_less(int64_t channels, int vectors, const KernelTable& narrow, const K
 // beside AVX2"): Winograd whose 32-channel column blocks or 16-channel input vectors pad more than
 // AVX2's 16 / 8 (C_out 16, 24, 48: AVX2 in 0.63-0.87 of the time; 32 and 64: ties), first layers
 // below 32 output channels (the pixel-vector tile against AVX2's channel-vector one: 0.69-0.86),
-// depthwise up to 16 channels (0.32-0.89) or padding more (24: 0.92), pooling below 8 channels
-// (0.73-0.85), pointwise convolutions whose C_out pads to more lanes (8, 20, 24, 33, 40, 56, 88,
+// depthwise up to 16 channels (0.32-0.89) or padding more (24: 0.92), pooling with 5-7 channels
+// (0.73-0.93; at 1-4, where AVX-512 packs 4 or more pixels per vector, AVX2 took 0.98-1.32x the
+// time), pointwise convolutions whose C_out pads to more lanes (8, 20, 24, 33, 40, 56, 88,
 // 120: 0.55-0.95; 72 and 104 on 28 x 28 maps 1.03-1.04, on 56 x 56 0.93; equal padding keeps
 // AVX-512: 48 and 64 ran 1.05-1.09x slower on AVX2). On a CPU with full-width 512-bit units these
 // cases pad AVX-512's lanes about as much as they halve its width.
@@ -149,8 +150,8 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
     case LaneUse::kDepthwise:
       use_narrow = c_out <= wide.vector_floats || pads_less(c_out, 1, *narrow, wide);
       break;
-    case LaneUse::kPool:
-      use_narrow = c_out < narrow->vector_floats;
+    case LaneUse::kPool:  // up to a quarter vector, AVX-512 packs 4+ pixels per vector (pool.cpp)
+      use_narrow = c_out < narrow->vector_floats && 4 * c_out > wide.vector_floats;
       break;
     case LaneUse::kPointwise:
       use_narrow = pads_less(c_out, 1, *narrow, wide);

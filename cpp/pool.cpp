@@ -190,18 +190,53 @@ void pool_row_wide(const Pool2dParams& p, const ColWindow* cols, const float* xn
   }
 }
 
+// Output pixels of a row whose windows lie wholly inside the input, for C at most half a vector
+// (pool_row_small): P of them share one vector, their P * C outputs in the first lanes. Window
+// column kx of those pixels sits at buf[(x0 + s * j + kx) * C + c] for pixel j, channel c: vector
+// loads from (x0 + kx) * C and one lane permutation (lane j * C + c takes source lane s * C * j + c)
+// gather them. P: as many pixels as fill a vector and span at most kSourceVectors vectors (stride
+// 2 or less always does at 16 lanes). AVX-512 permutes two source vectors in one instruction; AVX2
+// needs two permutations and a blend for it, no faster than pixel by pixel, so there P shrinks
+// to one source vector.
+constexpr int kSourceVectors = kLanes == 16 ? 2 : 1;
+struct PackedPixels {
+  int64_t ox0 = 0, ox1 = 0;  // the interior pixels [ox0, ox1); none when ox1 - ox0 < per_vector
+  int64_t per_vector = 0;    // P
+  vec::vint lanes{};         // source lane of each output lane (lanes past P * C repeat lane 0)
+};
+
+PackedPixels packed_pixels(const Pool2dParams& p, const ColWindow* cols) {
+  PackedPixels pk;
+  // The pixels whose columns span at most kSourceVectors vectors, at most a vector's worth.
+  const int64_t span = kSourceVectors * kLanes;
+  const int64_t per_vector = min_i64(kLanes / p.c, (span - p.c) / (p.stride_w * p.c) + 1);
+  if (per_vector < 2) return pk;
+  int64_t ox0 = 0, ox1 = p.out_w;
+  while (ox0 < ox1 && (cols[ox0].cols != p.kw || cols[ox0].padded != p.kw)) ++ox0;
+  while (ox1 > ox0 && (cols[ox1 - 1].cols != p.kw || cols[ox1 - 1].padded != p.kw)) --ox1;
+  if (ox1 - ox0 < per_vector) return pk;
+  pk.ox0 = ox0;
+  pk.ox1 = ox1;
+  pk.per_vector = per_vector;
+  for (int64_t j = 0; j < per_vector * p.c; ++j) pk.lanes[j] = static_cast<int32_t>(p.stride_w * p.c * (j / p.c) + j % p.c);
+  return pk;
+}
+
 // One output row, C < kLanes: the window is separable. The valid input rows are reduced over the
-// flat W * C floats into buf with full vectors; then each output pixel reduces its columns of buf
-// with one full vector per column (lanes past C read the next pixel's values, or buf's zeroed
-// tail) and stores a full vector at its own offset: the extra lanes land on the next pixels, whose
-// stores come after and overwrite them. Pixels whose vector would reach past the row store only
-// their C floats.
+// flat W * C floats into buf with full vectors; then the output pixels reduce their columns of buf:
+// the interior ones P at a time (PackedPixels), the others one full vector per column (lanes past C
+// read the next pixel's values, or buf's tail). Each stores a full vector at its own offset: the
+// extra lanes land on later pixels, whose stores come after and overwrite them (border pixels
+// first, then the interior, then the right border). A vector that would reach past the row stores
+// only its own floats.
+// Output pixels [ox0, ox1) of a row from its row-reduced buf (pool_row_small), one full vector per
+// window column. row_floats: the floats of the row; a vector that would reach past it stores only
+// its own floats.
 template <bool kMax>
-void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const float* xn, float* y, int64_t oy, float* buf) {
-  const int64_t c = p.c;
-  const int64_t nrows = reduce_rows<kMax>(p, xn, oy, buf);
-  const int64_t prows = padded_rows(p, oy);
-  for (int64_t ox = 0; ox < p.out_w; ++ox) {
+void small_pixels(const Pool2dParams& p, const ColWindow* cols, const float* buf, int64_t nrows, int64_t prows,
+                  int64_t ox0, int64_t ox1, float* y) {
+  const int64_t c = p.c, row_floats = p.out_w * c;
+  for (int64_t ox = ox0; ox < ox1; ++ox) {
     const ColWindow& cw = cols[ox];
     const float* bp = buf + cw.x0 * c;
     vfloat acc = vec::load(bp);
@@ -216,12 +251,56 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const float* x
       const int64_t count = p.count_include_pad ? prows * cw.padded : nrows * cw.cols;
       acc *= 1.0f / static_cast<float>(count);
     }
-    if (ox * c + kLanes <= p.out_w * c) {  // the whole vector stays inside the row
+    if (ox * c + kLanes <= row_floats) {
       vec::store(y + ox * c, acc);
     } else {
       vec::store_partial(y + ox * c, acc, c);
     }
   }
+}
+
+// One output row, C < kLanes: the window is separable. The valid input rows are reduced over the
+// flat W * C floats into buf with full vectors; then the output pixels reduce their columns of buf:
+// the interior ones P at a time (PackedPixels), the others one full vector per column (lanes past C
+// read the next pixel's values, or buf's tail). Each stores a full vector at its own offset: the
+// extra lanes land on later pixels, whose stores come after and overwrite them (left border pixels
+// first, then the interior, then the right border).
+template <bool kMax>
+void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPixels& pk, const float* xn, float* y,
+                    int64_t oy, float* buf) {
+  const int64_t c = p.c;
+  const int64_t nrows = reduce_rows<kMax>(p, xn, oy, buf);
+  const int64_t prows = padded_rows(p, oy);
+  if (pk.per_vector == 0) return small_pixels<kMax>(p, cols, buf, nrows, prows, 0, p.out_w, y);
+  small_pixels<kMax>(p, cols, buf, nrows, prows, 0, pk.ox0, y);
+  const int64_t np = pk.per_vector;
+  const float scale = 1.0f / static_cast<float>((p.count_include_pad ? prows : nrows) * p.kw);
+  for (int64_t ox = pk.ox0; ox < pk.ox1; ox += np) {
+    const int64_t o = min_i64(ox, pk.ox1 - np);  // the last block overlaps the one before
+    const float* bp = buf + cols[o].x0 * c;
+    const auto column = [&](int64_t k) {
+      if constexpr (kSourceVectors == 2) {
+        return __builtin_shuffle(vec::load(bp + k * c), vec::load(bp + k * c + kLanes), pk.lanes);
+      } else {
+        return __builtin_shuffle(vec::load(bp + k * c), pk.lanes);
+      }
+    };
+    vfloat acc = column(0);
+    if (p.kw == 2) {
+      acc = combine<kMax>(acc, column(1));
+    } else if (p.kw == 3) {
+      acc = combine<kMax>(acc, combine<kMax>(column(1), column(2)));
+    } else {
+      for (int64_t k = 1; k < p.kw; ++k) acc = combine<kMax>(acc, column(k));
+    }
+    if (!kMax) acc *= scale;
+    if (o * c + kLanes <= p.out_w * c) {
+      vec::store(y + o * c, acc);
+    } else {
+      vec::store_partial(y + o * c, acc, np * c);
+    }
+  }
+  small_pixels<kMax>(p, cols, buf, nrows, prows, pk.ox1, p.out_w, y);
 }
 
 using LanesRowFn = void (*)(const Pool2dParams&, const float*, float*, int64_t);
@@ -251,21 +330,24 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
     const int64_t xs = ox * p.stride_w - p.pad_left;
     cols[static_cast<size_t>(ox)] = {win.x0, win.x1 - win.x0, min_i64(xs + p.kw, p.w + p.pad_right) - xs};
   }
+  const PackedPixels packed = small ? packed_pixels(p, cols.data()) : PackedPixels{};
   const int64_t rows = p.n * p.out_h;
   // Chunks of consecutive rows, about eight per thread: a preempted thread leaves the rest to others.
   const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
   parallel_run(nthreads, [&] {
-    // The row buffer, kept per thread between calls; kLanes floats past W * C for pool_row_small's
-    // last full-vector load (zeroed when allocated; whatever they hold never reaches the output).
+    // The row buffer, kept per thread between calls; 2 * kLanes floats past W * C for
+    // pool_row_small's last vector loads (zeroed when allocated; whatever they hold never reaches
+    // the output).
     static thread_local std::vector<float> buf;
-    if (buf.size() < static_cast<size_t>(p.w * p.c + kLanes)) buf.assign(static_cast<size_t>(p.w * p.c + kLanes), 0.0f);
+    const size_t buf_floats = static_cast<size_t>(p.w * p.c + 2 * kLanes);
+    if (buf.size() < buf_floats) buf.assign(buf_floats, 0.0f);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t n = r / p.out_h, oy = r % p.out_h;
       const float* xn = x + n * p.h * p.w * p.c;
       float* yr = y + r * p.out_w * p.c;
       if (small) {
-        pool_row_small<kMax>(p, cols.data(), xn, yr, oy, buf.data());
+        pool_row_small<kMax>(p, cols.data(), packed, xn, yr, oy, buf.data());
       } else if (wide) {
         if (stream) {
           pool_row_wide<kMax, true>(p, cols.data(), xn, yr, oy, buf.data());

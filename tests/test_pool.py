@@ -98,6 +98,27 @@ def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng
         check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=9)
 
 
+# C up to half a vector: the interior pixels of a row go several to a vector through a lane
+# permutation (pool.cpp, PackedPixels), 16 at C = 1; rows wide enough for several such blocks and
+# an overlapping last one, between border pixels clipped by padding or ceil_mode on both sides;
+# stride 3 and a C = 5 that fit too few pixels take the pixel-by-pixel path beside them.
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize(
+    "hw, kwargs",
+    [
+        ((5, 53), dict(size=2, stride=2)),
+        ((6, 71), dict(size=3, stride=2, padding=1, ceil_mode=True)),
+        ((4, 40), dict(size=3, stride=1, padding=1)),
+        ((7, 38), dict(size=(2, 4), stride=(1, 1), padding=((0, 1), (2, 1)))),
+        ((5, 47), dict(size=(1, 3), stride=(2, 3), ceil_mode=True)),
+    ],
+)
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_packed_small_channels(op, extra, c, hw, kwargs, isa, rng):
+    x = random_array(rng, (2, *hw, c))
+    check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=12)
+
+
 # Wide C (pool.cpp's kWideMinC = 256 and up): the input rows reduced first into the row buffer,
 # then the columns; C not a multiple of the vector (overlapping last block), windows clipped by
 # padding and ceil_mode, a stride past the window (columns never read), W = 1, a streamed output,

@@ -26,7 +26,9 @@ namespace fastconv::cpu {
 // about ten times that, ~60 us of one thread's work, about 0.5 M depthwise multiply-adds.
 constexpr int64_t kParallelMinWork = 1 << 19;
 
-static inline int threads_for(int64_t work, int threads) { return work < kParallelMinWork ? 1 : threads; }
+static inline int threads_for(int64_t work, int threads, int64_t min_work = kParallelMinWork) {
+  return work < min_work ? 1 : threads;
+}
 
 // Runs body() on a team of `nthreads` OpenMP threads; a team of one runs it directly on the calling
 // thread, as an orphaned region (`omp for`, barriers and omp_get_thread_num() then act on a team of

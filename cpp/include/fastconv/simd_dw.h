@@ -27,16 +27,33 @@ static inline vfloat load(const float* p) { return *reinterpret_cast<const vfloa
 static inline void store(float* p, vfloat v) { *reinterpret_cast<vfloat_u*>(p) = v; }
 static inline vfloat splat(float s) { return vfloat{} + s; }
 
-// The first n < kLanes lanes; the rest are zero on load and left untouched on store.
+// The first n < kLanes lanes; the rest are zero on load and left untouched on store. Masked on
+// AVX2 / AVX-512 (no access past the n floats); elsewhere through a copy (a memcpy call per vector).
+#if defined(__AVX2__) && !defined(__AVX512F__)
+static inline __m256i first_lanes(int64_t n) {
+  const vint lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  return reinterpret_cast<__m256i>(lane < static_cast<int32_t>(n));
+}
+#endif
 static inline vfloat load_partial(const float* p, int64_t n) {
+#if defined(__AVX512F__)
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+#elif defined(__AVX2__)
+  return _mm256_maskload_ps(p, first_lanes(n));
+#else
   float tmp[kLanes] = {};
   std::memcpy(tmp, p, static_cast<size_t>(n) * sizeof(float));
   return load(tmp);
+#endif
 }
 static inline void store_partial(float* p, vfloat v, int64_t n) {
+#if defined(__AVX512F__)
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+#else
   float tmp[kLanes];
   store(tmp, v);
   std::memcpy(p, tmp, static_cast<size_t>(n) * sizeof(float));
+#endif
 }
 
 // Non-temporal store for outputs far larger than the caches: written around them, no read for
