@@ -99,9 +99,10 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
       vfloat wk[KW];
 #pragma GCC unroll 8
       for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
+      const float* xp = xr;  // one pointer stepped per column: the columns' offsets need no registers
 #pragma GCC unroll 32
-      for (int i = LO; i < kInputs - HI; ++i) {
-        const vfloat v = vec::load(xr + (i - LO) * xs);
+      for (int i = LO; i < kInputs - HI; ++i, xp += xs) {
+        const vfloat v = vec::load_once(xp);
 #pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;  // a constant once unrolled
@@ -140,9 +141,10 @@ void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t
         if (r < KW) wt[kx] = vec::load(w + (r * KW + kx) * c + c0);
         if (r >= SW) wb[kx] = vec::load(w + ((r - SW) * KW + kx) * c + c0);
       }
+      const float* xp = xr;
 #pragma GCC unroll 32
-      for (int i = LO; i < kInputs - HI; ++i) {
-        const vfloat v = vec::load(xr + (i - LO) * xs);
+      for (int i = LO; i < kInputs - HI; ++i, xp += xs) {
+        const vfloat v = vec::load_once(xp);
 #pragma GCC unroll 16
         for (int j = 0; j < NP; ++j) {
           const int kx = i - j * SW;
@@ -390,9 +392,10 @@ __attribute__((always_inline)) inline void accumulate_taps(vfloat (&acc)[NP], co
   vfloat wk[P];
 #pragma GCC unroll 8
   for (int kx = 0; kx < P; ++kx) wk[kx] = vec::load(wr + kx * kLanes);
+  const float* xp = xr;
 #pragma GCC unroll 32
-  for (int i = 0; i < (NP - 1) * SW + P; ++i) {
-    const vfloat v = vec::load(xr + i * xs);
+  for (int i = 0; i < (NP - 1) * SW + P; ++i, xp += xs) {
+    const vfloat v = vec::load_once(xp);
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
       const int kx = i - j * SW;  // a constant once unrolled

@@ -26,6 +26,13 @@ constexpr int kLanes = FC_VEC_BYTES / 4;
 static inline vfloat load(const float* p) { return *reinterpret_cast<const vfloat_u*>(p); }
 static inline void store(float* p, vfloat v) { *reinterpret_cast<vfloat_u*>(p) = v; }
 static inline vfloat splat(float s) { return vfloat{} + s; }
+// A load kept in a register for all its uses: GCC otherwise may fold it into each FMA that reads it
+// (one load per use) and keep every column's address offset live in its own register.
+static inline vfloat load_once(const float* p) {
+  vfloat v = load(p);
+  __asm__("" : "+v"(v));
+  return v;
+}
 
 // The first n < kLanes lanes; the rest are zero on load and left untouched on store. Masked on
 // AVX2 / AVX-512 (no access past the n floats); elsewhere through a copy (a memcpy call per vector).
