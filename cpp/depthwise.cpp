@@ -17,10 +17,10 @@
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
-//    than 8) are border blocks whose padding taps are dropped at compile time. For 3x3 with
-//    stride_h = stride_w and dilation_h = 1, output rows go in pairs (row_pair, pixel_pair: blocks
-//    of 4 pixels in two rows) wherever both rows' windows lie inside the input: the input rows the
-//    two share are read once.
+//    than 8) are border blocks whose padding taps are dropped at compile time. For 3x3 (and 5x5 on
+//    AVX-512, on the widths in pick) with stride_h = stride_w and dilation_h = 1, output rows go in
+//    pairs (row_pair, pixel_pair: blocks of 4 pixels in two rows, 8 for 5x5) wherever both rows'
+//    windows lie inside the input: the input rows the two share are read once.
 //  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
@@ -187,12 +187,19 @@ using BorderBlocksFor =
 using PairFn = void (*)(const float* const*, int64_t, const float*, int64_t, int64_t, const float*, Activation, float*,
                         float*);
 
-// 3x3 pair blocks of 4 pixels (two rows of 8 would need 16 accumulators) by padding columns, as above.
-template <int SW, int... S>
+// Pair blocks of NP pixels by padding columns, as above.
+template <int KW, int SW, int NP, int... S>
 struct PairBorderBlocks {
-  static constexpr PairFn left[] = {pixel_pair<3, SW, 4, S, 0>...};
-  static constexpr PairFn right[] = {pixel_pair<3, SW, 4, 0, S>...};
+  static constexpr PairFn left[] = {pixel_pair<KW, SW, NP, S, 0>...};
+  static constexpr PairFn right[] = {pixel_pair<KW, SW, NP, 0, S>...};
 };
+// 3x3 pairs in blocks of 4 pixels (two rows of 8 would need 16 accumulators); 5x5 pairs (AVX-512
+// only: 16 accumulators + 10 weights) in blocks of 8.
+template <int KW>
+constexpr int kPairPixels = KW == 3 ? 4 : 8;
+template <int KW, int SW>
+using PairBorderBlocksFor = std::conditional_t<KW == 3, PairBorderBlocks<3, SW, 4, 0, 1, 2>,
+                                               PairBorderBlocks<5, SW, 8, 0, 1, 2, 3, 4>>;
 
 // Output pixel ox over all channels with the window clipped to the input (M = 1, C >= kLanes):
 // unspecialised geometries. Four channel blocks at a time, for four
@@ -617,25 +624,34 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
   block(Border::right[right_overhang(p)], ow - 8, 0);
 }
 
-// Output rows oy and oy + 1 straight from the input, as row_direct but with 3x3 pixel_pair blocks of
-// 4 (KH = 3, stride_h = SW, dilation_h = 1, both rows' windows inside the input: pair_fits). The
-// first and last 4 columns are border blocks (the padding reaches at most 2 columns). Not for 5x5:
-// its pair needs 10 weights and 8 accumulators in 16 registers, and measured 1.1-1.2x slower.
-template <int SW>
+// Output rows oy and oy + 1 straight from the input, as row_direct but with pixel_pair blocks (KH =
+// KW, stride_h = SW, dilation_h = 1, both rows' windows inside the input: pair_fits): 3x3 in blocks
+// of 4, the first and last 4 columns border blocks (the padding reaches at most 2 columns); 5x5 in
+// blocks of 8 with border blocks of 8 (or two of 7 on 14 columns), on AVX-512 only: with 16
+// registers its pair (10 weights, 8 accumulators at 4 pixels) measured 1.1-1.2x slower.
+template <int KW, int SW>
 void row_pair(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  constexpr int KW = 3;
+  constexpr int NP = kPairPixels<KW>;
   const int64_t c = p.c_out, ow = p.out_w, iy0 = oy * SW - p.pad_top;
   const float* rows[KW + SW];
   for (int r = 0; r < KW + SW; ++r) rows[r] = xn + (iy0 + r) * p.w * c;
   const auto block = [&](PairFn fn, int64_t ox, int64_t lo) {
     fn(rows, (ox * SW - p.pad_left + lo) * c, w, c, c, b, p.activation, y + ox * c, y + (ow + ox) * c);
   };
-  using Border = PairBorderBlocks<SW, 0, 1, 2>;
+  if constexpr (KW == 5) {
+    if (ow == 14) {  // as row_direct: two blocks of 7
+      using Border7 = PairBorderBlocks<5, SW, 7, 0, 1, 2, 3, 4>;
+      block(Border7::left[p.pad_left], 0, p.pad_left);
+      block(Border7::right[right_overhang(p)], 7, 0);
+      return;
+    }
+  }
+  using Border = PairBorderBlocksFor<KW, SW>;
   block(Border::left[p.pad_left], 0, p.pad_left);
-  int64_t ox = 4;
-  for (; ox + 8 <= ow; ox += 4) block(pixel_pair<KW, SW, 4>, ox, 0);
-  if (ox < ow - 4) block(pixel_pair<KW, SW, 4>, ow - 8, 0);
-  block(Border::right[right_overhang(p)], ow - 4, 0);
+  int64_t ox = NP;
+  for (; ox + 2 * NP <= ow; ox += NP) block(pixel_pair<KW, SW, NP>, ox, 0);
+  if (ox < ow - NP) block(pixel_pair<KW, SW, NP>, ow - 2 * NP, 0);
+  block(Border::right[right_overhang(p)], ow - NP, 0);
 }
 
 // Whether output rows oy and oy + 1 both have every kernel row inside the input (row_pair).
@@ -800,7 +816,17 @@ bool pick(const Conv2dParams& p, bool stream, Path* path) {
     path->direct = row_direct<KW, SW>;
     if constexpr (KW == 3) {
       // Stride 1 pairs (blocks of 4) on rows narrower than 16: 1x14x14x576 1.16x slower than single rows.
-      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) path->pair = row_pair<SW>;
+      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) path->pair = row_pair<3, SW>;
+    }
+    if constexpr (KW == 5 && kLanes == 16) {
+      // 5x5 pairs (32 registers: AVX-512 only) where they measured faster than single rows: 0.82-0.89
+      // of the time at stride 2, 0.84-0.94 at stride 1 on 14 and 56 columns; 30-35 columns ties, and
+      // 28 (row_direct's 10 | 8 | 10) 1.03-1.14x slower. Between 15 and 23 columns an interior block
+      // of 8 would overlap the border blocks.
+      const int64_t ow = p.out_w;
+      if (p.kh == 5 && p.stride_h == SW && p.dilation_h == 1 && (ow == 14 || ow >= (SW == 2 ? 24 : 48))) {
+        path->pair = row_pair<5, SW>;
+      }
     }
   }
   return true;

@@ -271,6 +271,23 @@ def test_depthwise_row_pairs(stride, device, isa, rng):
                         check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=9)
 
 
+# 5x5 row pairs (cpp/depthwise.cpp, row_pair; AVX-512): 14 columns (two border blocks of 7), stride 2
+# from 24 columns and stride 1 from 48 (border blocks of 8, interior blocks and an overlapping last
+# one), padding of 0-4 columns a side, odd heights (single rows at the top and bottom), batch 2.
+@pytest.mark.parametrize("shape, stride, padding", [
+    ((1, 14, 14, 48), 1, 2),
+    ((2, 15, 14, 32), 1, ((2, 2), (1, 3))),
+    ((1, 27, 27, 17), 2, ((1, 2), (2, 2))),
+    ((2, 13, 51, 48), 2, ((2, 1), (4, 0))),
+    ((1, 11, 50, 32), 1, ((0, 2), (2, 2))),
+    ((2, 9, 57, 64), 1, ((2, 2), (1, 4))),
+])
+def test_depthwise_5x5_row_pairs(shape, stride, padding, isa, rng):
+    c = shape[-1]
+    x, w, b = random_array(rng, shape), random_array(rng, (5, 5, c)), random_array(rng, (c,))
+    check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=padding), terms=25)
+
+
 # pixel_block's vector-aligned channel blocks (cpp/depthwise.cpp): C a multiple of the vector,
 # the input (and output) at every 16-byte offset from a 64-byte boundary; 144 channels are enough
 # blocks for the shift (kShiftMinBlocks), 16 and 48 too few.
