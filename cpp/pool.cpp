@@ -11,7 +11,8 @@
 //    the window is separable, so each output row first reduces its input rows over the contiguous
 //    W * C floats into a row buffer with full vectors (reduce_rows: each input row read in order),
 //    then reduces along W per output pixel (the columns' windows computed once per call). Small C:
-//    one full vector per window column, stores overlapping the next pixel's. Wide C: four vectors
+//    one full vector per window column, stores overlapping the next pixel's; at C up to half a
+//    vector the interior pixels go several to a vector (PackedPixels). Wide C: four vectors
 //    at a time as in pool_row_lanes (wide pixels read tap by tap ran at half the bandwidth).
 //    With C >= one vector, outputs far larger than L2 (kStreamMinBytes) are written non-temporally.
 //  - global pools: threads split (image, channel segment); pixel by pixel, each pixel's segment
@@ -222,13 +223,6 @@ PackedPixels packed_pixels(const Pool2dParams& p, const ColWindow* cols) {
   return pk;
 }
 
-// One output row, C < kLanes: the window is separable. The valid input rows are reduced over the
-// flat W * C floats into buf with full vectors; then the output pixels reduce their columns of buf:
-// the interior ones P at a time (PackedPixels), the others one full vector per column (lanes past C
-// read the next pixel's values, or buf's tail). Each stores a full vector at its own offset: the
-// extra lanes land on later pixels, whose stores come after and overwrite them (border pixels
-// first, then the interior, then the right border). A vector that would reach past the row stores
-// only its own floats.
 // Output pixels [ox0, ox1) of a row from its row-reduced buf (pool_row_small), one full vector per
 // window column. row_floats: the floats of the row; a vector that would reach past it stores only
 // its own floats.
