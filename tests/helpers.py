@@ -33,13 +33,28 @@ def random_array(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def squeezed_sums_scale(reference_op, args, kwargs) -> float:
-    """For sigmoid and tanh, the RMS of the sums they squeeze (reference_op without the activation),
-    the scale `_compare` judges such outputs at; 0 (the output's own) otherwise."""
-    if kwargs.get("activation") not in ("sigmoid", "tanh"):
+# Ops whose third argument is a bias added to sums of products.
+_BIASED_OPS = ("conv2d", "depthwise_conv2d", "pointwise_conv2d", "dense")
+
+
+def sums_scale(reference_op, args, kwargs) -> float:
+    """The scale `_compare` judges a result at (0: the output's own RMS), from the sums the rounding
+    happens in. With an activation, the RMS of the sums it acts on (reference_op without it): one
+    that squeezes (sigmoid, tanh) or clips them (relu) shrinks the output's RMS below their
+    rounding. With a bias, the products' sums and the bias count apart (the root of their mean
+    squares): a bias that cancels the products leaves outputs far below the rounding of either (one
+    product plus a bias per output left a single SiLU output near 5e-5, 8e-9 off)."""
+    biased = reference_op.__name__ in _BIASED_OPS and len(args) > 2 and args[2] is not None
+    if kwargs.get("activation") is None and not biased:
         return 0.0
-    sums = reference_op(*args, **dict(kwargs, activation=None))
-    return float(np.sqrt(np.mean(sums**2))) if sums.size else 0.0
+    plain = dict(kwargs, activation=None)
+    if not biased:
+        sums = reference_op(*args, **plain)
+        return float(np.sqrt(np.mean(sums**2))) if sums.size else 0.0
+    products = reference_op(args[0], args[1], None, *args[3:], **plain)
+    if products.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(products**2) + np.mean(args[2] ** 2)))
 
 
 def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
@@ -50,7 +65,7 @@ def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
     got = device.get(got)
     ref_arrays = [None if a is None else a.astype(np.float64) for a in arrays]
     want = getattr(reference, op_name)(*ref_arrays, **kwargs)
-    scale = squeezed_sums_scale(getattr(reference, op_name), ref_arrays, kwargs)
+    scale = sums_scale(getattr(reference, op_name), ref_arrays, kwargs)
     _compare.assert_close(got, want, terms=terms, what=f"{op_name}{kwargs}", scale=scale)
     return got
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, _params, reference
 
-from helpers import isa_choice, num_threads, random_array, squeezed_sums_scale
+from helpers import isa_choice, num_threads, random_array, sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 
@@ -25,7 +25,7 @@ def _check_packed(x, w, b, packed=None, **kwargs):
     ref_kwargs = {k: v for k, v in kwargs.items() if k != "algorithm"}
     want = reference.conv2d(*args, **ref_kwargs)
     assert got.shape == want.shape and got.dtype == np.float32
-    scale = squeezed_sums_scale(reference.conv2d, args, ref_kwargs)
+    scale = sums_scale(reference.conv2d, args, ref_kwargs)
     terms = w.shape[0] * w.shape[1] * w.shape[2]
     _compare.assert_close(got, want, terms=terms, what=f"conv2d packed {kwargs}", scale=scale)
     if kwargs.get("algorithm", "auto") != "auto":

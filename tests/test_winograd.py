@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, reference
 
-from helpers import num_threads, random_array, squeezed_sums_scale
+from helpers import num_threads, random_array, sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -27,7 +27,7 @@ def _check(device, x, w, b, algorithm, **kwargs):
     got = device.get(got)
     args = (x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
     want = reference.conv2d(*args, **kwargs)
-    scale = squeezed_sums_scale(reference.conv2d, args, kwargs)
+    scale = sums_scale(reference.conv2d, args, kwargs)
     terms = w.shape[0] * w.shape[1] * w.shape[2]
     _compare.assert_close(got, want, terms=terms, what=f"conv2d(algorithm={algorithm!r}, {kwargs})", scale=scale)
     return got, _compare.max_relative_error(got, want, scale)[0] / _compare.tolerance(terms)

@@ -4,9 +4,9 @@ A result passes when every element satisfies |got - want| <= atol + rtol * |want
 rtol = 1e-5 * sqrt(terms) + 1e-5 for a sum of `terms` float32 products (the expected growth of
 rounding error) and atol scaled by the reference's RMS value so that results near zero, where
 cancellation leaves only rounding noise, are judged against the size of the whole output.
-Where an activation squeezes the sums (sigmoid, tanh) the caller may give the scale of the sums
-before it (`scale`): the rounding is that of the sums, and a small output, a single element near
-0, say, would otherwise be judged against its own size.
+Where an activation squeezes or clips the sums (sigmoid, tanh, relu) the caller may give the scale
+of the sums before it (`scale`): the rounding is that of the sums, and a small output, a single
+element near 0, say, would otherwise be judged against its own size.
 Used by the tests and by models' self-checks.
 """
 
