@@ -57,8 +57,9 @@ __device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpr
 // ---- Block-tiled SGEMM core ---------------------------------------------------------------------
 // A block of 256 threads computes a 128 x kN tile of C = A (rows x K) @ B (K x cols), kN = 32, 64
 // or 128. Each k-step stages a 128 x 8 slice of A (stored transposed, so a thread reads its 8 rows as
-// two float4) and an 8 x kN slice of B in shared memory, double-buffered: the next slice is loaded
-// into registers while the current one is multiplied, with one __syncthreads per step.
+// two float4) and an 8 x kN slice of B in shared memory (kSlices such slices per step, each loaded
+// the same way), double-buffered: the next step is loaded into registers while the current one is
+// multiplied, with one __syncthreads per step.
 // Thread t (tx = t % 16, ty = t / 16) owns rows {ty*4 + i, 64 + ty*4 + i : i < 4} and columns
 // {tx*4 + j (+ 64 for the second group when kN = 128) : j < 4}: per k, two float4 reads of A and
 // kN / 64 of B feed 8 x kN / 16 FMAs (32 for the 128 x 64 tile, 64 for 128 x 128). The 128 x 32
@@ -71,22 +72,31 @@ constexpr int kTileM = 128, kTileK = 8, kGemmThreads = 256, kThreadM = 8;
 // and keep every row 16-byte aligned for the float4 reads.
 constexpr int kAStride = kTileM + 4;
 
-template <int kN>
+template <int kN, int kSlices = 1>
 struct GemmTile {
   static_assert(kN == 32 || kN == 64 || kN == 128, "column tile of 32, 64 or 128");
   static constexpr int kThreadN = kN / 16;  // columns per thread: 2, or groups of 4
   static constexpr int kGroups = kThreadN < 4 ? 1 : kThreadN / 4;
   struct Smem {
-    float a[2][kTileK][kAStride];
-    float b[2][kTileK][kN];
+    float a[2][kSlices * kTileK][kAStride];
+    float b[2][kSlices * kTileK][kN];
   };
   using Acc = float[kThreadM][kThreadN];
 };
 
 // Two resident blocks per SM for the 128 x 128 tile (registers capped at 128 per thread): one
 // block of 8 warps leaves too little to switch between while a warp waits on shared memory.
+// gemm.cu's 128 x 32 tile: three blocks (80 registers, no spills; 102 and two blocks uncapped)
+// and 16-deep k steps (kGemmSlices: two 8-deep slices per barrier): with two blocks of 8 warps, a
+// step's FMAs did not cover the next step's global loads (bench/NOTES.md, "GPU runs 11 and 12").
 template <int kN>
-constexpr int kGemmMinBlocks = kN == 128 ? 2 : 1;
+constexpr int kGemmMinBlocks = kN == 128 ? 2 : kN == 32 ? 3 : 1;
+template <int kN>
+constexpr int kGemmSlices = kN == 32 ? 2 : 1;
+// The implicit-GEMM conv's tiles (conv2d.cu): three blocks of its 128 x 32 tile spill and measured
+// 0.66-1.06x the time of two, by shape.
+template <int kN>
+constexpr int kConvMinBlocks = kN == 128 ? 2 : 1;
 
 struct GemmThread {
   int tid, tx, ty;
@@ -104,40 +114,47 @@ struct GemmThread {
 
 // load_a(k0) / load_b(k0) return the thread's float4 of the k-slice starting at k0 (zeros outside
 // the matrix); the loops below never index global memory themselves.
-template <int kN, class LoadA, class LoadB>
-__device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN>::Smem& s, const GemmThread& t,
+template <int kN, int kSlices = 1, class LoadA, class LoadB>
+__device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN, kSlices>::Smem& s, const GemmThread& t,
                                                 int64_t k_total, LoadA load_a, LoadB load_b,
                                                 typename GemmTile<kN>::Acc& acc) {
-  constexpr int kThreadN = GemmTile<kN>::kThreadN;
+  constexpr int kThreadN = GemmTile<kN>::kThreadN, kStepK = kSlices * kTileK;
   const bool loads_b = t.tid < 2 * kN;
 #pragma unroll
   for (int i = 0; i < kThreadM; ++i) {
 #pragma unroll
     for (int j = 0; j < kThreadN; ++j) acc[i][j] = 0.0f;
   }
-  const int64_t k_steps = ceil_div(k_total, kTileK);
-  float4 a_next = load_a(0);
-  float4 b_next = loads_b ? load_b(0) : float4{};
-
-  const auto stage = [&](int buf) {
-    s.a[buf][t.a_k + 0][t.a_row] = a_next.x;
-    s.a[buf][t.a_k + 1][t.a_row] = a_next.y;
-    s.a[buf][t.a_k + 2][t.a_row] = a_next.z;
-    s.a[buf][t.a_k + 3][t.a_row] = a_next.w;
-    if (loads_b) *reinterpret_cast<float4*>(&s.b[buf][t.b_k][t.b_col]) = b_next;
+  const int64_t k_steps = ceil_div(k_total, kStepK);
+  float4 a_next[kSlices], b_next[kSlices];
+  const auto fetch = [&](int64_t k0) {
+#pragma unroll
+    for (int j = 0; j < kSlices; ++j) {
+      a_next[j] = load_a(k0 + j * kTileK);
+      b_next[j] = loads_b ? load_b(k0 + j * kTileK) : float4{};
+    }
   };
+  const auto stage = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < kSlices; ++j) {
+      const int k = j * kTileK + t.a_k;
+      s.a[buf][k + 0][t.a_row] = a_next[j].x;
+      s.a[buf][k + 1][t.a_row] = a_next[j].y;
+      s.a[buf][k + 2][t.a_row] = a_next[j].z;
+      s.a[buf][k + 3][t.a_row] = a_next[j].w;
+      if (loads_b) *reinterpret_cast<float4*>(&s.b[buf][j * kTileK + t.b_k][t.b_col]) = b_next[j];
+    }
+  };
+  fetch(0);
   stage(0);
   __syncthreads();
 
   for (int64_t step = 0; step < k_steps; ++step) {
     const int buf = static_cast<int>(step & 1);
     const bool more = step + 1 < k_steps;
-    if (more) {  // in flight while this step's FMAs run
-      a_next = load_a((step + 1) * kTileK);
-      if (loads_b) b_next = load_b((step + 1) * kTileK);
-    }
+    if (more) fetch((step + 1) * kStepK);  // in flight while this step's FMAs run
 #pragma unroll
-    for (int k = 0; k < kTileK; ++k) {
+    for (int k = 0; k < kStepK; ++k) {
       const float4 a0 = *reinterpret_cast<const float4*>(&s.a[buf][k][t.ty * 4]);
       const float4 a1 = *reinterpret_cast<const float4*>(&s.a[buf][k][64 + t.ty * 4]);
       const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};

@@ -52,7 +52,7 @@ struct ConvGeometry {
 };
 
 template <bool kVecA, int kN>
-__global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
+__global__ void __launch_bounds__(kGemmThreads, kConvMinBlocks<kN>)
     conv2d_nhwc_kernel(ConvGeometry g, const float* __restrict__ x, const float* __restrict__ w,
                        const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
   __shared__ __align__(16) typename GemmTile<kN>::Smem smem;

@@ -7,8 +7,9 @@
 //                         16-byte aligned, else element by element.
 //   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread.
 //   v4  gemm_kernel<32>   128 x 32 tile, 8 x 2 per thread, for 32 or fewer columns (Winograd's
-//                         products of a 32-channel layer). Auto: gemm_tile_width (common.cuh).
-// Both split K (common.cuh) when their tiles alone would leave SMs idle: a dense layer at batch 64
+//                         products of a 32-channel layer); 16-deep k steps, three blocks per SM.
+//                         Auto: gemm_tile_width (common.cuh).
+// All split K (common.cuh) when their tiles alone would leave SMs idle: a dense layer at batch 64
 // has one row tile. (Candidates: a GEMV variant for rows < 16, where a 128-row tile idles most
 // lanes; a TF32 tensor-core version.)
 #include <algorithm>
@@ -35,7 +36,7 @@ template <int kN>
 __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
     gemm_kernel(GemmGeometry g, const float* __restrict__ x, const float* __restrict__ w,
                 const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
-  __shared__ __align__(16) typename GemmTile<kN>::Smem smem;
+  __shared__ __align__(16) typename GemmTile<kN, kGemmSlices<kN>>::Smem smem;
   const GemmThread t = GemmThread::make<kN>(threadIdx.x);
   x += blockIdx.y * g.stride_x, w += blockIdx.y * g.stride_w, y += blockIdx.y * g.stride_y;
 
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
   };
 
   typename GemmTile<kN>::Acc acc;
-  gemm_block_tile<kN>(smem, t, k_end - k_begin, load_a, load_b, acc);
+  gemm_block_tile<kN, kGemmSlices<kN>>(smem, t, k_end - k_begin, load_a, load_b, acc);
   // Split-K: the raw sum of this K chunk into its slice of the workspace; the reduction adds the
   // bias and the activation.
   const bool split_k = partial != nullptr;
