@@ -132,6 +132,13 @@ def test_pool_packed_small_channels(op, extra, c, hw, kwargs, isa, rng):
         ((1, 11, 13, 512), dict(size=2, stride=3, ceil_mode=True)),
         ((1, 7, 1, 264), dict(size=(3, 1), stride=1, padding=((1, 1), (0, 0)))),  # W = 1
         ((1, 65, 64, 520), dict(size=2, stride=1)),  # streamed output (> 8 MiB)
+        # Stride-1 rows in pairs (pool.cpp, reduce_row_pair) and single rows where a window is
+        # clipped: odd and even heights, window heights 2-5, batch 2 (one image's last row beside
+        # the next image's first).
+        ((2, 12, 9, 256), dict(size=3, stride=1, padding="same")),
+        ((1, 13, 10, 272), dict(size=5, stride=1, padding=2)),
+        ((2, 9, 8, 256), dict(size=(4, 2), stride=1)),
+        ((1, 8, 7, 300), dict(size=(2, 3), stride=(1, 2), padding=((0, 1), (1, 1)))),
     ],
 )
 @pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
@@ -139,12 +146,29 @@ def test_pool_wide_channels(op, extra, shape, kwargs, device, isa, rng):
     check_against_reference(device, op, [random_array(rng, shape)], dict(kwargs, **extra), terms=9)
 
 
+# Stride-1 windows with C of one vector or more take the wide path's rows first, in pairs (pool.cpp):
+# C at and off the vector (8, 16 lanes), window heights 2-5, padding that clips the first and last
+# rows, odd heights, batch 2 (several threads: test_pool_wide_channels_threads).
+@pytest.mark.parametrize("c", [8, 16, 17, 40, 192])
+@pytest.mark.parametrize("shape_hw, kwargs", [
+    ((12, 11), dict(size=3, stride=1, padding=1)),
+    ((9, 10), dict(size=(2, 2), stride=1)),
+    ((13, 9), dict(size=5, stride=1, padding=2)),
+    ((8, 12), dict(size=(4, 3), stride=(1, 2), padding=((2, 1), (1, 1)))),
+])
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_stride1_rows_first(op, extra, c, shape_hw, kwargs, isa, rng):
+    x = random_array(rng, (2, *shape_hw, c))
+    check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=25)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("c, stride", [(264, 1), (264, 2), (192, 1)])
 @pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
-def test_pool_wide_channels_threads(op, extra, threads, isa, rng):
-    x = random_array(rng, (3, 20, 22, 264))
+def test_pool_wide_channels_threads(op, extra, c, stride, threads, isa, rng):
+    x = random_array(rng, (3, 20, 22, c))
     with num_threads(threads):
-        check_against_reference(Device("cpu"), op, [x], dict(size=3, stride=2, padding=1, **extra), terms=9)
+        check_against_reference(Device("cpu"), op, [x], dict(size=3, stride=stride, padding=1, **extra), terms=9)
 
 
 @pytest.mark.parametrize("c", [1, 3, 6, 16, 21, 256, 261])
