@@ -357,9 +357,13 @@ LanesRowFn lanes_row_for(int64_t c) {
 template <bool kMax>
 void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   // Pooling is memory-bound with a few operations per element moved: the thread count follows the
-  // bytes read and written (kParallelMinWork = 512 KiB, ~50 us of one thread at ~10 GB/s).
+  // bytes read and written (kParallelMinWork = 512 KiB, ~25 us of one thread from L2).
   const int64_t out_bytes = p.n * p.out_h * p.out_w * p.c * int64_t{sizeof(float)};
-  const int nthreads = threads_for(p.n * p.h * p.w * p.c * int64_t{sizeof(float)} + out_bytes, threads);
+  // Each output also costs its window's taps: a 3 x 3 stride-1 pool of 400 KB ran 0.61-0.75 of its
+  // one-thread time on two threads, a 2 x 2 stride-2 one of 250 KB 0.8-1.6 (the second core's wake
+  // and the machine's other load decide).
+  const int64_t taps = max_i64(1, p.kh * p.kw / 2);
+  const int nthreads = threads_for(p.n * p.h * p.w * p.c * int64_t{sizeof(float)} + out_bytes * taps, threads);
   const bool stream = out_bytes >= kStreamMinBytes;
   // Stride-1 windows share kh - 1 input rows between neighbouring output rows: rows first in pairs
   // for any C >= one vector (1x35x35x192 3x3 0.70-0.77 of pool_row_lanes' time, 5x5 0.53).
