@@ -44,7 +44,8 @@ constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
 // 3 rows, each pixel walked channel block by channel block) ran at 4.7-5.4 GB/s where C = 64 reads
 // 11 GB/s; likely the prefetchers: a 4 KiB page then holds 4 pixels, visited out of order. Reducing
 // the rows first reads each input row in order (1.6-1.8x faster); below C = 256 the row buffer's
-// extra store and load cost 3-15 % instead.
+// extra store and load cost 3-15 % instead, unless stride-1 windows let two output rows share it
+// (pool2d).
 constexpr int64_t kWideMinC = 256;
 
 struct Window {
@@ -367,7 +368,8 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   const bool stream = out_bytes >= kStreamMinBytes;
   // Stride-1 windows share kh - 1 input rows between neighbouring output rows: rows first in pairs
   // for any C >= one vector (1x35x35x192 3x3 0.70-0.77 of pool_row_lanes' time, 5x5 0.53).
-  const bool small = p.c < kLanes, wide = !small && (p.c >= kWideMinC || (p.stride_h == 1 && p.kh >= 2));
+  const bool row_pairs = p.stride_h == 1 && p.kh >= 2;
+  const bool small = p.c < kLanes, wide = !small && (p.c >= kWideMinC || row_pairs);
   const LanesRowFn lanes_row = stream ? lanes_row_for<kMax, true>(p.c) : lanes_row_for<kMax, false>(p.c);
   std::vector<ColWindow> cols(static_cast<size_t>(p.out_w));
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
@@ -378,7 +380,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   const PackedPixels packed = small ? packed_pixels(p, cols.data()) : PackedPixels{};
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) where stride-1 windows
   // share input rows and the wide path reduces them once (pool_rows_wide).
-  const int64_t step = wide && p.stride_h == 1 && p.kh >= 2 ? 2 : 1, per_image = (p.out_h + step - 1) / step;
+  const int64_t step = wide && row_pairs ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t rows = p.n * per_image;
   // Chunks of consecutive items, about eight per thread: a preempted thread leaves the rest to others.
   const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
