@@ -163,14 +163,14 @@ int64_t padded_rows(const Pool2dParams& p, int64_t oy) {
   return min_i64(ys + p.kh, p.h + p.pad_bottom) - ys;
 }
 
-// One output row, kLanes <= C < kWideMinC: per output pixel, every window tap loaded from the input,
-// channels in vector lanes, NV vectors at a time (four, or fewer when C fills fewer: C = 16 on
-// AVX-512 once computed its one vector four times); the last block overlaps the one before when C
-// is not a multiple of the vector.
+// Output pixels [ox0, ox1) of row oy, kLanes <= C < kWideMinC: per output pixel, every window tap
+// loaded from the input, channels in vector lanes, NV vectors at a time (four, or fewer when C
+// fills fewer: C = 16 on AVX-512 once computed its one vector four times); the last block overlaps
+// the one before when C is not a multiple of the vector.
 template <bool kMax, bool kStream, int NV>
-void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy) {
+void lanes_pixels(const Pool2dParams& p, const float* xn, float* y, int64_t oy, int64_t ox0, int64_t ox1) {
   const int64_t c = p.c, row_step = p.w * c;
-  for (int64_t ox = 0; ox < p.out_w; ++ox) {
+  for (int64_t ox = ox0; ox < ox1; ++ox) {
     const Window win = window_at(p, oy, ox);
     const float scale = kMax ? 1.0f : avg_scale(p, win);
     const float* first = xn + (win.y0 * p.w + win.x0) * c;
@@ -192,6 +192,59 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
       for (int q = 0; q < NV; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
     }
   }
+}
+
+template <bool kMax, bool kStream, int NV>
+void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy) {
+  lanes_pixels<kMax, kStream, NV>(p, xn, y, oy, 0, p.out_w);
+}
+
+// Whether output rows oy and oy + 1 of a 3 x 3 stride-2 pool both have their windows inside the
+// input vertically (pool_rows_3s2).
+bool pair_fits_3s2(const Pool2dParams& p, int64_t oy) {
+  const int64_t y0 = 2 * oy - p.pad_top;
+  return p.kh == 3 && p.kw == 3 && p.stride_h == 2 && p.stride_w == 2 && oy + 1 < p.out_h && y0 >= 0 &&
+         y0 + 5 <= p.h;
+}
+
+// Output rows oy and oy + 1 of a 3 x 3 stride-2 pool (pair_fits_3s2), kLanes <= C < kWideMinC.
+// Neighbouring windows share a row and a column, so 2 x 2 output pixels whose windows lie inside
+// the input read their 5 x 5 input pixels once: each input column reduced over the top window's 3
+// rows and the bottom one's (the middle row shared), then 3 columns per output; 25 loads and 28
+// combines per 4 outputs instead of 36 and 32. The other columns go pixel by pixel (lanes_pixels).
+template <bool kMax, bool kStream, int NV>
+void pool_rows_3s2(const Pool2dParams& p, const float* xn, float* y, int64_t oy) {
+  const int64_t c = p.c, row_step = p.w * c;
+  float* const y2 = y + p.out_w * c;
+  // Output columns whose windows lie inside the input: [lo, hi).
+  const int64_t lo = min_i64(p.out_w, (p.pad_left + 1) / 2), last = p.w - 3 + p.pad_left;  // 2 * ox <= last
+  const int64_t hi = last < 0 ? lo : max_i64(lo, min_i64(p.out_w, last / 2 + 1));
+  const int64_t hi2 = lo + (hi - lo) / 2 * 2;  // pairs of columns from lo
+  for (int64_t r = 0; r < 2; ++r) lanes_pixels<kMax, kStream, NV>(p, xn, r ? y2 : y, oy + r, 0, lo);
+  const float scale = 1.0f / 9.0f;
+  const float* x0 = xn + (2 * oy - p.pad_top) * row_step;
+  for (int64_t ox = lo; ox < hi2; ox += 2) {
+    const float* xb = x0 + (2 * ox - p.pad_left) * c;
+    for (int64_t cb = 0; cb < c; cb += kLanes) {
+      const int64_t c0 = min_i64(cb, c - kLanes);
+      vfloat top[5], bot[5];
+#pragma GCC unroll 5
+      for (int k = 0; k < 5; ++k) {
+        const float* xp = xb + k * c + c0;
+        const vfloat mid = vec::load(xp + 2 * row_step);
+        top[k] = combine<kMax>(combine<kMax>(vec::load(xp), vec::load(xp + row_step)), mid);
+        bot[k] = combine<kMax>(mid, combine<kMax>(vec::load(xp + 3 * row_step), vec::load(xp + 4 * row_step)));
+      }
+      const vfloat out[4] = {combine<kMax>(combine<kMax>(top[0], top[1]), top[2]),
+                             combine<kMax>(combine<kMax>(top[2], top[3]), top[4]),
+                             combine<kMax>(combine<kMax>(bot[0], bot[1]), bot[2]),
+                             combine<kMax>(combine<kMax>(bot[2], bot[3]), bot[4])};
+      float* const at[4] = {y + ox * c, y + (ox + 1) * c, y2 + ox * c, y2 + (ox + 1) * c};
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) put<kStream>(at[j] + c0, kMax ? out[j] : out[j] * scale);
+    }
+  }
+  for (int64_t r = 0; r < 2; ++r) lanes_pixels<kMax, kStream, NV>(p, xn, r ? y2 : y, oy + r, hi2, p.out_w);
 }
 
 // One output row of the wide path from its rows reduced into buf (nrows of them, prows inside the
@@ -344,14 +397,20 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPi
 }
 
 using LanesRowFn = void (*)(const Pool2dParams&, const float*, float*, int64_t);
+struct LanesFns {
+  LanesRowFn row, pair_3s2;  // pool_row_lanes, pool_rows_3s2
+};
+
+template <bool kMax, bool kStream, int NV>
+constexpr LanesFns kLanesFns = {pool_row_lanes<kMax, kStream, NV>, pool_rows_3s2<kMax, kStream, NV>};
 
 template <bool kMax, bool kStream>
-LanesRowFn lanes_row_for(int64_t c) {
+LanesFns lanes_fns_for(int64_t c) {
   switch (min_i64(4, (c + kLanes - 1) / kLanes)) {
-    case 1: return pool_row_lanes<kMax, kStream, 1>;
-    case 2: return pool_row_lanes<kMax, kStream, 2>;
-    case 3: return pool_row_lanes<kMax, kStream, 3>;
-    default: return pool_row_lanes<kMax, kStream, 4>;
+    case 1: return kLanesFns<kMax, kStream, 1>;
+    case 2: return kLanesFns<kMax, kStream, 2>;
+    case 3: return kLanesFns<kMax, kStream, 3>;
+    default: return kLanesFns<kMax, kStream, 4>;
   }
 }
 
@@ -370,7 +429,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   // for any C >= one vector (1x35x35x192 3x3 0.70-0.77 of pool_row_lanes' time, 5x5 0.53).
   const bool row_pairs = p.stride_h == 1 && p.kh >= 2;
   const bool small = p.c < kLanes, wide = !small && (p.c >= kWideMinC || row_pairs);
-  const LanesRowFn lanes_row = stream ? lanes_row_for<kMax, true>(p.c) : lanes_row_for<kMax, false>(p.c);
+  const LanesFns lanes = stream ? lanes_fns_for<kMax, true>(p.c) : lanes_fns_for<kMax, false>(p.c);
   std::vector<ColWindow> cols(static_cast<size_t>(p.out_w));
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
     const Window win = window_at(p, 0, ox);
@@ -378,9 +437,11 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
     cols[static_cast<size_t>(ox)] = {win.x0, win.x1 - win.x0, min_i64(xs + p.kw, p.w + p.pad_right) - xs};
   }
   const PackedPixels packed = small ? packed_pixels(p, cols.data()) : PackedPixels{};
-  // Work items: one output row, or two (rows 2i and 2i + 1 of an image) where stride-1 windows
-  // share input rows and the wide path reduces them once (pool_rows_wide).
-  const int64_t step = wide && row_pairs ? 2 : 1, per_image = (p.out_h + step - 1) / step;
+  // 3 x 3 stride-2 windows share a row and a column with their neighbours (pool_rows_3s2).
+  const bool pairs_3s2 = !small && !wide && p.kh == 3 && p.kw == 3 && p.stride_h == 2 && p.stride_w == 2;
+  // Work items: one output row, or two (rows 2i and 2i + 1 of an image) where windows share input
+  // rows: stride 1 on the wide path (pool_rows_wide), 3 x 3 stride 2 (pool_rows_3s2).
+  const int64_t step = (wide && row_pairs) || pairs_3s2 ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t rows = p.n * per_image;
   // Chunks of consecutive items, about eight per thread: a preempted thread leaves the rest to others.
   const int64_t chunk = max_i64(1, rows / (8 * int64_t{nthreads}));
@@ -406,8 +467,11 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
         }
         if (small) {
           pool_row_small<kMax>(p, cols.data(), packed, xn, yr, oy, buf.data());
+        } else if (pairs_3s2 && oy + 1 < oy1 && pair_fits_3s2(p, oy)) {
+          lanes.pair_3s2(p, xn, yr, oy);
+          ++oy;
         } else {
-          lanes_row(p, xn, yr, oy);
+          lanes.row(p, xn, yr, oy);
         }
         ++oy;
       }

@@ -162,6 +162,22 @@ def test_pool_stride1_rows_first(op, extra, c, shape_hw, kwargs, isa, rng):
     check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=25)
 
 
+# 3 x 3 stride-2 pools in blocks of 2 x 2 outputs (pool.cpp, pool_rows_3s2) where two output rows'
+# windows lie inside the input, pixel by pixel elsewhere: every width from 1 to 13 (no block, one
+# block and a border pixel, several blocks), padding on either side or both, ceil_mode, odd and even
+# heights, batch 2; C at and off the vector (8 for AVX2, 16, 21, 64).
+@pytest.mark.parametrize("c", [8, 16, 21, 64])
+@pytest.mark.parametrize("padding, ceil_mode", [(0, False), (1, False), ((0, 1), False), (((1, 0), (0, 1)), True)])
+@pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
+def test_pool_3x3_stride2_blocks(op, extra, c, padding, ceil_mode, isa, rng):
+    pad_w = {0: 0, 1: 2, (0, 1): 2}.get(padding, 1)  # columns of padding, both sides
+    for height in (5, 8, 9):
+        for width in range(max(1, 3 - pad_w), 14):  # from the narrowest input a window fits
+            x = random_array(rng, (2, height, width, c))
+            kwargs = dict(size=3, stride=2, padding=padding, ceil_mode=ceil_mode, **extra)
+            check_against_reference(Device("cpu"), op, [x], kwargs, terms=9)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("c, stride", [(264, 1), (264, 2), (192, 1)])
 @pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
