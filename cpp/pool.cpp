@@ -299,27 +299,74 @@ int64_t pool_rows_wide(const Pool2dParams& p, const ColWindow* cols, const float
 // needs two permutations and a blend for it, no faster than pixel by pixel, so there P shrinks
 // to one source vector.
 constexpr int kSourceVectors = kLanes == 16 ? 2 : 1;
+// Direct: when every pixel of a row is interior and all window columns of P pixels span at most two
+// vectors (AVX-512, windows up to kMaxDirectKw wide), the input rows are read in place and combined
+// in registers first, and column k of the window is a second permutation of the same two vectors
+// (source lanes + k * C): no row buffer (pool_row_small). 16x32x32x3 2x2 stride 2: 8 loads and 3
+// stores fewer per output vector.
+constexpr int kMaxDirectKw = 3;
 struct PackedPixels {
   int64_t ox0 = 0, ox1 = 0;  // the interior pixels [ox0, ox1); none when ox1 - ox0 < per_vector
   int64_t per_vector = 0;    // P
-  vec::vint lanes{};         // source lane of each output lane (lanes past P * C repeat lane 0)
+  bool direct = false;
+  vec::vint lanes[kMaxDirectKw] = {};  // source lane of each output lane for window column k (direct: k < kw)
 };
 
 PackedPixels packed_pixels(const Pool2dParams& p, const ColWindow* cols) {
   PackedPixels pk;
-  // The pixels whose columns span at most kSourceVectors vectors, at most a vector's worth.
-  const int64_t span = kSourceVectors * kLanes;
-  const int64_t per_vector = min_i64(kLanes / p.c, (span - p.c) / (p.stride_w * p.c) + 1);
-  if (per_vector < 2) return pk;
   int64_t ox0 = 0, ox1 = p.out_w;
   while (ox0 < ox1 && (cols[ox0].cols != p.kw || cols[ox0].padded != p.kw)) ++ox0;
   while (ox1 > ox0 && (cols[ox1 - 1].cols != p.kw || cols[ox1 - 1].padded != p.kw)) --ox1;
-  if (ox1 - ox0 < per_vector) return pk;
+  // The pixels whose columns span at most kSourceVectors vectors, at most a vector's worth: from
+  // each column's own loads, or (direct) all kw columns from the same two.
+  const int64_t span = kSourceVectors * kLanes, reach = p.stride_w * p.c;
+  const int64_t direct_p = kSourceVectors == 2 && p.kw <= kMaxDirectKw && ox0 == 0 && ox1 == p.out_w
+                               ? min_i64(kLanes / p.c, (span - p.kw * p.c) / reach + 1)
+                               : 0;
+  pk.direct = direct_p >= 2 && ox1 - ox0 >= direct_p;
+  const int64_t per_vector = pk.direct ? direct_p : min_i64(kLanes / p.c, (span - p.c) / reach + 1);
+  if (per_vector < 2 || ox1 - ox0 < per_vector) return PackedPixels{};
   pk.ox0 = ox0;
   pk.ox1 = ox1;
   pk.per_vector = per_vector;
-  for (int64_t j = 0; j < per_vector * p.c; ++j) pk.lanes[j] = static_cast<int32_t>(p.stride_w * p.c * (j / p.c) + j % p.c);
+  for (int k = 0; k < (pk.direct ? p.kw : 1); ++k) {
+    for (int64_t j = 0; j < per_vector * p.c; ++j) pk.lanes[k][j] = static_cast<int32_t>(reach * (j / p.c) + j % p.c + k * p.c);
+  }
   return pk;
+}
+
+// Row oy of pool_row_small on the direct path (PackedPixels::direct): blocks of P output pixels, the
+// last overlapping the one before; per block the two vectors from its first window column in each
+// valid input row, combined over the rows, then one permutation per window column. A block's
+// vectors past the end of the input row are partial loads (lanes never selected).
+template <bool kMax>
+void small_direct(const Pool2dParams& p, const ColWindow* cols, const PackedPixels& pk, const float* xn, float* y,
+                  int64_t oy) {
+  const int64_t c = p.c, np = pk.per_vector, row_floats = p.w * c;
+  const Window rows = window_at(p, oy, 0);
+  const int64_t nrows = rows.y1 - rows.y0;
+  const float scale = 1.0f / static_cast<float>((p.count_include_pad ? padded_rows(p, oy) : nrows) * p.kw);
+  const auto load_upto = [](const float* at, int64_t avail) {
+    return avail >= kLanes ? vec::load(at) : avail > 0 ? vec::load_partial(at, avail) : vfloat{};
+  };
+  for (int64_t ox = 0; ox < p.out_w; ox += np) {
+    const int64_t o = min_i64(ox, p.out_w - np);
+    const int64_t off = cols[o].x0 * c, avail = row_floats - off;
+    const float* xr = xn + rows.y0 * row_floats + off;
+    vfloat a = load_upto(xr, avail), b = load_upto(xr + kLanes, avail - kLanes);
+    for (int64_t r = 1; r < nrows; ++r) {
+      a = combine<kMax>(a, load_upto(xr + r * row_floats, avail));
+      b = combine<kMax>(b, load_upto(xr + r * row_floats + kLanes, avail - kLanes));
+    }
+    vfloat acc = __builtin_shuffle(a, b, pk.lanes[0]);
+    for (int64_t k = 1; k < p.kw; ++k) acc = combine<kMax>(acc, __builtin_shuffle(a, b, pk.lanes[k]));
+    if (!kMax) acc *= scale;
+    if (o * c + kLanes <= p.out_w * c) {
+      vec::store(y + o * c, acc);
+    } else {
+      vec::store_partial(y + o * c, acc, np * c);
+    }
+  }
 }
 
 // Output pixels [ox0, ox1) of a row from its row-reduced buf (pool_row_small), one full vector per
@@ -361,6 +408,7 @@ void small_pixels(const Pool2dParams& p, const ColWindow* cols, const float* buf
 template <bool kMax>
 void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPixels& pk, const float* xn, float* y,
                     int64_t oy, float* buf) {
+  if (pk.direct) return small_direct<kMax>(p, cols, pk, xn, y, oy);
   const int64_t c = p.c;
   const int64_t nrows = reduce_rows<kMax>(p, xn, oy, buf);
   const int64_t prows = padded_rows(p, oy);
@@ -373,9 +421,9 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPi
     const float* bp = buf + cols[o].x0 * c;
     const auto column = [&](int64_t k) {
       if constexpr (kSourceVectors == 2) {
-        return __builtin_shuffle(vec::load(bp + k * c), vec::load(bp + k * c + kLanes), pk.lanes);
+        return __builtin_shuffle(vec::load(bp + k * c), vec::load(bp + k * c + kLanes), pk.lanes[0]);
       } else {
-        return __builtin_shuffle(vec::load(bp + k * c), pk.lanes);
+        return __builtin_shuffle(vec::load(bp + k * c), pk.lanes[0]);
       }
     };
     vfloat acc = column(0);

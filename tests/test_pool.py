@@ -100,8 +100,8 @@ def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng
 
 # C up to half a vector: the interior pixels of a row go several to a vector through a lane
 # permutation (pool.cpp, PackedPixels), 16 at C = 1; rows wide enough for several such blocks and
-# an overlapping last one, between border pixels clipped by padding or ceil_mode on both sides;
-# stride 3 and a C = 5 that fit too few pixels take the pixel-by-pixel path beside them.
+# an overlapping last one, between border pixels clipped by padding or ceil_mode on both sides,
+# or none; stride 3 and a C = 5 that fit too few pixels take the pixel-by-pixel path beside them.
 @pytest.mark.parametrize("c", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize(
     "hw, kwargs",
@@ -111,6 +111,12 @@ def test_pool_small_channels_threads(op, extra, shape, kwargs, threads, isa, rng
         ((4, 40), dict(size=3, stride=1, padding=1)),
         ((7, 38), dict(size=(2, 4), stride=(1, 1), padding=((0, 1), (2, 1)))),
         ((5, 47), dict(size=(1, 3), stride=(2, 3), ceil_mode=True)),
+        # No column padding (rows read in place, PackedPixels::direct): stride 1 and 2, windows 2-3
+        # wide, rows clipped by padding above and below, a row of a single block.
+        ((6, 37), dict(size=3, stride=1)),
+        ((5, 33), dict(size=2, stride=1, padding=((1, 0), (0, 0)))),
+        ((7, 29), dict(size=3, stride=2, padding=((1, 1), (0, 0)), ceil_mode=True)),
+        ((3, 16), dict(size=2, stride=2)),
     ],
 )
 @pytest.mark.parametrize("op, extra", [("max_pool2d", {}), ("avg_pool2d", {}), ("avg_pool2d", dict(count_include_pad=True))])
