@@ -248,8 +248,8 @@ void pool_rows_3s2(const Pool2dParams& p, const float* xn, float* y, int64_t oy)
 }
 
 // One output row of the wide path from its rows reduced into buf (nrows of them, prows inside the
-// padded input): per output pixel its columns of buf, four vectors at a time as in pool_row_lanes.
-template <bool kMax, bool kStream>
+// padded input): per output pixel its columns of buf, NV vectors at a time as in pool_row_lanes.
+template <bool kMax, bool kStream, int NV>
 void wide_columns(const Pool2dParams& p, const ColWindow* cols, const float* buf, int64_t nrows, int64_t prows,
                   float* y) {
   const int64_t c = p.c;
@@ -259,34 +259,34 @@ void wide_columns(const Pool2dParams& p, const ColWindow* cols, const float* buf
     if (!kMax) scale = 1.0f / static_cast<float>(p.count_include_pad ? prows * cw.padded : nrows * cw.cols);
     const float* bp = buf + cw.x0 * c;
     float* out = y + ox * c;
-    for (int64_t cb = 0; cb < c; cb += 4 * kLanes) {
-      int64_t c0[4];
-      vfloat acc[4];
-      for (int q = 0; q < 4; ++q) {
+    for (int64_t cb = 0; cb < c; cb += NV * kLanes) {
+      int64_t c0[NV];
+      vfloat acc[NV];
+      for (int q = 0; q < NV; ++q) {
         c0[q] = min_i64(cb + q * kLanes, c - kLanes);
         acc[q] = vec::load(bp + c0[q]);
       }
       for (int64_t k = 1; k < cw.cols; ++k) {
-        for (int q = 0; q < 4; ++q) acc[q] = combine<kMax>(acc[q], vec::load(bp + k * c + c0[q]));
+        for (int q = 0; q < NV; ++q) acc[q] = combine<kMax>(acc[q], vec::load(bp + k * c + c0[q]));
       }
-      for (int q = 0; q < 4; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
+      for (int q = 0; q < NV; ++q) put<kStream>(out + c0[q], kMax ? acc[q] : acc[q] * scale);
     }
   }
 }
 
 // Output row oy and, when `pair` and pair_fits, oy + 1 (then returns 2; else 1), on the wide path:
 // the rows first (reduce_rows, or reduce_row_pair into buf and buf2), then wide_columns.
-template <bool kMax, bool kStream>
+template <bool kMax, bool kStream, int NV>
 int64_t pool_rows_wide(const Pool2dParams& p, const ColWindow* cols, const float* xn, float* y, int64_t oy, bool pair,
                        float* buf, float* buf2) {
   if (pair && pair_fits(p, oy)) {
     reduce_row_pair<kMax>(p, xn, oy, buf, buf2);
-    wide_columns<kMax, kStream>(p, cols, buf, p.kh, p.kh, y);
-    wide_columns<kMax, kStream>(p, cols, buf2, p.kh, p.kh, y + p.out_w * p.c);
+    wide_columns<kMax, kStream, NV>(p, cols, buf, p.kh, p.kh, y);
+    wide_columns<kMax, kStream, NV>(p, cols, buf2, p.kh, p.kh, y + p.out_w * p.c);
     return 2;
   }
   const int64_t nrows = reduce_rows<kMax>(p, xn, oy, buf);
-  wide_columns<kMax, kStream>(p, cols, buf, nrows, padded_rows(p, oy), y);
+  wide_columns<kMax, kStream, NV>(p, cols, buf, nrows, padded_rows(p, oy), y);
   return 1;
 }
 
@@ -445,12 +445,17 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPi
 }
 
 using LanesRowFn = void (*)(const Pool2dParams&, const float*, float*, int64_t);
+using WideRowsFn = int64_t (*)(const Pool2dParams&, const ColWindow*, const float*, float*, int64_t, bool, float*,
+                               float*);
+// The row kernels of C >= one vector, for the number of vectors they take at a time.
 struct LanesFns {
   LanesRowFn row, pair_3s2;  // pool_row_lanes, pool_rows_3s2
+  WideRowsFn wide;           // pool_rows_wide
 };
 
 template <bool kMax, bool kStream, int NV>
-constexpr LanesFns kLanesFns = {pool_row_lanes<kMax, kStream, NV>, pool_rows_3s2<kMax, kStream, NV>};
+constexpr LanesFns kLanesFns = {pool_row_lanes<kMax, kStream, NV>, pool_rows_3s2<kMax, kStream, NV>,
+                                pool_rows_wide<kMax, kStream, NV>};
 
 template <bool kMax, bool kStream>
 LanesFns lanes_fns_for(int64_t c) {
@@ -509,8 +514,7 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
         float* yr = y + (n * p.out_h + oy) * p.out_w * p.c;
         if (wide) {
           const bool pair = oy + 1 < oy1;  // both rows this item's
-          oy += stream ? pool_rows_wide<kMax, true>(p, cols.data(), xn, yr, oy, pair, buf.data(), buf2)
-                       : pool_rows_wide<kMax, false>(p, cols.data(), xn, yr, oy, pair, buf.data(), buf2);
+          oy += lanes.wide(p, cols.data(), xn, yr, oy, pair, buf.data(), buf2);
           continue;
         }
         if (small) {
