@@ -5,17 +5,18 @@
 // clipped count (or, with count_include_pad, by the window clipped to the padded input, as PyTorch
 // does under ceil_mode). One pass, no temporaries beyond one row buffer per thread. Paths:
 //  - pool_row_lanes (one vector <= C < kWideMinC, windows of one row or stride_h > 1): per output
-//    pixel, every window tap loaded from the input, channels in vector lanes, four vectors at a
-//    time; the last block overlaps the one before when C is not a multiple of the vector.
+//    pixel, every window tap loaded from the input, channels in vector lanes, up to four vectors at
+//    a time; the last block overlaps the one before when C is not a multiple of the vector. 3 x 3
+//    stride-2 windows go two output rows at a time, 2 x 2 outputs per block (pool_rows_3s2).
 //  - pool_row_small (C below one vector, e.g. LeNet's 6) and pool_rows_wide (C >= kWideMinC = 256,
 //    or C >= one vector with stride_h = 1): the window is separable, so each output row first
 //    reduces its input rows over the contiguous W * C floats into a row buffer with full vectors
 //    (reduce_rows: each input row read in order), then reduces along W per output pixel (the
 //    columns' windows computed once per call). Small C: one full vector per window column, stores
 //    overlapping the next pixel's; at C up to half a vector the interior pixels go several to a
-//    vector (PackedPixels). Wide: four vectors at a time as in pool_row_lanes (wide pixels read tap
-//    by tap ran at half the bandwidth); stride-1 rows in pairs, the kh - 1 input rows two output
-//    rows share reduced once for both (reduce_row_pair).
+//    vector (PackedPixels), read from the input rows in place when no column is padded. Wide: as
+//    in pool_row_lanes (wide pixels read tap by tap ran at half the bandwidth); stride-1 rows in
+//    pairs, the kh - 1 input rows two output rows share reduced once for both (reduce_row_pair).
 //    With C >= one vector, outputs far larger than L2 (kStreamMinBytes) are written non-temporally.
 //  - global pools: threads split (image, channel segment); pixel by pixel, each pixel's segment
 //    folded into a running row in L1 with full vectors, so the input streams in order; sums go from
@@ -129,14 +130,15 @@ int64_t reduce_rows(const Pool2dParams& p, const float* xn, int64_t oy, float* b
   return nrows;
 }
 
-// Whether output rows oy and oy + 1 of a stride-1 pool both have every window row inside the input.
-bool pair_fits(const Pool2dParams& p, int64_t oy) {
-  const int64_t y0 = oy - p.pad_top;
-  return p.stride_h == 1 && p.kh >= 2 && oy + 1 < p.out_h && y0 >= 0 && y0 + p.kh + 1 <= p.h;
+// Whether output rows oy and oy + 1 both have every window row inside the input (the row pairs of
+// reduce_row_pair and pool_rows_3s2).
+bool pair_inside(const Pool2dParams& p, int64_t oy) {
+  const int64_t y0 = oy * p.stride_h - p.pad_top;
+  return oy + 1 < p.out_h && y0 >= 0 && y0 + p.stride_h + p.kh <= p.h;
 }
 
-// reduce_rows for output rows oy and oy + 1 at once (pair_fits): the kh - 1 input rows their
-// windows share are read and reduced once for both, into top and bot. Per vector of a 3 x 3 pool:
+// reduce_rows for output rows oy and oy + 1 of a stride-1 pool at once (pair_inside): the kh - 1
+// input rows their windows share are read and reduced once for both, into top and bot. Per vector of a 3 x 3 pool:
 // 4 loads and 3 combines for two output rows instead of 6 and 4.
 template <bool kMax>
 void reduce_row_pair(const Pool2dParams& p, const float* xn, int64_t oy, float* top, float* bot) {
@@ -199,15 +201,7 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
   lanes_pixels<kMax, kStream, NV>(p, xn, y, oy, 0, p.out_w);
 }
 
-// Whether output rows oy and oy + 1 of a 3 x 3 stride-2 pool both have their windows inside the
-// input vertically (pool_rows_3s2).
-bool pair_fits_3s2(const Pool2dParams& p, int64_t oy) {
-  const int64_t y0 = 2 * oy - p.pad_top;
-  return p.kh == 3 && p.kw == 3 && p.stride_h == 2 && p.stride_w == 2 && oy + 1 < p.out_h && y0 >= 0 &&
-         y0 + 5 <= p.h;
-}
-
-// Output rows oy and oy + 1 of a 3 x 3 stride-2 pool (pair_fits_3s2), kLanes <= C < kWideMinC.
+// Output rows oy and oy + 1 of a 3 x 3 stride-2 pool (pair_inside), kLanes <= C < kWideMinC.
 // Neighbouring windows share a row and a column, so 2 x 2 output pixels whose windows lie inside
 // the input read their 5 x 5 input pixels once: each input column reduced over the top window's 3
 // rows and the bottom one's (the middle row shared), then 3 columns per output; 25 loads and 28
@@ -274,20 +268,19 @@ void wide_columns(const Pool2dParams& p, const ColWindow* cols, const float* buf
   }
 }
 
-// Output row oy and, when `pair` and pair_fits, oy + 1 (then returns 2; else 1), on the wide path:
-// the rows first (reduce_rows, or reduce_row_pair into buf and buf2), then wide_columns.
+// Output row oy, and oy + 1 with `pair` (a stride-1 pool, pair_inside), on the wide path: the rows
+// first (reduce_rows, or reduce_row_pair into buf and buf2), then wide_columns.
 template <bool kMax, bool kStream, int NV>
-int64_t pool_rows_wide(const Pool2dParams& p, const ColWindow* cols, const float* xn, float* y, int64_t oy, bool pair,
-                       float* buf, float* buf2) {
-  if (pair && pair_fits(p, oy)) {
+void pool_rows_wide(const Pool2dParams& p, const ColWindow* cols, const float* xn, float* y, int64_t oy, bool pair,
+                    float* buf, float* buf2) {
+  if (pair) {
     reduce_row_pair<kMax>(p, xn, oy, buf, buf2);
     wide_columns<kMax, kStream, NV>(p, cols, buf, p.kh, p.kh, y);
     wide_columns<kMax, kStream, NV>(p, cols, buf2, p.kh, p.kh, y + p.out_w * p.c);
-    return 2;
+    return;
   }
   const int64_t nrows = reduce_rows<kMax>(p, xn, oy, buf);
   wide_columns<kMax, kStream, NV>(p, cols, buf, nrows, padded_rows(p, oy), y);
-  return 1;
 }
 
 // Output pixels of a row whose windows lie wholly inside the input, for C at most half a vector
@@ -330,7 +323,9 @@ PackedPixels packed_pixels(const Pool2dParams& p, const ColWindow* cols) {
   pk.ox1 = ox1;
   pk.per_vector = per_vector;
   for (int k = 0; k < (pk.direct ? p.kw : 1); ++k) {
-    for (int64_t j = 0; j < per_vector * p.c; ++j) pk.lanes[k][j] = static_cast<int32_t>(reach * (j / p.c) + j % p.c + k * p.c);
+    for (int64_t j = 0; j < per_vector * p.c; ++j) {
+      pk.lanes[k][j] = static_cast<int32_t>(reach * (j / p.c) + j % p.c + k * p.c);
+    }
   }
   return pk;
 }
@@ -445,8 +440,8 @@ void pool_row_small(const Pool2dParams& p, const ColWindow* cols, const PackedPi
 }
 
 using LanesRowFn = void (*)(const Pool2dParams&, const float*, float*, int64_t);
-using WideRowsFn = int64_t (*)(const Pool2dParams&, const ColWindow*, const float*, float*, int64_t, bool, float*,
-                               float*);
+using WideRowsFn = void (*)(const Pool2dParams&, const ColWindow*, const float*, float*, int64_t, bool, float*,
+                            float*);
 // The row kernels of C >= one vector, for the number of vectors they take at a time.
 struct LanesFns {
   LanesRowFn row, pair_3s2;  // pool_row_lanes, pool_rows_3s2
@@ -512,20 +507,17 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
       const float* xn = x + n * p.h * p.w * p.c;
       for (int64_t oy = oy0; oy < oy1;) {
         float* yr = y + (n * p.out_h + oy) * p.out_w * p.c;
+        const bool pair = oy + 1 < oy1 && pair_inside(p, oy);  // both rows this item's (step 2)
         if (wide) {
-          const bool pair = oy + 1 < oy1;  // both rows this item's
-          oy += lanes.wide(p, cols.data(), xn, yr, oy, pair, buf.data(), buf2);
-          continue;
-        }
-        if (small) {
+          lanes.wide(p, cols.data(), xn, yr, oy, pair, buf.data(), buf2);
+        } else if (small) {
           pool_row_small<kMax>(p, cols.data(), packed, xn, yr, oy, buf.data());
-        } else if (pairs_3s2 && oy + 1 < oy1 && pair_fits_3s2(p, oy)) {
+        } else if (pair) {
           lanes.pair_3s2(p, xn, yr, oy);
-          ++oy;
         } else {
           lanes.row(p, xn, yr, oy);
         }
-        ++oy;
+        oy += pair ? 2 : 1;
       }
     }
     if (stream) vec::stream_fence();
