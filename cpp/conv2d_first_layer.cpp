@@ -309,41 +309,10 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
 }
 
 // Activations with an exponential (sigmoid, tanh, SiLU: has_exponential, tiled_conv.h) are applied
-// after a whole output row is stored, over its contiguous out_w * C_out floats, instead of per
-// accumulator in the tile's store: there the ~30 operations of the exponential per vector compete
-// with the 12 live accumulators for the 16 registers (spills) and run as 12 unrolled copies. Here one
-// short loop keeps its constants in registers and independent iterations overlap. Cheap activations
-// stay in the tile's store.
-
-template <Activation A>
-static inline void activate_run(float* y, int64_t count) {
-  // 4 independent vectors per step: one exponential is a ~25-deep dependency chain (~80 cycles), so
-  // the out-of-order window needs several side by side to keep the FMA pipes busy.
-  constexpr int kRun = 4;
-  int64_t i = 0;
-  for (; i + kRun * kVecLen <= count; i += kRun * kVecLen) {
-    vfloat v[kRun];
-#pragma GCC unroll 4
-    for (int j = 0; j < kRun; ++j) v[j] = load_vec(y + i + j * kVecLen);
-#pragma GCC unroll 4
-    for (int j = 0; j < kRun; ++j) store_vec(y + i + j * kVecLen, activate(A, v[j]));
-  }
-  for (; i + kVecLen <= count; i += kVecLen) store_vec(y + i, activate(A, load_vec(y + i)));
-  if (i == count) return;
-  alignas(64) float tail[kVecLen] = {};
-  std::memcpy(tail, y + i, sizeof(float) * (count - i));
-  store_vec(tail, activate(A, load_vec(tail)));
-  std::memcpy(y + i, tail, sizeof(float) * (count - i));
-}
-
-static inline void activate_row(Activation act, float* y, int64_t count) {
-  switch (act) {
-    case Activation::kSigmoid: return activate_run<Activation::kSigmoid>(y, count);
-    case Activation::kTanh: return activate_run<Activation::kTanh>(y, count);
-    case Activation::kSilu: return activate_run<Activation::kSilu>(y, count);
-    default: return;
-  }
-}
+// after a whole output row is stored, over its contiguous out_w * C_out floats (vec::activate_row),
+// instead of per accumulator in the tile's store: there the ~30 operations of the exponential per
+// vector compete with the 12 live accumulators for the 16 registers (spills) and run as 12 unrolled
+// copies. Cheap activations stay in the tile's store.
 
 using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
                          const float*, float*, int64_t, int64_t, Activation);
@@ -466,7 +435,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
             co0 += cb;
           }
         }
-        if (row_act) activate_row(p.activation, y_row, p.out_w * p.c_out);
+        if (row_act) vec::activate_row(p.activation, y_row, p.out_w * p.c_out);
       }
     }
   });

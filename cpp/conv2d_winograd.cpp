@@ -554,6 +554,267 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   if (owned) std::free(workspace);
 }
 
+// Few input channels (C_in <= kWinogradFewMaxCin, kernels.h: first layers, and strided filters that
+// fold to few channels). A reduction of C_in terms leaves run_winograd's GEMM storing every product
+// to M in L2 and the output transform loading it back for a handful of multiply-adds each. Here a
+// tile's products never leave the registers: per output vector, each row of transform elements is
+// reduced over C_in and at once combined by the output transform's column step; the row step gives
+// the tile's M x M outputs, stored straight to y.
+// V is computed kLanes tiles at a time, tiles in the vector lanes. A work item is a strip of
+// consecutive tile rows; each thread splits their A input rows by channel and column phase modulo M,
+//     planes[i][ci][r][s * seg + q] = x[ty_s * M - pad_top + i][q * M + r - pad_left][ci]   (zero outside),
+// tile row s of the strip taking seg = tiles_w + (A - 1) / M columns, so that patch column j of the
+// tiles at virtual columns t..t + kLanes - 1 is one vector load at planes[i][ci][j % M][t + j / M]
+// (lanes that fall on a row's last column are no tile and are skipped). Strips of several rows fill
+// the lanes on narrow maps (32 x 32: 8 tiles a row). The products then broadcast one tile's lane of
+// V per (element, channel) against U's vector.
+struct FewGeometry {
+  int64_t tiles_h, tiles_w;
+  int64_t seg;                       // plane columns per tile row
+  int64_t strip;                     // tile rows per work item
+  int64_t lanes;                     // virtual tile columns a full strip computes, whole vectors
+  int64_t wq;                        // floats per (row, channel, phase) plane
+  int64_t plane_floats, v_floats;    // one thread's planes and V
+};
+
+template <int A, int M, int C>
+static inline void split_tile_row(const Conv2dParams& p, const FewGeometry& g, const float* x, int64_t n, int64_t ty,
+                                  float* planes) {  // planes: column 0 of this tile row's segment
+  for (int i = 0; i < A; ++i) {
+    const int64_t iy = ty * M - p.pad_top + i;
+    float* row = planes + i * C * M * g.wq;
+    if (iy < 0 || iy >= p.h) {
+      for (int k = 0; k < C * M; ++k) std::memset(row + k * g.wq, 0, sizeof(float) * g.seg);
+      continue;
+    }
+    const float* src = x + (n * p.h + iy) * p.w * C;
+    // Columns q0 <= q < q1 read M whole pixels inside the row: a de-interleave of M * C floats per
+    // column, vectorised (C and M are constants); the few columns at the edges check each pixel.
+    const int64_t q0 = min_i64(g.seg, (p.pad_left + M - 1) / M);
+    const int64_t q1 = max_i64(q0, min_i64(g.seg, (p.w + p.pad_left) / M));
+    const float* inner = src + (q0 * M - p.pad_left) * C;
+    for (int k = 0; k < M * C; ++k) {
+      float* plane = row + (k % C * M + k / C) * g.wq;
+      for (int64_t q = q0; q < q1; ++q) plane[q] = inner[(q - q0) * (M * C) + k];
+    }
+    for (int64_t q = 0; q < g.seg; ++q) {
+      if (q == q0) q = q1;
+      if (q >= g.seg) break;
+      for (int r = 0; r < M; ++r) {
+        const int64_t ix = q * M + r - p.pad_left;
+        const bool inside = ix >= 0 && ix < p.w;
+        for (int ci = 0; ci < C; ++ci) row[(ci * M + r) * g.wq + q] = inside ? src[ix * C + ci] : 0.0f;
+      }
+    }
+  }
+}
+
+// V[e][ci][lane] of the kLanes tiles from tile t0 of the split tile row.
+template <int A, int M, int C>
+static inline void transform_input_group(const FewGeometry& g, const float* planes, int64_t t0, float* v) {
+  for (int ci = 0; ci < C; ++ci) {
+    wvec t[A][A];
+    for (int j = 0; j < A; ++j) {
+      wvec col[A], r[A];
+      for (int i = 0; i < A; ++i) col[i] = ld(planes + ((i * C + ci) * M + j % M) * g.wq + t0 + j / M);
+      bt<A>(col, r);
+      for (int i = 0; i < A; ++i) t[i][j] = r[i];
+    }
+    for (int i = 0; i < A; ++i) {
+      wvec r[A];
+      bt<A>(t[i], r);
+      for (int j = 0; j < A; ++j) st(v + ((i * A + j) * C + ci) * kLanes, r[j]);
+    }
+  }
+}
+
+// One row i of a tile's products for one vector of output channels, reduced over C_in, then the
+// output transform's column step: s[c] = sum_j m[i][j] AT[c][j].
+template <int A, int M, int C>
+__attribute__((always_inline)) static inline void few_row(const float* v_lane, const float* u_vec, int64_t e_stride,
+                                                          int i, wvec (&s)[M]) {
+  wvec m[A];
+#pragma GCC unroll 8
+  for (int j = 0; j < A; ++j) {
+    const int e = i * A + j;
+    const float* ue = u_vec + e * e_stride;
+    const float* ve = v_lane + e * C * kLanes;
+    wvec acc = splat(ve[0]) * vec::load_once(ue);
+#pragma GCC unroll 4
+    for (int ci = 1; ci < C; ++ci) acc += splat(ve[ci * kLanes]) * vec::load_once(ue + ci * kCols);
+    m[j] = acc;
+  }
+  at<A, M>(m, s);
+}
+
+// One tile's M x M outputs for one vector of output channels: v_lane points at the tile's lane of
+// V, u_vec at the vector's lanes of U[0][its column block][0].
+template <int A, int M, int C>
+static inline void few_tile_products(const float* v_lane, const float* u_vec, int64_t e_stride, wvec (&o)[M][M]) {
+  if constexpr (A == 6 && M == 4) {
+    // The row step in pairs of rows, as at<6, 4> pairs its inputs, so that at most 26 vectors are
+    // live (the 24 of all six rows' column steps spilled to the stack).
+    wvec s1[M], s2[M], sum12[M], dif12[M];
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 1, s1);
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 2, s2);
+    for (int c = 0; c < M; ++c) sum12[c] = s1[c] + s2[c], dif12[c] = s1[c] - s2[c];
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 3, s1);
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 4, s2);
+    for (int c = 0; c < M; ++c) {
+      const wvec sum34 = s1[c] + s2[c], dif34 = s1[c] - s2[c];
+      o[0][c] = sum12[c] + sum34;
+      o[1][c] = dif12[c] + splat(2.0f) * dif34;
+      o[2][c] = sum12[c] + splat(4.0f) * sum34;
+      o[3][c] = dif12[c] + splat(8.0f) * dif34;
+    }
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 0, s1);
+    for (int c = 0; c < M; ++c) o[0][c] += s1[c];
+    few_row<A, M, C>(v_lane, u_vec, e_stride, 5, s1);
+    for (int c = 0; c < M; ++c) o[3][c] += s1[c];
+  } else {
+    wvec s[A][M];
+#pragma GCC unroll 8
+    for (int i = 0; i < A; ++i) few_row<A, M, C>(v_lane, u_vec, e_stride, i, s[i]);
+#pragma GCC unroll 4
+    for (int c = 0; c < M; ++c) {
+      wvec col[A], r[M];
+#pragma GCC unroll 8
+      for (int i = 0; i < A; ++i) col[i] = s[i][c];
+      at<A, M>(col, r);
+#pragma GCC unroll 4
+      for (int i = 0; i < M; ++i) o[i][c] = r[i];
+    }
+  }
+}
+
+// o + bias, activated, into rows x cols pixels of y from dst (len lanes of each).
+template <Activation kAct, int M>
+__attribute__((always_inline)) static inline void store_few_tile(const wvec (&o)[M][M], wvec bias, float* dst, int64_t pixel_stride, int64_t row_stride,
+                                  int64_t rows, int64_t cols, int64_t len) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const wvec val = vec::activate(kAct, o[i][c] + bias);
+      float* at_pixel = dst + i * row_stride + c * pixel_stride;
+      if (len == kLanes) {
+        st(at_pixel, val);
+      } else {
+        vec::store_partial(at_pixel, val, len);
+      }
+    }
+  }
+}
+
+template <int M>
+__attribute__((always_inline)) static inline void store_few_tile(Activation act, const wvec (&o)[M][M], wvec bias, float* dst, int64_t pixel_stride,
+                                  int64_t row_stride, int64_t rows, int64_t cols, int64_t len) {
+  switch (act) {
+    case Activation::kNone: return store_few_tile<Activation::kNone>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+    case Activation::kRelu: return store_few_tile<Activation::kRelu>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+    case Activation::kRelu6: return store_few_tile<Activation::kRelu6>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+    case Activation::kSigmoid: return store_few_tile<Activation::kSigmoid>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+    case Activation::kTanh: return store_few_tile<Activation::kTanh>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+    case Activation::kSilu: return store_few_tile<Activation::kSilu>(o, bias, dst, pixel_stride, row_stride, rows, cols, len);
+  }
+}
+
+constexpr int64_t kFewStripLanes = 128;
+
+template <int A, int R, int C>
+void run_winograd_few(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked,
+                      const float* b, float* y, int threads) {
+  constexpr int M = A - R + 1;
+  FewGeometry g{};
+  g.tiles_h = (p.out_h + M - 1) / M;
+  g.tiles_w = (p.out_w + M - 1) / M;
+  g.seg = g.tiles_w + (A - 1) / M;
+  const int64_t rows = p.n * g.tiles_h, co_vecs = (p.c_out + kLanes - 1) / kLanes;
+  const int nthreads = threads_for(rows * g.tiles_w * A * A * C * p.c_out, threads);
+  // The strip whose tiles fill the most of the lanes computed, up to kFewStripLanes lanes and while
+  // every thread keeps about four strips.
+  const int64_t max_strip = max_i64(1, min_i64(kFewStripLanes / g.seg, rows / (4 * int64_t{nthreads})));
+  double best = 0.0;
+  for (int64_t k = 1; k <= max_strip; ++k) {
+    const int64_t lanes = ((k - 1) * g.seg + g.tiles_w + kLanes - 1) / kLanes * kLanes;
+    const double filled = static_cast<double>(k * g.tiles_w) / static_cast<double>(lanes);
+    if (filled > best) best = filled, g.strip = k, g.lanes = lanes;
+  }
+  g.wq = g.lanes + (A - 1) / M;
+  g.plane_floats = A * C * M * g.wq;
+  g.v_floats = A * A * C * kLanes;
+  const int64_t strips = (rows + g.strip - 1) / g.strip;
+  const int64_t e_stride = prepacked_e_stride(p);
+  const int64_t u_floats = u_prepacked ? 0 : A * A * e_stride;
+  const int64_t per_thread = g.plane_floats + g.v_floats;
+  bool owned = false;
+  float* workspace = acquire_workspace(tls_workspace, u_floats + nthreads * per_thread, &owned);
+  const float* u = u_prepacked ? u_prepacked : workspace;
+  float* bias_pad = alloc_floats(co_vecs * kLanes);
+  for (int64_t j = 0; j < co_vecs * kLanes; ++j) bias_pad[j] = b && j < p.c_out ? b[j] : 0.0f;
+  // Exponential activations run over each finished tile row (vec::activate_row): in the tile's
+  // store their chains ran one vector at a time, with their constants spilled.
+  const Activation act = p.activation;
+  const bool row_act = has_exponential(act);
+  const Activation tile_act = row_act ? Activation::kNone : act;
+
+  parallel_run(nthreads, [&] {
+    if (!u_prepacked) {
+      Geometry wg{};
+      wg.co_blocks = (p.c_out + kCols - 1) / kCols;
+      wg.co_pad = wg.co_blocks * kCols;
+      transform_weights<A, R>(p, wg, w, workspace, e_stride);  // ends with its omp for's barrier
+    }
+    float* planes = workspace + u_floats + omp_get_thread_num() * per_thread;
+    float* v = planes + g.plane_floats;
+    // Lanes past a short strip's last row read stale columns: finite once zeroed here.
+    std::memset(planes, 0, sizeof(float) * g.plane_floats);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t strip = 0; strip < strips; ++strip) {
+      const int64_t row0 = strip * g.strip, strip_rows = min_i64(g.strip, rows - row0);
+      for (int64_t s = 0; s < strip_rows; ++s) {
+        const int64_t row = row0 + s;
+        split_tile_row<A, M, C>(p, g, x, row / g.tiles_h, row % g.tiles_h, planes + s * g.seg);
+      }
+      const int64_t lanes = ((strip_rows - 1) * g.seg + g.tiles_w + kLanes - 1) / kLanes * kLanes;
+      for (int64_t t0 = 0; t0 < lanes; t0 += kLanes) {
+        transform_input_group<A, M, C>(g, planes, t0, v);
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const int64_t s = (t0 + l) / g.seg, tx = (t0 + l) % g.seg;
+          if (tx >= g.tiles_w || s >= strip_rows) continue;
+          const int64_t row = row0 + s, n = row / g.tiles_h, oy0 = row % g.tiles_h * M, ox0 = tx * M;
+          const int64_t out_rows = min_i64(M, p.out_h - oy0), out_cols = min_i64(M, p.out_w - ox0);
+          float* y_tile = y + ((n * p.out_h + oy0) * p.out_w + ox0) * p.c_out;
+          for (int64_t k = 0; k < co_vecs; ++k) {
+            const int64_t co0 = k * kLanes, len = min_i64(kLanes, p.c_out - co0);
+            wvec o[M][M];
+            few_tile_products<A, M, C>(v + l, u + (co0 / kCols * C) * kCols + co0 % kCols, e_stride, o);
+            store_few_tile<M>(tile_act, o, ld(bias_pad + co0), y_tile + co0, p.c_out, p.out_w * p.c_out, out_rows,
+                              out_cols, len);
+          }
+        }
+      }
+      if (row_act) {
+        for (int64_t row = row0; row < row0 + strip_rows; ++row) {
+          const int64_t n = row / g.tiles_h, oy0 = row % g.tiles_h * M, out_rows = min_i64(M, p.out_h - oy0);
+          vec::activate_row(act, y + (n * p.out_h + oy0) * p.out_w * p.c_out, out_rows * p.out_w * p.c_out);
+        }
+      }
+    }
+  });
+  std::free(bias_pad);
+  if (owned) std::free(workspace);
+}
+
+template <int A, int R>
+static void run_winograd_few_channels(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked,
+                                      const float* b, float* y, int threads) {
+  switch (p.c_in) {
+    case 1: return run_winograd_few<A, R, 1>(p, x, w, u_prepacked, b, y, threads);
+    case 2: return run_winograd_few<A, R, 2>(p, x, w, u_prepacked, b, y, threads);
+    case 3: return run_winograd_few<A, R, 3>(p, x, w, u_prepacked, b, y, threads);
+    default: return run_winograd_few<A, R, 4>(p, x, w, u_prepacked, b, y, threads);
+  }
+}
+
 // The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
 // 3x3 with sigmoid or tanh takes 2x2 tiles: those compress large outputs to a small range while
 // passing the absolute error of pre-activation values near 0 unchanged, which can turn F(4x4)'s
@@ -576,6 +837,9 @@ void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, cons
                      float* y, int threads) {
   with_variant(p, [&](auto v) {
     using V = decltype(v);
+    if constexpr (V::A - V::R + 1 == 2 || V::R == 3) {  // F(4x4, 5x5) needs kWinograd5x5LargeTileMinCin channels
+      if (p.c_in <= kWinogradFewMaxCin) return run_winograd_few_channels<V::A, V::R>(p, x, w, u_prepacked, b, y, threads);
+    }
     run_winograd<V::A, V::R>(p, x, w, u_prepacked, b, y, threads);
   });
 }

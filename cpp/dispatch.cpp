@@ -44,6 +44,17 @@ constexpr double kWinogradFoldCost = 4.0;
 constexpr double kWinogradFoldedOptimism = 1.65;
 constexpr int64_t kWinogradFoldedMinCout = 24;
 
+// Winograd over few input channels (conv2d_winograd.cpp, run_winograd_few): F(4x4, 3x3) at stride 1
+// from 3 input channels on 16-lane vectors, against the first-layer kernel (bench/NOTES.md, "Winograd
+// for first layers"): 0.6-0.75 of its time from 16 output channels in whole vectors; with 1-2 input
+// channels (36 products per 16 outputs against 9-18 direct taps), F(2x2) (sigmoid, tanh), AVX2's 16
+// registers (the tile's 26 live vectors spill) or output channels that pad a vector by a third
+// (8, 24) it ties or loses.
+constexpr int64_t kWinogradFewMinCin = 3;
+constexpr int64_t kWinogradFewLanes = 16;
+constexpr int64_t kWinogradFewMinCout = 16;
+constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
+
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels:
 // C_in <= 4 by the rules below; C_in 5-8 only on short reductions (<= kFirstLayerWideMaxTaps taps:
 // 3x3 layers over 5-8 channels ran in 0.50-0.87 of the tiled engine's time; LeNet C3's 150 taps
@@ -141,8 +152,8 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
   if (narrow == nullptr) return wide;
   bool use_narrow = false;
   switch (use) {
-    case LaneUse::kWinograd:
-      use_narrow = pads_less(c_out, 2, *narrow, wide) || pads_less(c_in, 1, *narrow, wide);
+    case LaneUse::kWinograd:  // few input channels: see prefer_few_channel_winograd
+      use_narrow = c_in > kWinogradFewMaxCin && (pads_less(c_out, 2, *narrow, wide) || pads_less(c_in, 1, *narrow, wide));
       break;
     case LaneUse::kFirstLayer:
       use_narrow = c_out < 2 * wide.vector_floats || pads_less(c_out, 2, *narrow, wide);
@@ -176,8 +187,15 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // prepacked: the transformed weights come made (fastconv.pack_weights), so the weight term is
 // their read instead of their transform.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
+bool prefer_few_channel_winograd(const Conv2dParams& p) {
+  return p.winograd_eligible() && p.stride_h == 1 && p.stride_w == 1 && p.kh == 3 && p.c_in >= kWinogradFewMinCin &&
+         !squeezes_rounding(p.activation) && table().vector_floats == kWinogradFewLanes &&
+         p.c_out >= kWinogradFewMinCout && (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
+}
+
 bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   const int64_t c_in = p.folded_c_in();
+  if (c_in <= kWinogradFewMaxCin) return prefer_few_channel_winograd(p);
   if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
   if (folded && p.c_out < kWinogradFoldedMinCout) return false;

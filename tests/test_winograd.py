@@ -125,6 +125,73 @@ def test_winograd_folded_error_growth(kernel, stride, c_in, isa, rng):
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
 
 
+@st.composite
+def few_channel_cases(draw):
+    """C_in <= 4 (conv2d_winograd.cpp, run_winograd_few): rows of 1-40 tiles (strips of several tile
+    rows on narrow maps), output channels past one vector and not a multiple of it, 3x3 and 5x5."""
+    return dict(
+        kernel=draw(st.sampled_from([3, 5])),
+        x_shape=(draw(st.integers(1, 3)), draw(st.integers(1, 30)), draw(st.integers(1, 150)), draw(st.integers(1, 4))),
+        c_out=draw(st.integers(1, 70)), bias=draw(st.booleans()), padding=draw(PADDINGS),
+        activation=draw(st.sampled_from(ACTIVATIONS)), threads=draw(st.integers(1, 3)),
+    )
+
+
+@hsettings
+@given(case=few_channel_cases())
+def test_winograd_few_input_channels(case, isa, rng):
+    """Each tile's products reduced over C_in in registers, V computed for a vector of tiles at once
+    from the input split by channel and column phase, strips of tile rows sharing the lanes."""
+    k = case["kernel"]
+    if not _fits(case["x_shape"], k, case["padding"]):
+        return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, (k, k, case["x_shape"][3], case["c_out"]))
+    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    with num_threads(case["threads"]):
+        got, _ = _check(_cpu_device(), x, w, b, "winograd", padding=case["padding"], activation=case["activation"])
+        packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, padding=case["padding"],
+                                 activation=case["activation"], algorithm="winograd")
+    np.testing.assert_array_equal(packed, got)
+
+
+@pytest.mark.parametrize(
+    "x_shape, c_out, stride, kernel",
+    [
+        ((1, 40, 230, 3), 64, 1, 3),  # 58 tiles a row: a strip of one row, four vectors of tiles
+        ((5, 32, 32, 3), 16, 1, 3),  # 8 tiles a row: strips of several rows, across images
+        ((2, 13, 9, 4), 33, 1, 3),  # 3 tiles a row, partial tiles and channel vectors
+        ((3, 41, 47, 1), 20, 2, 5),  # 5x5 stride 2 folds to 3x3 over 4 channels
+        ((2, 30, 31, 2), 24, 1, 5),  # F(2x2, 5x5)
+    ],
+)
+@pytest.mark.parametrize("activation", [None, "relu6", "sigmoid", "silu"])
+def test_winograd_few_input_channels_layers(x_shape, c_out, stride, kernel, activation, isa, rng):
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    b = random_array(rng, (c_out,))
+    for threads in (1, 2):
+        with num_threads(threads):
+            _, ratio = _check(_cpu_device(), x, w, b, "winograd", stride=stride, padding="same", activation=activation)
+        assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
+def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
+    """"auto" runs 3x3 stride-1 layers over 3-4 channels with Winograd on 16-lane vectors (dispatch.cpp,
+    prefer_few_channel_winograd; 0.6-0.75 of the first-layer kernel's time, bench/NOTES.md), not with
+    sigmoid or tanh, one or two input channels, or 8 / 24 output channels."""
+    x = random_array(rng, (2, 36, 40, 3))
+    wide = fastconv._cpu.active_isa() == "avx512"
+    for c_in, c_out, activation, winograd in [(3, 32, "relu", wide), (3, 16, None, wide), (3, 64, "sigmoid", False),
+                                              (1, 32, "relu", False), (3, 24, "relu", False)]:
+        xc = x[..., :c_in].copy()
+        w = random_array(rng, (3, 3, c_in, c_out))
+        auto = fastconv.conv2d(xc, w, padding="same", activation=activation)
+        picked = fastconv.conv2d(xc, w, padding="same", activation=activation,
+                                 algorithm="winograd" if winograd else "direct")
+        assert np.array_equal(auto, picked), (c_in, c_out, activation)
+
+
 def test_auto_folds_alexnet_c1(rng):
     """"auto" takes the folded Winograd path for AlexNet's first layer (11x11, stride 4, 3 -> 96
     channels; bench/NOTES.md: about half the direct kernel's time) and keeps the direct kernel for

@@ -28,6 +28,12 @@ FC_HOST_DEVICE float apply_activation(Activation act, float v) {
   return v;
 }
 
+// The activations computed with an exponential: tens of operations per value, where the others
+// take one or two.
+FC_HOST_DEVICE bool has_exponential(Activation act) {
+  return act == Activation::kSigmoid || act == Activation::kTanh || act == Activation::kSilu;
+}
+
 // Sigmoid and tanh squeeze large sums into a small range but pass the absolute rounding error of sums
 // near 0 through unchanged, so a Winograd variant's larger rounding can exceed the tolerance after
 // them: the Winograd kernels keep 2x2 tiles (3x3) or the direct kernel (5x5) for these.

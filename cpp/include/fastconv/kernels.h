@@ -31,6 +31,10 @@ using TriadFn = double (*)(int64_t floats_per_array, int threads);
 // tolerance (conv2d_winograd.cpp).
 constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 
+// Winograd over at most this many input channels (folded ones for strided filters) keeps each
+// tile's products in registers (conv2d_winograd.cpp, run_winograd_few).
+constexpr int64_t kWinogradFewMaxCin = 4;
+
 // The output tile side (4 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 / 5x5
 // problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
 // (squeezes_rounding), take 2x2 tiles, whose rounding error is smaller.

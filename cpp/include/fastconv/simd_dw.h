@@ -172,4 +172,34 @@ __attribute__((always_inline)) static inline vfloat activate(Activation act, vfl
   return v;
 }
 
+// An activation with an exponential over `count` contiguous floats in place, for kernels that store
+// plain sums first and activate a finished run of output rows (the tiles' registers are all taken
+// by accumulators; here one short loop keeps the constants in registers and independent
+// iterations overlap). Other activations: nothing to do here.
+template <Activation A>
+static inline void activate_run(float* y, int64_t count) {
+  // 4 independent vectors per step: one exponential is a ~25-deep dependency chain (~80 cycles), so
+  // the out-of-order window needs several side by side to keep the FMA pipes busy.
+  constexpr int kRun = 4;
+  int64_t i = 0;
+  for (; i + kRun * kLanes <= count; i += kRun * kLanes) {
+    vfloat v[kRun];
+#pragma GCC unroll 4
+    for (int j = 0; j < kRun; ++j) v[j] = load(y + i + j * kLanes);
+#pragma GCC unroll 4
+    for (int j = 0; j < kRun; ++j) store(y + i + j * kLanes, activate(A, v[j]));
+  }
+  for (; i + kLanes <= count; i += kLanes) store(y + i, activate(A, load(y + i)));
+  if (i < count) store_partial(y + i, activate(A, load_partial(y + i, count - i)), count - i);
+}
+
+static inline void activate_row(Activation act, float* y, int64_t count) {
+  switch (act) {
+    case Activation::kSigmoid: return activate_run<Activation::kSigmoid>(y, count);
+    case Activation::kTanh: return activate_run<Activation::kTanh>(y, count);
+    case Activation::kSilu: return activate_run<Activation::kSilu>(y, count);
+    default: return;
+  }
+}
+
 }  // namespace fastconv::cpu::FC_ISA::vec

@@ -89,10 +89,6 @@ __attribute__((noinline)) void store_rows_exp(vfloat (&acc)[R][V], float* out, i
   store_plain_rows<R, V>(acc, out, ldo, cols);
 }
 
-static inline bool has_exponential(Activation act) {
-  return act == Activation::kSigmoid || act == Activation::kTanh || act == Activation::kSilu;
-}
-
 // Stores R rows x V vectors of accumulators (row r at out + r * ldo), activated; only the first
 // `cols` <= V * kVecLen columns of each row are written. Small enough to inline into the tiles, so
 // the accumulators go from registers to memory once (the whole store with every activation was left
