@@ -1,8 +1,11 @@
 // Winograd F(4x4, 3x3) and F(4x4, 5x5) convolutions (2x2 output tiles where those round too coarsely,
 // run_unit_stride): 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
-// activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5 (winograd_conv2d
-// at the end). Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
-// dispatch.cpp decides when it runs (algorithm="winograd", or "auto" and the cost model there).
+// activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5, or to 4x4 with
+// F(3x3, 4x4) (winograd_conv2d at the end). Compiled once per instruction set (FC_ISA = portable |
+// avx2 | avx512); see kernels.h. dispatch.cpp decides when it runs (algorithm="winograd", or "auto"
+// and the cost model there). Three drivers: run_winograd (the general one below), run_winograd_few
+// (1-4 input channels: each tile's products in registers) and run_winograd_folded_rgb (7x7 / 8x8
+// stride-2 stems over RGB).
 //
 // Each 4x4 output tile of a 3x3 convolution is computed from the 6x6 input patch d around it as
 //     Y = AT [ sum_ci (G g G^T) (.) (BT d B) ] A
@@ -145,6 +148,13 @@ static inline void at(const wvec* m, wvec* o) {
     o[1] = m[1] - m[2] - m[3];
     return;
   }
+  if constexpr (M == 3) {  // F(3x3, 4x4): rows p^0..p^2 of the points 0, 1, -1, 2, -2 (and infinity)
+    const wvec s12 = m[1] + m[2], s34 = m[3] + m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = m[1] - m[2] + splat(2.0f) * (m[3] - m[4]);
+    o[2] = s12 + splat(4.0f) * s34 + m[5];
+    return;
+  }
   if constexpr (M == 2) {  // F(2x2, 5x5): rows p^0, p^1 of the points 0, 1, -1, 2, -2 (and infinity)
     o[0] = m[0] + m[1] + m[2] + m[3] + m[4];
     o[1] = m[1] - m[2] + splat(2.0f) * (m[3] - m[4]) + m[5];
@@ -195,6 +205,17 @@ static inline void gt(const wvec* g, wvec* u) {
     return;
   }
   const wvec q = splat(0.25f), sixth = splat(1.0f / 6.0f), c24 = splat(1.0f / 24.0f), c12 = splat(1.0f / 12.0f);
+  if constexpr (R == 4) {  // the filter polynomial at each point, scaled as for R = 3 and 5
+    const wvec even = g[0] + g[2], odd = g[1] + g[3];
+    u[0] = q * g[0];
+    u[1] = -sixth * (even + odd);
+    u[2] = -sixth * (even - odd);
+    const wvec even2 = c24 * g[0] + sixth * g[2], odd2 = c12 * g[1] + splat(1.0f / 3.0f) * g[3];
+    u[3] = even2 + odd2;
+    u[4] = even2 - odd2;
+    u[5] = g[3];
+    return;
+  }
   if constexpr (R == 5) {
     // Row j: the filter polynomial at point p_j, divided by prod_{l != j} (p_j - p_l).
     const wvec even = g[0] + g[2] + g[4], odd = g[1] + g[3];
@@ -815,6 +836,151 @@ static void run_winograd_few_channels(const Conv2dParams& p, const float* x, con
   }
 }
 
+// 7x7 and 8x8 filters at stride 2 over RGB (the ResNet stems) fold to 4x4 over 12 channels:
+// F(3x3, 4x4), 36 products per 9 outputs (48 multiply-adds per output and channel against 147
+// direct for 7x7), with the same input transform as F(4x4, 3x3). 12 channels fill 3/4 of a 16-lane
+// vector: V is computed tile by tile, channels in the lanes, straight from the folded input; the
+// products then broadcast one tile's V values against U's vectors, two tiles at a time.
+// sum += k * v for a transform coefficient k known at compile time (0, +-1 or a power of 2).
+__attribute__((always_inline)) static inline void add_scaled(float k, wvec v, wvec& sum) {
+  if (k == 1.0f) {
+    sum += v;
+  } else if (k == -1.0f) {
+    sum -= v;
+  } else if (k != 0.0f) {
+    sum += splat(k) * v;
+  }
+}
+
+// V[e][ci] of tile (ty, tx) of image n: 12 channels in the lanes, masked loads and stores.
+static inline void transform_input_tile_rgb(const Conv2dParams& p, const float* x, int64_t n, int64_t ty,
+                                            int64_t tx, float* v_tile) {
+  constexpr int A = 6, M = 3, C = kWinogradFoldedRgbCin;
+  const int64_t iy0 = ty * M - p.pad_top, ix0 = tx * M - p.pad_left;
+  wvec t[A][A];
+  for (int j = 0; j < A; ++j) {
+    wvec col[A], r[A];
+    const int64_t ix = ix0 + j;
+    for (int i = 0; i < A; ++i) {
+      const int64_t iy = iy0 + i;
+      const bool inside = iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+      col[i] = inside ? vec::load_partial(x + ((n * p.h + iy) * p.w + ix) * C, C) : splat(0.0f);
+    }
+    bt<A>(col, r);
+    for (int i = 0; i < A; ++i) t[i][j] = r[i];
+  }
+  for (int i = 0; i < A; ++i) {
+    wvec r[A];
+    bt<A>(t[i], r);
+    for (int j = 0; j < A; ++j) vec::store_partial(v_tile + (i * A + j) * C, r[j], C);
+  }
+}
+
+// Two tiles' (V at va, vb) 3x3 outputs in one vector of output channels. Each multiply-add loads a
+// vector of U and broadcasts a value of V, so one tile at a time ran at the load ports' pace (~3
+// cycles per multiply-add measured); the two tiles share each load of U. The column and row steps
+// of AT are applied as each element's sum completes (s += AT[c][j] m, o += AT[r][i] s), so that the
+// 18 output vectors, 6 column sums and 4 partial products fit the 32 registers; the two halves of
+// the 12 channels are summed apart: four independent chains of multiply-adds.
+static inline void rgb_pair_products(const float* va, const float* vb, const float* u_vec, int64_t e_stride,
+                                     wvec (&oa)[3][3], wvec (&ob)[3][3]) {
+  constexpr int A = 6, C = kWinogradFoldedRgbCin, H = C / 2;
+  constexpr float kAt[3][A] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 1}};  // at<6, 3>
+#pragma GCC unroll 3
+  for (int r = 0; r < 3; ++r)
+#pragma GCC unroll 3
+    for (int c = 0; c < 3; ++c) oa[r][c] = ob[r][c] = splat(0.0f);
+#pragma GCC unroll 6
+  for (int i = 0; i < A; ++i) {
+    wvec sa[3] = {}, sb[3] = {};
+#pragma GCC unroll 6
+    for (int j = 0; j < A; ++j) {
+      const int e = i * A + j;
+      const float* ue = u_vec + e * e_stride;
+      const float* ea = va + e * C;
+      const float* eb = vb + e * C;
+      wvec a0 = {}, a1 = {}, b0 = {}, b1 = {};
+#pragma GCC unroll 6
+      for (int ci = 0; ci < H; ++ci) {
+        const wvec u0 = vec::load_once(ue + ci * kCols), u1 = vec::load_once(ue + (ci + H) * kCols);
+        a0 += splat(ea[ci]) * u0;
+        b0 += splat(eb[ci]) * u0;
+        a1 += splat(ea[ci + H]) * u1;
+        b1 += splat(eb[ci + H]) * u1;
+      }
+      const wvec ma = a0 + a1, mb = b0 + b1;
+#pragma GCC unroll 3
+      for (int c = 0; c < 3; ++c) add_scaled(kAt[c][j], ma, sa[c]), add_scaled(kAt[c][j], mb, sb[c]);
+    }
+#pragma GCC unroll 3
+    for (int r = 0; r < 3; ++r)
+#pragma GCC unroll 3
+      for (int c = 0; c < 3; ++c) add_scaled(kAt[r][i], sa[c], oa[r][c]), add_scaled(kAt[r][i], sb[c], ob[r][c]);
+  }
+}
+
+// The folded problem (stride 1, 4x4, 12 channels). Work items: runs of up to kLanes tiles of a tile
+// row. One vector of U (36 x 12 vectors, 27 KB) serves all of a run's tiles before the next vector's.
+void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked,
+                             const float* b, float* y, int threads) {
+  constexpr int A = 6, R = 4, M = 3, C = kWinogradFoldedRgbCin;
+  constexpr int64_t kRun = kLanes, kTileFloats = A * A * C + kLanes;  // + a vector: masked stores' reach
+  const int64_t tiles_h = (p.out_h + M - 1) / M, tiles_w = (p.out_w + M - 1) / M;
+  const int64_t runs_w = (tiles_w + kRun - 1) / kRun, items = p.n * tiles_h * runs_w;
+  const int64_t co_vecs = (p.c_out + kLanes - 1) / kLanes;
+  const int nthreads = threads_for(items * kRun * A * A * C * p.c_out, threads);
+  const int64_t e_stride = prepacked_e_stride(p);
+  const int64_t u_floats = u_prepacked ? 0 : A * A * e_stride, per_thread = kRun * kTileFloats;
+  bool owned = false;
+  float* workspace = acquire_workspace(tls_workspace, u_floats + nthreads * per_thread, &owned);
+  const float* u = u_prepacked ? u_prepacked : workspace;
+  float* bias_pad = alloc_floats(co_vecs * kLanes);
+  for (int64_t j = 0; j < co_vecs * kLanes; ++j) bias_pad[j] = b && j < p.c_out ? b[j] : 0.0f;
+  const Activation act = p.activation;
+  const bool row_act = has_exponential(act);  // as in run_winograd_few
+  const Activation tile_act = row_act ? Activation::kNone : act;
+
+  parallel_run(nthreads, [&] {
+    if (!u_prepacked) {
+      Geometry wg{};
+      wg.co_blocks = (p.c_out + kCols - 1) / kCols;
+      wg.co_pad = wg.co_blocks * kCols;
+      transform_weights<A, R>(p, wg, w, workspace, e_stride);  // ends with its omp for's barrier
+    }
+    float* v = workspace + u_floats + omp_get_thread_num() * per_thread;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t row = item / runs_w, n = row / tiles_h, ty = row % tiles_h, tx0 = item % runs_w * kRun;
+      const int64_t count = min_i64(kRun, tiles_w - tx0), oy0 = ty * M, out_rows = min_i64(M, p.out_h - oy0);
+      for (int64_t t = 0; t < count; ++t) transform_input_tile_rgb(p, x, n, ty, tx0 + t, v + t * kTileFloats);
+      auto store = [&](int64_t t, int64_t co0, const wvec (&o)[M][M]) {
+        const int64_t ox0 = (tx0 + t) * M;
+        store_few_tile<M>(tile_act, o, ld(bias_pad + co0), y + ((n * p.out_h + oy0) * p.out_w + ox0) * p.c_out + co0,
+                          p.c_out, p.out_w * p.c_out, out_rows, min_i64(M, p.out_w - ox0), min_i64(kLanes, p.c_out - co0));
+      };
+      for (int64_t k = 0; k < co_vecs; ++k) {
+        const int64_t co0 = k * kLanes;
+        const float* u_vec = u + (co0 / kCols * C) * kCols + co0 % kCols;
+        for (int64_t t = 0; t < count; t += 2) {
+          const int64_t tb = min_i64(t + 1, count - 1);  // an odd last tile pairs with itself
+          wvec oa[M][M], ob[M][M];
+          rgb_pair_products(v + t * kTileFloats, v + tb * kTileFloats, u_vec, e_stride, oa, ob);
+          store(t, co0, oa);
+          if (tb != t) store(tb, co0, ob);
+        }
+      }
+      if (row_act) {
+        for (int64_t i = 0; i < out_rows; ++i) {
+          vec::activate_row(act, y + ((n * p.out_h + oy0 + i) * p.out_w + tx0 * M) * p.c_out,
+                            min_i64(count * M, p.out_w - tx0 * M) * p.c_out);
+        }
+      }
+    }
+  });
+  std::free(bias_pad);
+  if (owned) std::free(workspace);
+}
+
 // The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
 // 3x3 with sigmoid or tanh takes 2x2 tiles: those compress large outputs to a small range while
 // passing the absolute error of pre-activation values near 0 unchanged, which can turn F(4x4)'s
@@ -830,6 +996,7 @@ template <class Fn>
 auto with_variant(const Conv2dParams& p, Fn&& fn) {
   const bool large = winograd_tile(p.kh, p.c_in, p.activation) == 4;
   if (p.kh == 5) return large ? fn(Variant<8, 5>{}) : fn(Variant<6, 5>{});
+  if (p.kh == 4) return fn(Variant<6, 4>{});
   return large ? fn(Variant<6, 3>{}) : fn(Variant<4, 3>{});
 }
 
@@ -837,6 +1004,9 @@ void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, cons
                      float* y, int threads) {
   with_variant(p, [&](auto v) {
     using V = decltype(v);
+    if constexpr (V::R == 4 && kLanes >= kWinogradFoldedRgbCin) {
+      if (p.c_in == kWinogradFoldedRgbCin) return run_winograd_folded_rgb(p, x, w, u_prepacked, b, y, threads);
+    }
     if constexpr (V::A - V::R + 1 == 2 || V::R == 3) {  // F(4x4, 5x5) needs kWinograd5x5LargeTileMinCin channels
       if (p.c_in <= kWinogradFewMaxCin) return run_winograd_few_channels<V::A, V::R>(p, x, w, u_prepacked, b, y, threads);
     }

@@ -54,6 +54,10 @@ constexpr int64_t kWinogradFewMinCin = 3;
 constexpr int64_t kWinogradFewLanes = 16;
 constexpr int64_t kWinogradFewMinCout = 16;
 constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
+// F(3x3, 4x4) for 7x7 (8x8) stride-2 filters over RGB, folded to 4x4 over 12 channels
+// (run_winograd_folded_rgb), against the first-layer kernel (bench/NOTES.md, "The ResNet stem as
+// F(3x3, 4x4)"): 0.61-0.70 of its time from 64 output channels, 0.89 at 32; 16 ran 1.9x slower.
+constexpr int64_t kWinogradFoldedRgbMinCout = 32;
 
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels:
 // C_in <= 4 by the rules below; C_in 5-8 only on short reductions (<= kFirstLayerWideMaxTaps taps:
@@ -193,8 +197,16 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
          p.c_out >= kWinogradFewMinCout && (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
 }
 
+bool prefer_folded_rgb_winograd(const Conv2dParams& p) {
+  return p.folded_c_in() == kWinogradFoldedRgbCin && !squeezes_rounding(p.activation) &&
+         table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFoldedRgbMinCout &&
+         (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
+}
+
 bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   const int64_t c_in = p.folded_c_in();
+  if (!p.winograd_eligible()) return false;
+  if (p.folded_kh() == 4) return prefer_folded_rgb_winograd(p);
   if (c_in <= kWinogradFewMaxCin) return prefer_few_channel_winograd(p);
   if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
@@ -325,8 +337,8 @@ ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
 // The kernel table that runs a convolution on `path`.
 const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
   switch (path) {
-    case ConvPath::kWinograd:
-      return channel_table(LaneUse::kWinograd, p.folded_c_in(), p.c_out);
+    case ConvPath::kWinograd:  // 4x4 folded filters: 12 channels in one vector (run_winograd_folded_rgb)
+      return p.folded_kh() == 4 ? table() : channel_table(LaneUse::kWinograd, p.folded_c_in(), p.c_out);
     case ConvPath::kFirstLayer:
       return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
     case ConvPath::kDepthwise:

@@ -70,7 +70,7 @@ def test_winograd_random_shapes(case, device, isa, rng):
 # (KH, KW), (stride_h, stride_w) pairs that fold to 3x3 or 5x5 (params.h, folded_kh): ceil(K / s).
 FOLDING = [((5, 5), (2, 2)), ((6, 6), (2, 2)), ((11, 11), (4, 4)), ((9, 9), (4, 4)), ((7, 7), (3, 3)),
            ((9, 9), (2, 2)), ((10, 10), (2, 2)), ((13, 13), (3, 3)), ((5, 3), (2, 1)), ((3, 9), (1, 3)),
-           ((8, 5), (3, 2)), ((3, 3), (1, 1))]
+           ((8, 5), (3, 2)), ((3, 3), (1, 1)), ((7, 7), (2, 2)), ((8, 8), (2, 2)), ((8, 7), (2, 2))]
 
 
 @st.composite
@@ -113,7 +113,7 @@ def test_winograd_error_growth(kernel, c_in, isa, rng):
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
 
 
-@pytest.mark.parametrize("kernel, stride", [(11, 4), (5, 2), (9, 2), (13, 3)])  # fold to 3, 3, 5, 5
+@pytest.mark.parametrize("kernel, stride", [(11, 4), (5, 2), (9, 2), (13, 3), (7, 2)])  # fold to 3, 3, 5, 5, 4
 @pytest.mark.parametrize("c_in", [1, 3, 64])
 def test_winograd_folded_error_growth(kernel, stride, c_in, isa, rng):
     """Folding adds zero taps and stride^2 x more channels to the reduction: the error must keep the
@@ -188,6 +188,51 @@ def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
         w = random_array(rng, (3, 3, c_in, c_out))
         auto = fastconv.conv2d(xc, w, padding="same", activation=activation)
         picked = fastconv.conv2d(xc, w, padding="same", activation=activation,
+                                 algorithm="winograd" if winograd else "direct")
+        assert np.array_equal(auto, picked), (c_in, c_out, activation)
+
+
+@st.composite
+def folded_rgb_cases(draw):
+    """7x7 / 8x8 filters at stride 2 over 3 channels: 4x4 over 12 folded ones (conv2d_winograd.cpp,
+    run_winograd_folded_rgb), runs of 1-16 tiles, odd counts (a tile paired with itself)."""
+    return dict(
+        kernel=draw(st.sampled_from([7, 8])),
+        x_shape=(draw(st.integers(1, 2)), draw(st.integers(7, 40)), draw(st.integers(7, 120)), 3),
+        c_out=draw(st.integers(1, 70)), bias=draw(st.booleans()), padding=draw(PADDINGS),
+        activation=draw(st.sampled_from([None, "relu", "relu6", "silu"])), threads=draw(st.integers(1, 3)),
+    )
+
+
+@hsettings
+@given(case=folded_rgb_cases())
+def test_winograd_folded_rgb_stems(case, isa, rng):
+    k = case["kernel"]
+    if not _fits(case["x_shape"], k, case["padding"], 2):
+        return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, (k, k, 3, case["c_out"]))
+    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    with num_threads(case["threads"]):
+        got, ratio = _check(_cpu_device(), x, w, b, "winograd", stride=2, padding=case["padding"],
+                            activation=case["activation"])
+        packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, stride=2, padding=case["padding"],
+                                 activation=case["activation"], algorithm="winograd")
+    np.testing.assert_array_equal(packed, got)
+    assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
+
+
+def test_auto_takes_winograd_for_resnet_stems(rng):
+    """"auto" runs 7x7 stride-2 stems over RGB with F(3x3, 4x4) on 16-lane vectors from 32 output
+    channels (dispatch.cpp, prefer_folded_rgb_winograd), and the direct kernel for 16 outputs, sigmoid
+    or tanh, and other channel counts."""
+    wide = fastconv._cpu.active_isa() == "avx512"
+    for c_in, c_out, activation, winograd in [(3, 64, "relu", wide), (3, 32, None, wide), (3, 16, "relu", False),
+                                              (3, 64, "tanh", False), (4, 64, "relu", False)]:
+        x = random_array(rng, (1, 45, 50, c_in))
+        w = random_array(rng, (7, 7, c_in, c_out))
+        auto = fastconv.conv2d(x, w, stride=2, padding=3, activation=activation)
+        picked = fastconv.conv2d(x, w, stride=2, padding=3, activation=activation,
                                  algorithm="winograd" if winograd else "direct")
         assert np.array_equal(auto, picked), (c_in, c_out, activation)
 
@@ -318,7 +363,8 @@ def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
     [
         ((7, 7, 4, 6), {}, "7x7"),
         ((5, 3, 4, 6), {}, "5x3"),
-        ((7, 7, 4, 6), dict(stride=2), "stride"),  # folds to 4x4
+        ((4, 4, 4, 6), {}, "4x4"),  # 4x4 only as a strided filter's fold
+        ((7, 5, 4, 6), dict(stride=2), "stride"),  # folds to 4x3
         ((3, 3, 4, 6), dict(stride=2), "stride"),  # folds to 2x2
         ((5, 5, 4, 6), dict(stride=(2, 1)), "stride"),  # folds to 3x5
         ((3, 3, 4, 6), dict(dilation=2), "dilation"),
@@ -353,11 +399,13 @@ def test_algorithm_is_part_of_the_memoised_problem():
     ("tanh", 5, 1, "direct"), ("sigmoid", 5, 1, "direct"), ("silu", 5, 1, "winograd"), (None, 5, 1, "winograd"),
     ("tanh", 3, 1, "winograd"), ("sigmoid", 3, 1, "winograd"),
     ("tanh", 9, 2, "direct"), ("sigmoid", 10, 2, "direct"), ("tanh", 5, 2, "winograd"), (None, 9, 2, "winograd"),
+    ("tanh", 7, 2, "direct"), ("sigmoid", 8, 2, "direct"), ("silu", 7, 2, "winograd"),
 ])
 def test_winograd_5x5_with_sigmoid_or_tanh_runs_direct(activation, kernel, stride, expected):
     """F(2x2, 5x5)'s rounding after sigmoid / tanh can exceed the tolerance: algorithm='winograd'
-    then runs the direct kernel (3x3 has F(2x2, 3x3) for those activations on the CPU). Strided
-    filters count by their folded size (9x9 and 10x10 at stride 2 fold to 5x5, 5x5 to 3x3)."""
+    then runs the direct kernel (3x3 has F(2x2, 3x3) for those activations on the CPU), and so does
+    F(3x3, 4x4). Strided filters count by their folded size (9x9 and 10x10 at stride 2 fold to 5x5,
+    7x7 and 8x8 to 4x4, 5x5 to 3x3)."""
     from fastconv import _params
 
     p = _params.conv2d_problem("conv2d", (1, 24, 24, 4), (kernel, kernel, 4, 4), None, stride, "same", 1, 1,

@@ -217,10 +217,13 @@ class Conv2dProblem:
     @property
     def winograd_eligible(self) -> bool:
         """The shapes the Winograd kernels compute: filters that fold to 3x3 or 5x5 (3x3 and 5x5 at
-        stride 1, 11x11 at stride 4, 5x5 at stride 2, ...), dilation 1, groups 1, any padding. The
-        GPU runs the strided ones with its direct kernel."""
+        stride 1, 11x11 at stride 4, 5x5 at stride 2, ...) or strided ones that fold to 4x4 (7x7 at
+        stride 2), dilation 1, groups 1, any padding. The GPU runs the strided ones with its direct
+        kernel."""
         fh, fw = self.folded_kernel
-        return fh == fw and fh in (3, 5) and (self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1)
+        strided = self.stride_h > 1 or self.stride_w > 1
+        return fh == fw and (fh in (3, 5) or (strided and fh == 4)) and (
+            self.dilation_h, self.dilation_w, self.groups) == (1, 1, 1)
 
     @property
     def is_pointwise(self) -> bool:
@@ -406,12 +409,13 @@ def conv2d_problem(op, x_shape, w_shape, b_shape, stride, padding, dilation, gro
     if algorithm == "winograd" and not p.winograd_eligible:
         raise ValueError(
             f"{op}: algorithm='winograd' needs a 3x3 or 5x5 kernel (or one that folds to 3x3 or 5x5 with its "
-            f"stride: ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5), dilation 1 and groups 1, got a "
+            f"stride: ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, or 4 with a stride above 1), "
+            f"dilation 1 and groups 1, got a "
             f"{kh}x{kw} kernel with stride {(p.stride_h, p.stride_w)}, dilation {(p.dilation_h, p.dilation_w)} "
             f"and groups {groups}; use algorithm='auto' or 'direct'"
         )
-    if algorithm == "winograd" and p.folded_kernel[0] == 5 and p.activation in ("sigmoid", "tanh"):
-        # The 5x5 transforms round 3x (2x2 tiles) or more worse than the direct sum; sigmoid and tanh
+    if algorithm == "winograd" and p.folded_kernel[0] in (4, 5) and p.activation in ("sigmoid", "tanh"):
+        # The 4x4 and 5x5 transforms round 3x (2x2 tiles) or more worse than the direct sum; sigmoid and tanh
         # squeeze the output's scale while keeping the absolute error near 0, which exceeds the
         # float32 tolerance (measured: 1.1x of it on CPU and GPU). Algorithm is a speed choice, never
         # an accuracy one. (squeezes_rounding in activation.h is the kernels' side of this rule.)

@@ -26,10 +26,12 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     2.8x fewer, below 8 input channels; 5x5 with sigmoid or tanh runs the direct kernel, as their
     rounding would exceed the float32 tolerance). Strided kernels that fold to 3x3 or 5x5
     (ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, e.g. AlexNet's 11x11 at stride 4) are
-    eligible too: the CPU runs them as a stride-1 Winograd convolution over the input's stride_h x
-    stride_w phases stacked as channels; the GPU runs them with its direct kernel. Winograd mixes the
-    inputs of each output tile, so a NaN or infinity in x turns the whole tile's outputs NaN (as in
-    other libraries' Winograd); "direct" keeps it to the windows that read it.
+    eligible too, and so are those that fold to 4x4 (ResNet's 7x7 at stride 2: F(3x3, 4x4), 3x fewer;
+    with sigmoid or tanh the direct kernel): the CPU runs them as a stride-1 Winograd convolution
+    over the input's stride_h x stride_w phases stacked as channels; the GPU runs them with its
+    direct kernel. Winograd mixes the inputs of each output tile, so a NaN or infinity in x turns
+    the whole tile's outputs NaN (as in other libraries' Winograd); "direct" keeps it to the windows
+    that read it.
     w may also be pack_weights' (of w, or of a 1x1 kernel's (C_in, C_out) matrix).
     Returns (N, OH, OW, C_out) float32.
     """

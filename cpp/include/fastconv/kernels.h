@@ -35,11 +35,16 @@ constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 // tile's products in registers (conv2d_winograd.cpp, run_winograd_few).
 constexpr int64_t kWinogradFewMaxCin = 4;
 
-// The output tile side (4 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 / 5x5
-// problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
+// 7x7 and 8x8 filters at stride 2 over RGB fold to 4x4 over this many channels: F(3x3, 4x4) with
+// each tile's products in registers (conv2d_winograd.cpp, run_winograd_folded_rgb).
+constexpr int64_t kWinogradFoldedRgbCin = 12;
+
+// The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
+// 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
 // (squeezes_rounding), take 2x2 tiles, whose rounding error is smaller.
 inline int winograd_tile(int64_t kh, int64_t c_in, Activation act) {
   if (kh == 5) return c_in >= kWinograd5x5LargeTileMinCin ? 4 : 2;
+  if (kh == 4) return 3;  // strided filters only (winograd_eligible)
   return squeezes_rounding(act) ? 2 : 4;
 }
 
@@ -49,7 +54,7 @@ struct KernelTable {
   PackableConvFn conv2d;    // direct convolution, any stride / padding / dilation / groups
   ConvPackedSizeFn conv2d_packed_floats;  // its packed weights (pack_conv2d_weights' output)
   ConvPackFn pack_conv2d_weights;
-  PackableConvFn winograd;  // conv2d_winograd.cpp: F(4x4 | 2x2, 3x3 | 5x5), winograd_eligible() only
+  PackableConvFn winograd;  // conv2d_winograd.cpp: F(4x4 | 2x2, 3x3 | 5x5), F(3x3, 4x4); winograd_eligible() only
   ConvPackedSizeFn winograd_packed_floats;  // its transformed weights U
   ConvPackFn pack_winograd_weights;
   ConvFn depthwise;  // groups == C_in, one input channel per group

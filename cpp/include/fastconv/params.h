@@ -47,11 +47,14 @@ struct Conv2dParams {
   int64_t folded_kw() const { return (kw + stride_w - 1) / stride_w; }
   int64_t folded_c_in() const { return stride_h * stride_w * c_in; }
   // The shapes the Winograd kernels compute: a filter that folds to 3x3 or 5x5 (3x3 and 5x5 at
-  // stride 1; e.g. 11x11 at stride 4, 5x5 at stride 2), dilation 1, groups 1, any padding. Strided
-  // ones run on the folded input on the CPU; the GPU computes them with the direct kernel.
+  // stride 1; e.g. 11x11 at stride 4, 5x5 at stride 2), or a strided one that folds to 4x4 (7x7 at
+  // stride 2), dilation 1, groups 1, any padding. Strided ones run on the folded input on the CPU;
+  // the GPU computes them with the direct kernel.
   bool winograd_eligible() const {
-    return folded_kh() == folded_kw() && (folded_kh() == 3 || folded_kh() == 5) && dilation_h == 1 &&
-           dilation_w == 1 && groups == 1;
+    const int64_t f = folded_kh();
+    const bool strided = stride_h > 1 || stride_w > 1;
+    return f == folded_kw() && (f == 3 || f == 5 || (f == 4 && strided)) && dilation_h == 1 && dilation_w == 1 &&
+           groups == 1;
   }
 };
 
