@@ -1050,7 +1050,11 @@ void fold_input(const Conv2dParams& p, const Conv2dParams& f, const float* x, fl
           const int64_t ix0 = fx * p.stride_w - p.pad_left;
           if (row_inside && ix0 >= 0 && ix0 + p.stride_w <= p.w) {
             const float* src = src_row + ix0 * p.c_in;
-            for (int64_t j = 0; j < run; ++j) dst[j] = src[j];
+            if (run <= kLanes) {  // stems: 6 floats (3 channels, stride 2), 12 (stride 4): one masked copy
+              vec::store_partial(dst, vec::load_partial(src, run), run);
+            } else {
+              for (int64_t j = 0; j < run; ++j) dst[j] = src[j];
+            }
             continue;
           }
           for (int64_t rx = 0; rx < p.stride_w; ++rx) {
