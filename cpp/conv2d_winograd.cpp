@@ -738,6 +738,60 @@ __attribute__((always_inline)) static inline void store_few_tile(Activation act,
   }
 }
 
+// What run_winograd_few and run_winograd_folded_rgb set up alike: U (prepacked, or transformed here
+// at the start of the calling thread's workspace, the threads' own floats after it), the bias padded
+// to whole vectors, and the activation split between the tiles' stores and the finished rows:
+// exponential ones run over each finished run of output rows (vec::activate_row), since in a
+// tile's store their chains ran one vector at a time with their constants spilled.
+template <int A, int R>
+struct FewChannelCall {
+  const Conv2dParams& p;
+  const float* w;
+  const float* u;
+  int64_t e_stride, u_floats, per_thread;
+  float* workspace;
+  bool owned = false;
+  float* bias_pad;
+  Activation act, tile_act;
+  bool row_act;
+
+  FewChannelCall(const Conv2dParams& p_, const float* w_, const float* u_prepacked, const float* b, int64_t co_vecs,
+                 int64_t per_thread_, int nthreads)
+      : p(p_), w(w_), e_stride(prepacked_e_stride(p_)), u_floats(u_prepacked ? 0 : A * A * e_stride),
+        per_thread(per_thread_) {
+    bias_pad = alloc_floats(co_vecs * kLanes);
+    for (int64_t j = 0; j < co_vecs * kLanes; ++j) bias_pad[j] = b && j < p.c_out ? b[j] : 0.0f;
+    try {
+      workspace = acquire_workspace(tls_workspace, u_floats + nthreads * per_thread, &owned);
+    } catch (...) {
+      std::free(bias_pad);
+      throw;
+    }
+    u = u_prepacked ? u_prepacked : workspace;
+    act = p.activation;
+    row_act = has_exponential(act);
+    tile_act = row_act ? Activation::kNone : act;
+  }
+  ~FewChannelCall() {
+    std::free(bias_pad);
+    if (owned) std::free(workspace);
+  }
+  FewChannelCall(const FewChannelCall&) = delete;
+  FewChannelCall& operator=(const FewChannelCall&) = delete;
+
+  // Inside the parallel region: U when not prepacked (ends with its omp for's barrier), then this
+  // thread's own floats.
+  float* begin_thread() {
+    if (u_floats) {
+      Geometry wg{};
+      wg.co_blocks = (p.c_out + kCols - 1) / kCols;
+      wg.co_pad = wg.co_blocks * kCols;
+      transform_weights<A, R>(p, wg, w, workspace, e_stride);
+    }
+    return workspace + u_floats + omp_get_thread_num() * per_thread;
+  }
+};
+
 constexpr int64_t kFewStripLanes = 128;
 
 template <int A, int R, int C>
@@ -763,28 +817,12 @@ void run_winograd_few(const Conv2dParams& p, const float* x, const float* w, con
   g.plane_floats = A * C * M * g.wq;
   g.v_floats = A * A * C * kLanes;
   const int64_t strips = (rows + g.strip - 1) / g.strip;
-  const int64_t e_stride = prepacked_e_stride(p);
-  const int64_t u_floats = u_prepacked ? 0 : A * A * e_stride;
-  const int64_t per_thread = g.plane_floats + g.v_floats;
-  bool owned = false;
-  float* workspace = acquire_workspace(tls_workspace, u_floats + nthreads * per_thread, &owned);
-  const float* u = u_prepacked ? u_prepacked : workspace;
-  float* bias_pad = alloc_floats(co_vecs * kLanes);
-  for (int64_t j = 0; j < co_vecs * kLanes; ++j) bias_pad[j] = b && j < p.c_out ? b[j] : 0.0f;
-  // Exponential activations run over each finished tile row (vec::activate_row): in the tile's
-  // store their chains ran one vector at a time, with their constants spilled.
-  const Activation act = p.activation;
-  const bool row_act = has_exponential(act);
-  const Activation tile_act = row_act ? Activation::kNone : act;
+  FewChannelCall<A, R> call(p, w, u_prepacked, b, co_vecs, g.plane_floats + g.v_floats, nthreads);
+  const float* u = call.u;
+  const int64_t e_stride = call.e_stride;
 
   parallel_run(nthreads, [&] {
-    if (!u_prepacked) {
-      Geometry wg{};
-      wg.co_blocks = (p.c_out + kCols - 1) / kCols;
-      wg.co_pad = wg.co_blocks * kCols;
-      transform_weights<A, R>(p, wg, w, workspace, e_stride);  // ends with its omp for's barrier
-    }
-    float* planes = workspace + u_floats + omp_get_thread_num() * per_thread;
+    float* planes = call.begin_thread();
     float* v = planes + g.plane_floats;
     // Lanes past a short strip's last row read stale columns: finite once zeroed here.
     std::memset(planes, 0, sizeof(float) * g.plane_floats);
@@ -808,21 +846,19 @@ void run_winograd_few(const Conv2dParams& p, const float* x, const float* w, con
             const int64_t co0 = k * kLanes, len = min_i64(kLanes, p.c_out - co0);
             wvec o[M][M];
             few_tile_products<A, M, C>(v + l, u + (co0 / kCols * C) * kCols + co0 % kCols, e_stride, o);
-            store_few_tile<M>(tile_act, o, ld(bias_pad + co0), y_tile + co0, p.c_out, p.out_w * p.c_out, out_rows,
+            store_few_tile<M>(call.tile_act, o, ld(call.bias_pad + co0), y_tile + co0, p.c_out, p.out_w * p.c_out, out_rows,
                               out_cols, len);
           }
         }
       }
-      if (row_act) {
+      if (call.row_act) {
         for (int64_t row = row0; row < row0 + strip_rows; ++row) {
           const int64_t n = row / g.tiles_h, oy0 = row % g.tiles_h * M, out_rows = min_i64(M, p.out_h - oy0);
-          vec::activate_row(act, y + (n * p.out_h + oy0) * p.out_w * p.c_out, out_rows * p.out_w * p.c_out);
+          vec::activate_row(call.act, y + (n * p.out_h + oy0) * p.out_w * p.c_out, out_rows * p.out_w * p.c_out);
         }
       }
     }
   });
-  std::free(bias_pad);
-  if (owned) std::free(workspace);
 }
 
 template <int A, int R>
@@ -929,25 +965,12 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float*
   const int64_t runs_w = (tiles_w + kRun - 1) / kRun, items = p.n * tiles_h * runs_w;
   const int64_t co_vecs = (p.c_out + kLanes - 1) / kLanes;
   const int nthreads = threads_for(items * kRun * A * A * C * p.c_out, threads);
-  const int64_t e_stride = prepacked_e_stride(p);
-  const int64_t u_floats = u_prepacked ? 0 : A * A * e_stride, per_thread = kRun * kTileFloats;
-  bool owned = false;
-  float* workspace = acquire_workspace(tls_workspace, u_floats + nthreads * per_thread, &owned);
-  const float* u = u_prepacked ? u_prepacked : workspace;
-  float* bias_pad = alloc_floats(co_vecs * kLanes);
-  for (int64_t j = 0; j < co_vecs * kLanes; ++j) bias_pad[j] = b && j < p.c_out ? b[j] : 0.0f;
-  const Activation act = p.activation;
-  const bool row_act = has_exponential(act);  // as in run_winograd_few
-  const Activation tile_act = row_act ? Activation::kNone : act;
+  FewChannelCall<A, R> call(p, w, u_prepacked, b, co_vecs, kRun * kTileFloats, nthreads);
+  const float* u = call.u;
+  const int64_t e_stride = call.e_stride;
 
   parallel_run(nthreads, [&] {
-    if (!u_prepacked) {
-      Geometry wg{};
-      wg.co_blocks = (p.c_out + kCols - 1) / kCols;
-      wg.co_pad = wg.co_blocks * kCols;
-      transform_weights<A, R>(p, wg, w, workspace, e_stride);  // ends with its omp for's barrier
-    }
-    float* v = workspace + u_floats + omp_get_thread_num() * per_thread;
+    float* v = call.begin_thread();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t row = item / runs_w, n = row / tiles_h, ty = row % tiles_h, tx0 = item % runs_w * kRun;
@@ -955,7 +978,7 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float*
       for (int64_t t = 0; t < count; ++t) transform_input_tile_rgb(p, x, n, ty, tx0 + t, v + t * kTileFloats);
       auto store = [&](int64_t t, int64_t co0, const wvec (&o)[M][M]) {
         const int64_t ox0 = (tx0 + t) * M;
-        store_few_tile<M>(tile_act, o, ld(bias_pad + co0), y + ((n * p.out_h + oy0) * p.out_w + ox0) * p.c_out + co0,
+        store_few_tile<M>(call.tile_act, o, ld(call.bias_pad + co0), y + ((n * p.out_h + oy0) * p.out_w + ox0) * p.c_out + co0,
                           p.c_out, p.out_w * p.c_out, out_rows, min_i64(M, p.out_w - ox0), min_i64(kLanes, p.c_out - co0));
       };
       for (int64_t k = 0; k < co_vecs; ++k) {
@@ -969,16 +992,14 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float*
           if (tb != t) store(tb, co0, ob);
         }
       }
-      if (row_act) {
+      if (call.row_act) {
         for (int64_t i = 0; i < out_rows; ++i) {
-          vec::activate_row(act, y + ((n * p.out_h + oy0 + i) * p.out_w + tx0 * M) * p.c_out,
+          vec::activate_row(call.act, y + ((n * p.out_h + oy0 + i) * p.out_w + tx0 * M) * p.c_out,
                             min_i64(count * M, p.out_w - tx0 * M) * p.c_out);
         }
       }
     }
   });
-  std::free(bias_pad);
-  if (owned) std::free(workspace);
 }
 
 // The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
