@@ -190,9 +190,11 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // filter), plus the fold's pass over the input.
 // prepacked: the transformed weights come made (fastconv.pack_weights), so the weight term is
 // their read instead of their transform.
+// Few input channels (3x3 over 3-4, and stems folded to 4x4 over 12) have kernels of their own whose
+// measured crossovers are the rules below, not this model.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
-  return p.winograd_eligible() && p.stride_h == 1 && p.stride_w == 1 && p.kh == 3 && p.c_in >= kWinogradFewMinCin &&
+  return p.stride_h == 1 && p.stride_w == 1 && p.kh == 3 && p.c_in >= kWinogradFewMinCin &&
          !squeezes_rounding(p.activation) && table().vector_floats == kWinogradFewLanes &&
          p.c_out >= kWinogradFewMinCout && (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
 }
@@ -208,7 +210,7 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   if (!p.winograd_eligible()) return false;
   if (p.folded_kh() == 4) return prefer_folded_rgb_winograd(p);
   if (c_in <= kWinogradFewMaxCin) return prefer_few_channel_winograd(p);
-  if (!p.winograd_eligible() || c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
+  if (c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
   if (folded && p.c_out < kWinogradFoldedMinCout) return false;
   const bool five = p.folded_kh() == 5;

@@ -36,7 +36,8 @@ FC_HOST_DEVICE bool has_exponential(Activation act) {
 
 // Sigmoid and tanh squeeze large sums into a small range but pass the absolute rounding error of sums
 // near 0 through unchanged, so a Winograd variant's larger rounding can exceed the tolerance after
-// them: the Winograd kernels keep 2x2 tiles (3x3) or the direct kernel (5x5) for these.
+// them: the Winograd kernels keep 2x2 tiles (3x3) or the direct kernel (5x5, and strided filters
+// folded to 4x4) for these.
 FC_HOST_DEVICE bool squeezes_rounding(Activation act) {
   return act == Activation::kSigmoid || act == Activation::kTanh;
 }
