@@ -877,6 +877,9 @@ static void run_winograd_few_channels(const Conv2dParams& p, const float* x, con
 // direct for 7x7), with the same input transform as F(4x4, 3x3). 12 channels fill 3/4 of a 16-lane
 // vector: V is computed tile by tile, channels in the lanes, straight from the folded input; the
 // products then broadcast one tile's V values against U's vectors, two tiles at a time.
+#if defined(__AVX512F__)  // 12 channels in one vector
+constexpr int kWinogradFoldedRgbCin = 12;  // 3 channels x 2 x 2 phases
+
 // sum += k * v for a transform coefficient k known at compile time (0, +-1 or a power of 2).
 __attribute__((always_inline)) static inline void add_scaled(float k, wvec v, wvec& sum) {
   if (k == 1.0f) {
@@ -888,19 +891,38 @@ __attribute__((always_inline)) static inline void add_scaled(float k, wvec v, wv
   }
 }
 
-// V[e][ci] of tile (ty, tx) of image n: 12 channels in the lanes, masked loads and stores.
-static inline void transform_input_tile_rgb(const Conv2dParams& p, const float* x, int64_t n, int64_t ty,
-                                            int64_t tx, float* v_tile) {
+// Folded pixel (fy, fx) of image xn, the stem's input at stride 2: lane (ry * 2 + rx) * 3 + c holds
+// x[2 fy + ry - pad_top][2 fx + rx - pad_left][c], zero outside the image (fold_input's layout, made
+// while loading: the fold's own pass took 10-15 % of the call).
+static inline wvec load_folded_rgb(const Conv2dParams& p, const float* xn, int64_t fy, int64_t fx) {
+  const int64_t iy = 2 * fy - p.pad_top, ix = 2 * fx - p.pad_left;
+  if (iy >= 0 && iy + 1 < p.h && ix >= 0 && ix + 1 < p.w) {  // two pixels of two rows: 6 floats each
+    const float* row0 = xn + (iy * p.w + ix) * 3;
+    return _mm512_mask_expandloadu_ps(_mm512_maskz_loadu_ps(0x3F, row0), 0xFC0, row0 + p.w * 3);
+  }
+  alignas(64) float pixel[kLanes] = {};
+  for (int64_t ry = 0; ry < 2; ++ry) {
+    for (int64_t rx = 0; rx < 2; ++rx) {
+      if (iy + ry < 0 || iy + ry >= p.h || ix + rx < 0 || ix + rx >= p.w) continue;
+      for (int64_t c = 0; c < 3; ++c) pixel[(ry * 2 + rx) * 3 + c] = xn[((iy + ry) * p.w + ix + rx) * 3 + c];
+    }
+  }
+  return ld(pixel);
+}
+
+// V[e][ci] of tile (ty, tx) of image n of the folded problem f (12 channels in the lanes; masked
+// stores), read from the stem's input x (problem p).
+static inline void transform_input_tile_rgb(const Conv2dParams& p, const Conv2dParams& f, const float* x, int64_t n,
+                                            int64_t ty, int64_t tx, float* v_tile) {
   constexpr int A = 6, M = 3, C = kWinogradFoldedRgbCin;
-  const int64_t iy0 = ty * M - p.pad_top, ix0 = tx * M - p.pad_left;
+  const float* xn = x + n * p.h * p.w * 3;
   wvec t[A][A];
   for (int j = 0; j < A; ++j) {
     wvec col[A], r[A];
-    const int64_t ix = ix0 + j;
+    const int64_t fx = tx * M + j;
     for (int i = 0; i < A; ++i) {
-      const int64_t iy = iy0 + i;
-      const bool inside = iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
-      col[i] = inside ? vec::load_partial(x + ((n * p.h + iy) * p.w + ix) * C, C) : splat(0.0f);
+      const int64_t fy = ty * M + i;  // past the folded input (border tiles): zero, as fold_input leaves it
+      col[i] = fy < f.h && fx < f.w ? load_folded_rgb(p, xn, fy, fx) : splat(0.0f);
     }
     bt<A>(col, r);
     for (int i = 0; i < A; ++i) t[i][j] = r[i];
@@ -955,17 +977,18 @@ static inline void rgb_pair_products(const float* va, const float* vb, const flo
   }
 }
 
-// The folded problem (stride 1, 4x4, 12 channels). Work items: runs of up to kLanes tiles of a tile
-// row. One vector of U (36 x 12 vectors, 27 KB) serves all of a run's tiles before the next vector's.
-void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked,
-                             const float* b, float* y, int threads) {
+// The stem p (3 channels, stride 2) as its folded problem f (stride 1, 4x4, 12 channels; wf its folded
+// weights, or null with u_prepacked). Work items: runs of up to kLanes tiles of a tile row. One vector
+// of U (36 x 12 vectors, 27 KB) serves all of a run's tiles before the next vector's.
+void run_winograd_folded_rgb(const Conv2dParams& p, const Conv2dParams& f, const float* x, const float* wf,
+                             const float* u_prepacked, const float* b, float* y, int threads) {
   constexpr int A = 6, R = 4, M = 3, C = kWinogradFoldedRgbCin;
   constexpr int64_t kRun = kLanes, kTileFloats = A * A * C + kLanes;  // + a vector: masked stores' reach
   const int64_t tiles_h = (p.out_h + M - 1) / M, tiles_w = (p.out_w + M - 1) / M;
   const int64_t runs_w = (tiles_w + kRun - 1) / kRun, items = p.n * tiles_h * runs_w;
   const int64_t co_vecs = (p.c_out + kLanes - 1) / kLanes;
   const int nthreads = threads_for(items * kRun * A * A * C * p.c_out, threads);
-  FewChannelCall<A, R> call(p, w, u_prepacked, b, co_vecs, kRun * kTileFloats, nthreads);
+  FewChannelCall<A, R> call(f, wf, u_prepacked, b, co_vecs, kRun * kTileFloats, nthreads);
   const float* u = call.u;
   const int64_t e_stride = call.e_stride;
 
@@ -975,7 +998,7 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float*
     for (int64_t item = 0; item < items; ++item) {
       const int64_t row = item / runs_w, n = row / tiles_h, ty = row % tiles_h, tx0 = item % runs_w * kRun;
       const int64_t count = min_i64(kRun, tiles_w - tx0), oy0 = ty * M, out_rows = min_i64(M, p.out_h - oy0);
-      for (int64_t t = 0; t < count; ++t) transform_input_tile_rgb(p, x, n, ty, tx0 + t, v + t * kTileFloats);
+      for (int64_t t = 0; t < count; ++t) transform_input_tile_rgb(p, f, x, n, ty, tx0 + t, v + t * kTileFloats);
       auto store = [&](int64_t t, int64_t co0, const wvec (&o)[M][M]) {
         const int64_t ox0 = (tx0 + t) * M;
         store_few_tile<M>(call.tile_act, o, ld(call.bias_pad + co0), y + ((n * p.out_h + oy0) * p.out_w + ox0) * p.c_out + co0,
@@ -1001,6 +1024,7 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const float* x, const float*
     }
   });
 }
+#endif  // __AVX512F__
 
 // The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
 // 3x3 with sigmoid or tanh takes 2x2 tiles: those compress large outputs to a small range while
@@ -1025,9 +1049,6 @@ void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, cons
                      float* y, int threads) {
   with_variant(p, [&](auto v) {
     using V = decltype(v);
-    if constexpr (V::R == 4 && kLanes >= kWinogradFoldedRgbCin) {
-      if (p.c_in == kWinogradFoldedRgbCin) return run_winograd_folded_rgb(p, x, w, u_prepacked, b, y, threads);
-    }
     if constexpr (V::A - V::R + 1 == 2 || V::R == 3) {  // F(4x4, 5x5) needs kWinograd5x5LargeTileMinCin channels
       if (p.c_in <= kWinogradFewMaxCin) return run_winograd_few_channels<V::A, V::R>(p, x, w, u_prepacked, b, y, threads);
     }
@@ -1113,6 +1134,15 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
                      float* y, int threads) {
   if (p.stride_h == 1 && p.stride_w == 1) return run_unit_stride(p, x, w, u_prepacked, b, y, threads);
   const Conv2dParams f = folded_params(p);
+#if defined(__AVX512F__)
+  if (p.c_in == 3 && p.stride_h == 2 && p.stride_w == 2 && f.kh == 4) {
+    float* wf = u_prepacked ? nullptr : alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
+    if (wf) fold_weights(p, f, w, wf);
+    run_winograd_folded_rgb(p, f, x, wf, u_prepacked, b, y, threads);
+    std::free(wf);
+    return;
+  }
+#endif
   const int64_t folded_floats = f.n * f.h * f.w * f.c_in;
   bool owned = false;
   float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);

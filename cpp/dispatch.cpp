@@ -56,8 +56,9 @@ constexpr int64_t kWinogradFewMinCout = 16;
 constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
 // F(3x3, 4x4) for 7x7 (8x8) stride-2 filters over RGB, folded to 4x4 over 12 channels
 // (run_winograd_folded_rgb), against the first-layer kernel (bench/NOTES.md, "The ResNet stem as
-// F(3x3, 4x4)"): 0.61-0.70 of its time from 64 output channels, 0.89 at 32; 16 ran 1.9x slower.
-constexpr int64_t kWinogradFoldedRgbMinCout = 32;
+// F(3x3, 4x4)"): 0.54-0.60 of its time from 64 output channels, 0.66 at 32, 0.90 at 16; 24 (a
+// vector and a half) 0.93.
+constexpr int64_t kWinogradFoldedRgbMinCout = 16;
 
 // First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels:
 // C_in <= 4 by the rules below; C_in 5-8 only on short reductions (<= kFirstLayerWideMaxTaps taps:
@@ -200,7 +201,7 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
 }
 
 bool prefer_folded_rgb_winograd(const Conv2dParams& p) {
-  return p.folded_c_in() == kWinogradFoldedRgbCin && !squeezes_rounding(p.activation) &&
+  return p.c_in == 3 && p.stride_h == 2 && p.stride_w == 2 && !squeezes_rounding(p.activation) &&
          table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFoldedRgbMinCout &&
          (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
 }

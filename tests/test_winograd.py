@@ -223,11 +223,11 @@ def test_winograd_folded_rgb_stems(case, isa, rng):
 
 
 def test_auto_takes_winograd_for_resnet_stems(rng):
-    """"auto" runs 7x7 stride-2 stems over RGB with F(3x3, 4x4) on 16-lane vectors from 32 output
-    channels (dispatch.cpp, prefer_folded_rgb_winograd), and the direct kernel for 16 outputs, sigmoid
-    or tanh, and other channel counts."""
+    """"auto" runs 7x7 stride-2 stems over RGB with F(3x3, 4x4) on 16-lane vectors for output channels
+    in whole vectors (dispatch.cpp, prefer_folded_rgb_winograd), and the direct kernel for 24 outputs,
+    sigmoid or tanh, and other input channel counts."""
     wide = fastconv._cpu.active_isa() == "avx512"
-    for c_in, c_out, activation, winograd in [(3, 64, "relu", wide), (3, 32, None, wide), (3, 16, "relu", False),
+    for c_in, c_out, activation, winograd in [(3, 64, "relu", wide), (3, 16, None, wide), (3, 24, "relu", False),
                                               (3, 64, "tanh", False), (4, 64, "relu", False)]:
         x = random_array(rng, (1, 45, 50, c_in))
         w = random_array(rng, (7, 7, c_in, c_out))

@@ -35,10 +35,6 @@ constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 // tile's products in registers (conv2d_winograd.cpp, run_winograd_few).
 constexpr int64_t kWinogradFewMaxCin = 4;
 
-// 7x7 and 8x8 filters at stride 2 over RGB fold to 4x4 over this many channels: F(3x3, 4x4) with
-// each tile's products in registers (conv2d_winograd.cpp, run_winograd_folded_rgb).
-constexpr int64_t kWinogradFoldedRgbCin = 12;
-
 // The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
 // 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
 // (squeezes_rounding), take 2x2 tiles, whose rounding error is smaller.
