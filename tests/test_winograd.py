@@ -55,15 +55,31 @@ def _fits(x_shape, kernel, padding, stride=1):
         return False
 
 
+def _case_arrays(rng, case, kernel):
+    """x, w (kernel = (KH, KW)) and b (or None) for a drawn case."""
+    x = random_array(rng, case["x_shape"])
+    w = random_array(rng, kernel + (case["x_shape"][3], case["c_out"]))
+    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    return x, w, b
+
+
+def _check_threads_and_packed(case, x, w, b, **kwargs):
+    """_check on case["threads"] threads, and the same call with pack_weights' form bit for bit equal."""
+    with num_threads(case["threads"]):
+        got, ratio = _check(_cpu_device(), x, w, b, "winograd", activation=case["activation"], **kwargs)
+        packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, activation=case["activation"], algorithm="winograd",
+                                 **kwargs)
+    np.testing.assert_array_equal(packed, got)
+    return ratio
+
+
 @hsettings
 @given(case=winograd_cases())
 def test_winograd_random_shapes(case, device, isa, rng):
     k = case["kernel"]
     if not _fits(case["x_shape"], k, case["padding"]):
         return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
-    x = random_array(rng, case["x_shape"])
-    w = random_array(rng, (k, k, case["x_shape"][3], case["c_out"]))
-    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    x, w, b = _case_arrays(rng, case, (k, k))
     _check(device, x, w, b, "winograd", padding=case["padding"], activation=case["activation"])
 
 
@@ -91,9 +107,7 @@ def test_winograd_strided_filters_folded(case, device, isa, rng):
     phases stacked as channels (conv2d_winograd.cpp; the GPU runs them direct): borders, padding on
     any side, rows and columns the stride leaves unread, zero taps past the filter."""
     (kh, kw), stride = case["kernel"], case["stride"]
-    x = random_array(rng, case["x_shape"])
-    w = random_array(rng, (kh, kw, case["x_shape"][3], case["c_out"]))
-    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
+    x, w, b = _case_arrays(rng, case, (kh, kw))
     if not _fits(case["x_shape"], (kh, kw), case["padding"], stride):
         return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
     _check(device, x, w, b, "winograd", stride=stride, padding=case["padding"], activation=case["activation"])
@@ -145,14 +159,8 @@ def test_winograd_few_input_channels(case, isa, rng):
     k = case["kernel"]
     if not _fits(case["x_shape"], k, case["padding"]):
         return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
-    x = random_array(rng, case["x_shape"])
-    w = random_array(rng, (k, k, case["x_shape"][3], case["c_out"]))
-    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
-    with num_threads(case["threads"]):
-        got, _ = _check(_cpu_device(), x, w, b, "winograd", padding=case["padding"], activation=case["activation"])
-        packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, padding=case["padding"],
-                                 activation=case["activation"], algorithm="winograd")
-    np.testing.assert_array_equal(packed, got)
+    x, w, b = _case_arrays(rng, case, (k, k))
+    _check_threads_and_packed(case, x, w, b, padding=case["padding"])
 
 
 @pytest.mark.parametrize(
@@ -210,15 +218,8 @@ def test_winograd_folded_rgb_stems(case, isa, rng):
     k = case["kernel"]
     if not _fits(case["x_shape"], k, case["padding"], 2):
         return  # the window does not fit: conv2d raises for every algorithm (tested elsewhere)
-    x = random_array(rng, case["x_shape"])
-    w = random_array(rng, (k, k, 3, case["c_out"]))
-    b = random_array(rng, (case["c_out"],)) if case["bias"] else None
-    with num_threads(case["threads"]):
-        got, ratio = _check(_cpu_device(), x, w, b, "winograd", stride=2, padding=case["padding"],
-                            activation=case["activation"])
-        packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, stride=2, padding=case["padding"],
-                                 activation=case["activation"], algorithm="winograd")
-    np.testing.assert_array_equal(packed, got)
+    x, w, b = _case_arrays(rng, case, (k, k))
+    ratio = _check_threads_and_packed(case, x, w, b, stride=2, padding=case["padding"])
     assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
 
 
