@@ -90,13 +90,13 @@ else
   skip_step memcheck "compute-sanitizer not on PATH"
   skip_step racecheck "compute-sanitizer not on PATH"
 fi
-run_step versions 180 "$python" bench/gpu_versions.py --json "$out/versions.json"
-run_step probe 120 "$python" bench/gpu_versions.py --suite bench/gpu_probe.json --json "$out/probe.json"
+run_step versions 120 "$python" bench/gpu_versions.py --json "$out/versions.json"
+run_step probe 90 "$python" bench/gpu_versions.py --suite bench/gpu_probe.json --json "$out/probe.json"
 run_step bench 180 "$python" -m fastconv bench --device gpu --suite gpu --remeasure --json "$out/bench_gpu.json"
 
 echo
 for log in versions probe; do
-  [ -s "$out/$log.log" ] && grep -E "^[a-z0-9_]+ +(w[24][cp]*|[0-9]) |^case|TFLOP/s, copy|^host time" "$out/$log.log" |
+  [ -s "$out/$log.log" ] && grep -E "^[a-z0-9_]+ +(w[24]|[0-9]) |^case|TFLOP/s, copy|^host time" "$out/$log.log" |
     grep -v " n/a: " | cut -c1-200
 done
 [ -s "$out/bench.log" ] && sed -n '/^GPU/,$p' "$out/bench.log" | cut -c1-150

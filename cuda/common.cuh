@@ -54,25 +54,6 @@ inline unsigned grid_size(int64_t blocks, const char* kernel_name) {
 // Loads a float4 of read-only data through the non-coherent cache.
 __device__ __forceinline__ float4 load4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
-// Asynchronous copies from global to shared memory (cp.async, sm_80+): no registers hold the data
-// in flight, so a kernel can keep several stages of loads outstanding. A copy that is not `valid`
-// reads nothing and writes zeros (src is then any mapped address; the callers pass the tensor's
-// base). Completion: copy_async_commit() closes a group, copy_async_wait<n>() waits until at most n
-// groups are pending, then a barrier makes the data visible to the block.
-__device__ __forceinline__ void copy_async4(float* dst, const float* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
-}
-__device__ __forceinline__ void copy_async16(float* dst, const float* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void copy_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
 // ---- Block-tiled SGEMM core ---------------------------------------------------------------------
 // A block of 256 threads computes a 128 x kN tile of C = A (rows x K) @ B (K x cols), kN = 32, 64
 // or 128. Each k-step stages a 128 x 8 slice of A (stored transposed, so a thread reads its 8 rows as
@@ -105,11 +86,13 @@ struct GemmTile {
 
 // Two resident blocks per SM for the 128 x 128 tile (registers capped at 128 per thread): one
 // block of 8 warps leaves too little to switch between while a warp waits on shared memory.
-// gemm.cu's 128 x 32 tile: three blocks (80 registers, no spills; 102 and two blocks uncapped)
+// gemm.cu's 128 x 32 tile: four blocks (64 registers, no spills; 102 and two blocks uncapped)
 // and 16-deep k steps (kGemmSlices: two 8-deep slices per barrier): with two blocks of 8 warps, a
-// step's FMAs did not cover the next step's global loads (bench/NOTES.md, "GPU runs 11 and 12").
+// step's FMAs did not cover the next step's global loads (bench/NOTES.md, "GPU runs 11 and 12");
+// four rather than three: Winograd's 32-column products 0.80-0.94x the time on an H100 ("GPU runs
+// 13 and 14").
 template <int kN>
-constexpr int kGemmMinBlocks = kN == 128 ? 2 : kN == 32 ? 3 : 1;
+constexpr int kGemmMinBlocks = kN == 128 ? 2 : kN == 32 ? 4 : 1;
 template <int kN>
 constexpr int kGemmSlices = kN == 32 ? 2 : 1;
 // The implicit-GEMM conv's tiles (conv2d.cu): three blocks of its 128 x 32 tile spill and measured
@@ -130,35 +113,6 @@ struct GemmThread {
   template <int kN>
   __device__ int col(int group) const { return kN == 32 ? tx * 2 : group * 64 + tx * 4; }
 };
-
-// The FMAs of kDepth consecutive k of a staged tile: a holds A transposed ([k][row]), b holds B.
-template <int kN, int kDepth>
-__device__ __forceinline__ void gemm_tile_fmas(const float (*a)[kAStride], const float (*b)[kN], const GemmThread& t,
-                                               typename GemmTile<kN>::Acc& acc) {
-  constexpr int kThreadN = GemmTile<kN>::kThreadN;
-#pragma unroll
-  for (int k = 0; k < kDepth; ++k) {
-    const float4 a0 = *reinterpret_cast<const float4*>(&a[k][t.ty * 4]);
-    const float4 a1 = *reinterpret_cast<const float4*>(&a[k][64 + t.ty * 4]);
-    const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    float bw[kThreadN];
-    if constexpr (kN == 32) {
-      const float2 bv = *reinterpret_cast<const float2*>(&b[k][t.col<kN>(0)]);
-      bw[0] = bv.x, bw[1] = bv.y;
-    } else {
-#pragma unroll
-      for (int g = 0; g < kThreadN / 4; ++g) {
-        const float4 bv = *reinterpret_cast<const float4*>(&b[k][t.col<kN>(g)]);
-        bw[g * 4 + 0] = bv.x, bw[g * 4 + 1] = bv.y, bw[g * 4 + 2] = bv.z, bw[g * 4 + 3] = bv.w;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-      for (int j = 0; j < kThreadN; ++j) acc[i][j] = fmaf(av[i], bw[j], acc[i][j]);
-    }
-  }
-}
 
 // load_a(k0) / load_b(k0) return the thread's float4 of the k-slice starting at k0 (zeros outside
 // the matrix); the loops below never index global memory themselves.
@@ -201,7 +155,28 @@ __device__ __forceinline__ void gemm_block_tile(typename GemmTile<kN, kSlices>::
     const int buf = static_cast<int>(step & 1);
     const bool more = step + 1 < k_steps;
     if (more) fetch((step + 1) * kStepK);  // in flight while this step's FMAs run
-    gemm_tile_fmas<kN, kStepK>(s.a[buf], s.b[buf], t, acc);
+#pragma unroll
+    for (int k = 0; k < kStepK; ++k) {
+      const float4 a0 = *reinterpret_cast<const float4*>(&s.a[buf][k][t.ty * 4]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&s.a[buf][k][64 + t.ty * 4]);
+      const float av[kThreadM] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      float bw[kThreadN];
+      if constexpr (kN == 32) {
+        const float2 bv = *reinterpret_cast<const float2*>(&s.b[buf][k][t.col<kN>(0)]);
+        bw[0] = bv.x, bw[1] = bv.y;
+      } else {
+#pragma unroll
+        for (int g = 0; g < kThreadN / 4; ++g) {
+          const float4 bv = *reinterpret_cast<const float4*>(&s.b[buf][k][t.col<kN>(g)]);
+          bw[g * 4 + 0] = bv.x, bw[g * 4 + 1] = bv.y, bw[g * 4 + 2] = bv.z, bw[g * 4 + 3] = bv.w;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kThreadM; ++i) {
+#pragma unroll
+        for (int j = 0; j < kThreadN; ++j) acc[i][j] = fmaf(av[i], bw[j], acc[i][j]);
+      }
+    }
     // The other buffer was last read in the previous step, before the barrier that ended it.
     if (more) stage(buf ^ 1);
     __syncthreads();
@@ -301,10 +276,9 @@ void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, 
                            Activation act, float* y, cudaStream_t stream);
 
 // y[b] = x[b] (rows x k) @ w[b] (k x m) for b < batches, x[b] = x + b * stride_x (likewise w, y):
-// Winograd's A * A products. No bias, no activation, no split (gemm.cu). pipelined: the cp.async
-// kernel (gemm_kernel_pipelined) instead of the register-staged one.
+// the 16 products of Winograd F(2x2, 3x3). No bias, no activation, no split (gemm.cu).
 void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const float* x, int64_t stride_x,
-                  const float* w, int64_t stride_w, float* y, int64_t stride_y, bool pipelined, cudaStream_t stream);
+                  const float* w, int64_t stride_w, float* y, int64_t stride_y, cudaStream_t stream);
 
 // Scratch memory (split-K partial sums, Winograd's transformed tiles) comes from a stream-ordered
 // pool owned by this module, one per device, created on first use and kept for the process: its

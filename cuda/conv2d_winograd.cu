@@ -18,9 +18,7 @@
 // round several times worse, still well inside the tolerance from 8 input channels (see
 // winograd_conv2d for fewer).
 //
-// Kernel versions (`version` 0 picks by C_in, see winograd_conv2d): v1 2x2 output tiles, v2 4x4;
-// v3 4x4 with the stages run over chunks of tiles whose V and M fit in L2 (run_winograd); v4 4x4
-// with the products in the cp.async-pipelined GEMM kernel (gemm.cu); v5 both.
+// Kernel versions (`version` 0 picks by C_in, see winograd_conv2d): v1 2x2 output tiles, v2 4x4.
 // Chosen by conv2d() (conv2d.cu) for algorithm="winograd", and for "auto" where it pays
 // (winograd_pays below; measured in bench/NOTES.md).
 #include <algorithm>
@@ -38,7 +36,6 @@ constexpr int kWinogradThreads = 256;
 struct WinogradGeometry {
   int64_t h, w, c, k, out_h, out_w, pad_top, pad_left;
   int64_t tiles_h, tiles_w, tiles;  // M x M output tiles per column, per row, in the batch
-  int64_t first_tile, chunk_tiles;  // the tiles that V and M hold: [first_tile, first_tile + chunk_tiles)
   Activation activation;
 };
 
@@ -202,10 +199,10 @@ template <int M, int R>
 __global__ void __launch_bounds__(kWinogradThreads)
     winograd_input_kernel(WinogradGeometry g, const float* __restrict__ x, float* __restrict__ v) {
   constexpr int A = M + R - 1;
-  const int64_t tc = g.chunk_tiles * g.c;
+  const int64_t tc = g.tiles * g.c;
   for (int64_t i = blockIdx.x * int64_t{kWinogradThreads} + threadIdx.x; i < tc;
        i += int64_t{gridDim.x} * kWinogradThreads) {
-    const int64_t c = i % g.c, tile = g.first_tile + i / g.c;
+    const int64_t c = i % g.c, tile = i / g.c;
     const int64_t tx = tile % g.tiles_w, ty = tile / g.tiles_w % g.tiles_h, img = tile / (g.tiles_w * g.tiles_h);
     const int64_t iy0 = M * ty - g.pad_top, ix0 = M * tx - g.pad_left;
     const float* x_img = x + img * g.h * g.w * g.c + c;
@@ -240,10 +237,10 @@ __global__ void __launch_bounds__(kWinogradThreads)
     winograd_output_kernel(WinogradGeometry g, const float* __restrict__ m, const float* __restrict__ bias,
                            float* __restrict__ y) {
   constexpr int A = M + R - 1;
-  const int64_t tk = g.chunk_tiles * g.k;
+  const int64_t tk = g.tiles * g.k;
   for (int64_t i = blockIdx.x * int64_t{kWinogradThreads} + threadIdx.x; i < tk;
        i += int64_t{gridDim.x} * kWinogradThreads) {
-    const int64_t k = i % g.k, tile = g.first_tile + i / g.k;
+    const int64_t k = i % g.k, tile = i / g.k;
     const int64_t tx = tile % g.tiles_w, ty = tile / g.tiles_w % g.tiles_h, img = tile / (g.tiles_w * g.tiles_h);
     float am[M][A];  // A^T M, column by column
 #pragma unroll
@@ -271,34 +268,15 @@ __global__ void __launch_bounds__(kWinogradThreads)
   }
 }
 
-// The L2 cache of the current device, in bytes.
-int64_t l2_cache_bytes() {
-  int device = 0, bytes = 0;
-  FC_CUDA_CHECK(cudaGetDevice(&device));
-  FC_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, device));
-  return bytes;
-}
-
-// l2_chunks: the tiles go through the three stages in chunks whose V and M fit in the L2 cache (in
-// whole 128-row tiles of the products), one workspace reused by every chunk, so that the products
-// read V, and the output transform reads M, mostly from L2 rather than DRAM.
-// pipelined: the products run gemm_kernel_pipelined (gemm.cu).
 template <int M, int R>
-void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, bool l2_chunks,
-                  bool pipelined, cudaStream_t s) {
+void run_winograd(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
   constexpr int64_t kElems = (M + R - 1) * (M + R - 1);
   WinogradGeometry g{};
   g.h = p.h, g.w = p.w, g.c = p.c_in, g.k = p.c_out, g.out_h = p.out_h, g.out_w = p.out_w;
   g.pad_top = p.pad_top, g.pad_left = p.pad_left, g.activation = p.activation;
   g.tiles_h = ceil_div(p.out_h, M), g.tiles_w = ceil_div(p.out_w, M);
   g.tiles = p.n * g.tiles_h * g.tiles_w;
-  int64_t chunk = g.tiles;
-  if (l2_chunks) {
-    const int64_t tile_bytes = kElems * (g.c + g.k) * int64_t{sizeof(float)};
-    const int64_t chunks = ceil_div(g.tiles * tile_bytes, std::max<int64_t>(l2_cache_bytes(), tile_bytes));
-    chunk = std::min(g.tiles, ceil_div(ceil_div(g.tiles, chunks), kTileM) * kTileM);
-  }
-  const int64_t u_size = kElems * g.c * g.k, v_size = kElems * chunk * g.c, m_size = kElems * chunk * g.k;
+  const int64_t u_size = kElems * g.c * g.k, v_size = kElems * g.tiles * g.c, m_size = kElems * g.tiles * g.k;
   with_workspace(u_size + v_size + m_size, s, [&](float* workspace) {
     float* u = workspace;
     float* v = u + u_size;
@@ -306,17 +284,13 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
     winograd_weight_kernel<M, R>
         <<<transform_blocks(g.c * g.k, "winograd_weight_kernel"), kWinogradThreads, 0, s>>>(w, g.c * g.k, u);
     FC_CHECK_LAUNCH("winograd_weight_kernel");
-    for (g.first_tile = 0; g.first_tile < g.tiles; g.first_tile += chunk) {
-      g.chunk_tiles = std::min(chunk, g.tiles - g.first_tile);
-      const int64_t tc = g.chunk_tiles * g.c, tk = g.chunk_tiles * g.k;
-      winograd_input_kernel<M, R>
-          <<<transform_blocks(tc, "winograd_input_kernel"), kWinogradThreads, 0, s>>>(g, x, v);
-      FC_CHECK_LAUNCH("winograd_input_kernel");
-      batched_gemm(g.chunk_tiles, g.c, g.k, kElems, v, tc, u, g.c * g.k, m, tk, pipelined, s);
-      winograd_output_kernel<M, R>
-          <<<transform_blocks(tk, "winograd_output_kernel"), kWinogradThreads, 0, s>>>(g, m, b, y);
-      FC_CHECK_LAUNCH("winograd_output_kernel");
-    }
+    winograd_input_kernel<M, R>
+        <<<transform_blocks(g.tiles * g.c, "winograd_input_kernel"), kWinogradThreads, 0, s>>>(g, x, v);
+    FC_CHECK_LAUNCH("winograd_input_kernel");
+    batched_gemm(g.tiles, g.c, g.k, kElems, v, g.tiles * g.c, u, g.c * g.k, m, g.tiles * g.k, s);
+    winograd_output_kernel<M, R>
+        <<<transform_blocks(g.tiles * g.k, "winograd_output_kernel"), kWinogradThreads, 0, s>>>(g, m, b, y);
+    FC_CHECK_LAUNCH("winograd_output_kernel");
   });
 }
 
@@ -343,25 +317,21 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   if (!p.winograd_eligible() || p.stride_h != 1 || p.stride_w != 1) {
     throw std::invalid_argument("conv2d: Winograd needs a 3x3 or 5x5 filter, stride 1, dilation 1 and groups 1");
   }
-  if (version < 0 || version > 5) {
+  if (version < 0 || version > 2) {
     throw std::invalid_argument("conv2d: Winograd kernel version " + std::to_string(version) +
-                                " does not exist (1: 2x2 output tiles, 2: 4x4, 3: 4x4 in L2-sized chunks, 4: 4x4 with "
-                                "pipelined products, 5: both)");
+                                " does not exist (1: 2x2 output tiles, 2: 4x4)");
   }
   // 4x4 tiles: 36 (3x3) or 64 (5x5) products per 16 outputs instead of 16 or 36 per 4, and as much
   // less V and M traffic. Their larger constants round worse where a single channel's sum has
   // nothing to average over: F(4x4, 5x5) reached 0.8 of the tolerance at C_in = 1 and 0.12 at 8
   // in a float32 simulation (bench/NOTES.md), so fewer than 8 input channels keep 2x2 tiles, as
   // do sigmoid and tanh (above).
-  const bool large_tiles = version == 0 ? p.c_in >= 8 && !squeezes_rounding(p.activation) : version >= 2;
-  const bool l2_chunks = version == 3 || version == 5, pipelined = version == 0 || version == 4 || version == 5;
+  const bool large_tiles = version == 0 ? p.c_in >= 8 && !squeezes_rounding(p.activation) : version == 2;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   if (p.kh == 5) {
-    large_tiles ? run_winograd<4, 5>(p, x, w, b, y, l2_chunks, pipelined, s)
-                : run_winograd<2, 5>(p, x, w, b, y, l2_chunks, pipelined, s);
+    large_tiles ? run_winograd<4, 5>(p, x, w, b, y, s) : run_winograd<2, 5>(p, x, w, b, y, s);
   } else {
-    large_tiles ? run_winograd<4, 3>(p, x, w, b, y, l2_chunks, pipelined, s)
-                : run_winograd<2, 3>(p, x, w, b, y, l2_chunks, pipelined, s);
+    large_tiles ? run_winograd<4, 3>(p, x, w, b, y, s) : run_winograd<2, 3>(p, x, w, b, y, s);
   }
 }
 

@@ -7,10 +7,8 @@
 //                         16-byte aligned, else element by element.
 //   v2  gemm_kernel<128>  128 x 128 tile, 8 x 8 per thread.
 //   v4  gemm_kernel<32>   128 x 32 tile, 8 x 2 per thread, for 32 or fewer columns (Winograd's
-//                         products of a 32-channel layer); 16-deep k steps, three blocks per SM.
+//                         products of a 32-channel layer); 16-deep k steps, four blocks per SM.
 //                         Auto: gemm_tile_width (common.cuh).
-//   v5  gemm_kernel_pipelined<kN>  the auto width's tile, loaded by cp.async copies (sm_80) several
-//                         steps ahead instead of through registers one step ahead.
 // All split K (common.cuh) when their tiles alone would leave SMs idle: a dense layer at batch 64
 // has one row tile. (Candidates: a GEMV variant for rows < 16, where a 128-row tile idles most
 // lanes; a TF32 tensor-core version.)
@@ -79,100 +77,6 @@ __global__ void __launch_bounds__(kGemmThreads, kGemmMinBlocks<kN>)
                       split_k ? nullptr : bias, split_k ? Activation::kNone : g.activation, g.vec_b);
 }
 
-// The same tiles and FMAs as gemm_kernel, fed by cp.async copies (common.cuh) kStages steps ahead
-// instead of one step through registers: more loads in flight per block, and no registers spent
-// on staging them. A goes to shared memory transposed, so 4-byte copies (any k, any alignment); B
-// in 16-byte copies where vec_b. Per block: kStages x (kStepK x (kAStride + kN)) floats, within
-// the 48 KB of static shared memory.
-template <int kN>
-struct Pipeline {
-  static constexpr int kStepK = kN == 128 ? 8 : 16;
-  static constexpr int kStages = kN == 64 ? 3 : 4;
-  static constexpr int kMinBlocks = kN == 32 ? 4 : 2;
-};
-
-template <int kN>
-__global__ void __launch_bounds__(kGemmThreads, Pipeline<kN>::kMinBlocks)
-    gemm_kernel_pipelined(GemmGeometry g, const float* __restrict__ x, const float* __restrict__ w,
-                          const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ partial) {
-  constexpr int kStepK = Pipeline<kN>::kStepK, kStages = Pipeline<kN>::kStages;
-  constexpr int kGroupsB = kStepK * kN / 4;  // float4 groups of a B slice
-  __shared__ __align__(16) float a_s[kStages][kStepK][kAStride];
-  __shared__ __align__(16) float b_s[kStages][kStepK][kN];
-  const GemmThread t = GemmThread::make<kN>(threadIdx.x);
-  x += blockIdx.y * g.stride_x, w += blockIdx.y * g.stride_w, y += blockIdx.y * g.stride_y;
-
-  const int64_t block = blockIdx.x;
-  const int64_t col0 = (block % g.n_tiles) * kN;
-  const int64_t row0 = (block / g.n_tiles % g.m_tiles) * kTileM, split = block / (g.n_tiles * g.m_tiles);
-  const int64_t k_begin = split * g.k_chunk, k_end = k_begin + g.k_chunk < g.k ? k_begin + g.k_chunk : g.k;
-
-  // Thread t copies 4 consecutive k of A row t / 2 per 8-deep slice, and B's float4 groups t and
-  // t + 256 (those that exist). Offsets from the thread's first element, k relative to k_begin.
-  const int k_len = static_cast<int>(k_end - k_begin);  // K < 2^31, checked on the host
-  const bool row_in = row0 + t.a_row < g.rows;
-  const float* a_src = x + (row_in ? row0 + t.a_row : 0) * g.k + k_begin + t.a_k;
-  const float* b_src = w + k_begin * g.m + col0;
-  const auto issue = [&](int stage, int k0) {
-#pragma unroll
-    for (int j = 0; j < kStepK / kTileK; ++j) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int k = k0 + j * kTileK + i;
-        const bool in = row_in && k + t.a_k < k_len;
-        copy_async4(&a_s[stage][j * kTileK + t.a_k + i][t.a_row], in ? a_src + k : x, in);
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < ceil_div(kGroupsB, kGemmThreads); ++r) {
-      const int group = t.tid + r * kGemmThreads;
-      if (kGroupsB % kGemmThreads != 0 && group >= kGroupsB) break;
-      const int bk = group / (kN / 4), bc = (group % (kN / 4)) * 4;
-      const int k = k0 + bk;
-      const float* src = b_src + int64_t{k} * g.m + bc;
-      float* dst = &b_s[stage][bk][bc];
-      if (g.vec_b) {
-        const bool in = k < k_len && col0 + bc < g.m;
-        copy_async16(dst, in ? src : w, in);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const bool in = k < k_len && col0 + bc + j < g.m;
-          copy_async4(dst + j, in ? src + j : w, in);
-        }
-      }
-    }
-  };
-
-  typename GemmTile<kN>::Acc acc;
-#pragma unroll
-  for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-    for (int j = 0; j < GemmTile<kN>::kThreadN; ++j) acc[i][j] = 0.0f;
-  }
-  const int k_steps = static_cast<int>(ceil_div(k_len, kStepK));
-#pragma unroll
-  for (int stage = 0; stage < kStages - 1; ++stage) {
-    if (stage < k_steps) issue(stage, stage * kStepK);
-    copy_async_commit();  // one group per step, empty past the end: the wait below counts groups
-  }
-  int read = 0, write = kStages - 1;
-  for (int step = 0; step < k_steps; ++step) {
-    copy_async_wait<kStages - 2>();  // this step's group has landed (for this thread's copies) ...
-    __syncthreads();                 // ... and for every thread's; and the stage written next was
-                                     // last read in the previous step, which every thread has left
-    if (step + kStages - 1 < k_steps) issue(write, (step + kStages - 1) * kStepK);
-    copy_async_commit();
-    gemm_tile_fmas<kN, kStepK>(a_s[read], b_s[read], t, acc);
-    read = read + 1 == kStages ? 0 : read + 1;
-    write = write + 1 == kStages ? 0 : write + 1;
-  }
-  copy_async_wait<0>();
-  const bool split_k = partial != nullptr;
-  gemm_store_tile<kN>(t, acc, row0, g.rows, col0, g.m, split_k ? partial + split * g.rows * g.m : y, g.m,
-                      split_k ? nullptr : bias, split_k ? Activation::kNone : g.activation, g.vec_b);
-}
-
 __global__ void __launch_bounds__(256)
     split_k_reduce_kernel(const float* __restrict__ partial, int64_t splits, int64_t total, int64_t ldy,
                           const float* __restrict__ bias, Activation act, float* __restrict__ y) {
@@ -184,31 +88,20 @@ __global__ void __launch_bounds__(256)
 }
 
 template <int kN>
-void launch_gemm_kernel(bool pipelined, dim3 grid, const GemmGeometry& g, const float* x, const float* w,
-                        const float* b, float* y, float* partial, cudaStream_t s) {
-  if (pipelined) {
-    gemm_kernel_pipelined<kN><<<grid, kGemmThreads, 0, s>>>(g, x, w, b, y, partial);
-    FC_CHECK_LAUNCH("gemm_kernel_pipelined");
-  } else {
-    gemm_kernel<kN><<<grid, kGemmThreads, 0, s>>>(g, x, w, b, y, partial);
-    FC_CHECK_LAUNCH("gemm_kernel");
-  }
-}
-
-template <int kN>
-void launch_gemm(GemmGeometry g, int sms, bool pipelined, const float* x, const float* w, const float* b, float* y,
-                 cudaStream_t s) {
+void launch_gemm(GemmGeometry g, int sms, const float* x, const float* w, const float* b, float* y, cudaStream_t s) {
   g.n_tiles = ceil_div(g.m, kN);
   const int64_t tiles = g.m_tiles * g.n_tiles;
   const SplitK split = choose_split_k(tiles, g.k, sms);
   g.k_chunk = split.k_chunk;
   const unsigned blocks = grid_size(tiles * split.splits, "gemm_kernel");
   if (split.splits == 1) {
-    launch_gemm_kernel<kN>(pipelined, dim3(blocks), g, x, w, b, y, nullptr, s);
+    gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, nullptr);
+    FC_CHECK_LAUNCH("gemm_kernel");
     return;
   }
   with_split_k(split.splits, g.rows, g.m, b, g.activation, y, s, [&](float* partial) {
-    launch_gemm_kernel<kN>(pipelined, dim3(blocks), g, x, w, b, y, partial, s);
+    gemm_kernel<kN><<<blocks, kGemmThreads, 0, s>>>(g, x, w, b, y, partial);
+    FC_CHECK_LAUNCH("gemm_kernel");
   });
 }
 
@@ -236,9 +129,8 @@ cudaMemPool_t workspace_pool() {
 }
 
 void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const float* x, int64_t stride_x,
-                  const float* w, int64_t stride_w, float* y, int64_t stride_y, bool pipelined, cudaStream_t stream) {
+                  const float* w, int64_t stride_w, float* y, int64_t stride_y, cudaStream_t stream) {
   if (batches > 65535) throw std::invalid_argument("batched_gemm: at most 65535 products");
-  if (k > INT_MAX) throw std::invalid_argument("batched_gemm: K must be below 2^31");
   GemmGeometry g{};
   g.rows = rows, g.k = k, g.m = m;
   g.m_tiles = ceil_div(rows, kTileM);
@@ -251,15 +143,15 @@ void batched_gemm(int64_t rows, int64_t k, int64_t m, int64_t batches, const flo
   const int sms = multiprocessors();
   const int width = gemm_tile_width(0, g.m_tiles * batches, m, sms, /*can_split=*/false, "batched_gemm");
   g.n_tiles = ceil_div(m, width);
-  // blockIdx.y: the product
   const dim3 grid(grid_size(g.m_tiles * g.n_tiles, "gemm_kernel"), static_cast<unsigned>(batches));
   if (width == 128) {
-    launch_gemm_kernel<128>(pipelined, grid, g, x, w, nullptr, y, nullptr, stream);
+    gemm_kernel<128><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
   } else if (width == 64) {
-    launch_gemm_kernel<64>(pipelined, grid, g, x, w, nullptr, y, nullptr, stream);
+    gemm_kernel<64><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
   } else {
-    launch_gemm_kernel<32>(pipelined, grid, g, x, w, nullptr, y, nullptr, stream);
+    gemm_kernel<32><<<grid, kGemmThreads, 0, stream>>>(g, x, w, nullptr, y, nullptr);
   }
+  FC_CHECK_LAUNCH("gemm_kernel (batched)");
 }
 
 void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, int64_t ldy, const float* bias,
@@ -271,7 +163,6 @@ void launch_split_k_reduce(const float* partial, int64_t splits, int64_t total, 
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, StreamHandle stream,
           int version) {
-  if (p.k > INT_MAX) throw std::invalid_argument("gemm: K must be below 2^31");
   GemmGeometry g{};
   g.rows = p.rows, g.k = p.k, g.m = p.m;
   g.m_tiles = ceil_div(p.rows, kTileM);
@@ -280,14 +171,13 @@ void gemm(const GemmParams& p, const float* x, const float* w, const float* b, f
   g.activation = p.activation;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const int sms = multiprocessors();
-  const bool pipelined = version == 5;
-  const int width = gemm_tile_width(pipelined ? 0 : version, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm");
+  const int width = gemm_tile_width(version, g.m_tiles, p.m, sms, /*can_split=*/true, "gemm");
   if (width == 128) {
-    launch_gemm<128>(g, sms, pipelined, x, w, b, y, s);
+    launch_gemm<128>(g, sms, x, w, b, y, s);
   } else if (width == 64) {
-    launch_gemm<64>(g, sms, pipelined, x, w, b, y, s);
+    launch_gemm<64>(g, sms, x, w, b, y, s);
   } else {
-    launch_gemm<32>(g, sms, pipelined, x, w, b, y, s);
+    launch_gemm<32>(g, sms, x, w, b, y, s);
   }
 }
 

@@ -24,8 +24,7 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
 void implicit_gemm_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                           StreamHandle stream, int version = 0);
 // Winograd F(2x2 | 4x4, 3x3 | 5x5) (conv2d_winograd.cu): p must be winograd_eligible() with stride 1;
-// version 1: 2x2 output tiles, 2: 4x4, 3-5: 4x4 in L2-sized chunks and / or with pipelined products,
-// 0: tiles by C_in, pipelined products. winograd_pays: the shapes "auto" sends to it.
+// version 1: 2x2 output tiles, 2: 4x4, 0: by C_in. winograd_pays: the shapes "auto" sends to it.
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                      StreamHandle stream, int version = 0);
 bool winograd_pays(const Conv2dParams& p);
