@@ -337,26 +337,40 @@ PackedPixels packed_pixels(const Pool2dParams& p, const ColWindow* cols) {
 template <bool kMax>
 void small_direct(const Pool2dParams& p, const ColWindow* cols, const PackedPixels& pk, const float* xn, float* y,
                   int64_t oy) {
-  const int64_t c = p.c, np = pk.per_vector, row_floats = p.w * c;
+  static_assert(kMaxDirectKw == 3, "the window columns below");
+  // p's and pk's fields in locals: for all the compiler knows, the stores to y alias them.
+  const int64_t c = p.c, np = pk.per_vector, row_floats = p.w * c, kw = p.kw, out_floats = p.out_w * c;
+  const vec::vint lanes0 = pk.lanes[0], lanes1 = pk.lanes[1], lanes2 = pk.lanes[2];
   const Window rows = window_at(p, oy, 0);
   const int64_t nrows = rows.y1 - rows.y0;
-  const float scale = 1.0f / static_cast<float>((p.count_include_pad ? padded_rows(p, oy) : nrows) * p.kw);
+  const float scale = 1.0f / static_cast<float>((p.count_include_pad ? padded_rows(p, oy) : nrows) * kw);
+  const float* x_rows = xn + rows.y0 * row_floats;
   const auto load_upto = [](const float* at, int64_t avail) {
     return avail >= kLanes ? vec::load(at) : avail > 0 ? vec::load_partial(at, avail) : vfloat{};
   };
   for (int64_t ox = 0; ox < p.out_w; ox += np) {
     const int64_t o = min_i64(ox, p.out_w - np);
     const int64_t off = cols[o].x0 * c, avail = row_floats - off;
-    const float* xr = xn + rows.y0 * row_floats + off;
-    vfloat a = load_upto(xr, avail), b = load_upto(xr + kLanes, avail - kLanes);
-    for (int64_t r = 1; r < nrows; ++r) {
-      a = combine<kMax>(a, load_upto(xr + r * row_floats, avail));
-      b = combine<kMax>(b, load_upto(xr + r * row_floats + kLanes, avail - kLanes));
+    const float* xr = x_rows + off;
+    vfloat a, b;
+    if (avail >= 2 * kLanes) {
+      a = vec::load(xr), b = vec::load(xr + kLanes);
+      for (int64_t r = 1; r < nrows; ++r) {
+        a = combine<kMax>(a, vec::load(xr + r * row_floats));
+        b = combine<kMax>(b, vec::load(xr + r * row_floats + kLanes));
+      }
+    } else {  // the row's last block: partial loads (lanes past the row are never selected)
+      a = load_upto(xr, avail), b = load_upto(xr + kLanes, avail - kLanes);
+      for (int64_t r = 1; r < nrows; ++r) {
+        a = combine<kMax>(a, load_upto(xr + r * row_floats, avail));
+        b = combine<kMax>(b, load_upto(xr + r * row_floats + kLanes, avail - kLanes));
+      }
     }
-    vfloat acc = __builtin_shuffle(a, b, pk.lanes[0]);
-    for (int64_t k = 1; k < p.kw; ++k) acc = combine<kMax>(acc, __builtin_shuffle(a, b, pk.lanes[k]));
+    vfloat acc = __builtin_shuffle(a, b, lanes0);
+    if (kw >= 2) acc = combine<kMax>(acc, __builtin_shuffle(a, b, lanes1));
+    if (kw >= 3) acc = combine<kMax>(acc, __builtin_shuffle(a, b, lanes2));
     if (!kMax) acc *= scale;
-    if (o * c + kLanes <= p.out_w * c) {
+    if (o * c + kLanes <= out_floats) {
       vec::store(y + o * c, acc);
     } else {
       vec::store_partial(y + o * c, acc, np * c);
