@@ -352,19 +352,10 @@ void small_direct(const Pool2dParams& p, const ColWindow* cols, const PackedPixe
     const int64_t o = min_i64(ox, p.out_w - np);
     const int64_t off = cols[o].x0 * c, avail = row_floats - off;
     const float* xr = x_rows + off;
-    vfloat a, b;
-    if (avail >= 2 * kLanes) {
-      a = vec::load(xr), b = vec::load(xr + kLanes);
-      for (int64_t r = 1; r < nrows; ++r) {
-        a = combine<kMax>(a, vec::load(xr + r * row_floats));
-        b = combine<kMax>(b, vec::load(xr + r * row_floats + kLanes));
-      }
-    } else {  // the row's last block: partial loads (lanes past the row are never selected)
-      a = load_upto(xr, avail), b = load_upto(xr + kLanes, avail - kLanes);
-      for (int64_t r = 1; r < nrows; ++r) {
-        a = combine<kMax>(a, load_upto(xr + r * row_floats, avail));
-        b = combine<kMax>(b, load_upto(xr + r * row_floats + kLanes, avail - kLanes));
-      }
+    vfloat a = load_upto(xr, avail), b = load_upto(xr + kLanes, avail - kLanes);
+    for (int64_t r = 1; r < nrows; ++r) {
+      a = combine<kMax>(a, load_upto(xr + r * row_floats, avail));
+      b = combine<kMax>(b, load_upto(xr + r * row_floats + kLanes, avail - kLanes));
     }
     vfloat acc = __builtin_shuffle(a, b, lanes0);
     if (kw >= 2) acc = combine<kMax>(acc, __builtin_shuffle(a, b, lanes1));
