@@ -16,6 +16,8 @@
 #   versions   bench/gpu_versions.py: each kernel version checked and timed on the gpu suite
 #   probe      the same on bench/gpu_probe.json: 3x3 / 5x5 layers narrower than the suite's, the
 #              shapes that decide where "auto" takes Winograd and which tile
+#   stages     bench/gpu_stages.py under Nsight Compute (ncu, when on PATH): the suite's Winograd
+#              layers kernel by kernel (transforms, products), caches and clocks left as they are
 #   bench      fastconv bench --device gpu --suite gpu: fastconv vs cuDNN (TF32 off) and CuPy
 # A failing step does not stop the others; the exit status is 1 when any step failed.
 set -u
@@ -92,6 +94,13 @@ else
 fi
 run_step versions 120 "$python" bench/gpu_versions.py --json "$out/versions.json"
 run_step probe 90 "$python" bench/gpu_versions.py --suite bench/gpu_probe.json --json "$out/probe.json"
+if command -v ncu >/dev/null 2>&1; then
+  run_step stages 120 bash -c "ncu --csv --metrics gpu__time_duration.sum --profile-from-start off \
+    --cache-control none --clock-control none '$python' bench/gpu_stages.py > '$out/stages.csv' &&
+    '$python' bench/gpu_stages.py --table '$out/stages.csv'"
+else
+  skip_step stages "ncu not on PATH"
+fi
 run_step bench 180 "$python" -m fastconv bench --device gpu --suite gpu --remeasure --json "$out/bench_gpu.json"
 
 echo
@@ -99,6 +108,7 @@ for log in versions probe; do
   [ -s "$out/$log.log" ] && grep -E "^[a-z0-9_]+ +(w[24]|[0-9]) |^case|TFLOP/s, copy|^host time" "$out/$log.log" |
     grep -v " n/a: " | cut -c1-200
 done
+[ -s "$out/stages.log" ] && grep -E "^[a-z0-9_ ]+ +[0-9.]+ us: " "$out/stages.log" | cut -c1-160
 [ -s "$out/bench.log" ] && sed -n '/^GPU/,$p' "$out/bench.log" | cut -c1-150
 echo
 printf '%-10s %-14s %6s  %s\n' step status time last-line-of-log
