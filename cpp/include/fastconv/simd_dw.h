@@ -163,9 +163,16 @@ __attribute__((always_inline)) static inline vfloat activate(Activation act, vfl
     case Activation::kRelu6: return clamp_keep_nan(v, 0.0f, 6.0f);
     case Activation::kSigmoid: return 1.0f / (1.0f + exp_signed<-1>(v));
     case Activation::kTanh: {
-      const vfloat a = v < zero ? -v : v;
-      const vfloat t = 1.0f - 2.0f / (exp_signed<1>(2.0f * a) + 1.0f);
-      return v < zero ? -t : t;
+      // tanh |v| = 1 - 2 / (e^(2|v|) + 1), the sign put back bitwise: the sign bit's and / or
+      // instead of two compares and two blends, and |v| + |v| on the adders rather than a multiply
+      // on the FMA pipes the exponential saturates.
+      const vint bits = reinterpret_cast<const vint&>(v);
+      const vint sign = bits & static_cast<int32_t>(0x80000000u);
+      const vint magnitude = bits ^ sign;
+      const vfloat a = reinterpret_cast<const vfloat&>(magnitude);
+      const vfloat t = 1.0f - 2.0f / (exp_signed<1>(a + a) + 1.0f);
+      const vint t_bits = reinterpret_cast<const vint&>(t) | sign;
+      return reinterpret_cast<const vfloat&>(t_bits);
     }
     case Activation::kSilu: return v / (1.0f + exp_signed<-1>(v));
   }
