@@ -55,7 +55,8 @@ def profile(suite: str) -> None:
 
 
 def table(path: str, suite: str) -> int:
-    rows = [r for r in csv.reader(open(path)) if len(r) > 10]
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if len(r) > 10]
     header = next((r for r in rows if r and r[0] == "ID"), None)
     if header is None:
         print(f"no kernel records in {path}")
@@ -67,7 +68,9 @@ def table(path: str, suite: str) -> int:
         if not r[0].isdigit():
             continue
         name = r[name_col].replace("(anonymous namespace)", "").split("(")[0].split("::")[-1].replace("void ", "")
-        us = float(r[value_col].replace(",", "")) * scale.get(r[unit_col], 1.0)
+        if r[unit_col] not in scale:
+            raise ValueError(f"{path}: kernel time in unknown unit {r[unit_col]!r}")
+        us = float(r[value_col].replace(",", "")) * scale[r[unit_col]]
         if name.startswith("winograd_weight_kernel") or not layers:
             layers.append([])
         layers[-1].append((name.replace("winograd_", "").replace("_kernel", ""), us))

@@ -81,3 +81,10 @@ def test_table_without_kernel_records_fails(gpu_stages, tmp_path, capsys):
     csv_path.write_text("==PROF== No kernels were profiled.\n")
     assert gpu_stages.main(["--table", str(csv_path)]) == 1
     assert "no kernel records" in capsys.readouterr().out
+
+
+def test_table_refuses_an_unknown_time_unit(gpu_stages, tmp_path):
+    csv_path = tmp_path / "stages.csv"
+    _write_csv(csv_path, [("void <unnamed>::winograd_weight_kernel<4, 3>(float *)", "cycle", "1,234")])
+    with pytest.raises(ValueError, match="unknown unit 'cycle'"):
+        gpu_stages.main(["--table", str(csv_path)])
