@@ -5,8 +5,9 @@
 //  - row_stream_gemm (rows <= 2, or rows <= 4 and weights past the last-level cache: a network's
 //    dense layers at batch 1-2, the big ones at batch 1-4, VGG's 25088 x 4096): each thread reads a
 //    contiguous run of weight rows front to back, 2-4 rows at once, into partial sums of all
-//    columns (in L2-sized column blocks); then the threads add up the partial sums with the bias
-//    and the activation. DRAM sees one sequential stream per thread.
+//    columns (in L2-sized column blocks; up to 4 vectors of columns, the sums in registers); then
+//    the threads add up the partial sums with the bias and the activation. DRAM sees one
+//    sequential stream per thread.
 //  - stream_gemm (rows <= kStreamMaxRows: dense layers at batch 3-16, pointwise convs of tiny
 //    images): no packing. The weights are read in place, each element once per call: threads split
 //    the columns (in whole cache lines), and each thread walks its columns in strips of kStripVecs
@@ -264,7 +265,15 @@ template <int R>
 static void accumulate_rows(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k0, int64_t k1,
                             float* part, int64_t ldp, int64_t width) {
   constexpr int U = R <= 2 ? 4 : 2;  // R x U broadcasts + U weight vectors + R sums in 16 registers
-  const int64_t vec_width = width / kVecLen * kVecLen;
+  const int64_t vec_width = width / kVecLen * kVecLen, tail = width - vec_width;
+  // The columns past the last whole vector, in one partial vector per row held in a register over
+  // all k (a scalar tail bound 2 x 1280 -> 10 at 16 us; a partial sum stored and loaded back each
+  // step waits on the masked store, which does not forward).
+  vfloat tail_sums[R] = {};
+  if (tail) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) tail_sums[r] = vec::load_partial(part + r * ldp + vec_width, tail);
+  }
   int64_t k = k0;
   for (; k + U <= k1; k += U) {
     vfloat s[R][U];
@@ -287,11 +296,20 @@ static void accumulate_rows(const float* x, int64_t ldx, const float* w, int64_t
         store_vec(part + r * ldp + j, acc);
       }
     }
-    for (int64_t j = vec_width; j < width; ++j) {
+    if (tail) {
+      vfloat wv[U];
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) wv[u] = vec::load_partial(wk[u] + vec_width, tail);
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        for (int u = 0; u < U; ++u) part[r * ldp + j] += x[r * ldx + k + u] * wk[u][j];
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) tail_sums[r] += s[r][u] * wv[u];
       }
     }
+  }
+  if (tail) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) vec::store_partial(part + r * ldp + vec_width, tail_sums[r], tail);
   }
   for (; k < k1; ++k) {
     const float* wr = w + k * ldw;
@@ -302,8 +320,71 @@ static void accumulate_rows(const float* x, int64_t ldx, const float* w, int64_t
   }
 }
 
+constexpr int kNarrowMaxVecs = 4;
+// accumulate_rows for width <= NV vectors (a 10-class head): the sums in registers over all k, in
+// U independent chains per vector (with the sums in memory, every step's FMAs waited on the step
+// before through a store and a load: 1 x 4096 -> 16 took 13 us).
+template <int R, int NV>
+static void accumulate_narrow(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k0, int64_t k1,
+                              float* part, int64_t ldp, int64_t width) {
+  constexpr int U = R * NV >= 8 ? 1 : R * NV >= 4 ? 2 : 4;  // R * NV * U <= 8 sums (16 registers on AVX2)
+  const int64_t last = width - (NV - 1) * kVecLen;  // columns of the last vector, 1..kVecLen
+  const auto load_w = [&](const float* wr, int v) {
+    return v + 1 < NV || last == kVecLen ? load_vec(wr + v * kVecLen) : vec::load_partial(wr + v * kVecLen, last);
+  };
+  vfloat acc[U][R][NV] = {};
+  int64_t k = k0;
+  for (; k + U <= k1; k += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const float* wr = w + (k + u) * ldw;
+      vfloat wv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) wv[v] = load_w(wr, v);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const vfloat s = splat(x[r * ldx + k + u]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[u][r][v] += s * wv[v];
+      }
+    }
+  }
+  for (; k < k1; ++k) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const vfloat s = splat(x[r * ldx + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[0][r][v] += s * load_w(w + k * ldw, v);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      vfloat sum = acc[0][r][v];
+#pragma GCC unroll 4
+      for (int u = 1; u < U; ++u) sum += acc[u][r][v];
+      float* out = part + r * ldp + v * kVecLen;
+      if (v + 1 < NV || last == kVecLen) {
+        store_vec(out, load_vec(out) + sum);
+      } else {
+        vec::store_partial(out, vec::load_partial(out, last) + sum, last);
+      }
+    }
+  }
+}
+
 static void accumulate_rows_any(int64_t rows, const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k0,
                                 int64_t k1, float* part, int64_t ldp, int64_t width) {
+  if (width <= kNarrowMaxVecs * kVecLen) {
+    using Fn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t);
+    static constexpr Fn kNarrow[4][kNarrowMaxVecs] = {
+        {accumulate_narrow<1, 1>, accumulate_narrow<1, 2>, accumulate_narrow<1, 3>, accumulate_narrow<1, 4>},
+        {accumulate_narrow<2, 1>, accumulate_narrow<2, 2>, accumulate_narrow<2, 3>, accumulate_narrow<2, 4>},
+        {accumulate_narrow<3, 1>, accumulate_narrow<3, 2>, accumulate_narrow<3, 3>, accumulate_narrow<3, 4>},
+        {accumulate_narrow<4, 1>, accumulate_narrow<4, 2>, accumulate_narrow<4, 3>, accumulate_narrow<4, 4>}};
+    return kNarrow[min_i64(rows, 4) - 1][(width + kVecLen - 1) / kVecLen - 1](x, ldx, w, ldw, k0, k1, part, ldp, width);
+  }
   switch (rows) {
     case 1: return accumulate_rows<1>(x, ldx, w, ldw, k0, k1, part, ldp, width);
     case 2: return accumulate_rows<2>(x, ldx, w, ldw, k0, k1, part, ldp, width);

@@ -172,6 +172,18 @@ def test_dense_row_streaming(rows, threads, device, isa, rng):
         check_against_reference(device, "dense", [x, w, b], dict(activation="tanh"), terms=k)
 
 
+# Narrow outputs at 1-2 rows (a classifier head): the sums of up to 4 vectors of columns held in
+# registers over the thread's whole run of k, the last vector partial; k leaving a remainder of the
+# 4- / 2-step unroll.
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("k, m", [(3, 1), (1283, 10), (1283, 16), (515, 17), (1283, 33), (515, 40), (1283, 64), (66, 65)])
+def test_dense_narrow_heads(rows, threads, k, m, device, isa, rng):
+    x, w, b = random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    with num_threads(threads):
+        check_against_reference(device, "dense", [x, w, b], dict(activation="relu"), terms=k)
+
+
 # panel_gemm with its reduction in chunks (a block's weights past 192 KiB: K > 1536 / 3072 / 6144 on
 # AVX-512 / AVX2 / SSE2): equal chunks of <= 256 steps, partial sums kept in y, the activation after
 # the last; a narrow last block (m = 37), a 1-vector problem (m = 5), rows past one tile group.
