@@ -38,7 +38,9 @@ constexpr int64_t kTilesPerSweep = 8;
 // output is one sweep whose channel blocks the threads share (tiled_conv_impl, block_major): each
 // packed weight block is then read once per call instead of once per sweep of 8 tiles. (The input
 // limit was 256 KB, L2 with room for a block's weights; measured, 14 x 14 maps of 512-1024 channels
-// and 28 x 28 ones at stride 2 ran 0.88-0.98 of the time at 2 threads with 1 MiB.)
+// and 28 x 28 ones at stride 2 ran 0.88-0.98 of the time at 2 threads with 1 MiB.) Only with a
+// block for every thread: one block of 16 channels (1x35x35x96 3x3 s2 -> 16) left the second
+// thread idle, slower than one thread.
 constexpr int64_t kBlockMajorMaxTiles = 16;
 constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
 constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
@@ -121,9 +123,13 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   // two sweeps of 8 and 1 tiles leave one core idle. Instead all tiles form one sweep and the
   // threads share its channel blocks.
   const int64_t input_bytes = p.n * p.h * p.w * p.c_in * static_cast<int64_t>(sizeof(float));
-  const bool block_major = tiles <= kBlockMajorMaxTiles ||
-                           (tiles <= kBlockMajorMaxTilesSmallInput && input_bytes <= kBlockMajorInputBytes);
-  const int64_t sweep_slots = (block_major ? tiles : kTilesPerSweep) * TR;  // pixels set up at once
+  const bool block_major = groups * blocks >= nthreads &&
+                           (tiles <= kBlockMajorMaxTiles ||
+                            (tiles <= kBlockMajorMaxTilesSmallInput && input_bytes <= kBlockMajorInputBytes));
+  // Sweeps short enough that each thread gets about two (a call of 3 sweeps of 8 tiles on 2 threads
+  // ran 16 tiles on one and 2 on the other); 8 tiles where there are plenty.
+  const int64_t tiles_per_sweep = max_i64(1, min_i64(kTilesPerSweep, (tiles + 2 * nthreads - 1) / (2 * nthreads)));
+  const int64_t sweep_slots = (block_major ? tiles : tiles_per_sweep) * TR;  // pixels set up at once
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
   float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
@@ -226,11 +232,13 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
         set_pixel_segs(shared_segs, scratch, slot, slot >= pixels, slot / (p.out_h * p.out_w),
                        slot / p.out_w % p.out_h, slot % p.out_w);
       }
+      // Blocks that do not divide evenly among few threads (3 on 2) go in nthreads parts of the tiles.
+      const int64_t gbs = groups * blocks, parts = gbs % nthreads != 0 && gbs < 4 * nthreads ? nthreads : 1;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t gb = 0; gb < groups * blocks; ++gb) {
-        const int64_t g = gb / blocks, block = gb % blocks;
+      for (int64_t item = 0; item < gbs * parts; ++item) {
+        const int64_t gb = item / parts, part = item % parts, g = gb / blocks, block = gb % blocks;
         TileJob job = block_job(g, block, w_packed + gb * weight_rows * kCols);
-        for (int64_t t = 0; t < tiles; ++t) {
+        for (int64_t t = tiles * part / parts; t < tiles * (part + 1) / parts; ++t) {
           job.segs = shared_segs + t * taps * TR;
           run_one_tile(t * TR, g, block, job);
         }
@@ -241,8 +249,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       // Sweeps handed out one at a time: a thread the OS preempts (a shared machine) leaves its
       // share to the other instead of holding up the end of the call.
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t sweep = 0; sweep < tiles; sweep += kTilesPerSweep) {
-        const int64_t sweep_tiles = min_i64(kTilesPerSweep, tiles - sweep);
+      for (int64_t sweep = 0; sweep < tiles; sweep += tiles_per_sweep) {
+        const int64_t sweep_tiles = min_i64(tiles_per_sweep, tiles - sweep);
         set_sweep_segs(segs, my_scratch, sweep * TR, sweep_tiles * TR);
         for (int64_t g = 0; g < groups; ++g) {
           for (int64_t block = 0; block < blocks; ++block) {

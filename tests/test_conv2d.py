@@ -650,11 +650,15 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     ((1, 16, 16, 1040), (3, 3, 1040, 20), dict(padding=1)),  # 256 pixels of a 1.06 MB input: sweeps
     ((1, 8, 9, 32), (3, 3, 8, 48), dict(padding=1, groups=4)),  # grouped
     ((1, 13, 13, 48), (3, 3, 48, 33), dict(stride=2, dilation=2, padding=2)),  # gathered windows
+    ((1, 35, 35, 96), (3, 3, 96, 16), dict(stride=2)),  # one block: sweeps shortened to ~2 a thread
+    ((1, 5, 5, 24), (3, 3, 24, 16), dict(padding=1)),  # one block, fewer tiles than 2 a thread
+    ((1, 14, 14, 64), (3, 3, 64, 80), dict(padding="same")),  # 3 blocks of 32 shared: tiles in parts
 ])
 def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, threads, isa, rng):
-    """Small outputs (conv2d.cpp, block_major: <= 16 tiles, or <= 64 over an input of <= 256 KB) run
-    as one sweep whose channel blocks the threads share; larger ones as sweeps of tiles handed out.
-    Both sides of the switch, any thread count."""
+    """Small outputs (conv2d.cpp, block_major: <= 16 tiles, or <= 64 over an input of <= 1 MiB, and a
+    channel block for every thread) run as one sweep whose channel blocks the threads share (in parts
+    of the tiles when the blocks do not divide among the threads); others as sweeps of tiles handed
+    out, shorter when there are few. Both sides of each switch, any thread count."""
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
     with num_threads(threads):
         got = fastconv.conv2d(x, w, b, activation="relu", algorithm="direct", **kwargs)
