@@ -17,7 +17,7 @@
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
-//    than 8) are border blocks whose padding taps are dropped at compile time. For 3x3 (and 5x5 on
+//    than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at compile time. For 3x3 (and 5x5 on
 //    AVX-512, on the widths in pick) with stride_h = stride_w and dilation_h = 1, output rows go in
 //    pairs (row_pair, pixel_pair: blocks of 4 pixels in two rows, 8 for 5x5) wherever both rows'
 //    windows lie inside the input: the input rows the two share are read once.
@@ -598,6 +598,21 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
     block(Border7::left[p.pad_left], 0, p.pad_left);
     block(Border7::right[right_overhang(p)], 7, 0);
     return;
+  }
+  // 9-13 columns on AVX-512 as two blocks of 5-7 (overlapping by one on odd widths), not two of 8
+  // (16 pixels for 10): 16-lane FMAs issue one a cycle, so 5 chains of 4-cycle latency keep the pipe
+  // busy. (With 8 lanes, two a cycle, a block needs 8 chains: AVX2 keeps the blocks of 8.)
+  if constexpr (kLanes == 16) {
+    if (ow >= 9 && ow <= 13) {
+      const auto halves = [&](auto border, int64_t np) {
+        using Border = decltype(border);
+        block(Border::left[p.pad_left], 0, p.pad_left);
+        block(Border::right[right_overhang(p)], ow - np, 0);
+      };
+      if (ow <= 10) return halves(BorderBlocksFor<KW, SW, 5>{}, 5);
+      if (ow <= 12) return halves(BorderBlocksFor<KW, SW, 6>{}, 6);
+      return halves(BorderBlocksFor<KW, SW, 7>{}, 7);
+    }
   }
   // 5x5 stride 1 at 28 columns (EfficientNet) as 10 | 8 | 10, not 8 | 8 | 4 | 8: a block's 8
   // accumulators are exactly the FMA latency x throughput product, a block of 4 runs at half rate,

@@ -232,7 +232,8 @@ def test_depthwise_border_blocks(k, stride, device, isa, rng):
 
 
 # Narrow rows in cpp/depthwise.cpp: output widths 1-15, padding 0 to KW - 1 a side. row_direct's
-# two overlapping border blocks of 8 (widths 8-15) or 4 (widths 4-7) where each meets the padding
+# two border blocks of 8 (widths 8-15; 5-7 at 9-13 with 16 lanes, 7 at 14) or 4 (widths 4-7),
+# overlapping on odd widths, where each meets the padding
 # on its own side only, staged rows elsewhere; 5 output rows (3x3 row pairs and single rows),
 # batch 2. C = 20: at least one vector and not a multiple of one (AVX2 and AVX-512).
 @pytest.mark.parametrize("k, stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
