@@ -367,6 +367,12 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
   const bool padded = xs != c;
   if (ow >= 8) {
     blocks(padded ? pixel_block<KW, SW, 8, 0, 0, true> : pixel_block<KW, SW, 8>, 8);
+  } else if (kLanes == 16 && ow >= 5) {
+    // One block for the row (7 columns: MobileNet's last stages), not two overlapping blocks of 4:
+    // 5-7 chains keep AVX-512's one FMA a cycle busy (see row_direct).
+    if (ow == 5) blocks(padded ? pixel_block<KW, SW, 5, 0, 0, true> : pixel_block<KW, SW, 5>, 5);
+    if (ow == 6) blocks(padded ? pixel_block<KW, SW, 6, 0, 0, true> : pixel_block<KW, SW, 6>, 6);
+    if (ow == 7) blocks(padded ? pixel_block<KW, SW, 7, 0, 0, true> : pixel_block<KW, SW, 7>, 7);
   } else if (ow >= 4) {
     blocks(padded ? pixel_block<KW, SW, 4, 0, 0, true> : pixel_block<KW, SW, 4>, 4);
   } else {
