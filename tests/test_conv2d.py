@@ -654,6 +654,10 @@ def test_conv2d_first_layer_nan_propagates(activation, c_out, isa):
     ((1, 35, 35, 96), (3, 3, 96, 16), dict(stride=2)),  # one block: sweeps shortened to ~2 a thread
     ((1, 5, 5, 24), (3, 3, 24, 16), dict(padding=1)),  # one block, fewer tiles than 2 a thread
     ((1, 14, 14, 64), (3, 3, 64, 80), dict(padding="same")),  # 3 blocks of 32 shared: tiles in parts
+    # Large kernels on small maps: the input's columns padded once instead of gathered per pixel.
+    ((2, 8, 8, 24), (7, 7, 24, 40), dict(padding="same")),
+    ((1, 9, 9, 20), (7, 7, 20, 36), dict(stride=2, padding=3)),
+    ((1, 6, 10, 8), (5, 5, 8, 16), dict(padding=((2, 2), (0, 4)))),  # right padding only
 ])
 def test_tiled_engine_small_maps_share_channel_blocks(x_shape, w_shape, kwargs, threads, isa, rng):
     """Small outputs (conv2d.cpp, block_major: <= 16 tiles, or <= 64 over an input of <= 1 MiB, and a
