@@ -18,10 +18,12 @@
 //    in pool_row_lanes (wide pixels read tap by tap ran at half the bandwidth); stride-1 rows in
 //    pairs, the kh - 1 input rows two output rows share reduced once for both (reduce_row_pair).
 //    With C >= one vector, outputs far larger than L2 (kStreamMinBytes) are written non-temporally.
-//  - global pools: threads split (image, channel segment); four pixels at a time, one from each
-//    quarter of the map, folded into a running row in L1 with full vectors, each quarter read in
-//    order; sums go from float to double every kFloatRun pixels (maps of at most kFloatRun pixels
-//    stay in float).
+//  - global pools: threads split (image, channel segment), or (image, part of the map) where the
+//    channels are too few to share; four pixels at a time, one from each quarter of the map,
+//    folded into a running row in L1 with full vectors, each quarter read in order; sums go from
+//    float to double every kFloatRun pixels (maps of at most kFloatRun pixels stay in float).
+//    Below one vector of channels the map is one flat run folded in periods of whole vectors
+//    (global_narrow).
 // Threads take chunks of (image, output row) pairs dynamically, so batch 1 uses every core; the
 // thread count follows the bytes moved (threads_for on input + output bytes).
 #include <cstring>
@@ -557,9 +559,9 @@ void fold_quarters(const float* xp, int64_t ldq, int64_t len, float* run) {
 }
 
 template <bool kMax>
-void global_segment(const GlobalPoolParams& p, const float* xn, int64_t c0, int64_t c1, float* run, double* total,
+void global_segment(int64_t pixels, int64_t c, const float* xn, int64_t c0, int64_t c1, float* run, double* total,
                     float* out) {
-  const int64_t pixels = p.h * p.w, len = c1 - c0, quarter = pixels / 4, ldq = quarter * p.c;
+  const int64_t len = c1 - c0, quarter = pixels / 4, ldq = quarter * c;
   const float* xs = xn + c0;
   // Max, and sums of few pixels, stay in the running row throughout (no double pass: 4-7 % on 7x7 maps).
   const bool in_run = kMax || pixels <= kFloatRun;
@@ -569,15 +571,15 @@ void global_segment(const GlobalPoolParams& p, const float* xn, int64_t c0, int6
   }
   for (int64_t first = 0; first < quarter; first += steps_per_run) {
     const int64_t last = min_i64(first + steps_per_run, quarter);
-    fold_quarters<kMax, true>(xs + first * p.c, ldq, len, run);
-    for (int64_t i = first + 1; i < last; ++i) fold_quarters<kMax, false>(xs + i * p.c, ldq, len, run);
+    fold_quarters<kMax, true>(xs + first * c, ldq, len, run);
+    for (int64_t i = first + 1; i < last; ++i) fold_quarters<kMax, false>(xs + i * c, ldq, len, run);
     if (!in_run) {
       for (int64_t j = 0; j < len; ++j) total[j] += run[j];
     }
   }
   // The last pixels % 4 pixels.
   for (int64_t i = 4 * quarter; i < pixels; ++i) {
-    const float* xp = xs + i * p.c;
+    const float* xp = xs + i * c;
     if (!in_run) {
       for (int64_t j = 0; j < len; ++j) total[j] += xp[j];
     } else if (i == 0) {
@@ -600,6 +602,85 @@ void global_segment(const GlobalPoolParams& p, const float* xn, int64_t c0, int6
   }
 }
 
+constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b, a % b); }
+
+// C below one vector (32 x 56 x 56 x 6 ran 4x slower than PyTorch's NCHW reduction through a scalar
+// loop per pixel): the map is one flat run of pixels * C floats, folded a period of lcm(C, kLanes)
+// floats (V vectors, a whole number of pixels) at a time into V vector accumulators, lane j of the
+// period holding channel j % C. As in global_segment, each float sum takes kFloatRun values before
+// it moves into a double total. V = C / gcd(C, kLanes) is odd: the accumulators stay in registers.
+template <bool kMax, int V>
+void fold_periods(const float* xn, int64_t periods, float* lanes, double* total) {
+  constexpr int64_t kPeriod = V * kLanes;
+  const int64_t per_run = kMax ? periods : kFloatRun;
+  vfloat acc[V];
+  for (int64_t first = 0; first < periods; first += per_run) {
+    const int64_t last = min_i64(first + per_run, periods);
+    for (int v = 0; v < V; ++v) {
+      const vfloat x0 = vec::load(xn + first * kPeriod + v * kLanes);
+      acc[v] = kMax && first > 0 ? combine<kMax>(acc[v], x0) : x0;
+    }
+    for (int64_t i = first + 1; i < last; ++i) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[v] = combine<kMax>(acc[v], vec::load(xn + i * kPeriod + v * kLanes));
+    }
+    if (!kMax) {
+      for (int v = 0; v < V; ++v) vec::store(lanes + v * kLanes, acc[v]);
+      for (int64_t j = 0; j < kPeriod; ++j) total[j] += lanes[j];
+    }
+  }
+  if (kMax && periods > 0) {
+    for (int v = 0; v < V; ++v) vec::store(lanes + v * kLanes, acc[v]);
+  }
+}
+
+template <bool kMax>
+void global_narrow(int64_t pixels, int64_t c, const float* xn, float* out) {
+  const int64_t vecs = c / gcd_i64(c, kLanes), period = vecs * kLanes, per_period = period / c;
+  const int64_t periods = pixels / per_period;
+  double total[kLanes * kLanes] = {};  // one per lane of the period (kLanes vectors at most)
+  float lanes[kLanes * kLanes];
+  switch (vecs) {  // odd, below kLanes
+    case 1: fold_periods<kMax, 1>(xn, periods, lanes, total); break;
+    case 3: fold_periods<kMax, 3>(xn, periods, lanes, total); break;
+#if FC_VEC_BYTES >= 32
+    case 5: fold_periods<kMax, 5>(xn, periods, lanes, total); break;
+    case 7: fold_periods<kMax, 7>(xn, periods, lanes, total); break;
+#endif
+#if FC_VEC_BYTES >= 64
+    case 9: fold_periods<kMax, 9>(xn, periods, lanes, total); break;
+    case 11: fold_periods<kMax, 11>(xn, periods, lanes, total); break;
+    case 13: fold_periods<kMax, 13>(xn, periods, lanes, total); break;
+    case 15: fold_periods<kMax, 15>(xn, periods, lanes, total); break;
+#endif
+    default: break;
+  }
+  // Channel ch: the period's lanes ch, ch + C, ...; then the pixels after the last whole period.
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sum = 0.0;
+    float best = 0.0f;
+    bool have = false;
+    for (int64_t j = ch; j < (periods > 0 ? period : 0); j += c) {
+      if (kMax) {
+        best = have ? combine<kMax>(best, lanes[j]) : lanes[j];
+      } else {
+        sum += total[j];
+      }
+      have = true;
+    }
+    for (int64_t i = periods * per_period; i < pixels; ++i) {
+      const float v = xn[i * c + ch];
+      if (kMax) {
+        best = have ? combine<kMax>(best, v) : v;
+      } else {
+        sum += v;
+      }
+      have = true;
+    }
+    out[ch] = kMax ? best : static_cast<float>(sum / static_cast<double>(pixels));
+  }
+}
+
 template <bool kMax>
 void global_pool(const GlobalPoolParams& p, const float* x, float* y, int threads) {
   const int64_t pixels = p.h * p.w;
@@ -608,8 +689,14 @@ void global_pool(const GlobalPoolParams& p, const float* x, float* y, int thread
   // where the region costs more than it saves.
   const int nthreads = threads_for(2 * p.n * pixels * p.c, threads);
   const int64_t vectors = (p.c + kLanes - 1) / kLanes;
-  const int64_t segs = min_i64(vectors, p.n >= nthreads ? 1 : (nthreads + p.n - 1) / p.n);
+  // Fewer images than threads: channel segments of at least 4 vectors each, else parts of the map
+  // (1x147x147x32 on two threads read every other 64 bytes per thread as two channel segments), each
+  // part's result weighted by its pixels when the parts are combined.
+  const int64_t per_image = p.n >= nthreads ? 1 : (nthreads + p.n - 1) / p.n;
+  const bool by_channels = per_image > 1 && vectors >= 4 * per_image;
+  const int64_t segs = by_channels ? per_image : 1, parts = by_channels ? 1 : min_i64(per_image, pixels);
   const int64_t seg_vectors = (vectors + segs - 1) / segs;
+  std::vector<float> partial(static_cast<size_t>(parts > 1 ? p.n * parts * p.c : 0));
   parallel_run(nthreads, [&] {
     static thread_local std::vector<float> run;
     static thread_local std::vector<double> total;
@@ -618,12 +705,35 @@ void global_pool(const GlobalPoolParams& p, const float* x, float* y, int thread
       total.resize(static_cast<size_t>(p.c));
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < p.n * segs; ++u) {
-      const int64_t n = u / segs, s = u % segs;
+    for (int64_t u = 0; u < p.n * segs * parts; ++u) {
+      const int64_t n = u / (segs * parts), s = u / parts % segs, part = u % parts;
+      const int64_t p0 = pixels * part / parts, count = pixels * (part + 1) / parts - p0;
+      const float* xn = x + (n * pixels + p0) * p.c;
+      float* out = parts > 1 ? partial.data() + (n * parts + part) * p.c : y + n * p.c;
+      if (p.c < kLanes) {
+        global_narrow<kMax>(count, p.c, xn, out);
+        continue;
+      }
       const int64_t c0 = min_i64(s * seg_vectors * kLanes, p.c), c1 = min_i64(c0 + seg_vectors * kLanes, p.c);
-      if (c1 > c0) global_segment<kMax>(p, x + n * pixels * p.c, c0, c1, run.data(), total.data(), y + n * p.c);
+      if (c1 > c0) global_segment<kMax>(count, p.c, xn, c0, c1, run.data(), total.data(), out);
     }
   });
+  for (int64_t n = 0; parts > 1 && n < p.n; ++n) {
+    for (int64_t ch = 0; ch < p.c; ++ch) {
+      double sum = 0.0;
+      float best = 0.0f;
+      for (int64_t part = 0; part < parts; ++part) {
+        const float v = partial[static_cast<size_t>((n * parts + part) * p.c + ch)];
+        const int64_t count = pixels * (part + 1) / parts - pixels * part / parts;
+        if (kMax) {
+          best = part == 0 ? v : combine<kMax>(best, v);
+        } else {
+          sum += static_cast<double>(v) * static_cast<double>(count);
+        }
+      }
+      y[n * p.c + ch] = kMax ? best : static_cast<float>(sum / static_cast<double>(pixels));
+    }
+  }
 }
 
 }  // namespace

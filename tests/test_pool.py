@@ -259,6 +259,26 @@ def test_global_pools_random(shape, device, isa, rng):
     check_against_reference(device, "global_max_pool2d", [x])
 
 
+# Fewer channels than a vector: the map as one flat run folded a period of lcm(C, lanes) floats at a
+# time (whole periods, then the pixels after the last one). Fewer images than threads, on maps worth
+# two threads, split the map into parts combined after (C = 7 and 32). NaN in a period and in the
+# pixels after the last.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(3, 13, 11, 1), (2, 13, 11, 2), (1, 9, 7, 5), (3, 13, 11, 6), (1, 17, 3, 9),
+                                   (2, 5, 5, 12), (1, 31, 29, 15), (1, 50, 47, 6), (1, 1, 3, 7),
+                                   (1, 200, 190, 7), (1, 130, 131, 32)])  # large enough for parts
+def test_global_pools_few_channels(shape, threads, device, isa, rng):
+    x = random_array(rng, shape) + 3.0  # an offset: float sums over long runs would drift
+    with num_threads(threads):
+        check_against_reference(device, "global_avg_pool2d", [x], terms=shape[1] * shape[2])
+        check_against_reference(device, "global_max_pool2d", [x])
+        n, h, w, c = shape
+        x[-1, 0, 0, 0] = np.nan
+        x[0, -1, -1, c - 1] = np.nan
+        y = device.get(fastconv.global_max_pool2d(device.put(x)))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(reference.global_max_pool2d(x)))
+
+
 def test_global_avg_pool_large_map(device, rng):
     x = random_array(rng, (1, 224, 224, 3)) + 100.0  # a large offset: a float32 running sum would drift
     check_against_reference(device, "global_avg_pool2d", [x])
