@@ -941,7 +941,12 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   const int64_t items = p.n * per_image;
-  const int nthreads = threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads, kParallelMinMacs);
+  // One image whose output rows span less than two kernel heights of input (7x7 on a 7 x 7 map):
+  // each thread would stage nearly every input row for its few output rows. Two threads ran 1.4-1.5x
+  // slower than one on 1x7x7x576 7x7 stride 2 and tied at stride 1.
+  const bool rows_shared = path.staged && p.n == 1 && p.out_h * p.stride_h < 2 * p.kh;
+  const int nthreads =
+      rows_shared ? 1 : threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads, kParallelMinMacs);
   // Chunks of consecutive items (they share staged input rows), about four per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others. Eight per
   // thread restaged more rows (a 7x7 chunk of 3 rows copies 9) and ran 1.0-1.1x slower.
