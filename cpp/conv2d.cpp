@@ -121,8 +121,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   if constexpr (!per_tap) {
     // Windows that leave the image on the left or right are gathered, kernel row by kernel row,
     // into each pixel's own scratch. Where those copies outweigh one copy of the input with its
-    // columns zero padded twice over (large kernels on small maps: 2x8x8x384 7x7 'same' gathered 9.6 MB from
-    // a 200 KB input and ran at 29 % of the FMA peak), the rows are padded once instead.
+    // columns zero padded twice over (large kernels on small maps: 2x8x8x384 7x7 'same' gathered
+    // 9.6 MB from a 200 KB input and ran at 29 % of the FMA peak), the rows are padded once
+    // instead.
     if (needs_gather && p.dilation_w == 1) {
       const int64_t wide = max_i64(p.w + p.pad_left, (p.out_w - 1) * p.stride_w + p.kw);
       int64_t border_cols = 0;

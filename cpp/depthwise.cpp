@@ -17,8 +17,9 @@
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
-//    than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at compile time. For 3x3 (and 5x5 on
-//    AVX-512, on the widths in pick) with stride_h = stride_w and dilation_h = 1, output rows go in
+//    than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at compile
+//    time. For 3x3 (and 5x5 on AVX-512, on the widths in pick) with stride_h = stride_w and
+//    dilation_h = 1, output rows go in
 //    pairs (row_pair, pixel_pair: blocks of 4 pixels in two rows, 8 for 5x5) wherever both rows'
 //    windows lie inside the input: the input rows the two share are read once.
 //  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
@@ -606,8 +607,9 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
     return;
   }
   // 9-13 columns on AVX-512 as two blocks of 5-7 (overlapping by one on odd widths), not two of 8
-  // (16 pixels for 10): 16-lane FMAs issue one a cycle, so 5 chains of 4-cycle latency keep the pipe
-  // busy. (With 8 lanes, two a cycle, a block needs 8 chains: AVX2 keeps the blocks of 8.)
+  // (16 pixels for 10; 1x10x10x256 3x3 ran in 0.68 of the time): 16-lane FMAs issue one a cycle, so
+  // 5 chains of 4-cycle latency keep the pipe busy. With 8 lanes, two a cycle, a block needs 8
+  // chains: AVX2 keeps the blocks of 8.
   if constexpr (kLanes == 16) {
     if (ow >= 9 && ow <= 13) {
       const auto halves = [&](auto border, int64_t np) {
