@@ -2,11 +2,12 @@
 // Compiled once per instruction set (FC_ISA = portable | avx2 | avx512); see kernels.h.
 //
 // One engine, tiled_conv_impl (every stride / padding / dilation / groups; pointwise convolutions go to
-// gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp):
+// gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp,
+// groups of fewer output channels than a vector to conv2d_grouped.cpp where their inputs fit):
 // the register-tiled engine of tiled_conv.h. Output pixels are flattened over (n, oy, ox) and cut
 // into tiles of TR consecutive pixels (a tile may span output rows); each group's output channels
 // into blocks of TV vectors. Tile shape: the narrow kNarrowRows x 1-vector tile when a group's
-// C_out fits one vector (LeNet C1: 6 channels; ResNeXt: 4 per group), else the wide kTileRows x
+// C_out fits one vector (LeNet C1: 6 channels; groups conv2d_grouped.cpp leaves), else the wide kTileRows x
 // 2-vector tile.
 //  - groups == 1: for kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is KW*C_in
 //    contiguous floats laid out like the weight rows w[ky, :, :, :], so one reduction of length

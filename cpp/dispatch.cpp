@@ -324,12 +324,17 @@ static void strided_pointwise_gemm(const Conv2dParams& p, const KernelTable& t, 
 namespace {
 
 // The kernel families a convolution can run on.
-enum class ConvPath { kGemm, kStridedGemm, kDepthwise, kWinograd, kFirstLayer, kDirect };
+enum class ConvPath { kGemm, kStridedGemm, kDepthwise, kGrouped, kWinograd, kFirstLayer, kDirect };
+
+// Groups of fewer output channels than a vector holds run with the lanes across groups
+// (conv2d_grouped.cpp); the tiled engine would fill one group's channels per vector.
+bool prefer_grouped(const Conv2dParams& p) { return table().grouped_fits(p); }
 
 ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
   if (p.is_pointwise()) return ConvPath::kGemm;
   if (prefer_strided_pointwise_gemm(p)) return ConvPath::kStridedGemm;
   if (p.is_depthwise()) return ConvPath::kDepthwise;
+  if (prefer_grouped(p)) return ConvPath::kGrouped;
   if (p.algorithm == ConvAlgorithm::kWinograd || (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p, prepacked))) {
     return ConvPath::kWinograd;
   }
@@ -362,6 +367,8 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
       return strided_pointwise_gemm(p, t, x, w, b, y);
     case ConvPath::kDepthwise:
       return t.depthwise(p, x, w, b, y, num_threads());
+    case ConvPath::kGrouped:
+      return t.grouped(p, x, w, b, y, num_threads());
     case ConvPath::kWinograd:
       return t.winograd(p, x, w, w_packed, b, y, num_threads());
     case ConvPath::kFirstLayer:
@@ -376,6 +383,19 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y) {
   const ConvPath path = conv_path(p, false);
   run_conv2d(p, conv_table(p, path), path, x, w, nullptr, b, y);
+}
+
+std::string conv2d_kernel(const Conv2dParams& p) {
+  switch (conv_path(p, false)) {
+    case ConvPath::kGemm: return "gemm";
+    case ConvPath::kStridedGemm: return "strided gemm";
+    case ConvPath::kDepthwise: return "depthwise";
+    case ConvPath::kGrouped: return "grouped";
+    case ConvPath::kWinograd: return "winograd";
+    case ConvPath::kFirstLayer: return "first layer";
+    case ConvPath::kDirect: return "direct";
+  }
+  return "";
 }
 
 ConvPlan plan_conv2d(const Conv2dParams& p) {

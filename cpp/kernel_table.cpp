@@ -11,7 +11,7 @@ const KernelTable table = {
     FC_STRINGIFY(FC_ISA), FC_VEC_BYTES / 4,
     conv2d, conv2d_packed_floats, pack_conv2d_weights,
     winograd_conv2d, winograd_packed_floats, pack_winograd_weights,
-    depthwise, first_layer_conv2d,
+    depthwise, grouped_conv2d, grouped_lanes_fit, first_layer_conv2d,
     gemm, gemm_prepacked, pack_gemm_weights, gemm_packed_floats,
     max_pool, avg_pool, global_avg_pool, global_max_pool,
     fma_peak, triad_bandwidth,

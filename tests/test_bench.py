@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import suites
+from fastconv.bench import peers, suites
 
 # Where the fastconv under test lives (the source tree or site-packages): the subprocesses import the same.
 SRC = str(Path(fastconv.__file__).resolve().parents[1])
@@ -114,6 +114,20 @@ def test_cost_model_is_2x_macs_and_each_array_once():
     flops, nbytes = suites.cost(case)
     assert flops == 2 * 2 * 9 * 9 * 7 * 3 * 3 * 5
     assert nbytes == 4 * (2 * 9 * 9 * 5 + 3 * 3 * 5 * 7 + 7 + 2 * 9 * 9 * 7)
+
+
+def test_grouped_case_weights_cost_and_numpy_peer(rng):
+    spec = {"name": "g", "op": "conv2d", "x": [2, 9, 10, 12], "kernel": [3, 3], "c_out": 18, "groups": 3,
+            "stride": 2, "padding": "same"}
+    case = suites.case_from_dict(spec)
+    assert case.weight_shape == (3, 3, 4, 18) and case.describe().endswith("g3")
+    assert suites.cost(case)[0] == 2 * 2 * 5 * 5 * 18 * 3 * 3 * 4
+    arrays = case.inputs(int(rng.integers(1 << 30)))
+    run, fetch = peers.NumpyIm2col().prepare(case, arrays)
+    want = fastconv.reference.conv2d(*(arrays[k].astype(np.float64) for k in "xwb"), **case.kwargs())
+    np.testing.assert_allclose(fetch(run()), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="groups applies to conv2d only"):
+        suites.case_from_dict(dict(spec, op="depthwise_conv2d", groups=2))
 
 
 @pytest.mark.parametrize("name", suites.BUILTIN_SUITES)

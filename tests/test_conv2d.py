@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _compare, reference
+from fastconv import _compare, _params, reference
 
 from conftest import Device
 from helpers import check_against_reference, num_threads, random_array
@@ -83,6 +83,67 @@ def test_conv2d_random_geometry(case, device, isa, rng):
 def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
     check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
+# Groups of fewer output channels than a vector holds (cpp/conv2d_grouped.cpp: the lanes run across
+# groups, one permutation of an input vector per input channel of a group). AVX-512 / AVX2 / SSE hold
+# 16 / 8 / 4 channels, so each ISA takes some of these cases there and the rest on the tiled engine,
+# as it does where a vector's groups need more than one input vector (C_in / groups > C_out / groups).
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((1, 20, 21, 128), (3, 3, 4, 128), dict(groups=32, padding="same")),  # ResNeXt stage 1
+        ((2, 15, 13, 256), (3, 3, 8, 256), dict(groups=32, stride=2, padding=1, activation="relu")),
+        ((3, 9, 10, 32), (3, 3, 2, 64), dict(groups=16, padding="same", activation="silu")),  # 2 in, 4 out
+        ((1, 8, 9, 60), (3, 3, 6, 120), dict(groups=10, padding=1, activation="sigmoid")),  # 12 out: vectors span groups unevenly
+        ((1, 11, 12, 30), (3, 3, 3, 50), dict(groups=10, padding=1, activation="tanh")),  # C_out % 16: last vector overlaps
+        ((1, 7, 5, 48), (3, 3, 3, 32), dict(groups=16, padding="same")),  # rows of 5 columns: 4-pixel blocks
+        ((2, 6, 3, 64), (3, 3, 4, 64), dict(groups=16, padding=1, activation="relu6")),  # 3 columns: pixel by pixel
+        ((1, 1, 17, 32), (3, 3, 4, 32), dict(groups=8, padding=1)),  # one row: two kernel rows in the padding
+        ((1, 9, 14, 64), (3, 3, 4, 64), dict(groups=16, padding=((3, 1), (4, 2)))),  # outputs wholly in the padding
+        ((1, 12, 19, 64), (3, 3, 8, 64), dict(groups=8, stride=(2, 3), padding=((0, 2), (1, 1)))),
+        ((2, 13, 16, 40), (5, 3, 4, 40), dict(groups=10, dilation=(2, 3), padding="same")),  # tap by tap
+        ((1, 10, 11, 36), (1, 1, 3, 48), dict(groups=12)),  # grouped 1x1
+        ((1, 9, 9, 48), (3, 3, 8, 24), dict(groups=6, padding=1)),  # 8 in, 4 out: the tiled engine
+    ],
+)
+def test_grouped_conv2d_few_channels_per_group(x_shape, w_shape, kwargs, device, isa, rng):
+    x = random_array(rng, x_shape, scale=3.0)  # wide enough to reach the activations' tails
+    w, b = random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, groups, min_lanes",
+    [
+        ((1, 20, 21, 128), (3, 3, 4, 128), 32, 8),  # 4 out per group: grouped wherever a vector holds more
+        ((1, 14, 14, 256), (3, 3, 8, 256), 32, 16),  # 8: AVX-512 only (AVX2's 8 lanes are one group)
+        ((1, 8, 9, 60), (3, 3, 6, 120), 10, 16),
+        ((1, 9, 9, 48), (3, 3, 8, 24), 6, 0),  # 8 in, 4 out: a vector's 4 groups read 32 channels
+        ((1, 14, 14, 512), (3, 3, 16, 512), 32, 0),  # 16 out: the tiled engine fills the vector
+    ],
+)
+def test_grouped_conv2d_kernel_choice(x_shape, w_shape, groups, min_lanes, isa):
+    """min_lanes: the fewest vector lanes (floats) that take the grouped kernel; 0: never."""
+    p = _params.conv2d_problem("conv2d", x_shape, w_shape, None, 1, 1, 1, groups, None)
+    lanes = {"portable": 4, "avx2": 8}.get(isa, 16)
+    assert fastconv._cpu.conv2d_kernel(p) == ("grouped" if lanes >= min_lanes > 0 else "direct")
+
+
+@hsettings
+@given(
+    groups=st.integers(2, 24), c_in_g=st.integers(2, 8), c_out_g=st.integers(1, 15), k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.integers(1, 2), padding=st.sampled_from(["valid", "same", 1]),
+    hw=st.tuples(st.integers(7, 13), st.integers(7, 21)), n=st.integers(1, 3), bias=st.booleans(),
+    activation=st.sampled_from(ACTIVATIONS),
+)
+def test_grouped_conv2d_random(groups, c_in_g, c_out_g, k, stride, dilation, padding, hw, n, bias, activation, device,
+                               isa, rng):
+    x = random_array(rng, (n, *hw, groups * c_in_g))
+    w = random_array(rng, (*k, c_in_g, groups * c_out_g))
+    b = random_array(rng, (groups * c_out_g,)) if bias else None
+    kwargs = dict(groups=groups, stride=stride, dilation=dilation, padding=padding, activation=activation)
+    check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=k[0] * k[1] * c_in_g)
 
 
 @hsettings

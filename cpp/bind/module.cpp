@@ -150,6 +150,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("conv2d", &conv2d, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),
         py::arg("forms").none(true) = py::none(),
         "Any Conv2dProblem: direct, depthwise or pointwise kernel chosen from its geometry.");
+  m.def("conv2d_kernel", [](py::handle problem) { return cpu::conv2d_kernel(bind::conv2d_params(problem)); },
+        py::arg("problem"), "The kernel family conv2d runs this problem on under the active ISA (without packed weights).");
   m.def("conv2d_packing", &conv2d_packing, py::arg("problem"),
         "(layout, floats) of the packed weights conv2d would read for this problem under the active ISA.");
   m.def("dense", &dense, py::arg("problem"), py::arg("x"), py::arg("w"), py::arg("b").none(true), py::arg("out"),

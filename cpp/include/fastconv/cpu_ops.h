@@ -28,6 +28,9 @@ int num_threads();
 void set_num_threads(int n);
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
+// The kernel family conv2d runs p on under the active ISA: "gemm", "strided gemm", "depthwise",
+// "grouped", "winograd", "first layer" or "direct" (the tiled engine).
+std::string conv2d_kernel(const Conv2dParams& p);
 // Convolution weights packed ahead of the calls (fastconv.pack_weights). plan_conv2d(p) chooses the
 // kernel that serves p given packed weights, once: its ISA table, its path and the packed layout it
 // reads ("avx2 winograd F(4, 3), stride 1x1"; it depends on the ISA, the kernel and, for Winograd,

@@ -1,4 +1,5 @@
-// The CPU kernel table. Each op family (conv2d.cpp, conv2d_first_layer.cpp, conv2d_winograd.cpp, depthwise.cpp, gemm.cpp, pool.cpp) is compiled
+// The CPU kernel table. Each op family (conv2d.cpp, conv2d_first_layer.cpp, conv2d_grouped.cpp,
+// conv2d_winograd.cpp, depthwise.cpp, gemm.cpp, pool.cpp) is compiled
 // once per instruction set, with that set's target flags and FC_ISA naming the namespace its
 // functions live in (portable, avx2, avx512). dispatch.cpp picks one table at import, from the
 // CPU's features or FASTCONV_ISA. Kernels take raw pointers and a thread count; they never allocate
@@ -54,6 +55,8 @@ struct KernelTable {
   ConvPackedSizeFn winograd_packed_floats;  // its transformed weights U
   ConvPackFn pack_winograd_weights;
   ConvFn depthwise;  // groups == C_in, one input channel per group
+  ConvFn grouped;    // conv2d_grouped.cpp: the problems grouped_fits accepts
+  bool (*grouped_fits)(const Conv2dParams&);  // groups > 1, C_out / groups below one vector, lanes across groups
   ConvFn first_layer;  // conv2d_first_layer.cpp: groups 1, few input channels, KH and KW <= 64
   GemmFn gemm;       // 1x1 convolution and dense layers
   PackedGemmFn gemm_prepacked;       // the same, given also the weights packed by pack_gemm_weights
@@ -79,6 +82,8 @@ struct KernelTable {
   int64_t winograd_packed_floats(const Conv2dParams&);                                                \
   void pack_winograd_weights(const Conv2dParams&, const float* w, float* w_packed, int threads);      \
   void depthwise(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  void grouped_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
+  bool grouped_lanes_fit(const Conv2dParams&);                                                         \
   void first_layer_conv2d(const Conv2dParams&, const float* x, const float* w, const float* b, float* y, int threads); \
   void gemm(const GemmParams&, const float* x, const float* w, const float* b, float* y, int threads);    \
   void gemm_prepacked(const GemmParams&, const float* x, const float* w, const float* w_packed, const float* b, \

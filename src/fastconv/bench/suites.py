@@ -8,7 +8,8 @@ its arguments, NHWC:
      "bias": true, "activation": null}
 
 ops: conv2d, depthwise_conv2d, pointwise_conv2d, dense ("x": [N, in], "c_out": out), max_pool2d,
-avg_pool2d ("kernel" is the window), global_avg_pool2d. families: dense_conv, first_layer, pointwise,
+avg_pool2d ("kernel" is the window), global_avg_pool2d. conv2d also takes "groups" (default 1; the
+weights are then (KH, KW, C_in / groups, C_out)). families: dense_conv, first_layer, pointwise,
 depthwise, pooling (the summary's geometric means are taken per family).
 
 The FLOP / byte model lives here and nowhere else (`cost`):
@@ -65,6 +66,7 @@ class Case:
     padding: object = "valid"
     bias: bool = True
     activation: str | None = None
+    groups: int = 1
     spec: dict = field(default_factory=dict, compare=False, hash=False)
 
     # ---- shapes -------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class Case:
         kh, kw = self.kernel
         c = self.x[-1]
         if self.op == "conv2d":
-            return (kh, kw, c, self.c_out)
+            return (kh, kw, c // self.groups, self.c_out)
         if self.op == "depthwise_conv2d":
             return (kh, kw, c)
         if self.op in ("pointwise_conv2d", "dense"):
@@ -90,7 +92,7 @@ class Case:
         """The validated problem object of `fastconv._params` (also checks the suite entry)."""
         op, ws, bs = self.op, self.weight_shape, self.bias_shape
         if op == "conv2d":
-            return _params.conv2d_problem(op, self.x, ws, bs, self.stride, self.padding, 1, 1, self.activation)
+            return _params.conv2d_problem(op, self.x, ws, bs, self.stride, self.padding, 1, self.groups, self.activation)
         if op == "depthwise_conv2d":
             return _params.depthwise_problem(op, self.x, ws, bs, self.stride, self.padding, 1, self.activation)
         if op == "pointwise_conv2d":
@@ -103,7 +105,9 @@ class Case:
 
     def kwargs(self) -> dict:
         """Keyword arguments of the public op (besides the arrays)."""
-        if self.op in ("conv2d", "depthwise_conv2d"):
+        if self.op == "conv2d":
+            return {"stride": self.stride, "padding": self.padding, "groups": self.groups, "activation": self.activation}
+        if self.op == "depthwise_conv2d":
             return {"stride": self.stride, "padding": self.padding, "activation": self.activation}
         if self.op in ("pointwise_conv2d", "dense"):
             return {"activation": self.activation}
@@ -146,7 +150,7 @@ class Case:
             return f"{shape} dw{k}"
         if self.op in POOL_OPS:
             return f"{shape} {'max' if self.op == 'max_pool2d' else 'avg'}{k}"
-        return f"{shape} {k} ->{self.c_out}"
+        return f"{shape} {k} ->{self.c_out}" + (f" g{self.groups}" if self.groups > 1 else "")
 
 
 def _stable_hash(text: str) -> int:
@@ -204,8 +208,11 @@ def case_from_dict(d: dict) -> Case:
             padding=_padding(d.get("padding", "valid")),
             bias=bool(d.get("bias", op in CONV_OPS)),
             activation=d.get("activation"),
+            groups=int(d.get("groups", 1)),
             spec=dict(d),
         )
+        if case.groups != 1 and op != "conv2d":
+            raise ValueError(f"groups applies to conv2d only, not {op}")
         case.problem()
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"suite case {name!r}: {exc}") from None

@@ -1,0 +1,242 @@
+// Grouped 2-D convolution with fewer output channels per group than a vector holds (ResNeXt's 4 and
+// 8 per group), NHWC, HWIO weights (KH, KW, C_in / groups, C_out). Compiled once per instruction
+// set; see kernels.h.
+//
+// The tiled engine (conv2d.cpp) holds one group's output channels in a vector: 4 of 16 lanes busy
+// at 4 per group. Here the lanes run across groups, as the depthwise kernels hold channels in lanes:
+// lane l of the vector at output channel c0 computes channel c0 + l, of group g(l) = (c0 + l) / C_out_g,
+// whose input channel ci is x[..., g(l) * C_in_g + ci]. Those channels lie in one input vector (at
+// `base`, the vector's groups' first input channel), so the input a lane needs is that vector permuted,
+// one permutation per ci (lanes_for, checked by grouped_lanes_fit). An output block is NP pixels of
+// one channel vector in registers, accumulated over (ky, ci, kx): each input vector of the block's
+// window rows is loaded and permuted once per (ky, ci) and fed to every pixel whose window covers it,
+// and the KW weights of (ky, ci) are loaded once per block, in place (HWIO is contiguous over the
+// output channels: no packing). Blocks whose windows leave the input (padding) take zeros for those
+// columns; the last block of a row overlaps its neighbour instead of masking. Bias and activation
+// are applied before the store. Threads take bands of output rows of one channel chunk.
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "fastconv/kernel_util.h"
+#include "fastconv/kernels.h"
+#include "fastconv/simd_dw.h"
+
+namespace fastconv::cpu::FC_ISA {
+
+namespace {
+
+using vec::kLanes;
+using vec::vfloat;
+using vec::vint;
+
+// Work items per thread: bands of output rows, taken dynamically, each over all channel vectors (the
+// input rows an output row reads then come from DRAM once); on maps of too few rows for that many
+// bands, over chunks of the channel vectors.
+constexpr int64_t kItemsPerThread = 4;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The output channel of channel vector v: the last vector overlaps its neighbour.
+int64_t vector_channel(const Conv2dParams& p, int64_t v) { return min_i64(v * kLanes, p.c_out - kLanes); }
+
+// A group's input channels must fit one vector with the rest of the vector's groups.
+constexpr int kMaxGroupedCin = kLanes;
+
+// The input vector of the vector at output channel c0, and the lanes it gives group input channel ci.
+struct VectorLanes {
+  int64_t base;
+  vint index[kMaxGroupedCin];
+};
+
+VectorLanes lanes_for(const Conv2dParams& p, int64_t c0) {
+  const int64_t cig = p.c_in_per_group(), cog = p.c_out_per_group();
+  VectorLanes vl{};
+  vl.base = min_i64(c0 / cog * cig, p.c_in - kLanes);
+  for (int64_t ci = 0; ci < cig; ++ci) {
+    for (int l = 0; l < kLanes; ++l) vl.index[ci][l] = static_cast<int32_t>((c0 + l) / cog * cig + ci - vl.base);
+  }
+  return vl;
+}
+
+// The arguments of one block of output pixels of one channel vector.
+struct BlockArgs {
+  const float* const* rows;  // per valid kernel row: the input row at the block's first window column
+  int64_t nrows;
+  int64_t ix0;       // the block's first window column (negative in the left padding)
+  const vint* index;  // per group input channel: the lanes' permutation
+  const float* w;    // weights at (first valid ky, kx 0, ci 0, c0)
+  const float* b;    // bias at c0, or null
+  float* y;          // output pixel 0 of the block at c0
+};
+
+// NP pixels, KW and the stride SW known at compile time (dilation_w 1). kBorder: some window
+// columns lie outside the input and read as zeros.
+template <int KW, int SW, int NP, bool kBorder>
+void pixel_block(const Conv2dParams& p, const BlockArgs& a) {
+  constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
+  const int64_t cig = p.c_in_per_group(), c_in = p.c_in, c_out = p.c_out;
+  vfloat acc[NP];
+  const vfloat bias = a.b ? vec::load(a.b) : vfloat{};
+#pragma GCC unroll 16
+  for (int j = 0; j < NP; ++j) acc[j] = bias;
+  for (int64_t r = 0; r < a.nrows; ++r) {
+    const float* wr = a.w + r * KW * cig * c_out;
+    for (int64_t ci = 0; ci < cig; ++ci, wr += c_out) {
+      const vint index = a.index[ci];
+      vfloat wk[KW];
+#pragma GCC unroll 8
+      for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * cig * c_out);
+      const float* xp = a.rows[r];
+#pragma GCC unroll 32
+      for (int i = 0; i < kInputs; ++i, xp += c_in) {
+        if (kBorder && (a.ix0 + i < 0 || a.ix0 + i >= p.w)) continue;
+        const vfloat v = __builtin_shuffle(vec::load(xp), index);
+#pragma GCC unroll 16
+        for (int j = 0; j < NP; ++j) {
+          const int kx = i - j * SW;  // a constant once unrolled
+          if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NP; ++j) vec::store(a.y + j * c_out, vec::activate(p.activation, acc[j]));
+}
+
+// Any kernel width, stride and dilation: tap by tap.
+template <int NP>
+void pixel_block_any(const Conv2dParams& p, const BlockArgs& a) {
+  const int64_t cig = p.c_in_per_group(), c_in = p.c_in, c_out = p.c_out;
+  vfloat acc[NP];
+  const vfloat bias = a.b ? vec::load(a.b) : vfloat{};
+  for (int j = 0; j < NP; ++j) acc[j] = bias;
+  for (int64_t r = 0; r < a.nrows; ++r) {
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const float* wr = a.w + (r * p.kw + kx) * cig * c_out;
+      for (int j = 0; j < NP; ++j) {
+        const int64_t col = j * p.stride_w + kx * p.dilation_w;
+        if (a.ix0 + col < 0 || a.ix0 + col >= p.w) continue;
+        const vfloat x = vec::load(a.rows[r] + col * c_in);
+        for (int64_t ci = 0; ci < cig; ++ci) acc[j] += __builtin_shuffle(x, a.index[ci]) * vec::load(wr + ci * c_out);
+      }
+    }
+  }
+  for (int j = 0; j < NP; ++j) vec::store(a.y + j * c_out, vec::activate(p.activation, acc[j]));
+}
+
+// Every cache line of [from, to) into L2.
+void prefetch_l2(const float* from, const float* to) {
+  for (const char* line = reinterpret_cast<const char*>(from); line < reinterpret_cast<const char*>(to); line += 64) {
+    __builtin_prefetch(line, 0, 2);
+  }
+}
+
+using BlockFn = void (*)(const Conv2dParams&, const BlockArgs&);
+
+// The block kernels of one output row, interior and border: NP = 8 pixels, 4 on rows narrower than
+// 8, then 1.
+struct RowKernels {
+  int np;
+  BlockFn inside, border;
+};
+
+template <int KW, int SW, int NP>
+RowKernels fixed_kernels() {
+  return {NP, pixel_block<KW, SW, NP, false>, pixel_block<KW, SW, NP, true>};
+}
+
+template <int NP>
+RowKernels any_kernels() {
+  return {NP, pixel_block_any<NP>, pixel_block_any<NP>};
+}
+
+template <int NP>
+RowKernels row_kernels_np(const Conv2dParams& p) {
+  if (p.kw == 3 && p.dilation_w == 1 && p.stride_w == 1) return fixed_kernels<3, 1, NP>();
+  if (p.kw == 3 && p.dilation_w == 1 && p.stride_w == 2) return fixed_kernels<3, 2, NP>();
+  return any_kernels<NP>();
+}
+
+RowKernels row_kernels(const Conv2dParams& p) {
+  return p.out_w >= 8 ? row_kernels_np<8>(p) : p.out_w >= 4 ? row_kernels_np<4>(p) : row_kernels_np<1>(p);
+}
+
+}  // namespace
+
+bool grouped_lanes_fit(const Conv2dParams& p) {
+  if (p.groups <= 1 || p.c_out_per_group() >= kLanes || p.c_out < kLanes || p.c_in < kLanes ||
+      p.c_in_per_group() > kMaxGroupedCin) {
+    return false;
+  }
+  for (int64_t v = 0; v < ceil_div(p.c_out, kLanes); ++v) {
+    const VectorLanes vl = lanes_for(p, vector_channel(p, v));
+    for (int64_t ci = 0; ci < p.c_in_per_group(); ++ci) {
+      for (int l = 0; l < kLanes; ++l) {
+        if (vl.index[ci][l] >= kLanes) return false;
+      }
+    }
+  }
+  return true;
+}
+
+void grouped_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  const int64_t cig = p.c_in_per_group();
+  const int64_t total_vecs = ceil_div(p.c_out, kLanes);
+  const int64_t out_rows = p.n * p.out_h;
+  const int nthreads = threads_for(out_rows * p.out_w * p.c_out * p.kh * p.kw * cig, threads);
+  const int64_t bands = min_i64(out_rows, kItemsPerThread * nthreads);
+  const int64_t chunk_vecs = ceil_div(total_vecs, min_i64(total_vecs, ceil_div(kItemsPerThread * nthreads, bands)));
+  const int64_t chunks = ceil_div(total_vecs, chunk_vecs);
+  std::vector<VectorLanes> lanes(static_cast<size_t>(total_vecs));
+  for (int64_t v = 0; v < total_vecs; ++v) lanes[v] = lanes_for(p, vector_channel(p, v));
+  std::vector<const float*> row_lists(static_cast<size_t>(nthreads * 2 * p.kh));
+  const RowKernels kernels = row_kernels(p);
+  const int64_t np = kernels.np;
+
+  parallel_run(nthreads, [&] {
+    const float** rows = row_lists.data() + omp_get_thread_num() * 2 * p.kh;  // the valid kernel rows
+    const float** block_rows = rows + p.kh;  // the same at one block's first window column
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < chunks * bands; ++item) {
+      const int64_t chunk = item / bands, band = item % bands;
+      const int64_t v_end = min_i64(total_vecs, (chunk + 1) * chunk_vecs);
+      for (int64_t out_row = out_rows * band / bands; out_row < out_rows * (band + 1) / bands; ++out_row) {
+        const int64_t n = out_row / p.out_h, oy = out_row % p.out_h;
+        const int64_t iy0 = oy * p.stride_h - p.pad_top;
+        int64_t ky0 = 0, ky1 = p.kh;
+        while (ky0 < ky1 && iy0 + ky0 * p.dilation_h < 0) ++ky0;
+        while (ky1 > ky0 && iy0 + (ky1 - 1) * p.dilation_h >= p.h) --ky1;
+        for (int64_t ky = ky0; ky < ky1; ++ky) rows[ky - ky0] = x + (n * p.h + iy0 + ky * p.dilation_h) * p.w * p.c_in;
+        float* y_row = y + out_row * p.out_w * p.c_out;
+        const int64_t last_row = iy0 + (p.kh - 1) * p.dilation_h;
+        const int64_t next_rows_begin = max_i64(0, last_row + 1), next_rows_end = min_i64(p.h, last_row + 1 + p.stride_h);
+        for (int64_t ox = 0; ox < p.out_w; ox += np) {
+          const int64_t first = min_i64(ox, p.out_w - np);
+          const int64_t ix0 = first * p.stride_w - p.pad_left;
+          const int64_t last_col = ix0 + (np - 1) * p.stride_w + (p.kw - 1) * p.dilation_w;
+          const BlockFn block = ix0 >= 0 && last_col < p.w ? kernels.inside : kernels.border;
+          // The input rows the next output row adds, this block's columns of them, into L2: the
+          // hardware prefetcher misses rows read a vector at a time 1-4 KB apart (8x56x56x128 ran
+          // 1.25x the time without, from L3).
+          const int64_t col_begin = ox == 0 ? 0 : max_i64(0, ox * p.stride_w - p.pad_left);
+          const int64_t col_end = ox + np >= p.out_w ? p.w : min_i64(p.w, (ox + np) * p.stride_w - p.pad_left);
+          for (int64_t iy = next_rows_begin; iy < next_rows_end && col_begin < col_end; ++iy) {
+            const float* row = x + (n * p.h + iy) * p.w * p.c_in;
+            prefetch_l2(row + col_begin * p.c_in, row + col_end * p.c_in);
+          }
+          for (int64_t v = chunk * chunk_vecs; v < v_end; ++v) {
+            const int64_t c0 = vector_channel(p, v);
+            for (int64_t r = 0; r < ky1 - ky0; ++r) block_rows[r] = rows[r] + ix0 * p.c_in + lanes[v].base;
+            const BlockArgs a{block_rows, ky1 - ky0, ix0, lanes[v].index, w + ky0 * p.kw * cig * p.c_out + c0,
+                              b ? b + c0 : nullptr, y_row + first * p.c_out + c0};
+            block(p, a);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace fastconv::cpu::FC_ISA
