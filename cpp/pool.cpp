@@ -4,12 +4,12 @@
 // if the padding were -inf (and keeps NaN like numpy.max), and average pooling divides by the
 // clipped count (or, with count_include_pad, by the window clipped to the padded input, as PyTorch
 // does under ceil_mode). One pass, no temporaries beyond one row buffer per thread. Paths:
-//  - pool_row_lanes (one vector <= C < kWideMinC, windows of one row or stride_h > 1): per output
+//  - pool_row_lanes (C >= one vector, windows of one row or stride_h > 1, unless wide): per output
 //    pixel, every window tap loaded from the input, channels in vector lanes, up to four vectors at
 //    a time; the last block overlaps the one before when C is not a multiple of the vector. 3 x 3
 //    stride-2 windows go two output rows at a time, 2 x 2 outputs per block (pool_rows_3s2).
-//  - pool_row_small (C below one vector, e.g. LeNet's 6) and pool_rows_wide (C >= kWideMinC = 256,
-//    or C >= one vector with stride_h = 1): the window is separable, so each output row first
+//  - pool_row_small (C below one vector, e.g. LeNet's 6) and pool_rows_wide (C >= kWideMinC = 256
+//    on inputs past kWideMinInputBytes, or C >= one vector with stride_h = 1): the window is separable, so each output row first
 //    reduces its input rows over the contiguous W * C floats into a row buffer with full vectors
 //    (reduce_rows: each input row read in order), then reduces along W per output pixel (the
 //    columns' windows computed once per call). Small C: one full vector per window column, stores
@@ -49,8 +49,12 @@ constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
 // 11 GB/s; likely the prefetchers: a 4 KiB page then holds 4 pixels, visited out of order. Reducing
 // the rows first reads each input row in order (1.6-1.8x faster); below C = 256 the row buffer's
 // extra store and load cost 3-15 % instead, unless stride-1 windows let two output rows share it
-// (pool2d).
+// (pool2d). Only from DRAM: inputs the caches hold read tap by tap in 0.67-0.83 of the time of the
+// row buffer (1x14x14x256 2x2 6.0 -> 4.7 us, 4x28x28x1024 188 -> 126, 1x112x112x256 3x3 s2 257 ->
+// 213), while past 16 MiB the buffer stays ahead (8x56x56x256 2x2 0.83, 32x28x28x512 0.74,
+// 6x56x56x256 0.91; 12x28x28x512 tied).
 constexpr int64_t kWideMinC = 256;
+constexpr int64_t kWideMinInputBytes = int64_t{16} << 20;
 
 struct Window {
   int64_t y0, y1, x0, x1;  // clipped to the input, half-open
@@ -168,7 +172,7 @@ int64_t padded_rows(const Pool2dParams& p, int64_t oy) {
   return min_i64(ys + p.kh, p.h + p.pad_bottom) - ys;
 }
 
-// Output pixels [ox0, ox1) of row oy, kLanes <= C < kWideMinC: per output pixel, every window tap
+// Output pixels [ox0, ox1) of row oy, C >= kLanes (not wide): per output pixel, every window tap
 // loaded from the input, channels in vector lanes, NV vectors at a time (four, or fewer when C
 // fills fewer: C = 16 on AVX-512 once computed its one vector four times); the last block overlaps
 // the one before when C is not a multiple of the vector.
@@ -204,7 +208,7 @@ void pool_row_lanes(const Pool2dParams& p, const float* xn, float* y, int64_t oy
   lanes_pixels<kMax, kStream, NV>(p, xn, y, oy, 0, p.out_w);
 }
 
-// Output rows oy and oy + 1 of a 3 x 3 stride-2 pool (pair_inside), kLanes <= C < kWideMinC.
+// Output rows oy and oy + 1 of a 3 x 3 stride-2 pool (pair_inside), C >= kLanes (not wide).
 // Neighbouring windows share a row and a column, so 2 x 2 output pixels whose windows lie inside
 // the input read their 5 x 5 input pixels once: each input column reduced over the top window's 3
 // rows and the bottom one's (the middle row shared), then 3 columns per output; 25 loads and 28
@@ -484,7 +488,9 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   // Stride-1 windows share kh - 1 input rows between neighbouring output rows: rows first in pairs
   // for any C >= one vector (1x35x35x192 3x3 0.70-0.77 of pool_row_lanes' time, 5x5 0.53).
   const bool row_pairs = p.stride_h == 1 && p.kh >= 2;
-  const bool small = p.c < kLanes, wide = !small && (p.c >= kWideMinC || row_pairs);
+  const int64_t in_bytes = p.n * p.h * p.w * p.c * int64_t{sizeof(float)};
+  const bool small = p.c < kLanes;
+  const bool wide = !small && ((p.c >= kWideMinC && in_bytes >= kWideMinInputBytes) || row_pairs);
   const LanesFns lanes = stream ? lanes_fns_for<kMax, true>(p.c) : lanes_fns_for<kMax, false>(p.c);
   std::vector<ColWindow> cols(static_cast<size_t>(p.out_w));
   for (int64_t ox = 0; ox < p.out_w; ++ox) {

@@ -125,10 +125,11 @@ def test_pool_packed_small_channels(op, extra, c, hw, kwargs, isa, rng):
     check_against_reference(Device("cpu"), op, [x], dict(kwargs, **extra), terms=12)
 
 
-# Wide C (pool.cpp's kWideMinC = 256 and up): the input rows reduced first into the row buffer,
-# then the columns; C not a multiple of the vector (overlapping last block), windows clipped by
-# padding and ceil_mode, a stride past the window (columns never read), W = 1, a streamed output,
-# and 2 and 3 threads over the rows.
+# Wide C (pool.cpp's kWideMinC = 256 and up): on inputs past kWideMinInputBytes (16 MiB) and for
+# stride-1 windows the input rows reduced first into the row buffer, then the columns, elsewhere tap
+# by tap; C not a multiple of the vector (overlapping last block), windows clipped by padding and
+# ceil_mode, a stride past the window (columns never read), W = 1, a streamed output, and 2 and 3
+# threads over the rows.
 @pytest.mark.parametrize(
     "shape, kwargs",
     [
@@ -138,6 +139,7 @@ def test_pool_packed_small_channels(op, extra, c, hw, kwargs, isa, rng):
         ((1, 11, 13, 512), dict(size=2, stride=3, ceil_mode=True)),
         ((1, 7, 1, 264), dict(size=(3, 1), stride=1, padding=((1, 1), (0, 0)))),  # W = 1
         ((1, 65, 64, 520), dict(size=2, stride=1)),  # streamed output (> 8 MiB)
+        ((1, 33, 250, 520), dict(size=3, stride=2, padding=1, ceil_mode=True)),  # 17 MB: the row buffer
         # Stride-1 rows in pairs (pool.cpp, reduce_row_pair) and single rows where a window is
         # clipped: odd and even heights, window heights 2-5, batch 2 (one image's last row beside
         # the next image's first).
