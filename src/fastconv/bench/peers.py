@@ -320,6 +320,13 @@ def _torch_op(case: Case, arrays: dict, tensor, channels_last: bool):
         else:
             fill = 0.0
             op = lambda v: F.avg_pool2d(v, (p.kh, p.kw), stride, pad, count_include_pad=p.count_include_pad)  # noqa: E731
+        if extra and case.op == "avg_pool2d" and not p.count_include_pad:
+            # Padding PyTorch cannot place (one side more than the other) is padded first, and then
+            # counts: what a PyTorch user divides back out, with the fraction of each window inside
+            # the input computed once.
+            inside = F.avg_pool2d(F.pad(torch.ones((1, 1, p.h, p.w), dtype=x.dtype, device=x.device), extra),
+                                  (p.kh, p.kw), stride)
+            return (lambda: op(F.pad(x, extra)).div_(inside)), "nchw"
         if extra:
             return (lambda: op(F.pad(x, extra, value=fill))), "nchw"
         return (lambda: op(x)), "nchw"
