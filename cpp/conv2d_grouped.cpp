@@ -137,7 +137,7 @@ void prefetch_l2(const float* from, const float* to) {
 
 using BlockFn = void (*)(const Conv2dParams&, const BlockArgs&);
 
-// The block kernels of one output row: NP = 8 pixels, 4 on rows narrower than 8, then 1. fixed[lo][hi]:
+// The block kernels of one output row, NP pixels a block (row_kernels). fixed[lo][hi]:
 // blocks with lo (hi) of their input columns in the left (right) padding, when the geometry has
 // compiled ones; `any` takes the rest.
 struct RowKernels {
@@ -166,7 +166,10 @@ RowKernels row_kernels_np(const Conv2dParams& p) {
   return any_kernels<NP>();
 }
 
+// Blocks of 8 pixels; of 7 where that tiles the row and 8 would not (rows of 7, 14, 28: blocks of 8
+// overlapped and computed 8 / 7 of the pixels); 4 and 1 on rows narrower than 7.
 RowKernels row_kernels(const Conv2dParams& p) {
+  if (p.out_w % 8 != 0 && p.out_w % 7 == 0) return row_kernels_np<7>(p);
   return p.out_w >= 8 ? row_kernels_np<8>(p) : p.out_w >= 4 ? row_kernels_np<4>(p) : row_kernels_np<1>(p);
 }
 

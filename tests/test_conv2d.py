@@ -98,6 +98,7 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
         ((1, 8, 9, 60), (3, 3, 6, 120), dict(groups=10, padding=1, activation="sigmoid")),  # 12 out: vectors span groups unevenly
         ((1, 11, 12, 30), (3, 3, 3, 50), dict(groups=10, padding=1, activation="tanh")),  # C_out % 16: last vector overlaps
         ((1, 7, 5, 48), (3, 3, 3, 32), dict(groups=16, padding="same")),  # rows of 5 columns: 4-pixel blocks
+        ((2, 9, 7, 64), (3, 3, 4, 64), dict(groups=16, padding="same")),  # one 7-pixel block, padding both sides
         ((2, 6, 3, 64), (3, 3, 4, 64), dict(groups=16, padding=1, activation="relu6")),  # 3 columns: pixel by pixel
         ((1, 1, 17, 32), (3, 3, 4, 32), dict(groups=8, padding=1)),  # one row: two kernel rows in the padding
         ((1, 9, 14, 64), (3, 3, 4, 64), dict(groups=16, padding=((3, 1), (4, 2)))),  # outputs wholly in the padding
