@@ -67,7 +67,7 @@ struct BlockArgs {
   int64_t nrows;
   int64_t ix0;       // the block's first window column (negative in the left padding)
   const vint* index;  // per group input channel: the lanes' permutation
-  const float* w;    // weights at (first valid ky, kx 0, ci 0, c0)
+  const float* w;    // the vector's packed weights at (first valid ky, kx 0, ci 0)
   const float* b;    // bias at c0, or null
   float* y;          // output pixel 0 of the block at c0
 };
@@ -234,7 +234,8 @@ void grouped_conv2d(const Conv2dParams& p, const float* x, const float* w, const
         for (int64_t ky = ky0; ky < ky1; ++ky) rows[ky - ky0] = x + (n * p.h + iy0 + ky * p.dilation_h) * p.w * p.c_in;
         float* y_row = y + out_row * p.out_w * p.c_out;
         const int64_t last_row = iy0 + (p.kh - 1) * p.dilation_h;
-        const int64_t next_rows_begin = max_i64(0, last_row + 1), next_rows_end = min_i64(p.h, last_row + 1 + p.stride_h);
+        const int64_t next_rows_begin = max_i64(0, last_row + 1);
+        const int64_t next_rows_end = min_i64(p.h, last_row + 1 + p.stride_h);
         for (int64_t ox = 0; ox < p.out_w; ox += np) {
           const int64_t first = min_i64(ox, p.out_w - np);
           const int64_t ix0 = first * p.stride_w - p.pad_left;
@@ -254,8 +255,9 @@ void grouped_conv2d(const Conv2dParams& p, const float* x, const float* w, const
           for (int64_t v = chunk * chunk_vecs; v < v_end; ++v) {
             const int64_t c0 = vector_channel(p, v);
             for (int64_t r = 0; r < ky1 - ky0; ++r) block_rows[r] = rows[r] + ix0 * p.c_in + lanes[v].base;
-            const BlockArgs a{block_rows, ky1 - ky0, ix0, lanes[v].index, w_packed + (v * p.kh + ky0) * p.kw * cig * kLanes,
-                              b ? b + c0 : nullptr, y_row + first * p.c_out + c0};
+            const float* wv = w_packed + (v * p.kh + ky0) * p.kw * cig * kLanes;
+            const BlockArgs a{block_rows, ky1 - ky0, ix0, lanes[v].index, wv, b ? b + c0 : nullptr,
+                              y_row + first * p.c_out + c0};
             block(p, a);
           }
         }

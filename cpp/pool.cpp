@@ -9,15 +9,16 @@
 //    a time; the last block overlaps the one before when C is not a multiple of the vector. 3 x 3
 //    stride-2 windows go two output rows at a time, 2 x 2 outputs per block (pool_rows_3s2).
 //  - pool_row_small (C below one vector, e.g. LeNet's 6) and pool_rows_wide (C >= kWideMinC = 256
-//    on inputs past kWideMinInputBytes, or C >= one vector with stride_h = 1): the window is separable, so each output row first
-//    reduces its input rows over the contiguous W * C floats into a row buffer with full vectors
-//    (reduce_rows: each input row read in order), then reduces along W per output pixel (the
-//    columns' windows computed once per call). Small C: one full vector per window column, stores
-//    overlapping the next pixel's; at C up to half a vector the interior pixels go several to a
-//    vector (PackedPixels), read from the input rows in place when no column is padded. Wide: as
-//    in pool_row_lanes (wide pixels read tap by tap ran at half the bandwidth); stride-1 rows in
-//    pairs, the kh - 1 input rows two output rows share reduced once for both (reduce_row_pair).
-//    With C >= one vector, outputs far larger than L2 (kStreamMinBytes) are written non-temporally.
+//    on inputs past kWideMinInputBytes, or C >= one vector with stride_h = 1): the window is
+//    separable, so each output row first reduces its input rows over the contiguous W * C floats
+//    into a row buffer with full vectors (reduce_rows: each input row read in order), then reduces
+//    along W per output pixel (the columns' windows computed once per call). Small C: one full
+//    vector per window column, stores overlapping the next pixel's; at C up to half a vector the
+//    interior pixels go several to a vector (PackedPixels), read from the input rows in place when
+//    no column is padded. Wide: as in pool_row_lanes (wide pixels read tap by tap ran at half the
+//    bandwidth); stride-1 rows in pairs, the kh - 1 input rows two output rows share reduced once
+//    for both (reduce_row_pair). With C >= one vector, outputs far larger than L2 (kStreamMinBytes)
+//    are written non-temporally.
 //  - global pools: threads split (image, channel segment), or (image, part of the map) where the
 //    channels are too few to share; four pixels at a time, one from each quarter of the map,
 //    folded into a running row in L1 with full vectors, each quarter read in order; sums go from
@@ -483,12 +484,12 @@ void pool2d(const Pool2dParams& p, const float* x, float* y, int threads) {
   // one-thread time on two threads, a 2 x 2 stride-2 one of 250 KB 0.8-1.6 (the second core's wake
   // and the machine's other load decide).
   const int64_t taps = max_i64(1, p.kh * p.kw / 2);
-  const int nthreads = threads_for(p.n * p.h * p.w * p.c * int64_t{sizeof(float)} + out_bytes * taps, threads);
+  const int64_t in_bytes = p.n * p.h * p.w * p.c * int64_t{sizeof(float)};
+  const int nthreads = threads_for(in_bytes + out_bytes * taps, threads);
   const bool stream = out_bytes >= kStreamMinBytes;
   // Stride-1 windows share kh - 1 input rows between neighbouring output rows: rows first in pairs
   // for any C >= one vector (1x35x35x192 3x3 0.70-0.77 of pool_row_lanes' time, 5x5 0.53).
   const bool row_pairs = p.stride_h == 1 && p.kh >= 2;
-  const int64_t in_bytes = p.n * p.h * p.w * p.c * int64_t{sizeof(float)};
   const bool small = p.c < kLanes;
   const bool wide = !small && ((p.c >= kWideMinC && in_bytes >= kWideMinInputBytes) || row_pairs);
   const LanesFns lanes = stream ? lanes_fns_for<kMax, true>(p.c) : lanes_fns_for<kMax, false>(p.c);

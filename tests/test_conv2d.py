@@ -95,8 +95,10 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
         ((1, 20, 21, 128), (3, 3, 4, 128), dict(groups=32, padding="same")),  # ResNeXt stage 1
         ((2, 15, 13, 256), (3, 3, 8, 256), dict(groups=32, stride=2, padding=1, activation="relu")),
         ((3, 9, 10, 32), (3, 3, 2, 64), dict(groups=16, padding="same", activation="silu")),  # 2 in, 4 out
-        ((1, 8, 9, 60), (3, 3, 6, 120), dict(groups=10, padding=1, activation="sigmoid")),  # 12 out: vectors span groups unevenly
-        ((1, 11, 12, 30), (3, 3, 3, 50), dict(groups=10, padding=1, activation="tanh")),  # C_out % 16: last vector overlaps
+        # 12 out per group: the vectors span groups unevenly
+        ((1, 8, 9, 60), (3, 3, 6, 120), dict(groups=10, padding=1, activation="sigmoid")),
+        # C_out not a multiple of the vector: the last vector overlaps
+        ((1, 11, 12, 30), (3, 3, 3, 50), dict(groups=10, padding=1, activation="tanh")),
         ((1, 7, 5, 48), (3, 3, 3, 32), dict(groups=16, padding="same")),  # rows of 5 columns: 4-pixel blocks
         ((2, 9, 7, 64), (3, 3, 4, 64), dict(groups=16, padding="same")),  # one 7-pixel block, padding both sides
         ((2, 6, 3, 64), (3, 3, 4, 64), dict(groups=16, padding=1, activation="relu6")),  # 3 columns: pixel by pixel
@@ -133,8 +135,9 @@ def test_grouped_conv2d_kernel_choice(x_shape, w_shape, groups, min_lanes, isa):
 
 @hsettings
 @given(
-    groups=st.integers(2, 24), c_in_g=st.integers(2, 8), c_out_g=st.integers(1, 15), k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.integers(1, 2), padding=st.sampled_from(["valid", "same", 1]),
+    groups=st.integers(2, 24), c_in_g=st.integers(2, 8), c_out_g=st.integers(1, 15),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.integers(1, 2), padding=st.sampled_from(["valid", "same", 1]),
     hw=st.tuples(st.integers(7, 13), st.integers(7, 21)), n=st.integers(1, 3), bias=st.booleans(),
     activation=st.sampled_from(ACTIVATIONS),
 )
