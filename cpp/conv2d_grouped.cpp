@@ -51,13 +51,30 @@ struct VectorLanes {
   vint index[kMaxGroupedCin];
 };
 
+// The base of the vector at output channel c0: its first group's first input channel, moved back to
+// keep the vector inside the pixel's C_in channels.
+int64_t lanes_base(const Conv2dParams& p, int64_t c0) {
+  return min_i64(c0 / p.c_out_per_group() * p.c_in_per_group(), p.c_in - kLanes);
+}
+
+// The highest lane index the vector at output channel c0 needs: its last lane's group's last input
+// channel, from the base.
+int64_t lanes_reach(const Conv2dParams& p, int64_t c0) {
+  const int64_t cig = p.c_in_per_group();
+  return (c0 + kLanes - 1) / p.c_out_per_group() * cig + cig - 1 - lanes_base(p, c0);
+}
+
 VectorLanes lanes_for(const Conv2dParams& p, int64_t c0) {
   const int64_t cig = p.c_in_per_group(), cog = p.c_out_per_group();
   VectorLanes vl{};
-  vl.base = min_i64(c0 / cog * cig, p.c_in - kLanes);
-  for (int64_t ci = 0; ci < cig; ++ci) {
-    for (int l = 0; l < kLanes; ++l) vl.index[ci][l] = static_cast<int32_t>((c0 + l) / cog * cig + ci - vl.base);
+  vl.base = lanes_base(p, c0);
+  // Lane l's group, (c0 + l) / C_out_g, counted up instead of divided out.
+  vint first{};
+  for (int64_t l = 0, g = c0 / cog, in_group = c0 % cog; l < kLanes; ++l) {
+    first[l] = static_cast<int32_t>(g * cig - vl.base);
+    if (++in_group == cog) in_group = 0, ++g;
   }
+  for (int64_t ci = 0; ci < cig; ++ci) vl.index[ci] = first + static_cast<int32_t>(ci);
   return vl;
 }
 
@@ -182,12 +199,7 @@ bool grouped_lanes_fit(const Conv2dParams& p) {
     return false;
   }
   for (int64_t v = 0; v < ceil_div(p.c_out, kLanes); ++v) {
-    const VectorLanes vl = lanes_for(p, vector_channel(p, v));
-    for (int64_t ci = 0; ci < p.c_in_per_group(); ++ci) {
-      for (int l = 0; l < kLanes; ++l) {
-        if (vl.index[ci][l] >= kLanes) return false;
-      }
-    }
+    if (lanes_reach(p, vector_channel(p, v)) >= kLanes) return false;
   }
   return true;
 }
