@@ -37,8 +37,6 @@ using vec::vint;
 // bands, over chunks of the channel vectors.
 constexpr int64_t kItemsPerThread = 4;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // The output channel of channel vector v: the last vector overlaps its neighbour.
 int64_t vector_channel(const Conv2dParams& p, int64_t v) { return min_i64(v * kLanes, p.c_out - kLanes); }
 

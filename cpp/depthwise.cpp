@@ -498,8 +498,6 @@ void activate_span(Activation act, float* y, int64_t n) {
   }
 }
 
-constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b, a % b); }
-
 // One output row from staged rows, any kernel width, stride_w and dilation_w with SW = stride_w /
 // gcd(stride_w, dilation_w) in {1, 2} (C * M >= kLanes). Output columns q = dilation_w / gcd apart
 // have windows that overlap on whole columns: output ox + j * q reads the window columns of ox

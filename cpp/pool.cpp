@@ -609,8 +609,6 @@ void global_segment(int64_t pixels, int64_t c, const float* xn, int64_t c0, int6
   }
 }
 
-constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b, a % b); }
-
 // C below one vector (32 x 56 x 56 x 6 ran 4x slower than PyTorch's NCHW reduction through a scalar
 // loop per pixel): the map is one flat run of pixels * C floats, folded a period of lcm(C, kLanes)
 // floats (V vectors, a whole number of pixels) at a time into V vector accumulators, lane j of the
