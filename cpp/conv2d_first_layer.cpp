@@ -17,7 +17,8 @@
 //    consecutive panel floats at panel[row][ci][r][ox + q]: plain vector loads for every stride,
 //    dilation, padding and C_in. Channel-vector tiles read single floats, so their panel keeps the
 //    padded rows in NHWC order.
-//  - Pixel-vector tile (C_out < kTileVecs * kVecLen, e.g. LeNet C1's 6 channels): kPixVecs vectors
+//  - Pixel-vector tile (C_out < kTileVecs * kVecLen, e.g. LeNet C1's 6 channels, unless
+//    use_channel_vectors finds the split panel not worth its pass): kPixVecs vectors
 //    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
 //    [block][ky][ci][kx][C], the tap order of the loop.
@@ -27,7 +28,8 @@
 //    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).
 //  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
 //    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
-//    pixels x 3 vectors where that pads C_out no more (96 channels); the pixels' inputs are
+//    pixels x 3 vectors where that pads C_out no more (96 channels), or kTileRows pixels x 1 vector
+//    when C_out fits in one; a row's last tile has only the pixels left (ctile_for); the pixels' inputs are
 //    broadcast from panel floats s * C_in apart (no per-pixel pointers), weights packed
 //    [block][ky][ci][kx][V * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h); all
 //    blocks of a pixel tile run before the next tile, so each pixel's channels are written at once.
@@ -91,76 +93,77 @@ static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_
   return g;
 }
 
-// planes[ci * w + ix] = src[ix * C + ci]: an input row split by channel. C and the stride below
-// are template constants so that the compiler vectorises the de-interleave (a runtime stride of
-// s * C_in = 6 floats, the stems' case, stayed a scalar loop: 11 % of the EfficientNet stem).
-template <int C>
-static inline void split_channels(const float* __restrict src, float* __restrict planes, int64_t w) {
-  for (int64_t ix = 0; ix < w; ++ix) {
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) planes[c * w + ix] = src[ix * C + c];
+// The padded NHWC input row iy (zeros outside the image), columns [0, cols): cols * C_in floats.
+static inline void pad_row(const Conv2dParams& p, const float* x_image, int64_t iy, int64_t cols, float* dst) {
+  if (iy < 0 || iy >= p.h) return (void)std::memset(dst, 0, sizeof(float) * cols * p.c_in);
+  const int64_t left = min_i64(p.pad_left, cols), copied = max_i64(0, min_i64(p.w, cols - p.pad_left));
+  std::memset(dst, 0, sizeof(float) * left * p.c_in);
+  std::memcpy(dst + left * p.c_in, x_image + iy * p.w * p.c_in, sizeof(float) * copied * p.c_in);
+  std::memset(dst + (left + copied) * p.c_in, 0, sizeof(float) * (cols - left - copied) * p.c_in);
+}
+
+// split[(ci * S + phase) * wq + j] = padded[(j * S + phase) * C + ci], j < wq: a padded row split by
+// channel and column phase in one pass, each input float read once (split by channel, then every
+// S-th column taken from each channel's plane, read each plane S times: 64 % of a 4x4 stride-4
+// layer's time). C and S are template constants so that the compiler vectorises the loop.
+template <int C, int S>
+static void split_phases(const float* __restrict padded, float* __restrict split, int64_t wq) {
+  for (int64_t j = 0; j < wq; ++j) {
+#pragma GCC unroll 32
+    for (int phase = 0; phase < S; ++phase) {
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) split[(c * S + phase) * wq + j] = padded[(j * S + phase) * C + c];
+    }
   }
 }
 
-// out[j] = in[j * S], j < n.
-template <int S>
-static inline void take_every(const float* __restrict in, float* __restrict out, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) out[j] = in[j * S];
+using SplitFn = void (*)(const float*, float*, int64_t);
+
+template <int S, int C = 8>  // C_in <= kFirstLayerShortMaxCin = 8 (dispatch.cpp)
+static SplitFn split_for(int64_t c_in) {
+  if constexpr (C > 1) {
+    if (c_in < C) return split_for<S, C - 1>(c_in);
+  }
+  return &split_phases<C, S>;
 }
 
-static inline void take_every(int64_t s, const float* in, float* out, int64_t n) {
+// Strides past 4 (rare in first layers) split with run-time C_in and S.
+static void split_phases_any(const Conv2dParams& p, const float* padded, float* split, int64_t wq) {
+  const int64_t c_in = p.c_in, s = p.stride_w;
+  for (int64_t j = 0; j < wq; ++j) {
+    for (int64_t phase = 0; phase < s; ++phase) {
+      for (int64_t c = 0; c < c_in; ++c) split[(c * s + phase) * wq + j] = padded[(j * s + phase) * c_in + c];
+    }
+  }
+}
+
+static SplitFn split_for_stride(int64_t c_in, int64_t s) {
   switch (s) {
-    case 1: return (void)std::memcpy(out, in, sizeof(float) * n);
-    case 2: return take_every<2>(in, out, n);
-    case 3: return take_every<3>(in, out, n);
-    case 4: return take_every<4>(in, out, n);
-    default:
-      for (int64_t j = 0; j < n; ++j) out[j] = in[j * s];
+    case 1: return split_for<1>(c_in);
+    case 2: return split_for<2>(c_in);
+    case 3: return split_for<3>(c_in);
+    case 4: return split_for<4>(c_in);
+    default: return nullptr;
   }
 }
 
-// Fills the panel rows of padded input rows [prow0, prow0 + rows) of image n. planes: C_in * W
-// floats of scratch (unused when C_in = 1).
-static inline void build_panel(const Conv2dParams& p, const Geometry& g, const float* x_image, int64_t prow0,
-                               int64_t rows, float* panel, float* planes) {
-  const int64_t s = p.stride_w;
+// Fills the panel rows of padded input rows [prow0, prow0 + rows) of image n. padded: scratch for
+// one padded row of wq * stride_w columns (split rows only).
+static inline void build_panel(const Conv2dParams& p, const Geometry& g, SplitFn split, const float* x_image,
+                               int64_t prow0, int64_t rows, float* panel, float* padded) {
   for (int64_t r = 0; r < rows; ++r) {
     float* dst_row = panel + r * g.row_floats;
     const int64_t iy = prow0 + r - p.pad_top;
-    if (iy < 0 || iy >= p.h) {
-      std::memset(dst_row, 0, sizeof(float) * g.row_floats);
+    // Zeros split as zeros, and one channel at stride 1 is its own split.
+    if (!g.split || iy < 0 || iy >= p.h || p.c_in * p.stride_w == 1) {
+      pad_row(p, x_image, iy, g.split ? g.row_floats / p.c_in : g.cols, dst_row);
       continue;
     }
-    const float* src = x_image + iy * p.w * p.c_in;
-    if (!g.split) {
-      const int64_t left = min_i64(p.pad_left, g.cols), copied = max_i64(0, min_i64(p.w, g.cols - p.pad_left));
-      std::memset(dst_row, 0, sizeof(float) * left * p.c_in);
-      std::memcpy(dst_row + left * p.c_in, src, sizeof(float) * copied * p.c_in);
-      std::memset(dst_row + (left + copied) * p.c_in, 0, sizeof(float) * (g.cols - left - copied) * p.c_in);
-      continue;
-    }
-    const float* channel_planes = p.c_in == 1 ? src : planes;  // one channel is its own plane
-    switch (p.c_in) {  // at most kFirstLayerShortMaxCin = 8 (dispatch.cpp)
-      case 1: break;
-      case 2: split_channels<2>(src, planes, p.w); break;
-      case 3: split_channels<3>(src, planes, p.w); break;
-      case 4: split_channels<4>(src, planes, p.w); break;
-      case 5: split_channels<5>(src, planes, p.w); break;
-      case 6: split_channels<6>(src, planes, p.w); break;
-      case 7: split_channels<7>(src, planes, p.w); break;
-      default: split_channels<8>(src, planes, p.w); break;
-    }
-    for (int64_t phase = 0; phase < s; ++phase) {
-      // Columns j whose input column j * s + phase - pad_left lies inside the image: [j0, j1).
-      const int64_t first = p.pad_left - phase;  // j * s >= first
-      const int64_t j0 = min_i64(g.wq, first > 0 ? (first + s - 1) / s : 0);
-      const int64_t j1 = max_i64(j0, min_i64(g.wq, (p.w + p.pad_left - phase + s - 1) / s));
-      for (int64_t ci = 0; ci < p.c_in; ++ci) {
-        float* dst = dst_row + (ci * s + phase) * g.wq;
-        std::memset(dst, 0, sizeof(float) * j0);
-        take_every(s, channel_planes + ci * p.w + j0 * s + phase - p.pad_left, dst + j0, j1 - j0);
-        std::memset(dst + j1, 0, sizeof(float) * (g.wq - j1));
-      }
+    pad_row(p, x_image, iy, g.wq * p.stride_w, padded);
+    if (split) {
+      split(padded, dst_row, g.wq);
+    } else {
+      split_phases_any(p, padded, dst_row, g.wq);
     }
   }
 }
@@ -272,8 +275,7 @@ static inline TileFn tile_for(int64_t channels) {
 // NHWC. wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
 template <int R, int V>
 static inline void run_ctile(const Conv2dParams& p, const float* row0, const int64_t* tap_off, int64_t taps,
-                             int64_t ox0, const float* wb, const float* bias, float* out, int64_t pixels, int64_t cols,
-                             Activation act) {
+                             int64_t ox0, const float* wb, const float* bias, float* out, int64_t cols, Activation act) {
   const int64_t pixel_step = p.stride_w * p.c_in;  // panel floats between neighbouring output pixels
   vfloat acc[R][V];
 #pragma GCC unroll 4
@@ -295,19 +297,8 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
       for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
     }
   }
-  if (pixels == R) return store_rows<R, V>(acc, out, p.c_out, cols, act);
-  // A row's last tile, a pixel at a time; unrolled, so that every index into acc is a constant (a
-  // run-time one would keep every tile's accumulators on the stack).
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    if (r == pixels) break;
-    vfloat one[1][V];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) one[0][v] = acc[r][v];
-    store_rows<1, V>(one, out + r * p.c_out, p.c_out, cols, act);
-  }
+  store_rows<R, V>(acc, out, p.c_out, cols, act);
 }
-
 // Activations with an exponential (sigmoid, tanh, SiLU: has_exponential, tiled_conv.h) are applied
 // after a whole output row is stored, over its contiguous out_w * C_out floats (vec::activate_row),
 // instead of per accumulator in the tile's store: there the ~30 operations of the exponential per
@@ -315,22 +306,54 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
 // copies. Cheap activations stay in the tile's store.
 
 using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
-                         const float*, float*, int64_t, int64_t, Activation);
+                         const float*, float*, int64_t, Activation);
 
-// Channel-vector tile shapes: the tiled engine's wide tile (kTileRows x 2 vectors) and, with 16
-// vector registers, 4 pixels x 3 vectors (12 accumulators + 3 weights + 1 broadcast): 7 loads per
-// 12 FMAs instead of 8, and per tap 1 broadcast per 3 FMAs instead of 1 per 2 (AlexNet C1's 96
-// channels: 4 blocks of 24). Used when its blocks pad C_out no more than 2-vector blocks do.
+// The tile of `pixels` <= R pixels x V vectors: a row's last tile runs only the pixels it has (all R
+// of them cost 1.2x on 26-pixel rows, four tiles of 8 computing 32).
+template <int R, int V>
+static inline CTileFn ctile_for(int64_t pixels) {
+  if constexpr (R > 1) {
+    if (pixels < R) return ctile_for<R - 1, V>(pixels);
+  }
+  return &run_ctile<R, V>;
+}
+
+// Channel-vector tile shapes: one vector when C_out fits in it; else the tiled engine's wide tile
+// (kTileRows x 2 vectors) and, with 16 vector registers, 4 pixels x 3 vectors (12 accumulators + 3
+// weights + 1 broadcast): 7 loads per 12 FMAs instead of 8, and per tap 1 broadcast per 3 FMAs
+// instead of 1 per 2 (AlexNet C1's 96 channels: 4 blocks of 24), used when its blocks pad C_out no
+// more than 2-vector blocks do.
 constexpr int kWideVecs = 3, kWideRows = 4;
 
-static inline int ctile_vecs(int64_t c_out) {
-#if defined(__AVX512F__)
-  (void)c_out;
-  return kTileVecs;  // 32 registers: the 8 x 2 wide tile already has 1 broadcast per 2 FMAs of 16 lanes
-#else
+struct CTile {
+  CTileFn full, last;  // R pixels; a row's last tile (1 .. R pixels)
+  int64_t rows, vecs;  // R, V
+};
+
+template <int R, int V>
+static CTile ctile_shape(int64_t out_w) {
+  return {&run_ctile<R, V>, ctile_for<R, V>((out_w - 1) % R + 1), R, V};
+}
+
+static CTile ctile_choice(const Conv2dParams& p) {
+  if (p.c_out <= kVecLen) return ctile_shape<kTileRows, 1>(p.out_w);
+#if !defined(__AVX512F__)  // with 32 registers the 8 x 2 tile already has 1 broadcast per 2 FMAs of 16 lanes
   const int64_t v3 = kWideVecs * kVecLen, v2 = kTileVecs * kVecLen;
-  return (c_out + v3 - 1) / v3 * v3 <= (c_out + v2 - 1) / v2 * v2 ? kWideVecs : kTileVecs;
+  if ((p.c_out + v3 - 1) / v3 * v3 <= (p.c_out + v2 - 1) / v2 * v2) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
 #endif
+  return ctile_shape<kTileRows, kTileVecs>(p.out_w);
+}
+
+// Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at C_out
+// 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x). Below it the pixel
+// vectors' lanes are full, but their split panel is a pass over every input row that stride 2 or
+// more no longer repays where channel vectors fill their one vector (C_out = kVecLen: 3x3 stride 2
+// 0.72-0.87 of the time, 11x11 stride 4 0.84, 5x5 and 7x7 stride 2 0.94-1.02) or where windows do not
+// overlap along a row, each input read by one tap (4x4 stride 4: 0.6 of the time at C_out 8, 0.78 at
+// 6, 0.85 at 12).
+static bool use_channel_vectors(const Conv2dParams& p) {
+  if (p.c_out >= kTileVecs * kVecLen) return true;
+  return (p.c_out == kVecLen && p.stride_w >= 2) || (p.kw - 1) * p.dilation_w < p.stride_w;
 }
 
 }  // namespace
@@ -338,13 +361,10 @@ static inline int ctile_vecs(int64_t c_out) {
 void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                         int threads) {
   const int64_t taps = p.kh * p.kw * p.c_in;
-  // Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at
-  // C_out 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x).
-  const bool channel_vectors = p.c_out >= kTileVecs * kVecLen;
-  const int ctile_v = ctile_vecs(p.c_out);
-  const int64_t block_cols = ctile_v * kVecLen, ctile_rows = ctile_v == kTileVecs ? kTileRows : kWideRows;
+  const bool channel_vectors = use_channel_vectors(p);
+  const CTile ctile = ctile_choice(p);
+  const int64_t block_cols = ctile.vecs * kVecLen, ctile_rows = ctile.rows;
   const Geometry g = geometry(p, !channel_vectors, channel_vectors ? ctile_rows : kTilePixels);
-  const CTileFn ctile = ctile_v == kTileVecs ? &run_ctile<kTileRows, kTileVecs> : &run_ctile<kWideRows, kWideVecs>;
   // Pixel-vector tiles: equal channel blocks of at most kChanBlock (block k has base + (k < extra)
   // channels). Channel-vector tiles: blocks of block_cols channels, the last one zero padded.
   const int64_t blocks = channel_vectors ? (p.c_out + block_cols - 1) / block_cols : (p.c_out + kChanBlock - 1) / kChanBlock;
@@ -374,8 +394,9 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
     co0 += cb;
   }
-  // A panel, then (split rows only) channel planes.
-  const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? p.c_in * p.w : 0);
+  // A panel, then (split rows only) one padded row.
+  const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? g.row_floats : 0);
+  const SplitFn split = g.split ? split_for_stride(p.c_in, p.stride_w) : nullptr;
   float* panels = alloc_floats(nthreads * scratch_floats);
   // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, and there channel
   // ci's planes, column phase r and offset q (split rows, see the top of the file) or column
@@ -398,14 +419,14 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
 
   parallel_run(nthreads, [&] {
     float* panel = panels + omp_get_thread_num() * scratch_floats;
-    float* planes = panel + g.band_rows * g.row_floats;
+    float* padded = panel + g.band_rows * g.row_floats;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t n = item / bands, oy0 = item % bands * kBandRows;
       const int64_t oy1 = min_i64(oy0 + kBandRows, p.out_h);
       const int64_t prow0 = oy0 * p.stride_h;
-      build_panel(p, g, x + n * p.h * p.w * p.c_in, prow0, (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1,
-                  panel, planes);
+      build_panel(p, g, split, x + n * p.h * p.w * p.c_in, prow0,
+                  (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1, panel, padded);
       for (int64_t oy = oy0; oy < oy1; ++oy) {
         const float* row0 = panel + (oy * p.stride_h - prow0) * g.row_floats;
         float* y_row = y + (n * p.out_h + oy) * p.out_w * p.c_out;
@@ -418,8 +439,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
               const float* wb = w_packed + k * taps * block_cols;
               const float* bias = b_packed ? b_packed + k * block_cols : nullptr;
               const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
-              ctile(p, row0, tap_off.data(), taps, ox0, wb, bias, y_row + ox0 * p.c_out + k * block_cols,
-                    min_i64(ctile_rows, p.out_w - ox0), cols, tile_act);
+              (ox0 + ctile_rows <= p.out_w ? ctile.full : ctile.last)(p, row0, tap_off.data(), taps, ox0, wb, bias,
+                                                                 y_row + ox0 * p.c_out + k * block_cols, cols, tile_act);
             }
           }
         } else {

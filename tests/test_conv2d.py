@@ -647,6 +647,14 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((1, 11, 14, 7), (2, 5, 7, 33), dict(stride=(1, 2), padding=((1, 0), (2, 2)), dilation=(2, 1))),
         ((3, 16, 16, 8), (3, 3, 8, 32), dict(padding="same", activation="relu6")),
         ((1, 9, 40, 8), (1, 9, 8, 5), dict(padding="same")),  # 72 taps, C_out 5 (transposed store)
+        # channel vectors below the wide tile: one full vector at stride >= 2, windows that do not
+        # overlap along a row (patchify stems) at any C_out up to two vectors
+        ((2, 17, 29, 3), (3, 3, 3, 8), dict(stride=2, padding="same", activation="relu")),
+        ((1, 20, 37, 1), (5, 5, 1, 8), dict(stride=(1, 3), activation="relu6")),
+        ((2, 24, 36, 4), (4, 4, 4, 8), dict(stride=4)),  # 4 x 4 patches
+        ((2, 22, 30, 3), (2, 3, 3, 6), dict(stride=(2, 3), padding=((1, 0), (2, 1)), activation="silu")),
+        ((1, 16, 41, 3), (4, 4, 3, 12), dict(stride=4, activation="relu")),  # C_out 12: 8 + 4 padded lanes
+        ((1, 15, 26, 2), (2, 2, 2, 15), dict(stride=(1, 4), dilation=(1, 3))),  # dilated, still apart
         # kernels past 64 a side (the tap table is sized per call)
         ((1, 3, 90, 1), (1, 70, 1, 4), dict(padding="same")),
         ((2, 80, 5, 2), (66, 3, 2, 6), dict(stride=2, activation="relu")),
@@ -670,6 +678,19 @@ def test_conv2d_first_layer_transposed_store(threads, c_out, out_w, isa, rng):
     b = random_array(rng, (c_out,))
     with num_threads(threads):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(activation="relu"), terms=25)
+
+
+# Channel-vector tiles of R pixels (8 x 2 vectors, or 4 x 3 on AVX2 / SSE2) and a row's last tile of
+# the 1 .. R pixels left: every remainder of both tile shapes, stride 1 and 2, relu in the store.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c_out", [24, 32, 40])
+@pytest.mark.parametrize("out_w", range(1, 18))
+def test_conv2d_first_layer_last_tile(threads, c_out, out_w, isa, rng):
+    stride = 1 + out_w % 2
+    x = random_array(rng, (2, 7, (out_w - 1) * stride + 3, 3))
+    w, b = random_array(rng, (3, 3, 3, c_out)), random_array(rng, (c_out,))
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(stride=stride, activation="relu"), terms=27)
 
 
 # Sigmoid / tanh / SiLU run over each stored output row (out_w * C_out floats, in steps of 4 vectors,
