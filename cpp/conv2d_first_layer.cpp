@@ -318,12 +318,18 @@ static inline CTileFn ctile_for(int64_t pixels) {
   return &run_ctile<R, V>;
 }
 
-// Channel-vector tile shapes: one vector when C_out fits in it; else the tiled engine's wide tile
-// (kTileRows x 2 vectors) and, with 16 vector registers, 4 pixels x 3 vectors (12 accumulators + 3
-// weights + 1 broadcast): 7 loads per 12 FMAs instead of 8, and per tap 1 broadcast per 3 FMAs
-// instead of 1 per 2 (AlexNet C1's 96 channels: 4 blocks of 24), used when its blocks pad C_out no
-// more than 2-vector blocks do.
-constexpr int kWideVecs = 3, kWideRows = 4;
+// Channel-vector tile shapes: one vector x kNarrowRows pixels when C_out fits in a vector; else the
+// tiled engine's wide tile (kTileRows pixels x 2 vectors) or kWideRows pixels x 3 vectors where
+// that pads C_out no more (48 and 96 channels on AVX-512, 24 and 96 on AVX2): per tap 1 broadcast
+// per 3 FMAs instead of 1 per 2, and C_out = 3 vectors without a padded fourth. kWideRows fills
+// the register file: 8 x 3 accumulators + 3 weights + 1 broadcast of AVX-512's 32, 4 x 3 + 4 of
+// AVX2's 16.
+constexpr int kWideVecs = 3;
+#if defined(__AVX512F__)
+constexpr int kWideRows = 8;
+#else
+constexpr int kWideRows = 4;
+#endif
 
 struct CTile {
   CTileFn full, last;  // R pixels; a row's last tile (1 .. R pixels)
@@ -336,11 +342,9 @@ static CTile ctile_shape(int64_t out_w) {
 }
 
 static CTile ctile_choice(const Conv2dParams& p) {
-  if (p.c_out <= kVecLen) return ctile_shape<kTileRows, 1>(p.out_w);
-#if !defined(__AVX512F__)  // with 32 registers the 8 x 2 tile already has 1 broadcast per 2 FMAs of 16 lanes
+  if (p.c_out <= kVecLen) return ctile_shape<kNarrowRows, 1>(p.out_w);
   const int64_t v3 = kWideVecs * kVecLen, v2 = kTileVecs * kVecLen;
   if ((p.c_out + v3 - 1) / v3 * v3 <= (p.c_out + v2 - 1) / v2 * v2) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
-#endif
   return ctile_shape<kTileRows, kTileVecs>(p.out_w);
 }
 

@@ -3,6 +3,7 @@
 // the active table and the thread count, both atomics, set at import and by the setters below.
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -136,6 +137,12 @@ bool pads_less(int64_t channels, int vectors, const KernelTable& narrow, const K
          round_up(channels, int64_t{vectors} * wide.vector_floats);
 }
 
+// The output channels the first-layer kernel's channel-vector tiles compute: blocks of 2 or 3
+// vectors, whichever pads less (conv2d_first_layer.cpp, ctile_choice).
+int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
+  return std::min(round_up(c_out, 2 * t.vector_floats), round_up(c_out, 3 * t.vector_floats));
+}
+
 // A kernel whose vector lanes carry channels, on few or awkward channel counts, runs on AVX2's table
 // beside AVX-512's (unless an ISA was forced). On Zen 4 a 512-bit FMA runs as two 256-bit halves, so
 // both reach one peak; the 512-bit kernels win on wide layers (more registers, fewer instructions:
@@ -161,7 +168,7 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
       use_narrow = c_in > kWinogradFewMaxCin && (pads_less(c_out, 2, *narrow, wide) || pads_less(c_in, 1, *narrow, wide));
       break;
     case LaneUse::kFirstLayer:
-      use_narrow = c_out < 2 * wide.vector_floats || pads_less(c_out, 2, *narrow, wide);
+      use_narrow = c_out < 2 * wide.vector_floats || first_layer_lanes(c_out, *narrow) < first_layer_lanes(c_out, wide);
       break;
     case LaneUse::kDepthwise:
       use_narrow = c_out <= wide.vector_floats || pads_less(c_out, 1, *narrow, wide);

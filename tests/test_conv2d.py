@@ -680,10 +680,11 @@ def test_conv2d_first_layer_transposed_store(threads, c_out, out_w, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(activation="relu"), terms=25)
 
 
-# Channel-vector tiles of R pixels (8 x 2 vectors, or 4 x 3 on AVX2 / SSE2) and a row's last tile of
-# the 1 .. R pixels left: every remainder of both tile shapes, stride 1 and 2, relu in the store.
+# Channel-vector tiles of R pixels x V vectors (8 x 1, 8 x 2 or 6 x 2, 8 x 3 on AVX-512, 4 x 3 on AVX2 /
+# SSE2) and a row's last tile of the 1 .. R pixels left: every remainder of each tile shape, stride 1
+# and 2, relu in the store.
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("c_out", [24, 32, 40])
+@pytest.mark.parametrize("c_out", [8, 24, 32, 40, 48])
 @pytest.mark.parametrize("out_w", range(1, 18))
 def test_conv2d_first_layer_last_tile(threads, c_out, out_w, isa, rng):
     stride = 1 + out_w % 2
