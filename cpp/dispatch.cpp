@@ -45,13 +45,16 @@ constexpr double kWinogradFoldCost = 4.0;
 constexpr double kWinogradFoldedOptimism = 1.65;
 constexpr int64_t kWinogradFoldedMinCout = 24;
 
-// Winograd over few input channels (conv2d_winograd.cpp, run_winograd_few): F(4x4, 3x3) at stride 1
-// from 3 input channels on 16-lane vectors, against the first-layer kernel (bench/NOTES.md, "Winograd
-// for first layers"): 0.6-0.75 of its time from 16 output channels in whole vectors; with 1-2 input
-// channels (36 products per 16 outputs against 9-18 direct taps), F(2x2) (sigmoid, tanh), AVX2's 16
-// registers (the tile's 26 live vectors spill) or output channels that pad a vector by a third
-// (8, 24) it ties or loses.
-constexpr int64_t kWinogradFewMinCin = 3;
+// Winograd over few input channels (conv2d_winograd.cpp, run_winograd_few) at stride 1 on 16-lane
+// vectors, against the first-layer kernel (bench/NOTES.md, "Winograd for first layers" and "Few
+// and narrow channels into Winograd"): F(4x4, 3x3) in 0.6-0.75 of its time from 3 input channels
+// and 16 output channels in whole vectors, 0.78-0.87 from 2 (one case 1.03); F(2x2, 5x5) in
+// 0.71-0.93 over 2-4 channels and 0.81-0.86 over 1 from 64 output channels (16-32: 0.87-1.03). With
+// one channel at 3x3 (36 products per 16 outputs against 9 direct taps), F(2x2) (sigmoid, tanh),
+// AVX2's 16 registers (the tile's 26 live vectors spill) or output channels that pad a vector by a
+// third (8, 24) it ties or loses.
+constexpr int64_t kWinogradFewMinCin = 2;
+constexpr int64_t kWinogradFew5x5OneChannelMinCout = 64;
 constexpr int64_t kWinogradFewLanes = 16;
 constexpr int64_t kWinogradFewMinCout = 16;
 constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
@@ -198,13 +201,26 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // filter), plus the fold's pass over the input.
 // prepacked: the transformed weights come made (fastconv.pack_weights), so the weight term is
 // their read instead of their transform.
-// Few input channels (3x3 over 3-4, and stems folded to 4x4 over 12) have kernels of their own whose
-// measured crossovers are the rules below, not this model.
+// Few input channels (3x3 over 2-4, 5x5 over 1-4, stems folded to 4x4 over 12) and 8-15 channels
+// follow measured crossovers, the rules below, not this model.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
-  return p.stride_h == 1 && p.stride_w == 1 && p.kh == 3 && p.c_in >= kWinogradFewMinCin &&
-         !squeezes_rounding(p.activation) && table().vector_floats == kWinogradFewLanes &&
-         p.c_out >= kWinogradFewMinCout && (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
+  const bool channels = p.c_in >= kWinogradFewMinCin || (p.kh == 5 && p.c_out >= kWinogradFew5x5OneChannelMinCout);
+  return p.stride_h == 1 && p.stride_w == 1 && channels && !squeezes_rounding(p.activation) &&
+         table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFewMinCout &&
+         (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
+}
+
+// Stride-1 layers over 8-15 input channels, below the model's kWinogradMinChannels (its transform
+// term ran ~2x optimistic there), against the first-layer kernel (8 channels) and the tiled engine on
+// 1 x 112 x 112 and 8 x 32 x 32 maps (bench/NOTES.md, "Few and narrow channels into Winograd"):
+// F(4x4, 5x5) in 0.32-0.65 of the time from 16 output channels, F(4x4, 3x3) in 0.61-0.92 from 24
+// (at 16: 0.98-1.16). Sigmoid and tanh (F(2x2, 3x3); 5x5 stays direct) did not gain: 0.98-1.15.
+// 5-7 channels stay direct: F(2x2, 5x5) and F(4x4, 3x3) there ran 1.0-2.1x slower.
+constexpr int64_t kWinogradNarrow3x3MinCout = 24;
+bool prefer_narrow_winograd(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.c_in >= kWinograd5x5LargeTileMinCin &&
+         !squeezes_rounding(p.activation) && p.c_out >= (p.kh == 5 ? kWinogradMinChannels : kWinogradNarrow3x3MinCout);
 }
 
 bool prefer_folded_rgb_winograd(const Conv2dParams& p) {
@@ -218,7 +234,8 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   if (!p.winograd_eligible()) return false;
   if (p.folded_kh() == 4) return prefer_folded_rgb_winograd(p);
   if (c_in <= kWinogradFewMaxCin) return prefer_few_channel_winograd(p);
-  if (c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
+  if (c_in < kWinogradMinChannels) return prefer_narrow_winograd(p);
+  if (p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
   if (folded && p.c_out < kWinogradFoldedMinCout) return false;
   const bool five = p.folded_kh() == 5;

@@ -186,18 +186,51 @@ def test_winograd_few_input_channels_layers(x_shape, c_out, stride, kernel, acti
 
 def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
     """"auto" runs 3x3 stride-1 layers over 3-4 channels with Winograd on 16-lane vectors (dispatch.cpp,
-    prefer_few_channel_winograd; 0.6-0.75 of the first-layer kernel's time, bench/NOTES.md), not with
-    sigmoid or tanh, one or two input channels, or 8 / 24 output channels."""
+    prefer_few_channel_winograd; 0.6-0.75 of the first-layer kernel's time, bench/NOTES.md), and over 2
+    (0.78-0.87), not with sigmoid or tanh, one input channel, or 8 / 24 output channels."""
     x = random_array(rng, (2, 36, 40, 3))
     wide = fastconv._cpu.active_isa() == "avx512"
     for c_in, c_out, activation, winograd in [(3, 32, "relu", wide), (3, 16, None, wide), (3, 64, "sigmoid", False),
-                                              (1, 32, "relu", False), (3, 24, "relu", False)]:
+                                              (2, 32, "relu6", wide), (1, 32, "relu", False), (3, 24, "relu", False)]:
         xc = x[..., :c_in].copy()
         w = random_array(rng, (3, 3, c_in, c_out))
         auto = fastconv.conv2d(xc, w, padding="same", activation=activation)
         picked = fastconv.conv2d(xc, w, padding="same", activation=activation,
                                  algorithm="winograd" if winograd else "direct")
         assert np.array_equal(auto, picked), (c_in, c_out, activation)
+
+
+@pytest.mark.parametrize(
+    "kernel, c_in, c_out, activation, winograd",
+    [
+        (5, 3, 32, "relu", "wide"),  # F(2x2, 5x5) over few channels on 16-lane vectors
+        (5, 1, 64, None, "wide"),
+        (5, 1, 32, "relu", False),  # one channel: from 64 output channels on
+        (5, 6, 32, "relu", False),  # 5-7 channels stay direct
+        (5, 8, 16, "relu6", True),  # F(4x4, 5x5) from 8 channels, any vector width
+        (5, 12, 32, "sigmoid", False),  # 5x5 with sigmoid or tanh: direct
+        (3, 8, 24, "silu", True),  # F(4x4, 3x3) over 8-15 channels from 24 outputs
+        (3, 12, 16, "relu", False),
+        (3, 12, 32, "tanh", False),  # F(2x2, 3x3) did not gain there
+    ],
+)
+def test_auto_takes_winograd_for_few_and_narrow_channels(kernel, c_in, c_out, activation, winograd, rng):
+    """"auto" at stride 1 below 16 input channels (dispatch.cpp, prefer_few_channel_winograd and
+    prefer_narrow_winograd): the measured crossovers of bench/NOTES.md, "Few and narrow channels into
+    Winograd"."""
+    if winograd == "wide":
+        winograd = fastconv._cpu.active_isa() == "avx512"
+    x = random_array(rng, (2, 23, 26, c_in))
+    w = random_array(rng, (kernel, kernel, c_in, c_out))
+    b = random_array(rng, (c_out,))
+    auto = fastconv.conv2d(x, w, b, padding="same", activation=activation)
+    picked = fastconv.conv2d(x, w, b, padding="same", activation=activation,
+                             algorithm="winograd" if winograd else "direct")
+    assert np.array_equal(auto, picked)
+    args = (x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    kwargs = dict(padding="same", activation=activation)
+    _compare.assert_close(auto, reference.conv2d(*args, **kwargs), terms=kernel * kernel * c_in,
+                          scale=sums_scale(reference.conv2d, args, kwargs))
 
 
 @st.composite
