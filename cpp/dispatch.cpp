@@ -44,6 +44,10 @@ constexpr double kWinogradPrepackedSpilledReadCost = 11.0;
 constexpr double kWinogradFoldCost = 4.0;
 constexpr double kWinogradFoldedOptimism = 1.65;
 constexpr int64_t kWinogradFoldedMinCout = 24;
+// Folded to at most 16 channels (11x11 stride 4 over one, 5x5 stride 2 over four) the first-layer
+// kernel ran in 0.54-0.93 of the folded Winograd's time up to 48 output channels, 1.0-1.3x from 64
+// (bench/NOTES.md, "First layers: remainder tiles, one-vector tiles, longer reductions").
+constexpr int64_t kWinogradFoldedNarrowMinCout = 64;
 
 // Winograd over few input channels (conv2d_winograd.cpp, run_winograd_few) at stride 1 on 16-lane
 // vectors, against the first-layer kernel (bench/NOTES.md, "Winograd for first layers" and "Few
@@ -64,20 +68,16 @@ constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
 // vector and a half) 0.93.
 constexpr int64_t kWinogradFoldedRgbMinCout = 16;
 
-// First-layer kernel (conv2d_first_layer.cpp): pixels in the vector lanes, for few input channels:
-// C_in <= 4 by the rules below; C_in 5-8 only on short reductions (<= kFirstLayerWideMaxTaps taps:
-// 3x3 layers over 5-8 channels ran in 0.50-0.87 of the tiled engine's time; LeNet C3's 150 taps
-// and a 7x7x8 stem's 392 ran 1.05-1.12x slower, bench/NOTES.md).
+// First-layer kernel (conv2d_first_layer.cpp), for few input channels: every layer over at most
+// kFirstLayerMaxCin channels (against the tiled engine, paired, 2 threads: 0.69-0.97 of its time at
+// 121-484 taps and stride 2-4, 11x11 over 1-4 channels among them; bench/NOTES.md, "First layers:
+// remainder tiles, one-vector tiles, longer reductions"); over 5-8 channels short reductions (at most
+// kFirstLayerShortMaxTaps taps: 3x3 ran in 0.50-0.87 of the tiled engine's time) and longer ones
+// with more than 16 output channels (0.60-0.94; LeNet C3, 150 taps to 16 channels, ran 1.06x slower).
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerShortMaxCin = 8;
-// With C_out >= 16 (its channel-vector tile) it wins on short reductions (EfficientNet stem,
-// KH*KW*C_in = 27: 1.6x the tiled engine). On longer ones the crossover depends on the stride
-// (bench/NOTES.md, "First layers round 2"; paired, 1 thread, C_out 32-96): at stride 1-2 it ties or
-// wins up to 243 taps (0.83-1.01x the tiled engine's time), at stride 4 (4 panel phases, and the
-// tiled engine reads valid windows in place) it loses from 147 taps on (1.07-1.19x, AlexNet C1).
-constexpr int64_t kFirstLayerWideMaxTaps = 100;
-constexpr int64_t kFirstLayerWideMaxTapsStride2 = 256;  // stride_w <= 2
-constexpr int64_t kFirstLayerWideChannels = 16;
+constexpr int64_t kFirstLayerShortMaxTaps = 100;
+constexpr int64_t kFirstLayerLongMinCout = 24;
 
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
@@ -237,7 +237,9 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   if (c_in < kWinogradMinChannels) return prefer_narrow_winograd(p);
   if (p.c_out < kWinogradMinChannels) return false;
   const bool folded = p.stride_h * p.stride_w > 1;
-  if (folded && p.c_out < kWinogradFoldedMinCout) return false;
+  if (folded && p.c_out < (c_in <= kWinogradMinChannels ? kWinogradFoldedNarrowMinCout : kWinogradFoldedMinCout)) {
+    return false;
+  }
   const bool five = p.folded_kh() == 5;
   const bool squeezed = squeezes_rounding(p.activation);
   if (five && squeezed) return false;
@@ -259,15 +261,11 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   return (winograd + fold * kWinogradFoldCost) * kWinogradFoldedOptimism < direct;
 }
 
-// The first-layer kernel serves dense convolutions with at most kFirstLayerMaxCin input channels
-// that are not GEMMs (pointwise) and not Winograd's, except wide layers with long reductions, and
-// those with up to kFirstLayerShortMaxCin channels and short reductions.
+// The first-layer kernel serves dense convolutions with at most kFirstLayerShortMaxCin input channels
+// that are not GEMMs (pointwise) and not Winograd's, by the rules above.
 bool prefer_first_layer(const Conv2dParams& p) {
-  const int64_t taps = p.kh * p.kw * p.c_in;
-  if (p.groups != 1 || p.is_pointwise()) return false;
-  if (p.c_in > kFirstLayerMaxCin) return p.c_in <= kFirstLayerShortMaxCin && taps <= kFirstLayerWideMaxTaps;
-  return p.c_out < kFirstLayerWideChannels || taps <= kFirstLayerWideMaxTaps ||
-         (p.stride_w <= 2 && taps <= kFirstLayerWideMaxTapsStride2);
+  if (p.groups != 1 || p.is_pointwise() || p.c_in > kFirstLayerShortMaxCin) return false;
+  return p.c_in <= kFirstLayerMaxCin || p.kh * p.kw * p.c_in <= kFirstLayerShortMaxTaps || p.c_out >= kFirstLayerLongMinCout;
 }
 
 }  // namespace

@@ -680,6 +680,25 @@ def test_conv2d_first_layer_transposed_store(threads, c_out, out_w, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(activation="relu"), terms=25)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, kernel",
+    [
+        ((1, 60, 60, 1), (11, 11, 1, 32), 4, "first layer"),  # folds to 16 channels: Winograd from 64 outputs
+        ((1, 60, 60, 4), (5, 5, 4, 48), 2, "first layer"),
+        ((1, 40, 40, 3), (11, 11, 3, 16), 4, "first layer"),  # 363 taps at stride 4
+        ((1, 40, 40, 4), (9, 9, 4, 32), 1, "first layer"),  # 324 taps
+        ((64, 14, 14, 6), (5, 5, 6, 16), 1, "direct"),  # LeNet C3: 150 taps over 6 channels to 16
+        ((1, 30, 30, 6), (5, 5, 6, 48), 1, "first layer"),
+        ((1, 30, 30, 8), (7, 7, 8, 32), 2, "first layer"),
+    ],
+)
+def test_conv2d_first_layer_kernel_choice(x_shape, w_shape, stride, kernel):
+    """dispatch.cpp, prefer_first_layer and prefer_winograd's folded rule, on either side of the
+    measured crossovers (bench/NOTES.md)."""
+    p = _params.conv2d_problem("conv2d", x_shape, w_shape, None, stride, "same", 1, 1, "relu")
+    assert fastconv._cpu.conv2d_kernel(p) == kernel
+
+
 # Channel-vector tiles of R pixels x V vectors (8 x 1, 8 x 2 or 6 x 2, 8 x 3 on AVX-512, 4 x 3 on AVX2 /
 # SSE2) and a row's last tile of the 1 .. R pixels left: every remainder of each tile shape, stride 1
 # and 2, relu in the store.
