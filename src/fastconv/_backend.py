@@ -76,7 +76,7 @@ class _LargeOutputs:
     the time of writing the same output into memory already mapped (~0.1 ms per MiB; 37.8 MB, a batch
     of four 222 x 222 x 48 outputs, lost 3.4 ms a call). Smaller outputs come from memory malloc keeps.
     So a large output takes a block that an earlier output used once every array viewing it is gone,
-    else a new block; the pool keeps the last kMaxBlocks blocks it handed out (used or not).
+    else a new block; the pool keeps the last MAX_BLOCKS blocks it handed out (used or not).
 
     A block is free when nothing but the pool refers to it: NumPy points every view's .base at the
     array that owns the memory, so each live output or view of it holds one reference to its block.
