@@ -212,15 +212,20 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
 }
 
 // Stride-1 layers over 8-15 input channels, below the model's kWinogradMinChannels (its transform
-// term ran ~2x optimistic there), against the first-layer kernel (8 channels) and the tiled engine on
-// 1 x 112 x 112 and 8 x 32 x 32 maps (bench/NOTES.md, "Few and narrow channels into Winograd"):
-// F(4x4, 5x5) in 0.32-0.65 of the time from 16 output channels, F(4x4, 3x3) in 0.61-0.92 from 24
-// (at 16: 0.98-1.16). Sigmoid and tanh (F(2x2, 3x3); 5x5 stays direct) did not gain: 0.98-1.15.
-// 5-7 channels stay direct: F(2x2, 5x5) and F(4x4, 3x3) there ran 1.0-2.1x slower.
-constexpr int64_t kWinogradNarrow3x3MinCout = 24;
+// term ran ~2x high there), against the first-layer kernel (8 channels) and the tiled engine
+// (bench/NOTES.md, "Few and narrow channels into Winograd"): F(4x4, 5x5) in 0.32-0.65 of the time
+// from 16 output channels on 1 x 112 x 112 and 8 x 32 x 32 maps, 0.75-0.95 on 14 x 14 and 28 x 28,
+// 1.13-1.18x slower on 7 x 7 (4 tiles); F(4x4, 3x3) in 0.61-0.86 from 48 outputs, but at 24-32
+// 0.65-0.92 on the large maps and 0.96-1.28 on 14 x 14 to 56 x 56. Sigmoid and tanh (F(2x2, 3x3);
+// 5x5 stays direct) did not gain: 0.98-1.15. 5-7 channels stay direct: F(2x2, 5x5) and F(4x4, 3x3)
+// there ran 1.0-2.1x slower.
+constexpr int64_t kWinogradNarrow3x3MinCout = 48;
+constexpr int64_t kWinogradNarrowMinTiles = 16;
 bool prefer_narrow_winograd(const Conv2dParams& p) {
+  const int64_t tiles = p.n * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
   return p.stride_h == 1 && p.stride_w == 1 && p.c_in >= kWinograd5x5LargeTileMinCin &&
-         !squeezes_rounding(p.activation) && p.c_out >= (p.kh == 5 ? kWinogradMinChannels : kWinogradNarrow3x3MinCout);
+         !squeezes_rounding(p.activation) && tiles >= kWinogradNarrowMinTiles &&
+         p.c_out >= (p.kh == 5 ? kWinogradMinChannels : kWinogradNarrow3x3MinCout);
 }
 
 bool prefer_folded_rgb_winograd(const Conv2dParams& p) {

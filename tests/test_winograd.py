@@ -209,8 +209,8 @@ def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
         (5, 6, 32, "relu", False),  # 5-7 channels stay direct
         (5, 8, 16, "relu6", True),  # F(4x4, 5x5) from 8 channels, any vector width
         (5, 12, 32, "sigmoid", False),  # 5x5 with sigmoid or tanh: direct
-        (3, 8, 24, "silu", True),  # F(4x4, 3x3) over 8-15 channels from 24 outputs
-        (3, 12, 16, "relu", False),
+        (3, 8, 48, "silu", True),  # F(4x4, 3x3) over 8-15 channels from 48 outputs
+        (3, 12, 32, "relu", False),
         (3, 12, 32, "tanh", False),  # F(2x2, 3x3) did not gain there
     ],
 )
