@@ -53,12 +53,13 @@ constexpr int64_t kWinogradFoldedNarrowMinCout = 64;
 // vectors, against the first-layer kernel (bench/NOTES.md, "Winograd for first layers" and "Few
 // and narrow channels into Winograd"): F(4x4, 3x3) in 0.6-0.75 of its time from 3 input channels
 // and 16 output channels in whole vectors, 0.78-0.87 from 2 (one case 1.03); F(2x2, 5x5) in
-// 0.71-0.93 over 2-4 channels and 0.81-0.86 over 1 from 64 output channels (16-32: 0.87-1.03). With
+// 0.71-0.93 over 2-4 channels and 0.81-0.86 over 1 from 64 output channels (16-32: 0.87-1.03), both
+// new cases from kWinogradFewNewMinPixels output pixels (on 14 x 14 to 32 x 32 maps 0.94-1.39). With
 // one channel at 3x3 (36 products per 16 outputs against 9 direct taps), F(2x2) (sigmoid, tanh),
 // AVX2's 16 registers (the tile's 26 live vectors spill) or output channels that pad a vector by a
 // third (8, 24) it ties or loses.
-constexpr int64_t kWinogradFewMinCin = 2;
 constexpr int64_t kWinogradFew5x5OneChannelMinCout = 64;
+constexpr int64_t kWinogradFewNewMinPixels = 64 * 64;
 constexpr int64_t kWinogradFewLanes = 16;
 constexpr int64_t kWinogradFewMinCout = 16;
 constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
@@ -205,7 +206,9 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // follow measured crossovers, the rules below, not this model.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
-  const bool channels = p.c_in >= kWinogradFewMinCin || (p.kh == 5 && p.c_out >= kWinogradFew5x5OneChannelMinCout);
+  const bool large = p.n * p.out_h * p.out_w >= kWinogradFewNewMinPixels;
+  const bool channels = p.kh == 3 ? p.c_in >= 3 || (p.c_in == 2 && large)
+                                  : large && (p.c_in >= 2 || p.c_out >= kWinogradFew5x5OneChannelMinCout);
   return p.stride_h == 1 && p.stride_w == 1 && channels && !squeezes_rounding(p.activation) &&
          table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFewMinCout &&
          (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);

@@ -187,8 +187,9 @@ def test_winograd_few_input_channels_layers(x_shape, c_out, stride, kernel, acti
 def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
     """"auto" runs 3x3 stride-1 layers over 3-4 channels with Winograd on 16-lane vectors (dispatch.cpp,
     prefer_few_channel_winograd; 0.6-0.75 of the first-layer kernel's time, bench/NOTES.md), and over 2
-    (0.78-0.87), not with sigmoid or tanh, one input channel, or 8 / 24 output channels."""
-    x = random_array(rng, (2, 36, 40, 3))
+    (0.78-0.87) from 64 x 64 output pixels, not with sigmoid or tanh, one input channel, or 8 / 24
+    output channels."""
+    x = random_array(rng, (2, 48, 46, 3))
     wide = fastconv._cpu.active_isa() == "avx512"
     for c_in, c_out, activation, winograd in [(3, 32, "relu", wide), (3, 16, None, wide), (3, 64, "sigmoid", False),
                                               (2, 32, "relu6", wide), (1, 32, "relu", False), (3, 24, "relu", False)]:
@@ -201,26 +202,30 @@ def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
 
 
 @pytest.mark.parametrize(
-    "kernel, c_in, c_out, activation, winograd",
+    "kernel, c_in, c_out, x_shape, activation, winograd",
     [
-        (5, 3, 32, "relu", "wide"),  # F(2x2, 5x5) over few channels on 16-lane vectors
-        (5, 1, 64, None, "wide"),
-        (5, 1, 32, "relu", False),  # one channel: from 64 output channels on
-        (5, 6, 32, "relu", False),  # 5-7 channels stay direct
-        (5, 8, 16, "relu6", True),  # F(4x4, 5x5) from 8 channels, any vector width
-        (5, 12, 32, "sigmoid", False),  # 5x5 with sigmoid or tanh: direct
-        (3, 8, 48, "silu", True),  # F(4x4, 3x3) over 8-15 channels from 48 outputs
-        (3, 12, 32, "relu", False),
-        (3, 12, 32, "tanh", False),  # F(2x2, 3x3) did not gain there
+        (5, 3, 32, (2, 48, 46), "relu", "wide"),  # F(2x2, 5x5) over few channels on 16-lane vectors
+        (5, 3, 32, (1, 32, 30), "relu", False),  # below 64 x 64 output pixels
+        (5, 1, 64, (2, 48, 46), None, "wide"),
+        (5, 1, 32, (2, 48, 46), "relu", False),  # one channel: from 64 output channels on
+        (3, 2, 32, (2, 48, 46), "relu6", "wide"),
+        (3, 2, 32, (1, 32, 30), "relu6", False),
+        (5, 6, 32, (2, 23, 26), "relu", False),  # 5-7 channels stay direct
+        (5, 8, 16, (2, 23, 26), "relu6", True),  # F(4x4, 5x5) from 8 channels, any vector width
+        (5, 8, 16, (1, 7, 7), "relu6", False),  # 4 tiles
+        (5, 12, 32, (2, 23, 26), "sigmoid", False),  # 5x5 with sigmoid or tanh: direct
+        (3, 8, 48, (2, 23, 26), "silu", True),  # F(4x4, 3x3) over 8-15 channels from 48 outputs
+        (3, 12, 32, (2, 23, 26), "relu", False),
+        (3, 12, 64, (2, 23, 26), "tanh", False),  # F(2x2, 3x3) did not gain there
     ],
 )
-def test_auto_takes_winograd_for_few_and_narrow_channels(kernel, c_in, c_out, activation, winograd, rng):
+def test_auto_takes_winograd_for_few_and_narrow_channels(kernel, c_in, c_out, x_shape, activation, winograd, rng):
     """"auto" at stride 1 below 16 input channels (dispatch.cpp, prefer_few_channel_winograd and
     prefer_narrow_winograd): the measured crossovers of bench/NOTES.md, "Few and narrow channels into
     Winograd"."""
     if winograd == "wide":
         winograd = fastconv._cpu.active_isa() == "avx512"
-    x = random_array(rng, (2, 23, 26, c_in))
+    x = random_array(rng, (*x_shape, c_in))
     w = random_array(rng, (kernel, kernel, c_in, c_out))
     b = random_array(rng, (c_out,))
     auto = fastconv.conv2d(x, w, b, padding="same", activation=activation)
