@@ -62,8 +62,10 @@ constexpr int kChanBlock = 6;
 #endif
 constexpr int kTilePixels = kPixVecs * kVecLen;
 // Output rows per work item: enough to amortise the panel (input rows shared by neighbouring
-// output rows are copied once per band), few enough that batch 1 has work for every thread.
+// output rows are copied once per band), few enough that batch 1 has work for every thread; fewer
+// where the images have fewer than kItemsPerThread bands per thread (band_rows_for).
 constexpr int64_t kBandRows = 8;
+constexpr int64_t kItemsPerThread = 2;
 
 // Two panel layouts: pixel-vector tiles load kVecLen consecutive pixels, so their rows are split by
 // channel and column phase (top of the file); channel-vector tiles broadcast one float per pixel, so
@@ -77,8 +79,16 @@ struct Geometry {
   int64_t band_rows;  // panel rows of a full band
 };
 
+// Bands of kBandRows output rows, or as few rows as give each thread kItemsPerThread work items
+// (20 x 20 outputs at batch 1 made 3 bands of 8, 8 and 4 rows for 2 threads: the tiled engine ran
+// 11x11 layers there in 0.78 of the time).
+static inline int64_t band_rows_for(const Conv2dParams& p, int threads) {
+  const int64_t want_bands = (kItemsPerThread * threads + p.n - 1) / p.n;
+  return max_i64(1, min_i64(kBandRows, p.out_h / want_bands));
+}
+
 // Tiles may run past out_w (never stored): tile_pixels-wide tiles read inside the panel.
-static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_pixels) {
+static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_pixels, int64_t band_rows) {
   Geometry g{};
   g.split = split;
   const int64_t tiles_w = (p.out_w + tile_pixels - 1) / tile_pixels;
@@ -89,7 +99,7 @@ static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_
     g.cols = (tiles_w * tile_pixels - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1;
     g.row_floats = g.cols * p.c_in;
   }
-  g.band_rows = (kBandRows - 1) * p.stride_h + (p.kh - 1) * p.dilation_h + 1;
+  g.band_rows = (band_rows - 1) * p.stride_h + (p.kh - 1) * p.dilation_h + 1;
   return g;
 }
 
@@ -368,15 +378,16 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   const bool channel_vectors = use_channel_vectors(p);
   const CTile ctile = ctile_choice(p);
   const int64_t block_cols = ctile.vecs * kVecLen, ctile_rows = ctile.rows;
-  const Geometry g = geometry(p, !channel_vectors, channel_vectors ? ctile_rows : kTilePixels);
+  const int wanted_threads = threads_for(p.n * p.out_h * p.out_w * taps * p.c_out, threads);
+  const int64_t band_rows = band_rows_for(p, wanted_threads);
+  const Geometry g = geometry(p, !channel_vectors, channel_vectors ? ctile_rows : kTilePixels, band_rows);
   // Pixel-vector tiles: equal channel blocks of at most kChanBlock (block k has base + (k < extra)
   // channels). Channel-vector tiles: blocks of block_cols channels, the last one zero padded.
   const int64_t blocks = channel_vectors ? (p.c_out + block_cols - 1) / block_cols : (p.c_out + kChanBlock - 1) / kChanBlock;
   const int64_t base = p.c_out / blocks, extra = p.c_out % blocks;
-  const int64_t bands = (p.out_h + kBandRows - 1) / kBandRows;
+  const int64_t bands = (p.out_h + band_rows - 1) / band_rows;
   const int64_t items = p.n * bands;
-  const int nthreads = static_cast<int>(
-      min_i64(threads_for(p.n * p.out_h * p.out_w * taps * p.c_out, threads), items));
+  const int nthreads = static_cast<int>(min_i64(wanted_threads, items));
 
   // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
   // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
@@ -426,8 +437,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     float* padded = panel + g.band_rows * g.row_floats;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
-      const int64_t n = item / bands, oy0 = item % bands * kBandRows;
-      const int64_t oy1 = min_i64(oy0 + kBandRows, p.out_h);
+      const int64_t n = item / bands, oy0 = item % bands * band_rows;
+      const int64_t oy1 = min_i64(oy0 + band_rows, p.out_h);
       const int64_t prow0 = oy0 * p.stride_h;
       build_panel(p, g, split, x + n * p.h * p.w * p.c_in, prow0,
                   (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1, panel, padded);
