@@ -1,5 +1,5 @@
-// Winograd F(4x4, 3x3) and F(4x4, 5x5) convolutions (2x2 output tiles where those round too coarsely,
-// run_unit_stride): 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
+// Winograd F(4x4, 3x3) and F(4x4, 5x5) convolutions (F(2x2, 5x5) below 8 input channels, where
+// F(4x4, 5x5) rounds too coarsely: run_unit_stride): 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
 // activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5, or to 4x4 with
 // F(3x3, 4x4) (winograd_conv2d at the end). Compiled once per instruction set (FC_ISA = portable |
 // avx2 | avx512); see kernels.h. dispatch.cpp decides when it runs (algorithm="winograd", or "auto"
@@ -61,7 +61,7 @@ constexpr int kRows = 8;  // 16 accumulators of 32 registers
 constexpr int kRows = 6;  // 12 accumulators of 16 registers
 #endif
 // A: input tile side, R: filter side, A - R + 1: output tile side. F(4x4, 3x3) is A = 6, R = 3;
-// F(2x2, 3x3) A = 4, R = 3; F(2x2, 5x5) A = 6, R = 5 (the same input transform as F(4x4, 3x3): both
+// F(2x2, 5x5) A = 6, R = 5 (the same input transform as F(4x4, 3x3): both
 // use the points 0, +-1, +-2 and infinity); F(4x4, 5x5) A = 8, R = 5 (points 0, +-1, +-2, +-1/2,
 // infinity; the GPU's, cuda/conv2d_winograd.cu, are the same matrices).
 
@@ -105,13 +105,6 @@ static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned
 // BT applied to a column d0..d(A-1) (input transform, both directions).
 template <int A>
 static inline void bt(const wvec* d, wvec* r) {
-  if constexpr (A == 4) {
-    r[0] = d[0] - d[2];
-    r[1] = d[1] + d[2];
-    r[2] = d[2] - d[1];
-    r[3] = d[1] - d[3];
-    return;
-  }
   if constexpr (A == 8) {  // points 0, +-1, +-2, +-1/2 and infinity, scaled by 4 (integer entries)
     const wvec four = splat(4.0f), c21 = splat(21.0f);
     r[0] = c21 * (d[2] - d[4]) + four * (d[6] - d[0]);
@@ -143,11 +136,6 @@ static inline void bt(const wvec* d, wvec* r) {
 // AT applied to m0..m(A-1), giving the M outputs (output transform, both directions).
 template <int A, int M>
 static inline void at(const wvec* m, wvec* o) {
-  if constexpr (A == 4) {
-    o[0] = m[0] + m[1] + m[2];
-    o[1] = m[1] - m[2] - m[3];
-    return;
-  }
   if constexpr (M == 3) {  // F(3x3, 4x4): rows p^0..p^2 of the points 0, 1, -1, 2, -2 (and infinity)
     const wvec s12 = m[1] + m[2], s34 = m[3] + m[4];
     o[0] = m[0] + s12 + s34;
@@ -180,14 +168,6 @@ static inline void at(const wvec* m, wvec* o) {
 // G applied to the R filter taps g0..g(R-1) (weight transform, both directions).
 template <int A, int R>
 static inline void gt(const wvec* g, wvec* u) {
-  if constexpr (A == 4) {
-    const wvec half = splat(0.5f), s02 = g[0] + g[2];
-    u[0] = g[0];
-    u[1] = half * (s02 + g[1]);
-    u[2] = half * (s02 - g[1]);
-    u[3] = g[2];
-    return;
-  }
   if constexpr (A == 8) {  // F(4x4, 5x5): B^T's scale of 4 divided out here
     u[0] = splat(-0.25f) * g[0];
     u[7] = splat(0.25f) * g[4];
@@ -1027,11 +1007,8 @@ void run_winograd_folded_rgb(const Conv2dParams& p, const Conv2dParams& f, const
 #endif  // __AVX512F__
 
 // The transform a stride-1 problem runs (winograd_tile, kernels.h), as a tag: fn(Variant<A, R>{}).
-// 3x3 with sigmoid or tanh takes 2x2 tiles: those compress large outputs to a small range while
-// passing the absolute error of pre-activation values near 0 unchanged, which can turn F(4x4)'s
-// ~10x larger rounding error into a tolerance failure. (The 5x5 transforms round like F(4x4, 3x3)
-// or worse, so 5x5 layers with those activations never come here: _params.py and dispatch.cpp
-// send them to the direct kernel.)
+// (5x5 layers with sigmoid or tanh never come here: _params.py and dispatch.cpp send them to the
+// direct kernel; see squeezes_rounding, activation.h.)
 template <int A_, int R_>
 struct Variant {
   static constexpr int A = A_, R = R_;
@@ -1039,10 +1016,9 @@ struct Variant {
 
 template <class Fn>
 auto with_variant(const Conv2dParams& p, Fn&& fn) {
-  const bool large = winograd_tile(p.kh, p.c_in, p.activation) == 4;
-  if (p.kh == 5) return large ? fn(Variant<8, 5>{}) : fn(Variant<6, 5>{});
+  if (p.kh == 5) return winograd_tile(p.kh, p.c_in) == 4 ? fn(Variant<8, 5>{}) : fn(Variant<6, 5>{});
   if (p.kh == 4) return fn(Variant<6, 4>{});
-  return large ? fn(Variant<6, 3>{}) : fn(Variant<4, 3>{});
+  return fn(Variant<6, 3>{});
 }
 
 void run_unit_stride(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,

@@ -50,14 +50,14 @@ constexpr int64_t kWinogradFoldedMinCout = 24;
 constexpr int64_t kWinogradFoldedNarrowMinCout = 64;
 
 // Winograd over few input channels (conv2d_winograd.cpp, run_winograd_few) at stride 1 on 16-lane
-// vectors, against the first-layer kernel (bench/NOTES.md, "Winograd for first layers" and "Few
-// and narrow channels into Winograd"): F(4x4, 3x3) in 0.6-0.75 of its time from 3 input channels
-// and 16 output channels in whole vectors, 0.78-0.87 from 2 (one case 1.03); F(2x2, 5x5) in
-// 0.71-0.93 over 2-4 channels and 0.81-0.86 over 1 from 64 output channels (16-32: 0.87-1.03), both
-// new cases from kWinogradFewNewMinPixels output pixels (on 14 x 14 to 32 x 32 maps 0.94-1.39). With
-// one channel at 3x3 (36 products per 16 outputs against 9 direct taps), F(2x2) (sigmoid, tanh),
-// AVX2's 16 registers (the tile's 26 live vectors spill) or output channels that pad a vector by a
-// third (8, 24) it ties or loses.
+// vectors, against the first-layer kernel (bench/NOTES.md, "Winograd for first layers", "Few and
+// narrow channels into Winograd" and "Sigmoid and tanh through F(4x4, 3x3)"): F(4x4, 3x3) in
+// 0.6-0.75 of its time from 3 input channels and 16 output channels in whole vectors (with sigmoid
+// or tanh 0.62-0.85), 0.78-0.87 from 2 (one case 1.03); F(2x2, 5x5) in 0.71-0.93 over 2-4 channels
+// and 0.81-0.86 over 1 from 64 output channels (16-32: 0.87-1.03), both new cases from
+// kWinogradFewNewMinPixels output pixels (on 14 x 14 to 32 x 32 maps 0.94-1.39). With one channel
+// at 3x3 (36 products per 16 outputs against 9 direct taps), AVX2's 16 registers (the tile's 26
+// live vectors spill) or output channels that pad a vector by a third (8, 24) it ties or loses.
 constexpr int64_t kWinogradFew5x5OneChannelMinCout = 64;
 constexpr int64_t kWinogradFewNewMinPixels = 64 * 64;
 constexpr int64_t kWinogradFewLanes = 16;
@@ -195,9 +195,8 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // cost per channel and tile rather than per channel pair (in proportion to A * A), plus the
 // per-call weight transform. The constants were fitted to 1-thread timings of F(4x4, 3x3) and
 // F(2x2, 5x5) (bench/NOTES.md, Winograd sections), the 5x5 weight term to F(4x4, 5x5). 5x5 with
-// sigmoid or tanh stays direct: the 5x5 transforms round like F(4x4, 3x3) or worse, which those
-// activations can turn into a tolerance failure (conv2d_winograd.cpp); 3x3 with them runs
-// F(2x2, 3x3).
+// sigmoid or tanh stays direct (squeezes_rounding, activation.h); 3x3 with them runs F(4x4, 3x3)
+// like any other activation.
 // Strided filters count with their folded shape (params.h: s_h * s_w * C_in channels, a 3x3 or 5x5
 // filter), plus the fold's pass over the input.
 // prepacked: the transformed weights come made (fastconv.pack_weights), so the weight term is
@@ -209,7 +208,7 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
   const bool large = p.n * p.out_h * p.out_w >= kWinogradFewNewMinPixels;
   const bool channels = p.kh == 3 ? p.c_in >= 3 || (p.c_in == 2 && large)
                                   : large && (p.c_in >= 2 || p.c_out >= kWinogradFew5x5OneChannelMinCout);
-  return p.stride_h == 1 && p.stride_w == 1 && channels && !squeezes_rounding(p.activation) &&
+  return p.stride_h == 1 && p.stride_w == 1 && channels && !(p.kh == 5 && squeezes_rounding(p.activation)) &&
          table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFewMinCout &&
          (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
 }
@@ -219,15 +218,15 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
 // (bench/NOTES.md, "Few and narrow channels into Winograd"): F(4x4, 5x5) in 0.32-0.65 of the time
 // from 16 output channels on 1 x 112 x 112 and 8 x 32 x 32 maps, 0.75-0.95 on 14 x 14 and 28 x 28,
 // 1.13-1.18x slower on 7 x 7 (4 tiles); F(4x4, 3x3) in 0.61-0.86 from 48 outputs, but at 24-32
-// 0.65-0.92 on the large maps and 0.96-1.28 on 14 x 14 to 56 x 56. Sigmoid and tanh (F(2x2, 3x3);
-// 5x5 stays direct) did not gain: 0.98-1.15. 5-7 channels stay direct: F(2x2, 5x5) and F(4x4, 3x3)
-// there ran 1.0-2.1x slower.
+// 0.65-0.92 on the large maps and 0.96-1.28 on 14 x 14 to 56 x 56; 3x3 with sigmoid / tanh too (5x5
+// with them stays direct). 5-7 channels stay direct: F(2x2, 5x5) and F(4x4, 3x3) there ran 1.0-2.1x
+// slower.
 constexpr int64_t kWinogradNarrow3x3MinCout = 48;
 constexpr int64_t kWinogradNarrowMinTiles = 16;
 bool prefer_narrow_winograd(const Conv2dParams& p) {
   const int64_t tiles = p.n * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
   return p.stride_h == 1 && p.stride_w == 1 && p.c_in >= kWinograd5x5LargeTileMinCin &&
-         !squeezes_rounding(p.activation) && tiles >= kWinogradNarrowMinTiles &&
+         !(p.kh == 5 && squeezes_rounding(p.activation)) && tiles >= kWinogradNarrowMinTiles &&
          p.c_out >= (p.kh == 5 ? kWinogradMinChannels : kWinogradNarrow3x3MinCout);
 }
 
@@ -251,8 +250,8 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   const bool five = p.folded_kh() == 5;
   const bool squeezed = squeezes_rounding(p.activation);
   if (five && squeezed) return false;
-  const int64_t tile = winograd_tile(p.folded_kh(), c_in, p.activation);
-  const double elems = five ? 64.0 : tile == 4 ? 36.0 : 16.0;
+  const int64_t tile = winograd_tile(p.folded_kh(), c_in);
+  const double elems = five ? 64.0 : 36.0;
   const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) *
@@ -436,7 +435,7 @@ ConvPlan plan_conv2d(const Conv2dParams& p) {
     plan.layout = std::string(t.isa) + " direct, groups " + std::to_string(p.groups);
     plan.floats = t.conv2d_packed_floats(p);
   } else if (path == ConvPath::kWinograd) {
-    const int tile = winograd_tile(p.folded_kh(), p.folded_c_in(), p.activation);
+    const int tile = winograd_tile(p.folded_kh(), p.folded_c_in());
     plan.layout = std::string(t.isa) + " winograd F(" + std::to_string(tile) + ", " + std::to_string(p.folded_kh()) +
                   "), stride " + std::to_string(p.stride_h) + "x" + std::to_string(p.stride_w);
     plan.floats = t.winograd_packed_floats(p);

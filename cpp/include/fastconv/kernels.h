@@ -37,12 +37,12 @@ constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 constexpr int64_t kWinogradFewMaxCin = 4;
 
 // The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
-// 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels, and 3x3 with sigmoid or tanh
-// (squeezes_rounding), take 2x2 tiles, whose rounding error is smaller.
-inline int winograd_tile(int64_t kh, int64_t c_in, Activation act) {
+// 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels takes 2x2 tiles, whose
+// rounding error is smaller.
+inline int winograd_tile(int64_t kh, int64_t c_in) {
   if (kh == 5) return c_in >= kWinograd5x5LargeTileMinCin ? 4 : 2;
   if (kh == 4) return 3;  // strided filters only (winograd_eligible)
-  return squeezes_rounding(act) ? 2 : 4;
+  return 4;
 }
 
 struct KernelTable {
