@@ -353,8 +353,8 @@ static CTile ctile_shape(int64_t out_w) {
 
 static CTile ctile_choice(const Conv2dParams& p) {
   if (p.c_out <= kVecLen) return ctile_shape<kNarrowRows, 1>(p.out_w);
-  const int64_t v3 = kWideVecs * kVecLen, v2 = kTileVecs * kVecLen;
-  if ((p.c_out + v3 - 1) / v3 * v3 <= (p.c_out + v2 - 1) / v2 * v2) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
+  static_assert(kWideVecs == 3 && kTileVecs == 2, "the blocks of first_layer_block_channels (kernels.h)");
+  if (first_layer_block_channels(p.c_out, kVecLen) == kWideVecs * kVecLen) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
   return ctile_shape<kTileRows, kTileVecs>(p.out_w);
 }
 

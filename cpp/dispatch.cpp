@@ -3,7 +3,6 @@
 // the active table and the thread count, both atomics, set at import and by the setters below.
 #include <omp.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -58,8 +57,9 @@ constexpr int64_t kWinogradFoldedNarrowMinCout = 64;
 // kWinogradFewNewMinPixels output pixels (on 14 x 14 to 32 x 32 maps 0.94-1.39). With one channel
 // at 3x3 (36 products per 16 outputs against 9 direct taps), AVX2's 16 registers (the tile's 26
 // live vectors spill) or output channels that pad a vector by a third (8, 24) it ties or loses.
-constexpr int64_t kWinogradFew5x5OneChannelMinCout = 64;
+constexpr int64_t kWinogradFewMinCin = 3;  // 3x3 on any map; 2 (3x3) and 1-2 (5x5) on large ones
 constexpr int64_t kWinogradFewNewMinPixels = 64 * 64;
+constexpr int64_t kWinogradFew5x5OneChannelMinCout = 64;
 constexpr int64_t kWinogradFewLanes = 16;
 constexpr int64_t kWinogradFewMinCout = 16;
 constexpr int64_t kWinogradFewUnpaddedCout = 64;  // from here any C_out
@@ -74,7 +74,7 @@ constexpr int64_t kWinogradFoldedRgbMinCout = 16;
 // 121-484 taps and stride 2-4, 11x11 over 1-4 channels among them; bench/NOTES.md, "First layers:
 // remainder tiles, one-vector tiles, longer reductions"); over 5-8 channels short reductions (at most
 // kFirstLayerShortMaxTaps taps: 3x3 ran in 0.50-0.87 of the tiled engine's time) and longer ones
-// with more than 16 output channels (0.60-0.94; LeNet C3, 150 taps to 16 channels, ran 1.06x slower).
+// from kFirstLayerLongMinCout output channels (0.60-0.94; LeNet C3, 150 taps to 16, ran 1.06x slower).
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerShortMaxCin = 8;
 constexpr int64_t kFirstLayerShortMaxTaps = 100;
@@ -141,10 +141,9 @@ bool pads_less(int64_t channels, int vectors, const KernelTable& narrow, const K
          round_up(channels, int64_t{vectors} * wide.vector_floats);
 }
 
-// The output channels the first-layer kernel's channel-vector tiles compute: blocks of 2 or 3
-// vectors, whichever pads less (conv2d_first_layer.cpp, ctile_choice).
+// The output channels the first-layer kernel's channel-vector tiles compute on table t.
 int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
-  return std::min(round_up(c_out, 2 * t.vector_floats), round_up(c_out, 3 * t.vector_floats));
+  return round_up(c_out, first_layer_block_channels(c_out, t.vector_floats));
 }
 
 // A kernel whose vector lanes carry channels, on few or awkward channel counts, runs on AVX2's table
@@ -206,7 +205,7 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
   const bool large = p.n * p.out_h * p.out_w >= kWinogradFewNewMinPixels;
-  const bool channels = p.kh == 3 ? p.c_in >= 3 || (p.c_in == 2 && large)
+  const bool channels = p.kh == 3 ? p.c_in >= kWinogradFewMinCin || (p.c_in == 2 && large)
                                   : large && (p.c_in >= 2 || p.c_out >= kWinogradFew5x5OneChannelMinCout);
   return p.stride_h == 1 && p.stride_w == 1 && channels && !(p.kh == 5 && squeezes_rounding(p.activation)) &&
          table().vector_floats == kWinogradFewLanes && p.c_out >= kWinogradFewMinCout &&
@@ -224,7 +223,8 @@ bool prefer_few_channel_winograd(const Conv2dParams& p) {
 constexpr int64_t kWinogradNarrow3x3MinCout = 48;
 constexpr int64_t kWinogradNarrowMinTiles = 16;
 bool prefer_narrow_winograd(const Conv2dParams& p) {
-  const int64_t tiles = p.n * ((p.out_h + 3) / 4) * ((p.out_w + 3) / 4);
+  const int64_t tile = winograd_tile(p.kh, p.c_in);
+  const int64_t tiles = p.n * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
   return p.stride_h == 1 && p.stride_w == 1 && p.c_in >= kWinograd5x5LargeTileMinCin &&
          !(p.kh == 5 && squeezes_rounding(p.activation)) && tiles >= kWinogradNarrowMinTiles &&
          p.c_out >= (p.kh == 5 ? kWinogradMinChannels : kWinogradNarrow3x3MinCout);

@@ -36,6 +36,14 @@ constexpr int64_t kWinograd5x5LargeTileMinCin = 8;
 // tile's products in registers (conv2d_winograd.cpp, run_winograd_few).
 constexpr int64_t kWinogradFewMaxCin = 4;
 
+// The output channels a block of the first-layer kernel's wide channel-vector tiles holds: 2 or 3
+// vectors of vector_floats, whichever pads C_out less (3 on a tie). Shared by the tile choice
+// (conv2d_first_layer.cpp) and the lane rule that picks the ISA for it (dispatch.cpp).
+inline int64_t first_layer_block_channels(int64_t c_out, int64_t vector_floats) {
+  const int64_t v2 = 2 * vector_floats, v3 = 3 * vector_floats;
+  return (c_out + v3 - 1) / v3 * v3 <= (c_out + v2 - 1) / v2 * v2 ? v3 : v2;
+}
+
 // The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
 // 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels takes 2x2 tiles, whose
 // rounding error is smaller.
