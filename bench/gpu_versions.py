@@ -2,7 +2,7 @@
 
 For each case of a suite (default: the built-in `gpu` suite) and each kernel version that applies
 to it (the `version` argument of fastconv._cuda, see cuda/launch.h; "w2" / "w4": Winograd with 2x2 /
-4x4 output tiles for 3x3 / 5x5 stride-1 convolutions), the output is poisoned with
+4x4 output tiles for 3x3 / 5x5 stride-1 convolutions, "wf": 4x4 tiles fused, 5x5 only), the output is poisoned with
 NaN, computed, and its first image compared with the float64 reference; then the version is timed
 with CUDA events over rotating input copies (more bytes than the L2 holds, so DRAM is timed, not
 the cache). Prints a table (median microseconds, TFLOP/s, GB/s of the minimal traffic, and the
@@ -158,6 +158,8 @@ def main(argv=None) -> int:
         if case.op == "conv2d" and problem.winograd_eligible and (problem.stride_h, problem.stride_w) == (1, 1):
             winograd = dataclasses.replace(problem, algorithm="winograd")
             variants += [("w2", 1, winograd), ("w4", 2, winograd)]
+            if problem.kh == 5:
+                variants.append(("wf", 3, winograd))
         for label, version, variant in variants:
             row = {"case": case.name, "shape": case.describe(), "version": label}
             try:

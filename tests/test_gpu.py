@@ -322,7 +322,7 @@ def _version_cases(rng):
                          ref.conv2d(x12, w3w, b20, padding=((1, 0), (2, 1)), activation="relu"), 108, (1, 2)),
         "winograd 5x5": ("conv2d", conv("conv2d", x12.shape, w5w.shape, None, 1, ((2, 1), (0, 3)), 1, 1, None,
                                         "winograd"), (x12, w5w, None),
-                         ref.conv2d(x12, w5w, padding=((2, 1), (0, 3))), 300, (1, 2)),
+                         ref.conv2d(x12, w5w, padding=((2, 1), (0, 3))), 300, (1, 2, 3)),
         "pointwise": ("conv2d", _params.pointwise_problem("pointwise_conv2d", x16.shape, wp.shape, None, "silu"),
                       (x16, wp.reshape(1, 1, 16, 130), None), ref.pointwise_conv2d(x16, wp, activation="silu"), 16,
                       (1, 2, 4)),
@@ -367,6 +367,45 @@ def test_every_kernel_version(cp, rng, label):
         else:
             with pytest.raises(ValueError, match="version"):
                 _gpu.run(kernel, problem, *gpu_arrays, out=out, version=version)
+
+
+def _fused_winograd_shapes(count, seed=5):
+    """Shapes for the fused F(4x4, 5x5) kernel (version 3): tiles and output channels that fill
+    its 16 x 16 blocks partly or several times over, input channels around its steps of 8."""
+    draw = np.random.default_rng(seed)
+    shapes = []
+    while len(shapes) < count:
+        n, h, w = int(draw.integers(1, 4)), int(draw.integers(1, 36)), int(draw.integers(1, 36))
+        c_in, c_out = int(draw.integers(8, 41)), int(draw.choice([1, 3, 16, 17, 32, 45, 64, 70]))
+        pads = tuple(int(p) for p in draw.integers(0, 4, size=4))
+        if h + pads[0] + pads[1] < 5 or w + pads[2] + pads[3] < 5:
+            continue
+        act = str(draw.choice(["none", "relu", "relu6", "silu"]))
+        shapes.append((n, h, w, c_in, c_out, ((pads[0], pads[1]), (pads[2], pads[3])), act, bool(draw.integers(2))))
+    return shapes
+
+
+@gpu
+@pytest.mark.parametrize("shape", _fused_winograd_shapes(14) + [
+    (2, 28, 28, 192, 32, ((2, 2), (2, 2)), "relu", True),  # Inception's 5x5 branch
+    (1, 27, 27, 96, 40, ((2, 2), (2, 2)), "none", False),  # AlexNet's 5x5 layer, narrowed
+], ids=str)
+def test_winograd_fused(cp, rng, shape):
+    from fastconv import _gpu
+
+    n, h, w, c_in, c_out, padding, act, bias = shape
+    act = None if act == "none" else act
+    x, wt = _data(rng, n, h, w, c_in), _data(rng, 5, 5, c_in, c_out)
+    b = _data(rng, c_out) if bias else None
+    want = ref.conv2d(x, wt, b, padding=padding, activation=act)
+    problem = _params.conv2d_problem("conv2d", x.shape, wt.shape, None if b is None else b.shape, 1, padding, 1, 1,
+                                     act, "winograd")
+    out = cp.full(problem.out_shape, np.nan, dtype=cp.float32)
+    arrays = [None if a is None else cp.asarray(a, dtype=cp.float32) for a in (x, wt, b)]
+    _gpu.run("conv2d", problem, *arrays, out=out, version=3)
+    _check(cp, out, want, 25 * c_in)
+    err = max_relative_error(cp.asnumpy(out), want)[0]
+    assert err < 0.5 * tolerance(25 * c_in), f"error {err:.3g} is too close to the tolerance"
 
 
 # --------------------------------------------------------------------------------------------
