@@ -66,6 +66,8 @@ constexpr int kTilePixels = kPixVecs * kVecLen;
 // where the images have fewer than kItemsPerThread bands per thread (band_rows_for).
 constexpr int64_t kBandRows = 8;
 constexpr int64_t kItemsPerThread = 2;
+constexpr int64_t kItemsPerThreadDisjoint = 4;
+constexpr int64_t kTeamPackMinFloats = 1 << 16;
 
 // Two panel layouts: pixel-vector tiles load kVecLen consecutive pixels, so their rows are split by
 // channel and column phase (top of the file); channel-vector tiles broadcast one float per pixel, so
@@ -81,9 +83,13 @@ struct Geometry {
 
 // Bands of kBandRows output rows, or as few rows as give each thread kItemsPerThread work items
 // (20 x 20 outputs at batch 1 made 3 bands of 8, 8 and 4 rows for 2 threads: the tiled engine ran
-// 11x11 layers there in 0.78 of the time).
+// 11x11 layers there in 0.78 of the time). Where output rows share no input rows (patch
+// embeddings: ViT's 16x16 stride 16) a band saves no copying, and kItemsPerThreadDisjoint items
+// each balance the threads better (ViT-B's 14 output rows made 5 bands, 3 for one thread and 2 for
+// the other).
 static inline int64_t band_rows_for(const Conv2dParams& p, int threads) {
-  const int64_t want_bands = (kItemsPerThread * threads + p.n - 1) / p.n;
+  const bool disjoint = (p.kh - 1) * p.dilation_h < p.stride_h;
+  const int64_t want_bands = ((disjoint ? kItemsPerThreadDisjoint : kItemsPerThread) * threads + p.n - 1) / p.n;
   return max_i64(1, min_i64(kBandRows, p.out_h / want_bands));
 }
 
@@ -396,7 +402,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   float* w_packed = alloc_floats(channel_vectors ? blocks * taps * block_cols : taps * p.c_out);
   float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
   for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
-  for (int64_t k = 0, co0 = 0; k < blocks; ++k) {
+  const auto pack_block = [&](int64_t k) {
+    const int64_t co0 = channel_vectors ? k * block_cols : k * base + min_i64(k, extra);
     const int64_t cb = channel_vectors ? min_i64(block_cols, p.c_out - co0) : base + (k < extra ? 1 : 0);
     const int64_t width = channel_vectors ? block_cols : cb;
     float* dst = w_packed + (channel_vectors ? k * taps * block_cols : co0 * taps);
@@ -408,8 +415,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
         }
       }
     }
-    co0 += cb;
-  }
+  };
   // A panel, then (split rows only) one padded row.
   const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? g.row_floats : 0);
   const SplitFn split = g.split ? split_for_stride(p.c_in, p.stride_w) : nullptr;
@@ -433,7 +439,16 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   const bool row_act = has_exponential(p.activation);
   const Activation tile_act = row_act ? Activation::kNone : p.activation;
 
+  // Large weights are packed by the team (ViT-B's 768 x 768: 7 % of its time on one thread; the
+  // loop's barrier keeps every tile after them), small ones before it (the barrier cost 3 % of a
+  // 12 us layer).
+  const bool team_packs = nthreads > 1 && taps * p.c_out >= kTeamPackMinFloats;
+  for (int64_t k = 0; !team_packs && k < blocks; ++k) pack_block(k);
   parallel_run(nthreads, [&] {
+    if (team_packs) {
+#pragma omp for schedule(static)
+      for (int64_t k = 0; k < blocks; ++k) pack_block(k);
+    }
     float* panel = panels + omp_get_thread_num() * scratch_floats;
     float* padded = panel + g.band_rows * g.row_floats;
 #pragma omp for schedule(dynamic, 1)

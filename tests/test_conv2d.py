@@ -655,6 +655,12 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((2, 22, 30, 3), (2, 3, 3, 6), dict(stride=(2, 3), padding=((1, 0), (2, 1)), activation="silu")),
         ((1, 16, 41, 3), (4, 4, 3, 12), dict(stride=4, activation="relu")),  # C_out 12: 8 + 4 padded lanes
         ((1, 15, 26, 2), (2, 2, 2, 15), dict(stride=(1, 4), dilation=(1, 3))),  # dilated, still apart
+        # patch embeddings: output rows that share no input rows go one row a band; weights of
+        # 64 Ki floats or more are packed by the team (channel vectors, and pixel vectors)
+        ((1, 64, 64, 3), (16, 16, 3, 96), dict(stride=16)),  # ViT, 4 x 4 patches
+        ((2, 40, 36, 3), (8, 8, 3, 100), dict(stride=8, padding="same", activation="silu")),
+        ((1, 45, 45, 2), (45, 45, 2, 20), dict(stride=45, activation="relu")),  # one pixel, 4050 taps
+        ((1, 80, 80, 1), (75, 75, 1, 12), dict(activation="relu6")),  # pixel vectors, 5625 taps x 12
         # kernels past 64 a side (the tap table is sized per call)
         ((1, 3, 90, 1), (1, 70, 1, 4), dict(padding="same")),
         ((2, 80, 5, 2), (66, 3, 2, 6), dict(stride=2, activation="relu")),
