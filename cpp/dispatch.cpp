@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fastconv/cpu_ops.h"
+#include "fastconv/kernel_util.h"
 #include "fastconv/kernels.h"
 
 namespace fastconv::cpu {
@@ -325,6 +326,7 @@ void set_num_threads(int n) {
 constexpr int64_t kStridedPointwiseGemmMaxRows = 100;
 constexpr int64_t kStridedPointwiseGemmWideMaxRows = 200;
 constexpr int64_t kStridedPointwiseGemmWideMinWeightBytes = int64_t{1} << 20;
+constexpr int64_t kGatherMinFloatsPerThread = int64_t{1} << 15;
 
 static bool prefer_strided_pointwise_gemm(const Conv2dParams& p) {
   const int64_t rows = p.n * p.out_h * p.out_w;
@@ -334,26 +336,88 @@ static bool prefer_strided_pointwise_gemm(const Conv2dParams& p) {
           (rows <= kStridedPointwiseGemmWideMaxRows && weight_bytes > kStridedPointwiseGemmWideMinWeightBytes));
 }
 
-static void strided_pointwise_gemm(const Conv2dParams& p, const KernelTable& t, const float* x, const float* w,
-                                   const float* b, float* y) {
+// Windows that do not overlap (patch embeddings: MLP-Mixer's 32x32 stride 32, ViT's 16x16 on small
+// images; ConvNeXt-style 2x2 stride-2 downsampling of small maps) over few output pixels: the same
+// gather and GEMM, each pixel's window one row of the (KH * KW * C_in, C_out) matrix that HWIO
+// weights already are. Up to 16 pixels stream_gemm reads each weight once, in place, where the tiled
+// engine packs them all first and the first-layer kernel rereads them per row of pixels (paired,
+// 2 threads: 0.36-0.60 of the time); up to 64 the first-layer kernel's cases from 192 taps still
+// gain (0.86-0.95). The tiled engine's at 49-100 pixels tie or lose (1.04-1.30), as do 100-196
+// pixels of patches (bench/NOTES.md, "Few patches as a GEMM").
+constexpr int64_t kPatchGemmMaxRows = 16;
+constexpr int64_t kPatchGemmFirstLayerMaxRows = 64;
+constexpr int64_t kPatchGemmFirstLayerMinTaps = 192;
+
+static bool prefer_patch_gemm(const Conv2dParams& p) {
+  if (p.groups != 1 || p.kh * p.kw == 1 || (p.kh - 1) * p.dilation_h >= p.stride_h ||
+      (p.kw - 1) * p.dilation_w >= p.stride_w) {
+    return false;
+  }
   const int64_t rows = p.n * p.out_h * p.out_w;
-  std::vector<float> pixels(static_cast<size_t>(rows * p.c_in));
-  float* dst = pixels.data();
-  for (int64_t n = 0; n < p.n; ++n) {
-    for (int64_t oy = 0; oy < p.out_h; ++oy) {
-      for (int64_t ox = 0; ox < p.out_w; ++ox, dst += p.c_in) {
-        const float* src = x + ((n * p.h + oy * p.stride_h) * p.w + ox * p.stride_w) * p.c_in;
-        std::memcpy(dst, src, sizeof(float) * p.c_in);
-      }
+  const bool first_layer = prefer_first_layer(p);
+  return rows <= kPatchGemmMaxRows ||
+         (rows <= kPatchGemmFirstLayerMaxRows && first_layer && p.kh * p.kw * p.c_in >= kPatchGemmFirstLayerMinTaps);
+}
+
+// The gathered windows' buffer: the calling thread's, kept between calls (a fresh allocation per
+// call paid a page fault on every page).
+static float* window_buffer(int64_t floats) {
+  static thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < floats) buffer.resize(static_cast<size_t>(floats));
+  return buffer.data();
+}
+
+// n floats in 16-byte pieces, inlined: a memcpy call per window row cost more than its copy (and
+// GCC would turn the loop back into one).
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void copy_floats(
+    float* __restrict dst, const float* __restrict src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) std::memcpy(dst + i, src + i, 16);
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+// One output row's windows at kernel row ky, KW * C_in floats per output column (dilation 1: one
+// run of the input row), zeros where a window leaves the image.
+static void gather_window_row(const Conv2dParams& p, const float* x_row, bool row_in, float* dst, int64_t k) {
+  const int64_t seg = p.kw * p.c_in;
+  for (int64_t ox = 0; ox < p.out_w; ++ox, dst += k) {
+    const int64_t ix0 = ox * p.stride_w - p.pad_left;
+    if (row_in && p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w) {
+      copy_floats(dst, x_row + ix0 * p.c_in, seg);
+      continue;
+    }
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      const int64_t ix = ix0 + kx * p.dilation_w;
+      const bool in = row_in && ix >= 0 && ix < p.w;
+      for (int64_t c = 0; c < p.c_in; ++c) dst[kx * p.c_in + c] = in ? x_row[ix * p.c_in + c] : 0.0f;
     }
   }
-  t.gemm(GemmParams{rows, p.c_in, p.c_out, p.activation}, pixels.data(), w, b, y, num_threads());
+}
+
+// Rows of KH * KW * C_in floats, one per output pixel, then the GEMM.
+static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float* x, const float* w, const float* b,
+                        float* y) {
+  const int64_t rows = p.n * p.out_h * p.out_w, seg = p.kw * p.c_in, k = p.kh * seg;
+  float* a = window_buffer(rows * k);
+  parallel_run(threads_for(rows * k, num_threads(), kGatherMinFloatsPerThread * num_threads()), [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < p.n * p.out_h; ++row) {
+      const int64_t n = row / p.out_h, oy = row % p.out_h;
+      for (int64_t ky = 0; ky < p.kh; ++ky) {
+        const int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;
+        const bool row_in = iy >= 0 && iy < p.h;
+        gather_window_row(p, x + (n * p.h + (row_in ? iy : 0)) * p.w * p.c_in, row_in,
+                          a + row * p.out_w * k + ky * seg, k);
+      }
+    }
+  });
+  t.gemm(GemmParams{rows, k, p.c_out, p.activation}, a, w, b, y, num_threads());
 }
 
 namespace {
 
 // The kernel families a convolution can run on.
-enum class ConvPath { kGemm, kStridedGemm, kDepthwise, kGrouped, kWinograd, kFirstLayer, kDirect };
+enum class ConvPath { kGemm, kWindowGemm, kDepthwise, kGrouped, kWinograd, kFirstLayer, kDirect };
 
 // Groups of fewer output channels than a vector holds run with the lanes across groups
 // (conv2d_grouped.cpp); the tiled engine would fill one group's channels per vector.
@@ -361,12 +425,13 @@ bool prefer_grouped(const Conv2dParams& p) { return table().grouped_fits(p); }
 
 ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
   if (p.is_pointwise()) return ConvPath::kGemm;
-  if (prefer_strided_pointwise_gemm(p)) return ConvPath::kStridedGemm;
+  if (prefer_strided_pointwise_gemm(p)) return ConvPath::kWindowGemm;
   if (p.is_depthwise()) return ConvPath::kDepthwise;
   if (prefer_grouped(p)) return ConvPath::kGrouped;
   if (p.algorithm == ConvAlgorithm::kWinograd || (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p, prepacked))) {
     return ConvPath::kWinograd;
   }
+  if (prefer_patch_gemm(p)) return ConvPath::kWindowGemm;  // after Winograd: "winograd" stays asked for
   if (prefer_first_layer(p)) return ConvPath::kFirstLayer;
   return ConvPath::kDirect;
 }
@@ -392,8 +457,8 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
   switch (path) {
     case ConvPath::kGemm:
       return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
-    case ConvPath::kStridedGemm:
-      return strided_pointwise_gemm(p, t, x, w, b, y);
+    case ConvPath::kWindowGemm:
+      return window_gemm(p, t, x, w, b, y);
     case ConvPath::kDepthwise:
       return t.depthwise(p, x, w, b, y, num_threads());
     case ConvPath::kGrouped:
@@ -417,7 +482,7 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
 std::string conv2d_kernel(const Conv2dParams& p) {
   switch (conv_path(p, false)) {
     case ConvPath::kGemm: return "gemm";
-    case ConvPath::kStridedGemm: return "strided gemm";
+    case ConvPath::kWindowGemm: return "window gemm";
     case ConvPath::kDepthwise: return "depthwise";
     case ConvPath::kGrouped: return "grouped";
     case ConvPath::kWinograd: return "winograd";

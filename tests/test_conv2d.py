@@ -808,6 +808,32 @@ def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[2])
 
 
+# Windows that do not overlap over few output pixels (dispatch.cpp, prefer_patch_gemm) gather into
+# rows and run the GEMM: up to 16 pixels on any channel count, up to 64 where the first-layer
+# kernel would serve from 192 taps. Windows that reach into the padding, dilated windows still
+# apart, every activation, several threads; the kernel choice on both sides of each rule.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, kernel", [
+    ((1, 8, 8, 64), (2, 2, 64, 40), dict(stride=2, activation="relu"), "window gemm"),  # 16 pixels
+    ((1, 10, 8, 64), (2, 2, 64, 40), dict(stride=2), "direct"),  # 20 pixels
+    ((1, 7, 9, 33), (3, 3, 33, 20), dict(stride=3, padding="same", activation="silu"), "window gemm"),
+    ((1, 9, 11, 5), (2, 3, 5, 17), dict(stride=(3, 4), padding=((1, 2), (0, 3)), dilation=(2, 1),
+                                        activation="sigmoid"), "window gemm"),  # dilated, still apart
+    ((1, 64, 64, 3), (8, 8, 3, 50), dict(stride=8, activation="tanh"), "window gemm"),  # 64 pixels, 192 taps
+    ((1, 72, 64, 3), (8, 8, 3, 50), dict(stride=8), "first layer"),  # 72 pixels
+    ((1, 56, 56, 3), (7, 7, 3, 24), dict(stride=7, activation="relu6"), "first layer"),  # 147 taps
+    ((1, 70, 70, 1), (14, 14, 1, 96), dict(stride=14, padding="same"), "window gemm"),  # 25 pixels
+    ((3, 12, 12, 4), (6, 6, 4, 9), dict(stride=6), "window gemm"),  # 12 pixels of 144 taps
+])
+def test_conv2d_patch_gemm(x_shape, w_shape, kwargs, kernel, threads, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    p = _params.conv2d_problem("conv2d", x_shape, w_shape, b.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
+                               kwargs.get("dilation", 1), 1, kwargs.get("activation"))
+    assert fastconv._cpu.conv2d_kernel(p) == kernel
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
+
+
 @pytest.mark.parametrize("activation", ["silu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("c_in, kernel, kwargs", [
     (3, 3, {}),  # first-layer kernel

@@ -30,7 +30,7 @@ import numpy as np
 
 from fastconv import _params
 
-BUILTIN_SUITES = ("tiny", "quick", "full", "gpu", "probe", "probe2")
+BUILTIN_SUITES = ("tiny", "quick", "full", "gpu", "probe", "probe2", "probe3")
 FAMILIES = ("dense_conv", "first_layer", "pointwise", "depthwise", "pooling")
 OPS = (
     "conv2d",
