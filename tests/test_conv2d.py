@@ -193,6 +193,12 @@ def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
         ((1, 13, 27, 5), 3, 1, dict(padding=1)),  # C below one vector
         ((1, 12, 20, 8), 3, 2, dict(stride=2, padding=1)),  # channel multiplier
         ((2, 15, 24, 3), 5, 3, dict(padding=2, activation="silu")),
+        # 7x7 (row_staged_general): widths that are multiples of 7 go in blocks of 7
+        ((1, 14, 14, 40), 7, 1, dict(padding="same", activation="silu")),
+        ((2, 21, 21, 24), 7, 1, dict(padding=3)),
+        ((1, 14, 13, 20), 7, 1, dict(stride=2, padding="same", activation="relu")),  # 7 output columns
+        ((1, 9, 28, 33), 7, 1, dict(padding="same")),
+        ((1, 12, 56, 16), 7, 1, dict(padding="same")),  # 56: blocks of 8
     ],
 )
 def test_depthwise_vector_paths(x_shape, k, mult, kwargs, device, isa, rng):
