@@ -343,20 +343,26 @@ static bool prefer_strided_pointwise_gemm(const Conv2dParams& p) {
 // engine packs them all first and the first-layer kernel rereads them per row of pixels (paired,
 // 2 threads: 0.36-0.60 of the time); up to 64 the first-layer kernel's cases from 192 taps still
 // gain (0.86-0.95). The tiled engine's at 49-100 pixels tie or lose (1.04-1.30), as do 100-196
-// pixels of patches (bench/NOTES.md, "Few patches as a GEMM").
+// pixels of patches. With weights packed ahead (prepacked) the tiled engine no longer packs per
+// call and keeps its layers below kPatchGemmPackedMinWeightBytes of weights (its packed form ran
+// 0.7-0.9 of the packed GEMM's time at 0.1-0.5 MiB, tied at 4.5 MiB, 1.5x slower at 18 MiB);
+// bench/NOTES.md, "Few patches as a GEMM".
 constexpr int64_t kPatchGemmMaxRows = 16;
 constexpr int64_t kPatchGemmFirstLayerMaxRows = 64;
 constexpr int64_t kPatchGemmFirstLayerMinTaps = 192;
+constexpr int64_t kPatchGemmPackedMinWeightBytes = int64_t{8} << 20;
 
-static bool prefer_patch_gemm(const Conv2dParams& p) {
+static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
   if (p.groups != 1 || p.kh * p.kw == 1 || (p.kh - 1) * p.dilation_h >= p.stride_h ||
       (p.kw - 1) * p.dilation_w >= p.stride_w) {
     return false;
   }
-  const int64_t rows = p.n * p.out_h * p.out_w;
-  const bool first_layer = prefer_first_layer(p);
-  return rows <= kPatchGemmMaxRows ||
-         (rows <= kPatchGemmFirstLayerMaxRows && first_layer && p.kh * p.kw * p.c_in >= kPatchGemmFirstLayerMinTaps);
+  const int64_t rows = p.n * p.out_h * p.out_w, taps = p.kh * p.kw * p.c_in;
+  const bool first_layer = prefer_first_layer(p);  // a kernel that packs on every call, prepacked or not
+  const bool engine_keeps = prepacked && !first_layer &&
+                            taps * p.c_out * static_cast<int64_t>(sizeof(float)) < kPatchGemmPackedMinWeightBytes;
+  return (rows <= kPatchGemmMaxRows && !engine_keeps) ||
+         (rows <= kPatchGemmFirstLayerMaxRows && first_layer && taps >= kPatchGemmFirstLayerMinTaps);
 }
 
 // The gathered windows' buffer: the calling thread's, kept between calls (a fresh allocation per
@@ -394,9 +400,10 @@ static void gather_window_row(const Conv2dParams& p, const float* x_row, bool ro
   }
 }
 
-// Rows of KH * KW * C_in floats, one per output pixel, then the GEMM.
-static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float* x, const float* w, const float* b,
-                        float* y) {
+// Rows of KH * KW * C_in floats, one per output pixel, then the GEMM (on w_packed, the GEMM's packed
+// form of w, when given).
+static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float* x, const float* w,
+                        const float* w_packed, const float* b, float* y) {
   const int64_t rows = p.n * p.out_h * p.out_w, seg = p.kw * p.c_in, k = p.kh * seg;
   float* a = window_buffer(rows * k);
   parallel_run(threads_for(rows * k, num_threads(), kGatherMinFloatsPerThread * num_threads()), [&] {
@@ -411,7 +418,8 @@ static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float
       }
     }
   });
-  t.gemm(GemmParams{rows, k, p.c_out, p.activation}, a, w, b, y, num_threads());
+  const GemmParams g{rows, k, p.c_out, p.activation};
+  w_packed ? t.gemm_prepacked(g, a, w, w_packed, b, y, num_threads()) : t.gemm(g, a, w, b, y, num_threads());
 }
 
 namespace {
@@ -431,7 +439,7 @@ ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
   if (p.algorithm == ConvAlgorithm::kWinograd || (p.algorithm == ConvAlgorithm::kAuto && prefer_winograd(p, prepacked))) {
     return ConvPath::kWinograd;
   }
-  if (prefer_patch_gemm(p)) return ConvPath::kWindowGemm;  // after Winograd: "winograd" stays asked for
+  if (prefer_patch_gemm(p, prepacked)) return ConvPath::kWindowGemm;  // after Winograd: "winograd" stays asked for
   if (prefer_first_layer(p)) return ConvPath::kFirstLayer;
   return ConvPath::kDirect;
 }
@@ -458,7 +466,7 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
     case ConvPath::kGemm:
       return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
     case ConvPath::kWindowGemm:
-      return window_gemm(p, t, x, w, b, y);
+      return window_gemm(p, t, x, w, w_packed, b, y);
     case ConvPath::kDepthwise:
       return t.depthwise(p, x, w, b, y, num_threads());
     case ConvPath::kGrouped:
@@ -499,6 +507,9 @@ ConvPlan plan_conv2d(const Conv2dParams& p) {
   if (path == ConvPath::kDirect) {
     plan.layout = std::string(t.isa) + " direct, groups " + std::to_string(p.groups);
     plan.floats = t.conv2d_packed_floats(p);
+  } else if (path == ConvPath::kWindowGemm) {  // the GEMM's form of the (KH * KW * C_in, C_out) matrix
+    plan.layout = t.isa;
+    plan.floats = t.gemm_packed_floats(p.kh * p.kw * p.c_in, p.c_out);
   } else if (path == ConvPath::kWinograd) {
     const int tile = winograd_tile(p.folded_kh(), p.folded_c_in());
     plan.layout = std::string(t.isa) + " winograd F(" + std::to_string(tile) + ", " + std::to_string(p.folded_kh()) +
@@ -514,6 +525,8 @@ void pack_conv2d_weights(const ConvPlan& plan, const Conv2dParams& p, const floa
       return plan.table->pack_conv2d_weights(p, w, w_packed, num_threads());
     case ConvPath::kWinograd:
       return plan.table->pack_winograd_weights(p, w, w_packed, num_threads());
+    case ConvPath::kWindowGemm:
+      return plan.table->pack_gemm_weights(p.kh * p.kw * p.c_in, p.c_out, w, w_packed, num_threads());
     default:
       throw std::invalid_argument("pack_conv2d_weights: this convolution's kernel takes no packed weights");
   }

@@ -18,7 +18,9 @@ ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 
 def _check_packed(x, w, b, packed=None, **kwargs):
     """conv2d from packed weights: within tolerance of the reference and, unless the algorithm is
-    "auto" (whose cost model weighs packed weights differently), equal to the per-call packing."""
+    "auto" (whose cost model weighs packed weights differently) or the packed form moves a layer
+    to another kernel (a few patches: the GEMM per call, the tiled engine from its packed form),
+    equal to the per-call packing."""
     packed = packed if packed is not None else fastconv.pack_weights(w)
     got = fastconv.conv2d(x, packed, b, **kwargs)
     args = (x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64))
@@ -28,7 +30,9 @@ def _check_packed(x, w, b, packed=None, **kwargs):
     scale = sums_scale(reference.conv2d, args, ref_kwargs)
     terms = w.shape[0] * w.shape[1] * w.shape[2]
     _compare.assert_close(got, want, terms=terms, what=f"conv2d packed {kwargs}", scale=scale)
-    if kwargs.get("algorithm", "auto") != "auto":
+    p = _problem(x.shape, w.shape, **kwargs)
+    moved = fastconv._cpu.conv2d_kernel(p) == "window gemm" and "direct" in fastconv._cpu.conv2d_packing(p)[0]
+    if kwargs.get("algorithm", "auto") != "auto" and not moved:
         np.testing.assert_array_equal(got, fastconv.conv2d(x, w, b, **kwargs))
     return packed
 
@@ -89,6 +93,10 @@ def test_packed_conv2d_random(case, isa, rng):
     ((2, 20, 19, 48), (3, 3, 12, 36), dict(groups=4, padding=1, stride=2)),
     ((1, 12, 12, 32), (3, 3, 4, 16), dict(groups=8, dilation=2, padding="same")),
     ((3, 9, 9, 130), (2, 2, 130, 70), dict(dilation=(2, 1))),
+    # windows apart over few pixels (window_gemm): the GEMM's packed form of the (K, C_out) matrix
+    ((1, 8, 8, 64), (2, 2, 64, 40), dict(stride=2, algorithm="direct")),  # 16 pixels: stream_gemm
+    ((1, 64, 64, 3), (8, 8, 3, 50), dict(stride=8, activation="relu", algorithm="direct")),  # 64: sweep_gemm
+    ((1, 14, 14, 96), (1, 1, 96, 200), dict(stride=2, algorithm="direct")),  # strided 1x1
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_packed_conv2d_paths(x_shape, w_shape, kwargs, threads, isa, rng):
@@ -145,6 +153,31 @@ def test_packed_conv2d_reads_its_form_not_w(algorithm, rng):
     form[:] = 0.0
     got = fastconv.conv2d(x, packed, b, padding=1, algorithm=algorithm)
     np.testing.assert_array_equal(got, np.broadcast_to(b, got.shape))
+
+
+def test_packed_window_gemm_reads_the_dense_form(rng):
+    """A patch convolution over few pixels reads the GEMM's form of its weights, the one dense
+    makes of the same (KH * KW * C_in, C_out) matrix: zeroed, every output is the bias alone."""
+    x, w, b = random_array(rng, (1, 32, 32, 3)), random_array(rng, (8, 8, 3, 24)), random_array(rng, (24,))
+    packed = _check_packed(x, w, b, stride=8, algorithm="direct")
+    assert sorted(packed.forms) == [fastconv._cpu.active_isa()], packed.forms
+    (form,) = packed.forms.values()
+    form[:] = 0.0
+    got = fastconv.conv2d(x, packed, b, stride=8)
+    np.testing.assert_array_equal(got, np.broadcast_to(b, got.shape))
+
+
+def test_packed_patch_layers_choose_by_weight_size():
+    """A few patches over small weights go back to the tiled engine once packed (its packed form
+    beats the GEMM's there); over 8 MiB or more, and on first-layer shapes, they stay a GEMM."""
+    isa = fastconv._cpu.active_isa()
+    small = _problem((1, 8, 8, 64), (2, 2, 64, 40), stride=2)
+    assert fastconv._cpu.conv2d_kernel(small) == "window gemm"
+    assert fastconv._cpu.conv2d_packing(small)[0].startswith(f"{isa} direct")
+    large = _problem((1, 7, 7, 768), (2, 2, 768, 1536), stride=2)
+    assert fastconv._cpu.conv2d_packing(large) == (isa, fastconv._cpu.conv2d_packing(large)[1])
+    first = _problem((1, 64, 64, 3), (8, 8, 3, 50), stride=8)
+    assert fastconv._cpu.conv2d_packing(first)[0] == isa
 
 
 def test_packed_conv2d_errors(rng):
