@@ -158,9 +158,17 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 // (0.73-0.93; at 1-4, where AVX-512 packs 4 or more pixels per vector, AVX2 took 0.98-1.32x the
 // time), pointwise convolutions whose C_out pads to more lanes (8, 20, 24, 33, 40, 56, 88,
 // 120: 0.55-0.95; 72 and 104 on 28 x 28 maps 1.03-1.04, on 56 x 56 0.93; equal padding keeps
-// AVX-512: 48 and 64 ran 1.05-1.09x slower on AVX2). On a CPU with full-width 512-bit units these
-// cases pad AVX-512's lanes about as much as they halve its width.
-enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise };
+// AVX-512: 48 and 64 ran 1.05-1.09x slower on AVX2), and the tiled engine's layers whose 2-vector
+// blocks pad more than an eighth more lanes (C_out 48: 0.77-0.82, 80: 0.92, 112: 0.90-1.02; 176 and
+// 208, 8 % more lanes, 0.95-1.02, stay). On a CPU with full-width 512-bit units these cases pad
+// AVX-512's lanes about as much as they halve its width.
+enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
+
+// The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up
+// to a vector's worth, else blocks of two vectors.
+int64_t direct_lanes(int64_t c_out, const KernelTable& t) {
+  return c_out <= t.vector_floats ? t.vector_floats : round_up(c_out, 2 * t.vector_floats);
+}
 
 const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
   const KernelTable& wide = table();
@@ -182,6 +190,9 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
       break;
     case LaneUse::kPointwise:
       use_narrow = pads_less(c_out, 1, *narrow, wide);
+      break;
+    case LaneUse::kDirect:  // more than an eighth more lanes on the wide table
+      use_narrow = 8 * direct_lanes(c_out, wide) > 9 * direct_lanes(c_out, *narrow);
       break;
   }
   return use_narrow ? *narrow : wide;
@@ -455,6 +466,8 @@ const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
       return channel_table(LaneUse::kDepthwise, p.c_in, p.c_out);
     case ConvPath::kGemm:
       return channel_table(LaneUse::kPointwise, p.c_in, p.c_out);
+    case ConvPath::kDirect:
+      return channel_table(LaneUse::kDirect, p.c_in_per_group(), p.c_out_per_group());
     default:
       return table();
   }
