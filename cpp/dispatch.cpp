@@ -1,6 +1,8 @@
 // CPU dispatch: which instruction set's kernel table is in use, how many threads the kernels use,
 // and which kernel family serves a convolution. The only mutable state of the CPU module is here:
-// the active table and the thread count, both atomics, set at import and by the setters below.
+// the active table and the thread count, both atomics, set at import and by the setters below
+// (besides per-thread scratch kept between calls: window_buffer below, depthwise.cpp's packed
+// weights).
 #include <omp.h>
 
 #include <atomic>
@@ -337,7 +339,7 @@ void set_num_threads(int n) {
 constexpr int64_t kStridedPointwiseGemmMaxRows = 100;
 constexpr int64_t kStridedPointwiseGemmWideMaxRows = 200;
 constexpr int64_t kStridedPointwiseGemmWideMinWeightBytes = int64_t{1} << 20;
-constexpr int64_t kGatherMinFloatsPerThread = int64_t{1} << 15;
+constexpr int64_t kGatherMinFloatsPerThread = int64_t{1} << 15;  // 128 KiB a thread: a gather worth a region
 
 static bool prefer_strided_pointwise_gemm(const Conv2dParams& p) {
   const int64_t rows = p.n * p.out_h * p.out_w;
@@ -377,7 +379,8 @@ static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
 }
 
 // The gathered windows' buffer: the calling thread's, kept between calls (a fresh allocation per
-// call paid a page fault on every page).
+// call paid a page fault on every page); it grows to the largest gather the thread has made, at
+// most about the input of its largest such layer (windows apart copy each input float once).
 static float* window_buffer(int64_t floats) {
   static thread_local std::vector<float> buffer;
   if (static_cast<int64_t>(buffer.size()) < floats) buffer.resize(static_cast<size_t>(floats));
