@@ -389,8 +389,12 @@ static float* window_buffer(int64_t floats) {
 
 // n floats in 16-byte pieces, inlined: a memcpy call per window row cost more than its copy (and
 // GCC would turn the loop back into one).
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static inline void copy_floats(
-    float* __restrict dst, const float* __restrict src, int64_t n) {
+#if defined(__GNUC__) && !defined(__clang__)
+#define FC_NO_LOOP_TO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FC_NO_LOOP_TO_MEMCPY
+#endif
+FC_NO_LOOP_TO_MEMCPY static inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) std::memcpy(dst + i, src + i, 16);
   for (; i < n; ++i) dst[i] = src[i];
