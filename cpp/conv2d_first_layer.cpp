@@ -88,8 +88,8 @@ struct Geometry {
 // each balance the threads better (ViT-B's 14 output rows made 5 bands, 3 for one thread and 2 for
 // the other).
 static inline int64_t band_rows_for(const Conv2dParams& p, int threads) {
-  const bool disjoint = (p.kh - 1) * p.dilation_h < p.stride_h;
-  const int64_t want_bands = ((disjoint ? kItemsPerThreadDisjoint : kItemsPerThread) * threads + p.n - 1) / p.n;
+  const int64_t per_thread = p.windows_apart_h() ? kItemsPerThreadDisjoint : kItemsPerThread;
+  const int64_t want_bands = (per_thread * threads + p.n - 1) / p.n;
   return max_i64(1, min_i64(kBandRows, p.out_h / want_bands));
 }
 
@@ -374,7 +374,7 @@ static CTile ctile_choice(const Conv2dParams& p) {
 // 6, 0.85 at 12).
 static bool use_channel_vectors(const Conv2dParams& p) {
   if (p.c_out >= kTileVecs * kVecLen) return true;
-  return (p.c_out == kVecLen && p.stride_w >= 2) || (p.kw - 1) * p.dilation_w < p.stride_w;
+  return (p.c_out == kVecLen && p.stride_w >= 2) || p.windows_apart_w();
 }
 
 }  // namespace

@@ -26,9 +26,9 @@
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
 //    a block would share few L1 sets at C = 128, 384) and the weights packed per channel block
-//    (pack_weights). general_block: 8 output pixels in registers (7 on rows of 7, 14, 28 ... columns,
-//    which then need no overlapping last block), each kernel row in pieces of P
-//    columns (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
+//    (pack_weights). general_block: 8 output pixels in registers (7 on rows of 7, 14, 28 ...
+//    columns, which then need no overlapping last block), each kernel row in pieces of P columns
+//    (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
 //    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
 //    The activation runs over each finished row (activate_span).
@@ -506,9 +506,10 @@ void activate_span(Activation act, float* y, int64_t n) {
 // undilated kernel), each in blocks of 8 pixels that share their input vectors in registers as
 // pixel_block's do. An undilated row ends in a block overlapping the one before (4 or 1 pixels on
 // rows narrower than 8), except on widths that are multiples of 7 but not of 8, which go in blocks
-// of 7 (ConvNeXt's 14 and 28 columns: 0.93-0.97 of the time of blocks of 8 plus an overlapping 8). In a dilated one each set's remainder goes as segments of 4 (the last
-// overlapping), and segments of any two sets are computed together: a set of 10 columns (1x28
-// 3x3 dilation 3) would otherwise cost two blocks of 8. Sets narrower than 4: single pixels.
+// of 7 (ConvNeXt's 14 and 28 columns: 0.93-0.97 of the time of blocks of 8 plus an overlapping 8).
+// In a dilated one each set's remainder goes as segments of 4 (the last overlapping), and segments
+// of any two sets are computed together: a set of 10 columns (1x28 3x3 dilation 3) would otherwise
+// cost two blocks of 8. Sets narrower than 4: single pixels.
 // ST (q = 1 only): non-temporal output, each block through stage.out().
 template <int SW, int P, bool ST>
 void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,

@@ -366,10 +366,7 @@ constexpr int64_t kPatchGemmFirstLayerMinTaps = 192;
 constexpr int64_t kPatchGemmPackedMinWeightBytes = int64_t{8} << 20;
 
 static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
-  if (p.groups != 1 || p.kh * p.kw == 1 || (p.kh - 1) * p.dilation_h >= p.stride_h ||
-      (p.kw - 1) * p.dilation_w >= p.stride_w) {
-    return false;
-  }
+  if (p.groups != 1 || p.kh * p.kw == 1 || !p.windows_apart_h() || !p.windows_apart_w()) return false;
   const int64_t rows = p.n * p.out_h * p.out_w, taps = p.kh * p.kw * p.c_in;
   const bool first_layer = prefer_first_layer(p);  // a kernel that packs on every call, prepacked or not
   const bool engine_keeps = prepacked && !first_layer &&

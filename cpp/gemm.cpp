@@ -63,6 +63,17 @@ constexpr int64_t kL2WeightBytes = 512 * 1024;  // weights this small stay in L2
 constexpr int64_t kPackedChunkK = 128;  // 8 KiB of a packed block (16 KiB with AVX-512)
 constexpr int64_t kPrefetchSteps = 32;
 
+// `rows` in ceil(rows / most) parts of equal height, give or take one: 9 by 8 as 5 + 4, not 8 + 1,
+// whose 1-row part has too few accumulator chains to cover the FMA latency.
+struct EvenParts {
+  int64_t count, height, taller;  // the first `taller` parts have height + 1 rows
+  int64_t rows(int64_t i) const { return height + (i < taller ? 1 : 0); }
+};
+static inline EvenParts even_parts(int64_t rows, int64_t most) {
+  const int64_t count = (rows + most - 1) / most;
+  return {count, rows / count, rows % count};
+}
+
 static inline bool weights_in_l2(const GemmParams& p) {
   return p.k * p.m * static_cast<int64_t>(sizeof(float)) <= kL2WeightBytes;
 }
@@ -150,6 +161,7 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
   // One row group runs each block in one go; more share each chunk's weights from L1.
   const int64_t chunk_k = p.rows <= kGroupRows ? p.k : kPackedChunkK;
   const bool from_l3 = !weights_in_l2(p);
+  const EvenParts groups = even_parts(p.rows, kGroupRows);
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     for (int64_t blk = blocks * tid / nt; blk < blocks * (tid + 1) / nt; ++blk) {
@@ -170,11 +182,11 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
         // From L3 a lone sequential stream arrives too slowly for 4 rows of FMAs: past L2 the first
         // row group prefetches kPrefetchSteps ahead, into the next block, never past the buffer.
         const bool ahead = from_l3 && (blk + 1 < blocks || k0 + j.steps + kPrefetchSteps <= p.k);
-        for (int64_t r0 = 0; r0 < p.rows; r0 += kGroupRows) {
+        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.rows(g), ++g) {
           j.prefetch = ahead && r0 == 0 ? j.w + kPrefetchSteps * kCols : nullptr;
           j.x = x + r0 * p.k + k0;
           j.y = y + r0 * p.m + c0;
-          run_strip_vecs(vecs, p.rows - r0, j);
+          run_strip_vecs(vecs, groups.rows(g), j);
         }
       }
     }
@@ -202,9 +214,7 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
   // (4 x 2048 -> 1000 without it: 1.55x slower).
   const bool one_chunk = p.rows <= kGroupRows && weights_in_l2(p);
   const int64_t chunk_k = one_chunk ? p.k : kChunkK;
-  // Row groups of equal height, give or take one (9 rows as 5 + 4, not 8 + 1).
-  const int64_t row_groups = (p.rows + kGroupRows - 1) / kGroupRows, group_rows = p.rows / row_groups;
-  const int64_t taller_groups = p.rows % row_groups;
+  const EvenParts groups = even_parts(p.rows, kGroupRows);
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t c0 = lines * tid / nt * kLineFloats;
@@ -230,12 +240,11 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
         // The first row group prefetches the strip's weights kPrefetchSteps ahead (the strips of a
         // chunk visit kChunkK rows, a short strided run the hardware prefetcher does not follow).
         const bool ahead = !is_tail && k0 + j.steps + kPrefetchSteps <= p.k;
-        for (int64_t g = 0, r0 = 0, gr = 0; g < row_groups; ++g, r0 += gr) {
-          gr = group_rows + (g < taller_groups ? 1 : 0);
+        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.rows(g), ++g) {
           j.prefetch = ahead && r0 == 0 ? j.w + kPrefetchSteps * p.m : nullptr;
           j.x = x + r0 * p.k + k0;
           j.y = y + r0 * p.m + c;
-          run_strip_vecs(vecs, gr, j);
+          run_strip_vecs(vecs, groups.rows(g), j);
         }
         if (is_tail) break;
       }
@@ -609,9 +618,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
   const int64_t group = max_i64(1, kSweepBufBytes / (chunk * kCols * static_cast<int64_t>(sizeof(float))));
   const bool from_dram = weights_past_cache(p);
-  // Row tiles of equal height, give or take one: 49 rows as 7 x 7, not 6 x 8 and a 1-row tile whose
-  // two accumulator chains leave the FMA pipes waiting on their latency (MLP-Mixer's patches).
-  const int64_t row_tiles = (p.rows + TR - 1) / TR, tile_rows = p.rows / row_tiles, taller_tiles = p.rows % row_tiles;
+  const EvenParts row_tiles = even_parts(p.rows, TR);  // MLP-Mixer's 49 patches: 7 x 7, not 6 x 8 + 1
   // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
   const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
   float* bufs = alloc_floats(nthreads * buf_floats);
@@ -666,15 +673,14 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
                                             : (next_c1 - next_c0 + kLineFloats - 1) / kLineFloats;
         const int64_t units = w_packed ? (next_c1 - next_c0 + kCols - 1) / kCols : next_steps;
         const int64_t next_lines = from_dram && next_c1 > next_c0 ? units * unit_lines : 0;
-        const int64_t tiles = nb * row_tiles;
+        const int64_t tiles = nb * row_tiles.count;
         const int64_t lines_per_tile = (next_lines + tiles - 1) / tiles;
         int64_t line = 0;
         for (int64_t blk = 0; blk < nb; ++blk) {
           const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
           const float* wb = w_packed ? w_packed + ((b0 + blk) * p.k + k0) * kCols : wbuf + blk * steps * kCols;
-          for (int64_t t = 0, r0 = 0, tr = 0; t < row_tiles; ++t, r0 += tr) {
-            tr = tile_rows + (t < taller_tiles ? 1 : 0);
-            panel_tile_rows<TR, TV>(tr, xbuf + r0 * steps, steps, steps, wb,
+          for (int64_t t = 0, r0 = 0; t < row_tiles.count; r0 += row_tiles.rows(t), ++t) {
+            panel_tile_rows<TR, TV>(row_tiles.rows(t), xbuf + r0 * steps, steps, steps, wb,
                                     b ? bias + blk * kCols : nullptr, nullptr, y + r0 * p.m + c0 + blk * kCols,
                                     p.m, cols, !first, act);
             for (const int64_t end = min_i64(line + lines_per_tile, next_lines); line < end; ++line) {

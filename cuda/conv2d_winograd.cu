@@ -290,7 +290,6 @@ __global__ void __launch_bounds__(kWinogradThreads)
   }
 }
 
-
 // F(4x4, 5x5) with the input transform and the products in one kernel (version 3). The unfused
 // stages write V to DRAM and read it back, 64 / 16 = 4 floats per output pixel and input channel
 // (inception_5x5: 77 MB each way, its input transform a third of the layer's time); here a block

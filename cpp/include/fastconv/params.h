@@ -40,6 +40,10 @@ struct Conv2dParams {
     return kh == 1 && kw == 1 && (stride_h > 1 || stride_w > 1) && pad_top == 0 && pad_left == 0 && groups == 1 &&
            (out_h - 1) * stride_h < h && (out_w - 1) * stride_w < w;
   }
+  // Windows that share no input rows (columns): neighbouring outputs down (across) read apart, as in
+  // patch embeddings (16x16 stride 16).
+  bool windows_apart_h() const { return (kh - 1) * dilation_h < stride_h; }
+  bool windows_apart_w() const { return (kw - 1) * dilation_w < stride_w; }
   // The filter after folding the stride into the channels (space to depth): a stride-s convolution
   // is a stride-1 one over the input's s_h x s_w phases (s_h * s_w * C_in channels) with a
   // ceil(KH / s_h) x ceil(KW / s_w) filter, zero past KH x KW. Stride 1 folds to itself.
