@@ -31,7 +31,7 @@
 //    (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
 //    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
-//    The activation runs over each finished row (activate_span).
+//    The activation runs over each finished row (vec::activate_row).
 //  - row_clipped (M = 1, C >= one vector: one-column kernels, SW > 2): clipped_pixel everywhere.
 //  - row_narrow (M = 1, C below one vector): one pixel per vector, weights packed one vector per
 //    tap, full-vector loads and stores that overlap the next pixel's channels.
@@ -441,7 +441,8 @@ constexpr int kMaxPiece = 7;
 // Segment s starts at x_off[s] in each row and writes y[s]; two segments of 4 give a block the 8
 // independent accumulator chains that keep both FMA pipes busy where no 8 columns share inputs.
 // w: packed weights (pack_weights) of the first valid kernel row, wb floats per channel block. No
-// activation: the caller applies it to whole rows (activate_span).
+// activation: the caller applies it to whole rows (vec::activate_row); here GCC left vec::activate
+// out of line, and a call per output vector measured 12 % of a 3x3 dilated row.
 template <int SW, int P, int NP, int S>
 void general_block(const float* const* rows, int64_t nrows, int64_t kw, const int64_t* x_off, int64_t xs,
                    const float* w, int64_t wb, int64_t c, const float* b, float* const* y, int64_t ys) {
@@ -466,36 +467,6 @@ void general_block(const float* const* rows, int64_t nrows, int64_t kw, const in
 #pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) vec::store(y[s] + j * ys + c0, acc[s][j]);
     }
-  }
-}
-
-// The activation over n contiguous outputs, 4 independent vectors a step (the exp-based ones are
-// long dependency chains). Over a finished row rather than in general_block, where GCC leaves
-// vec::activate out of line: a call per output vector measured 12 % of a 3x3 dilated row.
-template <Activation A>
-void activate_span_as(float* y, int64_t n) {
-  int64_t i = 0;
-  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
-    vfloat v[4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) v[k] = vec::activate(A, vec::load(y + i + k * kLanes));
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) vec::store(y + i + k * kLanes, v[k]);
-  }
-  for (; i < n; i += kLanes) {  // partial vectors: an overlapping one would activate twice
-    const int64_t len = min_i64(kLanes, n - i);
-    vec::store_partial(y + i, vec::activate(A, vec::load_partial(y + i, len)), len);
-  }
-}
-
-void activate_span(Activation act, float* y, int64_t n) {
-  switch (act) {
-    case Activation::kNone: return;
-    case Activation::kRelu: return activate_span_as<Activation::kRelu>(y, n);
-    case Activation::kRelu6: return activate_span_as<Activation::kRelu6>(y, n);
-    case Activation::kSigmoid: return activate_span_as<Activation::kSigmoid>(y, n);
-    case Activation::kTanh: return activate_span_as<Activation::kTanh>(y, n);
-    case Activation::kSilu: return activate_span_as<Activation::kSilu>(y, n);
   }
 }
 
@@ -526,7 +497,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     float* const out = ST ? stage.out() : y + ox * c;
     fn(rows, nrows, p.kw, &x_off, xs, w0, wb, c, b, &out, q * c);
     if (ST) {
-      activate_span(p.activation, stage.out(), np * c);
+      vec::activate_row(p.activation, stage.out(), np * c);
       stream_copy(y + ox * c, stage.out(), np * c);
     }
   };
@@ -543,7 +514,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     } else {
       blocks(general_block<SW, P, 1, 1>, 1);
     }
-    if (!ST) activate_span(p.activation, y, ow * c);
+    if (!ST) vec::activate_row(p.activation, y, ow * c);
     return;
   }
   int64_t pending = -1;  // the first column of a segment of 4 waiting for a second one
@@ -568,7 +539,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     for (; i < count; i += 4) segment(first + min_i64(i, count - 4) * q);
   }
   if (pending >= 0) block(general_block<SW, P, 4, 1>, pending, 4);
-  activate_span(p.activation, y, ow * c);
+  vec::activate_row(p.activation, y, ow * c);
 }
 
 // Window columns past the right edge of the input in the last output column (0 when none).

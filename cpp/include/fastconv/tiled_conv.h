@@ -81,11 +81,7 @@ __attribute__((always_inline)) static inline void store_plain_rows(const vfloat 
 template <int R, int V>
 __attribute__((noinline)) void store_rows_exp(vfloat (&acc)[R][V], float* out, int64_t ldo, int64_t cols,
                                               Activation act) {
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) acc[r][v] = activate(act, acc[r][v]);
-  }
+  activate(act, *reinterpret_cast<vfloat(*)[R * V]>(&acc[0][0]));  // several vectors side by side
   store_plain_rows<R, V>(acc, out, ldo, cols);
 }
 
