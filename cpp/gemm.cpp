@@ -19,13 +19,14 @@
 //    weights packed ahead (pack_weights), stream_gemm_packed walks the packed blocks instead.
 //  - sweep_gemm (17-100 rows and >= 2 column blocks per thread, or 101-200 rows and >= 256
 //    columns: dense layers at batch 17-200, pointwise convolutions of 5 x 5 to 14 x 14 maps with
-//    wide outputs): threads split the column blocks; a thread packs a group of its blocks one
-//    reduction chunk at a time into an L2 buffer and runs every row tile over each block of it;
-//    with weights past the last-level cache, the rows of the next pack are prefetched while the
-//    tiles run.
+//    wide outputs): threads split the column blocks (the blocks left over from an even split by
+//    row tiles); a thread packs a group of its blocks one reduction chunk at a time into an L2
+//    buffer and runs every row tile over each block of it; with weights past the last-level cache,
+//    the rows of the next pack are prefetched while the tiles run.
 //  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
 //    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
-//    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded. The
+//    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded, or
+//    read from pack_weights' blocks of the same layout (a narrow last block padded to 2). The
 //    input is read in place. Threads take contiguous runs of row tiles (kTileRows = 6 rows on
 //    SSE2 / AVX2, 8 on AVX-512; kNarrowRows = 8 for the 1-vector case). A thread walks its tiles in
 //    groups of kGroupBytes of input; for each column block every tile of the group runs the whole
@@ -68,6 +69,7 @@ constexpr int64_t kPrefetchSteps = 32;
 struct EvenParts {
   int64_t count, height, taller;  // the first `taller` parts have height + 1 rows
   int64_t rows(int64_t i) const { return height + (i < taller ? 1 : 0); }
+  int64_t first_row(int64_t i) const { return i * height + min_i64(i, taller); }
 };
 static inline EvenParts even_parts(int64_t rows, int64_t most) {
   const int64_t count = (rows + most - 1) / most;
@@ -447,10 +449,11 @@ constexpr int64_t kPanelChunk = 256;
 constexpr int64_t kChunkedGroupBytes = 131072;
 constexpr int64_t kChunkMinBlockBytes = 196608;
 
-// R <= TR rows x V vectors of y = x w + b for one column block: w packed [k][V * kVecLen], bias
-// padded to V * kVecLen. `pf`: the next tile's input rows, prefetched one line per row every 16
+// R <= TR rows x V vectors of y = x w + b for one column block: w packed [k][WS] (WS: V * kVecLen,
+// or the full block width when a narrow tail reads a block prepacked at full width), bias padded to
+// V * kVecLen. `pf`: the next tile's input rows, prefetched one line per row every 16
 // steps (GEMM rows arrive from DRAM in runs too short for the hardware prefetcher), or nullptr.
-template <int R, int V>
+template <int R, int V, int WS = V * kVecLen>
 static inline void panel_tile(const float* x, int64_t ldx, int64_t k, const float* w, const float* bias,
                               const float* pf, float* y, int64_t ldy, int64_t cols, bool accumulate, Activation act) {
   vfloat acc[R][V];
@@ -473,7 +476,7 @@ static inline void panel_tile(const float* x, int64_t ldx, int64_t k, const floa
     }
     const int64_t i1 = min_i64(i0 + kLineFloats, k);
 #pragma GCC unroll 4
-    for (int64_t i = i0; i < i1; ++i, wi += V * kVecLen) {
+    for (int64_t i = i0; i < i1; ++i, wi += WS) {
       vfloat wv[V];
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v) wv[v] = load_vec(wi + v * kVecLen);
@@ -488,14 +491,14 @@ static inline void panel_tile(const float* x, int64_t ldx, int64_t k, const floa
   store_rows<R, V>(acc, y, ldy, cols, act);
 }
 
-template <int TR, int V, int R = TR>
+template <int TR, int V, int WS = V * kVecLen, int R = TR>
 static inline void panel_tile_rows(int64_t rows, const float* x, int64_t ldx, int64_t k, const float* w,
                                    const float* bias, const float* pf, float* y, int64_t ldy, int64_t cols,
                                    bool accumulate, Activation act) {
   if constexpr (R > 1) {
-    if (rows < R) return panel_tile_rows<TR, V, R - 1>(rows, x, ldx, k, w, bias, pf, y, ldy, cols, accumulate, act);
+    if (rows < R) return panel_tile_rows<TR, V, WS, R - 1>(rows, x, ldx, k, w, bias, pf, y, ldy, cols, accumulate, act);
   }
-  panel_tile<R, V>(x, ldx, k, w, bias, pf, y, ldy, cols, accumulate, act);
+  panel_tile<R, V, WS>(x, ldx, k, w, bias, pf, y, ldy, cols, accumulate, act);
 }
 
 // Prefetches `rows` x `cols` floats of the output (row stride ldy) ahead of their stores: a store to
@@ -512,12 +515,14 @@ static inline void prefetch_outputs(const float* y, int64_t ldy, int64_t rows, i
 // Column blocks of TV vectors; the last block, when at most one vector of columns is left, is a
 // 1-vector block (N = 33: 16 + 16 + 8 columns computed, not 48).
 template <int TR, int TV>
-void panel_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+void panel_gemm(const GemmParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
+                float* y, int threads) {
   constexpr int64_t kCols = TV * kVecLen;
   const int64_t full_blocks = p.m / kCols, rest = p.m - full_blocks * kCols;
   const bool narrow_tail = rest > 0 && rest <= kVecLen && TV > 1;
   const int64_t blocks = full_blocks + (rest > 0);
-  const int64_t padded = full_blocks * kCols + (rest == 0 ? 0 : narrow_tail ? kVecLen : kCols);
+  // Prepacked weights (pack_gemm_weights, TV == kTileVecs) pad a narrow tail block to full width.
+  const int64_t padded = full_blocks * kCols + (rest == 0 ? 0 : narrow_tail && !w_prepacked ? kVecLen : kCols);
   const int64_t tiles = (p.rows + TR - 1) / TR;
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), tiles));
   // Reductions whose block of weights outgrows L2 (dense layers of 4096 inputs) in equal chunks of
@@ -529,19 +534,23 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t chunks = chunked ? (p.k + kPanelChunk - 1) / kPanelChunk : 1;
   const int64_t chunk = (p.k + chunks - 1) / chunks;
 
-  // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded.
-  float* w_packed = alloc_floats(p.k * padded + padded);
-  float* b_packed = w_packed + p.k * padded;
+  // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
+  // per call unless they come prepacked.
+  float* buf = alloc_floats(w_prepacked ? padded : p.k * padded + padded);
+  const float* w_packed = w_prepacked ? w_prepacked : buf;
+  float* b_packed = w_prepacked ? buf : buf + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
 
   parallel_run(nthreads, [&] {
+    if (!w_prepacked) {  // every thread of the team takes this branch, as `omp for` requires
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < p.k; ++i) {
-      const float* src = w + i * p.m;
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
-        float* dst = w_packed + c0 * p.k + i * width;
-        for (int64_t j = 0; j < width; ++j) dst[j] = c0 + j < p.m ? src[c0 + j] : 0.0f;
+      for (int64_t i = 0; i < p.k; ++i) {
+        const float* src = w + i * p.m;
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
+          float* dst = buf + c0 * p.k + i * width;
+          for (int64_t j = 0; j < width; ++j) dst[j] = c0 + j < p.m ? src[c0 + j] : 0.0f;
+        }
       }
     }
 
@@ -556,7 +565,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
         const bool first = k0 == 0, last = k0 + steps == p.k;
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t c0 = blk * kCols, cols = min_i64(kCols, p.m - c0);
-          const int64_t width = blk < full_blocks ? kCols : padded - c0;
+          const int64_t width = blk < full_blocks || w_prepacked ? kCols : padded - c0;
           const float* wb = w_packed + c0 * p.k + k0 * width;
           const float* bb = b ? b_packed + c0 : nullptr;
           for (int64_t t = g0; t < g1; ++t) {
@@ -575,7 +584,9 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
               prefetch_outputs(yt + group * TR * p.m, p.m, min_i64(TR, p.rows - r0 - group * TR), cols);
             }
             const Activation act = last ? p.activation : Activation::kNone;
-            if (narrow_tail && blk == full_blocks) {
+            if (narrow_tail && blk == full_blocks && w_prepacked) {
+              panel_tile_rows<TR, 1, kCols>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
+            } else if (narrow_tail && blk == full_blocks) {
               panel_tile_rows<TR, 1>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
             } else {
               panel_tile_rows<TR, TV>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
@@ -585,7 +596,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
       }
     }
   });
-  std::free(w_packed);
+  std::free(buf);
 }
 
 // ---- sweep_gemm (few rows under many weights) ------------------------------------------------------
@@ -624,12 +635,18 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   float* bufs = alloc_floats(nthreads * buf_floats);
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t my_b0 = blocks * tid / nt, my_b1 = blocks * (tid + 1) / nt;
+    // Each thread sweeps its share of the blocks over every row tile; the blocks % nt left over go
+    // last, each thread taking its share of their row tiles (5 blocks on 2 threads: 2 + 2 and
+    // half of the fifth each, not 2 + 3).
+    const int64_t own = blocks - blocks % nt;
+    const int64_t my_b0 = own * tid / nt, my_b1 = own * (tid + 1) / nt;
+    const int64_t shared_t0 = row_tiles.count * tid / nt, shared_t1 = row_tiles.count * (tid + 1) / nt;
     float* wbuf = bufs + tid * buf_floats;
     float* bias = wbuf + chunk * group * kCols;  // the group's bias, zero padded past the last column
     float* xbuf = bias + group * kCols;          // the chunk's input rows, contiguous
-    for (int64_t b0 = my_b0; b0 < my_b1; b0 += group) {
-      const int64_t nb = min_i64(group, my_b1 - b0);
+    // Blocks [b0, b0 + nb) (nb <= group) over row tiles [t0, t1); next_b0, next_b1: the blocks this
+    // thread sweeps next (prefetched from DRAM during the last chunk), none when equal.
+    const auto sweep = [&](int64_t b0, int64_t nb, int64_t t0, int64_t t1, int64_t next_b0, int64_t next_b1) {
       const int64_t c0 = b0 * kCols, c1 = min_i64((b0 + nb) * kCols, p.m);
       for (int64_t j = 0; j < nb * kCols; ++j) bias[j] = b && c0 + j < c1 ? b[c0 + j] : 0.0f;
       for (int64_t k0 = 0; k0 < p.k; k0 += chunk) {
@@ -654,7 +671,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
             }
           }
         }
-        for (int64_t r = 0; r < p.rows; ++r) {
+        for (int64_t r = row_tiles.first_row(t0); r < row_tiles.first_row(t1); ++r) {
           for (int64_t i = 0; i < steps; ++i) xbuf[r * steps + i] = x[r * p.k + k0 + i];
         }
         const Activation act = last ? p.activation : Activation::kNone;
@@ -665,21 +682,19 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
         // columns, or with w_packed one block's chunk. (From L3 the pack does not stall enough to
         // repay the prefetches: 1.03-1.15x slower.)
         int64_t next_k0 = k0 + steps, next_c0 = c0, next_c1 = c1;
-        if (last) {
-          next_k0 = 0, next_c0 = (b0 + group) * kCols, next_c1 = min_i64((b0 + 2 * group) * kCols, min_i64(my_b1 * kCols, p.m));
-        }
+        if (last) next_k0 = 0, next_c0 = next_b0 * kCols, next_c1 = min_i64(next_b1 * kCols, p.m);
         const int64_t next_steps = min_i64(chunk, p.k - next_k0);
         const int64_t unit_lines = w_packed ? (next_steps * kCols + kLineFloats - 1) / kLineFloats
                                             : (next_c1 - next_c0 + kLineFloats - 1) / kLineFloats;
         const int64_t units = w_packed ? (next_c1 - next_c0 + kCols - 1) / kCols : next_steps;
         const int64_t next_lines = from_dram && next_c1 > next_c0 ? units * unit_lines : 0;
-        const int64_t tiles = nb * row_tiles.count;
+        const int64_t tiles = nb * (t1 - t0);
         const int64_t lines_per_tile = (next_lines + tiles - 1) / tiles;
         int64_t line = 0;
         for (int64_t blk = 0; blk < nb; ++blk) {
           const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
           const float* wb = w_packed ? w_packed + ((b0 + blk) * p.k + k0) * kCols : wbuf + blk * steps * kCols;
-          for (int64_t t = 0, r0 = 0; t < row_tiles.count; r0 += row_tiles.rows(t), ++t) {
+          for (int64_t t = t0, r0 = row_tiles.first_row(t0); t < t1; r0 += row_tiles.rows(t), ++t) {
             panel_tile_rows<TR, TV>(row_tiles.rows(t), xbuf + r0 * steps, steps, steps, wb,
                                     b ? bias + blk * kCols : nullptr, nullptr, y + r0 * p.m + c0 + blk * kCols,
                                     p.m, cols, !first, act);
@@ -692,6 +707,16 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
           }
         }
       }
+    };
+    for (int64_t b0 = my_b0; b0 < my_b1; b0 += group) {
+      const int64_t nb = min_i64(group, my_b1 - b0);
+      const int64_t next_b0 = b0 + nb < my_b1 ? b0 + nb : own;
+      const int64_t next_b1 = b0 + nb < my_b1 ? min_i64(b0 + nb + group, my_b1) : min_i64(own + group, blocks);
+      sweep(b0, nb, 0, row_tiles.count, next_b0, next_b1);
+    }
+    for (int64_t b0 = own; b0 < blocks; b0 += group) {
+      const int64_t nb = min_i64(group, blocks - b0);
+      if (shared_t1 > shared_t0) sweep(b0, nb, shared_t0, shared_t1, b0 + nb, min_i64(b0 + nb + group, blocks));
     }
   });
   std::free(bufs);
@@ -715,8 +740,8 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
       return sweep_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, nthreads);
     }
   }
-  if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, b, y, threads);
-  panel_gemm<kTileRows, kTileVecs>(p, x, w, b, y, threads);
+  if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, nullptr, b, y, threads);
+  panel_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, threads);
 }
 
 }  // namespace
