@@ -37,9 +37,13 @@ constexpr double kWinogradCachedWeightBytes = 4.0 * 1024 * 1024;
 constexpr double kWinogradStreamedMaxTiles = 96;
 // Prepacked weights, per transformed value read once per call: fitted on 7 x 7 and 14 x 14 maps
 // (bench/NOTES.md, "Weights packed ahead of the calls for every convolution"): ~5 while U is a few
-// MB, 9-12 for 9-38 MB (read at ~20 GB/s on the 2-core machine, L3 or not).
+// MB, 9-12 for 9-38 MB. Refitted (bench/NOTES.md, "Winograd from prepacked weights on 7 x 7
+// maps"): a U within three quarters of the 32 MiB L3 stays there between calls and reads at 1-2
+// (7x7x256, 9.4 MB; 7x7x384, 21 MB: Winograd 0.40 / 0.46 of the direct kernel's time); 11 holds
+// past it (7x7x1024, 151 MB: a tie; 7x7x512, 38 MB: 0.53-0.84, noisy, left to the direct kernel).
 constexpr double kWinogradPrepackedReadCost = 5.0;
 constexpr double kWinogradPrepackedSpilledReadCost = 11.0;
+constexpr double kWinogradPrepackedCachedBytes = 24.0 * 1024 * 1024;
 // Strided filters (folded, params.h): one pass over the input per folded value, and the estimate
 // below was ~1.65x optimistic against measured times over ~90 random strided shapes (bench/NOTES.md,
 // "Strided filters folded into Winograd"), where outputs narrower than 24 channels never paid.
@@ -272,8 +276,8 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
                         static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
   const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
   const double weight_cost =
-      prepacked ? elems * (elems * pairs * 4.0 <= kWinogradCachedWeightBytes ? kWinogradPrepackedReadCost
-                                                                             : kWinogradPrepackedSpilledReadCost)
+      prepacked ? elems * (elems * pairs * 4.0 <= kWinogradPrepackedCachedBytes ? kWinogradPrepackedReadCost
+                                                                                : kWinogradPrepackedSpilledReadCost)
                 : (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
   const double winograd = tiles * elems * pairs * kWinogradGemmCost +
                           tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + pairs * weight_cost;
