@@ -18,8 +18,8 @@
 //    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights. With
 //    weights packed ahead (pack_weights), stream_gemm_packed walks the packed blocks instead.
 //  - sweep_gemm (17-100 rows and >= 2 column blocks per thread, or 101-200 rows and >= 256
-//    columns: dense layers at batch 17-200, pointwise convolutions of 5 x 5 to 14 x 14 maps with
-//    wide outputs): threads split the column blocks (the blocks left over from an even split by
+//    columns when the weights are not prepacked: dense layers at batch 17-200, pointwise
+//    convolutions of 5 x 5 to 14 x 14 maps with wide outputs): threads split the column blocks (the blocks left over from an even split by
 //    row tiles); a thread packs a group of its blocks one reduction chunk at a time into an L2
 //    buffer and runs every row tile over each block of it; with weights past the last-level cache,
 //    the rows of the next pack are prefetched while the tiles run.
@@ -611,7 +611,8 @@ constexpr int64_t kSweepMaxRows = 100;
 // 101-200 rows (13 x 13 and 14 x 14 maps) sweep only outputs of >= 256 columns: their packed weights
 // (>= 100 KB per 100 reduction steps) leave L2 under panel_gemm, which then streams them from L3 once
 // per group of tiles (0.82-0.95 of the time swept); narrower ones stay in L2 there (swept 1.05-1.20x
-// slower with 64-112 columns).
+// slower with 64-112 columns). From prepacked weights, which panel_gemm reads in place, these rows
+// stay with panel_gemm (0.93-1.02 of the time swept, 196 x 512 x 1024, 128 x 1024 x 1024, ...).
 constexpr int64_t kSweepWideMaxRows = 200;
 constexpr int64_t kSweepWideMinCols = 256;
 constexpr int64_t kSweepChunk = 128;
@@ -733,7 +734,7 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
   if (p.rows <= kStreamMaxRows) {
     return w_packed ? stream_gemm_packed(p, x, w_packed, b, y, threads) : stream_gemm(p, x, w, b, y, threads);
   }
-  if (p.rows <= kSweepMaxRows || (p.rows <= kSweepWideMaxRows && p.m >= kSweepWideMinCols)) {
+  if (p.rows <= kSweepMaxRows || (p.rows <= kSweepWideMaxRows && p.m >= kSweepWideMinCols && !w_packed)) {
     const int64_t blocks = (p.m + kTileVecs * kVecLen - 1) / (kTileVecs * kVecLen);
     const int nthreads = threads_for(p.rows * p.k * p.m, threads);
     if (blocks >= kSweepMinBlocksPerThread * nthreads) {

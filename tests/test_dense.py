@@ -193,11 +193,11 @@ def test_dense_chunked_reduction(rows, k, m, device, isa, rng):
     check_against_reference(device, "dense", [x, w, b], dict(activation="sigmoid"), terms=k)
 
 
-# pack_weights: dense and pointwise_conv2d with weights packed ahead of the calls. sweep_gemm (17-200
+# pack_weights: dense and pointwise_conv2d with weights packed ahead of the calls. sweep_gemm (17-100
 # rows) reads the packed blocks in place of its per-call pack (chunks of <= 128 steps, several groups
 # per thread, a partly filled last block, 33.7 MB past the last-level cache with its prefetch; an odd
-# number of blocks, whose last is split by row tiles between the threads), panel_gemm (more rows) reads
-# them too, a last block of at most one vector of columns through the one-vector tile (m = 40, 144,
+# number of blocks, whose last is split by row tiles between the threads), panel_gemm (more rows, and
+# 101-200 rows that sweep_gemm takes unpacked: 169 x 130 x 1000, 200 x 33 x 255) reads them too, a last block of at most one vector of columns through the one-vector tile (m = 40, 144,
 # 176; 16: the one-vector panel, which packs its own), and stream_gemm (3-16 rows) walks them block by
 # block (one row group whole, more in 128-step chunks, past L2 with a prefetch into the next block);
 # the other paths run from the PackedWeights' own copy.
