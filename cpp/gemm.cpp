@@ -618,6 +618,7 @@ constexpr int64_t kSweepWideMinCols = 256;
 constexpr int64_t kSweepChunk = 128;
 constexpr int64_t kSweepBufBytes = 128 * 1024;  // one chunk of a group of blocks' weights
 constexpr int64_t kSweepMinBlocksPerThread = 2;
+constexpr int64_t kSweepNarrowTailMaxBlocks = 8;
 constexpr int64_t kSweepPrefetchRows = 4;
 
 // w_packed: the weights already in pack_gemm_weights' layout (each block's k rows contiguous), read in
@@ -735,9 +736,15 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
     return w_packed ? stream_gemm_packed(p, x, w_packed, b, y, threads) : stream_gemm(p, x, w, b, y, threads);
   }
   if (p.rows <= kSweepMaxRows || (p.rows <= kSweepWideMaxRows && p.m >= kSweepWideMinCols && !w_packed)) {
-    const int64_t blocks = (p.m + kTileVecs * kVecLen - 1) / (kTileVecs * kVecLen);
+    constexpr int64_t kCols = kTileVecs * kVecLen;
+    const int64_t blocks = (p.m + kCols - 1) / kCols, rest = p.m % kCols;
     const int nthreads = threads_for(p.rows * p.k * p.m, threads);
-    if (blocks >= kSweepMinBlocksPerThread * nthreads) {
+    // A last block of at most one vector of columns: panel_gemm runs it as one vector, sweep_gemm
+    // as a full block, which at up to 8 blocks is a large share of padding. From prepacked weights
+    // panel_gemm then wins (m = 100: 0.73-0.88 of the swept time, 144: 0.70, 200 / 240: 0.91-0.96);
+    // packing per call it lost (40 x 512 x 200: 1.43x slower, its 5 row tiles split 2 + 3).
+    const bool narrow_tail = w_packed && rest > 0 && rest <= kVecLen && blocks <= kSweepNarrowTailMaxBlocks;
+    if (blocks >= kSweepMinBlocksPerThread * nthreads && !narrow_tail) {
       return sweep_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, nthreads);
     }
   }
