@@ -518,10 +518,13 @@ template <int TR, int TV>
 void panel_gemm(const GemmParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
                 float* y, int threads) {
   constexpr int64_t kCols = TV * kVecLen;
+  // Prepacked weights (pack_gemm_weights) come in blocks of kTileVecs vectors, a narrow tail block
+  // padded to full width; the one-vector panel (TV = 1, m <= kVecLen: one block) reads the first
+  // vector of each step.
+  constexpr int64_t kPackedCols = kTileVecs * kVecLen;
   const int64_t full_blocks = p.m / kCols, rest = p.m - full_blocks * kCols;
   const bool narrow_tail = rest > 0 && rest <= kVecLen && TV > 1;
   const int64_t blocks = full_blocks + (rest > 0);
-  // Prepacked weights (pack_gemm_weights, TV == kTileVecs) pad a narrow tail block to full width.
   const int64_t padded = full_blocks * kCols + (rest == 0 ? 0 : narrow_tail && !w_prepacked ? kVecLen : kCols);
   const int64_t tiles = (p.rows + TR - 1) / TR;
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), tiles));
@@ -549,7 +552,10 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
           float* dst = buf + c0 * p.k + i * width;
-          for (int64_t j = 0; j < width; ++j) dst[j] = c0 + j < p.m ? src[c0 + j] : 0.0f;
+          for (int64_t j = 0; j < width; j += kVecLen) {  // zeros past m: masked loads
+            const int64_t n = p.m - c0 - j;
+            store_vec(dst + j, n >= kVecLen ? load_vec(src + c0 + j) : n > 0 ? vec::load_partial(src + c0 + j, n) : splat(0.0f));
+          }
         }
       }
     }
@@ -565,7 +571,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
         const bool first = k0 == 0, last = k0 + steps == p.k;
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t c0 = blk * kCols, cols = min_i64(kCols, p.m - c0);
-          const int64_t width = blk < full_blocks || w_prepacked ? kCols : padded - c0;
+          const int64_t width = w_prepacked ? kPackedCols : blk < full_blocks ? kCols : padded - c0;
           const float* wb = w_packed + c0 * p.k + k0 * width;
           const float* bb = b ? b_packed + c0 : nullptr;
           for (int64_t t = g0; t < g1; ++t) {
@@ -585,9 +591,11 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
             }
             const Activation act = last ? p.activation : Activation::kNone;
             if (narrow_tail && blk == full_blocks && w_prepacked) {
-              panel_tile_rows<TR, 1, kCols>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
+              panel_tile_rows<TR, 1, kPackedCols>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
             } else if (narrow_tail && blk == full_blocks) {
               panel_tile_rows<TR, 1>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
+            } else if (w_prepacked) {
+              panel_tile_rows<TR, TV, kPackedCols>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
             } else {
               panel_tile_rows<TR, TV>(nr, xt, p.k, steps, wb, bb, pf, yt, p.m, cols, !first, act);
             }
@@ -748,7 +756,7 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
       return sweep_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, nthreads);
     }
   }
-  if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, nullptr, b, y, threads);
+  if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, w_packed, b, y, threads);
   panel_gemm<kTileRows, kTileVecs>(p, x, w, w_packed, b, y, threads);
 }
 

@@ -196,12 +196,13 @@ def test_dense_chunked_reduction(rows, k, m, device, isa, rng):
 # pack_weights: dense and pointwise_conv2d with weights packed ahead of the calls. sweep_gemm (17-100
 # rows) reads the packed blocks in place of its per-call pack (chunks of <= 128 steps, several groups
 # per thread, a partly filled last block, 33.7 MB past the last-level cache with its prefetch; an odd
-# number of blocks, whose last is split by row tiles between the threads), panel_gemm (more rows, and
-# 101-200 rows that sweep_gemm takes unpacked: 169 x 130 x 1000, 200 x 33 x 255; 17-100 rows whose last
-# block holds at most one vector of columns: m = 100, 240) reads them too, a last block of at most one vector of columns through the one-vector tile (m = 40, 144,
-# 176; 16: the one-vector panel, which packs its own), and stream_gemm (3-16 rows) walks them block by
-# block (one row group whole, more in 128-step chunks, past L2 with a prefetch into the next block);
-# the other paths run from the PackedWeights' own copy.
+# number of blocks, whose last is split by row tiles between the threads). panel_gemm reads them too:
+# more rows, 101-200 rows that sweep_gemm takes unpacked (169 x 130 x 1000, 200 x 33 x 255), and 17-100
+# rows whose last block holds at most one vector of columns (m = 100, 240); such a last block through
+# the one-vector tile (m = 40, 144, 176), and the one-vector panel (m <= one vector: 1, 10, 16) reading
+# the first vector of each step. stream_gemm (3-16 rows) walks them block by block (one row group
+# whole, more in 128-step chunks, past L2 with a prefetch into the next block); the other paths run
+# from the PackedWeights' own copy.
 def _packed_case(rng, rows, k, m):
     return random_array(rng, (rows, k)), random_array(rng, (k, m)), random_array(rng, (m,))
 
@@ -211,7 +212,8 @@ def _packed_case(rng, rows, k, m):
                                         (97, 1, 65), (169, 130, 1000), (200, 33, 255), (3, 40, 50), (300, 70, 90),
                                         (40, 4099, 2053), (4, 512, 10), (8, 700, 33), (16, 100, 1), (4, 2100, 300),
                                         (5, 3000, 170), (300, 70, 40), (150, 33, 144), (101, 45, 176), (260, 20, 16),
-                                        (17, 64, 160), (64, 70, 100), (20, 300, 100), (33, 64, 240)])
+                                        (17, 64, 160), (64, 70, 100), (20, 300, 100), (33, 64, 240), (24, 784, 10),
+                                        (40, 33, 1)])
 def test_packed_weights_dense(threads, rows, k, m, isa, rng):
     x, w, b = _packed_case(rng, rows, k, m)
     want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="silu")
