@@ -43,6 +43,7 @@ constexpr int64_t kTilesPerSweep = 8;
 // block for every thread: one block of 16 channels (1x35x35x96 3x3 s2 -> 16) left the second
 // thread idle, slower than one thread.
 constexpr int64_t kBlockMajorMaxTiles = 16;
+constexpr int kNarrowTailMinRows = 8;  // see run_one_tile
 constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
 constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
 
@@ -247,12 +248,18 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     job.act = p.activation;
     return job;
   };
+  // A group's last block of at most one vector of channels runs the one-vector tile (over the first
+  // vector of each packed weight row: job.ldw stays kCols), not the padded two-vector one; with 8-row
+  // tiles only (AVX-512): 6 rows x 1 vector are too few accumulator chains for two FMA pipes
+  // (AVX2, 1x56x56x32 3x3 s2 -> 24: 1.08x slower than the padded block).
   auto run_one_tile = [&](int64_t first_pixel, int64_t g, int64_t block, TileJob& job) {
     job.out = y + first_pixel * p.c_out + g * group_c_out + block * kCols;
+    const int64_t rows = min_i64(TR, pixels - first_pixel);
+    const bool narrow_tail = TV > 1 && TR >= kNarrowTailMinRows && job.cols <= kVecLen;
     if constexpr (kGrouped) {
-      run_grouped_tile<TR, TV>(min_i64(TR, pixels - first_pixel), job);
+      narrow_tail ? run_grouped_tile<TR, 1>(rows, job) : run_grouped_tile<TR, TV>(rows, job);
     } else {
-      run_tile_rows<TR, TV>(min_i64(TR, pixels - first_pixel), job);
+      narrow_tail ? run_tile_rows<TR, 1>(rows, job) : run_tile_rows<TR, TV>(rows, job);
     }
   };
 

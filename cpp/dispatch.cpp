@@ -171,9 +171,13 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
 
 // The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up
-// to a vector's worth, else blocks of two vectors.
+// to a vector's worth, else blocks of two vectors, on AVX-512 the last one vector wide when that
+// covers it (conv2d.cpp, run_one_tile: 8-row tiles only).
 int64_t direct_lanes(int64_t c_out, const KernelTable& t) {
-  return c_out <= t.vector_floats ? t.vector_floats : round_up(c_out, 2 * t.vector_floats);
+  if (c_out <= t.vector_floats) return t.vector_floats;
+  const int64_t rest = c_out % (2 * t.vector_floats);
+  const bool narrow_tail = t.vector_floats == 16 && rest > 0 && rest <= t.vector_floats;
+  return round_up(c_out, 2 * t.vector_floats) - (narrow_tail ? t.vector_floats : 0);
 }
 
 const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {

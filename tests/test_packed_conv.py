@@ -247,9 +247,12 @@ def test_packed_weights_shared_between_python_threads(rng):
     ((2, 16, 16, 64), 48, "winograd", True),   # 48 outputs pad to 64
     ((2, 16, 16, 64), 64, "winograd", False),
     ((2, 16, 16, 16), 16, "direct", False),    # the direct engine keeps AVX-512 at one vector
-    ((2, 16, 16, 16), 48, "direct", True),     # its 32-channel blocks: 48 outputs pad to 64
-    ((2, 12, 12, 16), 80, "direct", True),
-    ((2, 12, 12, 16), 176, "direct", False),   # 192 lanes against 176: kept
+    ((2, 16, 16, 16), 48, "direct", False),    # 32 + a one-vector last block: 48 lanes on either
+    ((2, 12, 12, 16), 80, "direct", False),
+    ((2, 12, 12, 16), 8, "direct", True),      # one vector: 16 lanes against AVX2's 8
+    ((2, 12, 12, 16), 20, "direct", False),    # 32 lanes on either
+    ((2, 12, 12, 16), 40, "direct", False),    # 48 lanes either way (AVX2 keeps two-vector blocks)
+    ((2, 12, 12, 16), 176, "direct", False),   # 176 on either
 ])
 def test_auto_isa_serves_few_channels_with_the_narrower_isa(rng, x_shape, c_out, algorithm, narrow):
     """Under "auto" on an AVX-512 CPU, the kernels whose lanes carry channels run AVX2's kernels where
