@@ -164,10 +164,12 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 // (0.73-0.93; at 1-4, where AVX-512 packs 4 or more pixels per vector, AVX2 took 0.98-1.32x the
 // time), pointwise convolutions whose C_out pads to more lanes (8, 20, 24, 33, 40, 56, 88,
 // 120: 0.55-0.95; 72 and 104 on 28 x 28 maps 1.03-1.04, on 56 x 56 0.93; equal padding keeps
-// AVX-512: 48 and 64 ran 1.05-1.09x slower on AVX2), and the tiled engine's layers whose 2-vector
-// blocks pad more than an eighth more lanes (C_out 48: 0.77-0.82, 80: 0.92, 112: 0.90-1.02; 176 and
-// 208, 8 % more lanes, 0.95-1.02, stay). On a CPU with full-width 512-bit units these cases pad
-// AVX-512's lanes about as much as they halve its width.
+// AVX-512: 48 and 64 ran 1.05-1.09x slower on AVX2), and the tiled engine's layers whose blocks
+// pad more than an eighth more lanes (with two-vector blocks only, 48 outputs went to AVX2 in
+// 0.77-0.82 of the time; with AVX-512's one-vector last block, 48, 80 and 112 pad no more than on
+// AVX2 and stay, 0.76-0.84 of AVX2's time: bench/NOTES.md, "The tiled engine: a one-vector last
+// block"). On a CPU with full-width 512-bit units these cases pad AVX-512's lanes about as much as
+// they halve its width.
 enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
 
 // The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up

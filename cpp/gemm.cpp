@@ -17,9 +17,10 @@
 //    live in y between chunks; the last chunk adds nothing new but the activation. A column tail
 //    narrower than one vector reads a zero-padded copy of its k x (m % kVecLen) weights. With
 //    weights packed ahead (pack_weights), stream_gemm_packed walks the packed blocks instead.
-//  - sweep_gemm (17-100 rows and >= 2 column blocks per thread, or 101-200 rows and >= 256
-//    columns when the weights are not prepacked: dense layers at batch 17-200, pointwise
-//    convolutions of 5 x 5 to 14 x 14 maps with wide outputs): threads split the column blocks (the blocks left over from an even split by
+//  - sweep_gemm (17-100 rows and >= 2 column blocks per thread, unless prepacked weights end in a
+//    block of at most one vector; or 101-200 rows and >= 256 columns when the weights are not
+//    prepacked: dense layers at batch 17-200, pointwise convolutions of 5 x 5 to 14 x 14 maps with
+//    wide outputs): threads split the column blocks (the blocks left over from an even split by
 //    row tiles); a thread packs a group of its blocks one reduction chunk at a time into an L2
 //    buffer and runs every row tile over each block of it; with weights past the last-level cache,
 //    the rows of the next pack are prefetched while the tiles run.
@@ -554,7 +555,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
           float* dst = buf + c0 * p.k + i * width;
           for (int64_t j = 0; j < width; j += kVecLen) {  // zeros past m: masked loads
             const int64_t n = p.m - c0 - j;
-            store_vec(dst + j, n >= kVecLen ? load_vec(src + c0 + j) : n > 0 ? vec::load_partial(src + c0 + j, n) : splat(0.0f));
+            const vfloat v = n >= kVecLen ? load_vec(src + c0 + j) : n > 0 ? vec::load_partial(src + c0 + j, n) : splat(0.0f);
+            store_vec(dst + j, v);
           }
         }
       }
