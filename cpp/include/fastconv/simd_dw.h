@@ -126,7 +126,8 @@ static inline vfloat clamp_keep_nan(vfloat x, float lo, float hi) {
 // 9 per exponential, 10 with the degree-6 polynomial and a separate negation and multiply by 2^n it
 // replaces (SiLU per 16 floats 3.85 -> 3.36 ns). The sign is folded into the constants: r = kSign * q
 // with q = x - kSign n ln2, and q(r) evaluated in q with the odd coefficients' signs flipped.
-// N vectors at a time, each step of the chain over all N before the next step: one exponential is
+//
+// N vectors in place, each step of the chain over all N before the next step: one exponential is
 // a ~25-deep dependency chain (~70 cycles with the divide of the activations), and written one
 // vector after another GCC keeps the chains apart in the instruction stream, where the scheduler
 // holds too few operations to overlap more than two or three of them.
@@ -227,9 +228,10 @@ __attribute__((always_inline)) static inline void activate_side_by_side(Activati
 // The activation on N vectors in place, four side by side at a time: one at a time the
 // exponential's dependency chains left the FMA pipes idle (tanh, sigmoid and SiLU over a long run
 // 1.15-1.2x slower); eight at a time spilled on AVX2 (1.3x slower there).
+constexpr int kActivateRun = 4;
 template <int N>
 __attribute__((always_inline)) static inline void activate(Activation act, vfloat (&v)[N]) {
-  constexpr int kRun = 4;
+  constexpr int kRun = kActivateRun;
 #pragma GCC unroll 16
   for (int i = 0; i + kRun <= N; i += kRun) activate_side_by_side(act, *reinterpret_cast<vfloat(*)[kRun]>(v + i));
 #pragma GCC unroll 4
@@ -247,7 +249,7 @@ __attribute__((always_inline)) static inline vfloat activate(Activation act, vfl
 // here one short loop keeps the constants in registers).
 template <Activation A>
 static inline void activate_run(float* y, int64_t count) {
-  constexpr int kRun = 4;
+  constexpr int kRun = kActivateRun;  // one group of activate's per step
   int64_t i = 0;
   for (; i + kRun * kLanes <= count; i += kRun * kLanes) {
     vfloat v[kRun];
