@@ -26,8 +26,8 @@
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
 //    a block would share few L1 sets at C = 128, 384) and the weights packed per channel block
-//    (pack_weights). general_block: 8 output pixels in registers (7 on rows of 7, 14, 28 ...
-//    columns, which then need no overlapping last block), each kernel row in pieces of P columns
+//    (pack_weights). general_block: up to 8 output pixels in registers (a row in ceil(out_w / 8)
+//    blocks of equal width give or take one, side by side), each kernel row in pieces of P columns
 //    (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
 //    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
@@ -474,10 +474,12 @@ void general_block(const float* const* rows, int64_t nrows, int64_t kw, const in
 // gcd(stride_w, dilation_w) in {1, 2} (C * M >= kLanes). Output columns q = dilation_w / gcd apart
 // have windows that overlap on whole columns: output ox + j * q reads the window columns of ox
 // shifted by j * SW dilation steps. So the row goes as q interleaved sets of columns (one for an
-// undilated kernel), each in blocks of 8 pixels that share their input vectors in registers as
-// pixel_block's do. An undilated row ends in a block overlapping the one before (4 or 1 pixels on
-// rows narrower than 8), except on widths that are multiples of 7 but not of 8, which go in blocks
-// of 7 (ConvNeXt's 14 and 28 columns: 0.93-0.97 of the time of blocks of 8 plus an overlapping 8).
+// undilated kernel), each in blocks of up to 8 pixels that share their input vectors in registers
+// as pixel_block's do. An undilated row of 4 or more columns is ceil(out_w / 8) blocks of 4-8
+// pixels, equal give or take one (19 columns as 7 + 6 + 6, 10 as 5 + 5), not blocks of 8 with the
+// last overlapping the one before (24 and 16 pixels computed): AVX-512's one FMA a cycle needs only
+// 4 chains of 4-cycle latency, AVX2's two need 8, and a block of 5 there takes the time of one of
+// 8, no more. Rows narrower than 4: single pixels.
 // In a dilated one each set's remainder goes as segments of 4 (the last overlapping), and segments
 // of any two sets are computed together: a set of 10 columns (1x28 3x3 dilation 3) would otherwise
 // cost two blocks of 8. Sets narrower than 4: single pixels.
@@ -502,17 +504,24 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     }
   };
   if (q == 1) {
-    const auto blocks = [&](auto fn, int64_t np) {
-      for (int64_t ox = 0; ox < ow; ox += np) block(fn, min_i64(ox, ow - np), np);
-    };
-    if (ow % 7 == 0 && ow % 8 != 0) {  // 7, 14, 28 columns (ConvNeXt): no block overlapping the one before
-      blocks(general_block<SW, P, 7, 1>, 7);
-    } else if (ow >= 8) {
-      blocks(general_block<SW, P, 8, 1>, 8);
-    } else if (ow >= 4) {
-      blocks(general_block<SW, P, 4, 1>, 4);
+    if (ow >= 4) {
+      // ceil(ow / 8) blocks of equal width give or take one (4-8 pixels), side by side.
+      const EvenParts parts = even_parts(ow, 8);
+      // The first parts.larger blocks are one pixel wider than the rest.
+      const auto blocks = [&](auto wider, auto base) {
+        for (int64_t i = 0; i < parts.count; ++i) {
+          i < parts.larger ? block(wider, parts.start(i), parts.base + 1) : block(base, parts.start(i), parts.base);
+        }
+      };
+      switch (parts.base) {
+        case 4: blocks(general_block<SW, P, 5, 1>, general_block<SW, P, 4, 1>); break;
+        case 5: blocks(general_block<SW, P, 6, 1>, general_block<SW, P, 5, 1>); break;
+        case 6: blocks(general_block<SW, P, 7, 1>, general_block<SW, P, 6, 1>); break;
+        case 7: blocks(general_block<SW, P, 8, 1>, general_block<SW, P, 7, 1>); break;
+        default: blocks(general_block<SW, P, 8, 1>, general_block<SW, P, 8, 1>);
+      }
     } else {
-      blocks(general_block<SW, P, 1, 1>, 1);
+      for (int64_t ox = 0; ox < ow; ++ox) block(general_block<SW, P, 1, 1>, ox, 1);
     }
     if (!ST) vec::activate_row(p.activation, y, ow * c);
     return;

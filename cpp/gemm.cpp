@@ -65,18 +65,6 @@ constexpr int64_t kL2WeightBytes = 512 * 1024;  // weights this small stay in L2
 constexpr int64_t kPackedChunkK = 128;  // 8 KiB of a packed block (16 KiB with AVX-512)
 constexpr int64_t kPrefetchSteps = 32;
 
-// `rows` in ceil(rows / most) parts of equal height, give or take one: 9 by 8 as 5 + 4, not 8 + 1,
-// whose 1-row part has too few accumulator chains to cover the FMA latency.
-struct EvenParts {
-  int64_t count, height, taller;  // the first `taller` parts have height + 1 rows
-  int64_t rows(int64_t i) const { return height + (i < taller ? 1 : 0); }
-  int64_t first_row(int64_t i) const { return i * height + min_i64(i, taller); }
-};
-static inline EvenParts even_parts(int64_t rows, int64_t most) {
-  const int64_t count = (rows + most - 1) / most;
-  return {count, rows / count, rows % count};
-}
-
 static inline bool weights_in_l2(const GemmParams& p) {
   return p.k * p.m * static_cast<int64_t>(sizeof(float)) <= kL2WeightBytes;
 }
@@ -185,11 +173,11 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
         // From L3 a lone sequential stream arrives too slowly for 4 rows of FMAs: past L2 the first
         // row group prefetches kPrefetchSteps ahead, into the next block, never past the buffer.
         const bool ahead = from_l3 && (blk + 1 < blocks || k0 + j.steps + kPrefetchSteps <= p.k);
-        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.rows(g), ++g) {
+        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.size(g), ++g) {
           j.prefetch = ahead && r0 == 0 ? j.w + kPrefetchSteps * kCols : nullptr;
           j.x = x + r0 * p.k + k0;
           j.y = y + r0 * p.m + c0;
-          run_strip_vecs(vecs, groups.rows(g), j);
+          run_strip_vecs(vecs, groups.size(g), j);
         }
       }
     }
@@ -243,11 +231,11 @@ void stream_gemm(const GemmParams& p, const float* x, const float* w, const floa
         // The first row group prefetches the strip's weights kPrefetchSteps ahead (the strips of a
         // chunk visit kChunkK rows, a short strided run the hardware prefetcher does not follow).
         const bool ahead = !is_tail && k0 + j.steps + kPrefetchSteps <= p.k;
-        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.rows(g), ++g) {
+        for (int64_t g = 0, r0 = 0; g < groups.count; r0 += groups.size(g), ++g) {
           j.prefetch = ahead && r0 == 0 ? j.w + kPrefetchSteps * p.m : nullptr;
           j.x = x + r0 * p.k + k0;
           j.y = y + r0 * p.m + c;
-          run_strip_vecs(vecs, groups.rows(g), j);
+          run_strip_vecs(vecs, groups.size(g), j);
         }
         if (is_tail) break;
       }
@@ -683,7 +671,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
             }
           }
         }
-        for (int64_t r = row_tiles.first_row(t0); r < row_tiles.first_row(t1); ++r) {
+        for (int64_t r = row_tiles.start(t0); r < row_tiles.start(t1); ++r) {
           for (int64_t i = 0; i < steps; ++i) xbuf[r * steps + i] = x[r * p.k + k0 + i];
         }
         const Activation act = last ? p.activation : Activation::kNone;
@@ -706,8 +694,8 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
         for (int64_t blk = 0; blk < nb; ++blk) {
           const int64_t cols = min_i64(kCols, c1 - c0 - blk * kCols);
           const float* wb = w_packed ? w_packed + ((b0 + blk) * p.k + k0) * kCols : wbuf + blk * steps * kCols;
-          for (int64_t t = t0, r0 = row_tiles.first_row(t0); t < t1; r0 += row_tiles.rows(t), ++t) {
-            panel_tile_rows<TR, TV>(row_tiles.rows(t), xbuf + r0 * steps, steps, steps, wb,
+          for (int64_t t = t0, r0 = row_tiles.start(t0); t < t1; r0 += row_tiles.size(t), ++t) {
+            panel_tile_rows<TR, TV>(row_tiles.size(t), xbuf + r0 * steps, steps, steps, wb,
                                     b ? bias + blk * kCols : nullptr, nullptr, y + r0 * p.m + c0 + blk * kCols,
                                     p.m, cols, !first, act);
             for (const int64_t end = min_i64(line + lines_per_tile, next_lines); line < end; ++line) {

@@ -60,4 +60,16 @@ static inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 static constexpr int64_t gcd_i64(int64_t a, int64_t b) { return b == 0 ? a : gcd_i64(b, a % b); }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// `total` in ceil(total / most) parts of equal size, give or take one: 9 by 8 as 5 + 4, not 8 + 1,
+// whose part of 1 has too few accumulator chains to cover the FMA latency.
+struct EvenParts {
+  int64_t count, base, larger;  // the first `larger` parts have base + 1
+  int64_t size(int64_t i) const { return base + (i < larger ? 1 : 0); }
+  int64_t start(int64_t i) const { return i * base + min_i64(i, larger); }
+};
+static inline EvenParts even_parts(int64_t total, int64_t most) {
+  const int64_t count = (total + most - 1) / most;
+  return {count, total / count, total % count};
+}
+
 }  // namespace fastconv::cpu
