@@ -788,6 +788,10 @@ int64_t staged_pixel_stride(const Conv2dParams& p) {
 // outputs of its row), so half the dense threshold buys the same ~10 us of one thread's work:
 // 1x7x7x960 3x3 and 1x14x14x672 3x3 s2 ran 0.64-0.73 of their one-thread time on two threads.
 constexpr int64_t kParallelMinMacs = kParallelMinWork / 2;
+// An activation with an exponential (sigmoid, tanh, SiLU) costs ~12 cycles per output vector, about
+// as much as 6 depthwise multiply-adds per output: 2x17x17x48 3x3 with tanh (250 K MACs) took 14.4
+// us on one thread, 6.1 without, and 0.62 of the time on two threads.
+constexpr int64_t kExponentialMacs = 6;
 // Outputs at least this large are written with non-temporal stores on the staged path: they are
 // past L2 and half of L3, and streaming them skips the read for ownership of every output line.
 constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
@@ -931,7 +935,10 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // slower than one on 1x7x7x576 7x7 stride 2 and tied at stride 1.
   const bool rows_shared = path.staged && p.n == 1 && p.out_h * p.stride_h < 2 * p.kh;
   const int nthreads =
-      rows_shared ? 1 : threads_for(p.n * p.out_h * p.out_w * p.c_out * p.kh * p.kw, threads, kParallelMinMacs);
+      rows_shared ? 1
+                  : threads_for(p.n * p.out_h * p.out_w * p.c_out *
+                                    (p.kh * p.kw + (has_exponential(p.activation) ? kExponentialMacs : 0)),
+                                threads, kParallelMinMacs);
   // Chunks of consecutive items (they share staged input rows), about four per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others. Eight per
   // thread restaged more rows (a 7x7 chunk of 3 rows copies 9) and ran 1.0-1.1x slower.
