@@ -64,6 +64,10 @@ constexpr int64_t kChunkK = 16;
 constexpr int64_t kL2WeightBytes = 512 * 1024;  // weights this small stay in L2 between calls
 constexpr int64_t kPackedChunkK = 128;  // 8 KiB of a packed block (16 KiB with AVX-512)
 constexpr int64_t kPrefetchSteps = 32;
+// Two threads from 256 K multiply-adds, half of kParallelMinWork: back to back, two threads took
+// 0.68-0.84 of one's time from 256 K to 512 K (1x512 -> 512, 4x512 -> 128, 14x14x96 -> 24,
+// 2x7x7x64 -> 80); below that mixed (188-197 K: 0.83-1.04) or slower (150 K: 1.08x).
+constexpr int64_t kParallelMinMacs = kParallelMinWork / 2;
 
 static inline bool weights_in_l2(const GemmParams& p) {
   return p.k * p.m * static_cast<int64_t>(sizeof(float)) <= kL2WeightBytes;
@@ -148,7 +152,7 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
                         int threads) {
   constexpr int64_t kCols = kTileVecs * kVecLen;
   const int64_t blocks = (p.m + kCols - 1) / kCols;
-  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), blocks));
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), blocks));
   // One row group runs each block in one go; more share each chunk's weights from L1.
   const int64_t chunk_k = p.rows <= kGroupRows ? p.k : kPackedChunkK;
   const bool from_l3 = !weights_in_l2(p);
@@ -186,7 +190,7 @@ void stream_gemm_packed(const GemmParams& p, const float* x, const float* w_pack
 
 void stream_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   const int64_t lines = (p.m + kLineFloats - 1) / kLineFloats;
-  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), lines));
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), lines));
   const int64_t full_vecs = p.m / kVecLen, tail = p.m - full_vecs * kVecLen;
   // The last columns, narrower than a vector: their weights zero padded to one vector per step.
   alignas(64) float tail_bias[kVecLen] = {};
@@ -401,7 +405,7 @@ static void accumulate_rows_any(int64_t rows, const float* x, int64_t ldx, const
 // in one sequential pass per thread), into its own partial sums; then the threads add the partial
 // sums, the bias and the activation, each over a share of the columns.
 void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
-  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), p.k));
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), p.k));
   const int64_t plane = p.rows * p.m;  // one thread's partial sums
   float* part = alloc_floats(nthreads * plane);
   const int64_t block = max_i64(kVecLen, kPartialBytes / static_cast<int64_t>(sizeof(float)) / p.rows / kVecLen * kVecLen);
@@ -516,7 +520,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t blocks = full_blocks + (rest > 0);
   const int64_t padded = full_blocks * kCols + (rest == 0 ? 0 : narrow_tail && !w_prepacked ? kVecLen : kCols);
   const int64_t tiles = (p.rows + TR - 1) / TR;
-  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads), tiles));
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), tiles));
   // Reductions whose block of weights outgrows L2 (dense layers of 4096 inputs) in equal chunks of
   // at most kPanelChunk steps: a block's chunk of weights (16 KiB on AVX2) stays in L1 across a
   // group of tiles whose inputs (kChunkedGroupBytes) stay in L2; partial sums wait in y. Unchunked,
@@ -736,7 +740,7 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
   if (p.rows <= kSweepMaxRows || (p.rows <= kSweepWideMaxRows && p.m >= kSweepWideMinCols && !w_packed)) {
     constexpr int64_t kCols = kTileVecs * kVecLen;
     const int64_t blocks = (p.m + kCols - 1) / kCols, rest = p.m % kCols;
-    const int nthreads = threads_for(p.rows * p.k * p.m, threads);
+    const int nthreads = threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs);
     // A last block of at most one vector of columns: panel_gemm runs it as one vector, sweep_gemm
     // as a full block, which at up to 8 blocks is a large share of padding. From prepacked weights
     // panel_gemm then wins (m = 100: 0.73-0.88 of the swept time, 144: 0.70, 200 / 240: 0.91-0.96);
