@@ -33,6 +33,8 @@
 //    broadcast from panel floats s * C_in apart (no per-pixel pointers), weights packed
 //    [block][ky][ci][kx][V * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h); all
 //    blocks of a pixel tile run before the next tile, so each pixel's channels are written at once.
+//    Tiles whose windows lie inside the image read it in place in bands whose input rows all do;
+//    only the edge tiles' columns of those bands are copied into the panel.
 // Threads take work items dynamically (batch 1 still spreads over its row bands).
 #include <omp.h>
 
@@ -109,13 +111,21 @@ static inline Geometry geometry(const Conv2dParams& p, bool split, int64_t tile_
   return g;
 }
 
-// The padded NHWC input row iy (zeros outside the image), columns [0, cols): cols * C_in floats.
+// Columns [c0, c1) of the padded NHWC input row iy (zeros outside the image) at dst + c0 * C_in.
+static inline void pad_cols(const Conv2dParams& p, const float* x_image, int64_t iy, int64_t c0, int64_t c1,
+                            float* dst) {
+  if (c1 <= c0) return;
+  if (iy < 0 || iy >= p.h) return (void)std::memset(dst + c0 * p.c_in, 0, sizeof(float) * (c1 - c0) * p.c_in);
+  // Padded column j is image column j - pad_left; [i0, i1) of them lie in the image.
+  const int64_t i0 = min_i64(max_i64(c0, p.pad_left), c1), i1 = max_i64(i0, min_i64(c1, p.pad_left + p.w));
+  std::memset(dst + c0 * p.c_in, 0, sizeof(float) * (i0 - c0) * p.c_in);
+  std::memcpy(dst + i0 * p.c_in, x_image + (iy * p.w + i0 - p.pad_left) * p.c_in, sizeof(float) * (i1 - i0) * p.c_in);
+  std::memset(dst + i1 * p.c_in, 0, sizeof(float) * (c1 - i1) * p.c_in);
+}
+
+// The padded NHWC input row iy, columns [0, cols): cols * C_in floats.
 static inline void pad_row(const Conv2dParams& p, const float* x_image, int64_t iy, int64_t cols, float* dst) {
-  if (iy < 0 || iy >= p.h) return (void)std::memset(dst, 0, sizeof(float) * cols * p.c_in);
-  const int64_t left = min_i64(p.pad_left, cols), copied = max_i64(0, min_i64(p.w, cols - p.pad_left));
-  std::memset(dst, 0, sizeof(float) * left * p.c_in);
-  std::memcpy(dst + left * p.c_in, x_image + iy * p.w * p.c_in, sizeof(float) * copied * p.c_in);
-  std::memset(dst + (left + copied) * p.c_in, 0, sizeof(float) * (cols - left - copied) * p.c_in);
+  pad_cols(p, x_image, iy, 0, cols, dst);
 }
 
 // split[(ci * S + phase) * wq + j] = padded[(j * S + phase) * C + ci], j < wq: a padded row split by
@@ -288,11 +298,12 @@ static inline TileFn tile_for(int64_t channels) {
 }
 
 // Channel-vector tile: R consecutive output pixels x V vectors of output channels. Per tap: V weight
-// vectors, one broadcast per pixel from consecutive panel floats, R * V FMAs; stores go straight to
-// NHWC. wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
+// vectors, one broadcast per pixel, R * V FMAs; stores go straight to NHWC. Tap t of pixel r reads
+// base[r * stride_w * C_in + tap_off[t]] (base: the tile's first window column in its first row, of
+// the panel or of the image). wb: [tap][V * kVecLen], zero padded; bias likewise or nullptr.
 template <int R, int V>
-static inline void run_ctile(const Conv2dParams& p, const float* row0, const int64_t* tap_off, int64_t taps,
-                             int64_t ox0, const float* wb, const float* bias, float* out, int64_t cols, Activation act) {
+static inline void run_ctile(const Conv2dParams& p, const float* base, const int64_t* tap_off, int64_t taps,
+                             const float* wb, const float* bias, float* out, int64_t cols, Activation act) {
   const int64_t pixel_step = p.stride_w * p.c_in;  // panel floats between neighbouring output pixels
   vfloat acc[R][V];
 #pragma GCC unroll 4
@@ -301,7 +312,6 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r][v] = init;
   }
-  const float* base = row0 + ox0 * pixel_step;
   for (int64_t t = 0; t < taps; ++t, wb += V * kVecLen) {
     const float* src = base + tap_off[t];
     vfloat wv[V];
@@ -322,8 +332,8 @@ static inline void run_ctile(const Conv2dParams& p, const float* row0, const int
 // vector compete with the 12 live accumulators for the 16 registers (spills) and run as 12 unrolled
 // copies. Cheap activations stay in the tile's store.
 
-using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
-                         const float*, float*, int64_t, Activation);
+using CTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, const float*, const float*,
+                         float*, int64_t, Activation);
 
 // The tile of `pixels` <= R pixels x V vectors: a row's last tile runs only the pixels it has (all R
 // of them cost 1.2x on 26-pixel rows, four tiles of 8 computing 32).
@@ -435,6 +445,27 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       }
     }
   }
+  // Channel-vector tiles whose windows lie inside the image read it in place (tap_in_place: offsets
+  // in image rows) in bands whose input rows all lie inside it; the panel of such a band holds only
+  // the edge tiles' columns, [0, edge_left) and [edge_right, cols). The copy of every row was 7 % of
+  // the 3x3 stride-2 stems' time (perf, two threads).
+  std::vector<int64_t> tap_in_place(static_cast<size_t>(taps));
+  std::vector<char> tile_inside;
+  int64_t edge_left = 0, edge_right = g.cols;
+  if (channel_vectors) {
+    for (int64_t ky = 0, t = 0; ky < p.kh; ++ky) {
+      for (int64_t ci = 0; ci < p.c_in; ++ci) {
+        for (int64_t kx = 0; kx < p.kw; ++kx, ++t) tap_in_place[t] = (ky * p.dilation_h * p.w + kx * p.dilation_w) * p.c_in + ci;
+      }
+    }
+    for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += ctile_rows) {
+      const int64_t first = ox0 * p.stride_w, last = (min_i64(ox0 + ctile_rows, p.out_w) - 1) * p.stride_w + (p.kw - 1) * p.dilation_w;
+      const bool inside = first >= p.pad_left && last - p.pad_left < p.w;
+      tile_inside.push_back(inside);
+      if (!inside && first < p.pad_left) edge_left = max_i64(edge_left, last + 1);
+      if (!inside && first >= p.pad_left) edge_right = min_i64(edge_right, first);
+    }
+  }
   const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
   const bool row_act = has_exponential(p.activation);
   const Activation tile_act = row_act ? Activation::kNone : p.activation;
@@ -456,8 +487,17 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       const int64_t n = item / bands, oy0 = item % bands * band_rows;
       const int64_t oy1 = min_i64(oy0 + band_rows, p.out_h);
       const int64_t prow0 = oy0 * p.stride_h;
-      build_panel(p, g, split, x + n * p.h * p.w * p.c_in, prow0,
-                  (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1, panel, padded);
+      const float* x_image = x + n * p.h * p.w * p.c_in;
+      const int64_t prows = (oy1 - 1 - oy0) * p.stride_h + (p.kh - 1) * p.dilation_h + 1;
+      const bool rows_inside = channel_vectors && prow0 >= p.pad_top && prow0 - p.pad_top + prows <= p.h;
+      if (rows_inside) {
+        for (int64_t r = 0; r < prows; ++r) {
+          pad_cols(p, x_image, prow0 + r - p.pad_top, 0, edge_left, panel + r * g.row_floats);
+          pad_cols(p, x_image, prow0 + r - p.pad_top, edge_right, g.cols, panel + r * g.row_floats);
+        }
+      } else {
+        build_panel(p, g, split, x_image, prow0, prows, panel, padded);
+      }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
         const float* row0 = panel + (oy * p.stride_h - prow0) * g.row_floats;
         float* y_row = y + (n * p.out_h + oy) * p.out_w * p.c_out;
@@ -465,12 +505,16 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
           // Every block of a pixel tile before the next tile: each pixel's C_out floats are then
           // written together (block by block over the row, a 64-channel output took its lines a
           // quarter at a time, and outputs past the cache ran 2.5x slower per image).
-          for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += ctile_rows) {
+          for (int64_t ox0 = 0, i = 0; ox0 < p.out_w; ox0 += ctile_rows, ++i) {
+            const bool direct = rows_inside && tile_inside[i];
+            const float* src = direct ? x_image + ((oy * p.stride_h - p.pad_top) * p.w + ox0 * p.stride_w - p.pad_left) * p.c_in
+                                      : row0 + ox0 * p.stride_w * p.c_in;
+            const int64_t* offsets = direct ? tap_in_place.data() : tap_off.data();
             for (int64_t k = 0; k < blocks; ++k) {
               const float* wb = w_packed + k * taps * block_cols;
               const float* bias = b_packed ? b_packed + k * block_cols : nullptr;
               const int64_t cols = min_i64(block_cols, p.c_out - k * block_cols);
-              (ox0 + ctile_rows <= p.out_w ? ctile.full : ctile.last)(p, row0, tap_off.data(), taps, ox0, wb, bias,
+              (ox0 + ctile_rows <= p.out_w ? ctile.full : ctile.last)(p, src, offsets, taps, wb, bias,
                                                                  y_row + ox0 * p.c_out + k * block_cols, cols, tile_act);
             }
           }
