@@ -449,10 +449,11 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // in image rows) in bands whose input rows all lie inside it; the panel of such a band holds only
   // the edge tiles' columns, [0, edge_left) and [edge_right, cols). The copy of every row was 7 % of
   // the 3x3 stride-2 stems' time (perf, two threads).
-  std::vector<int64_t> tap_in_place(static_cast<size_t>(taps));
+  std::vector<int64_t> tap_in_place;
   std::vector<char> tile_inside;
   int64_t edge_left = 0, edge_right = g.cols;
   if (channel_vectors) {
+    tap_in_place.resize(static_cast<size_t>(taps));
     for (int64_t ky = 0, t = 0; ky < p.kh; ++ky) {
       for (int64_t ci = 0; ci < p.c_in; ++ci) {
         for (int64_t kx = 0; kx < p.kw; ++kx, ++t) tap_in_place[t] = (ky * p.dilation_h * p.w + kx * p.dilation_w) * p.c_in + ci;

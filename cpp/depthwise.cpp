@@ -505,9 +505,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
   };
   if (q == 1) {
     if (ow >= 4) {
-      // ceil(ow / 8) blocks of equal width give or take one (4-8 pixels), side by side.
-      const EvenParts parts = even_parts(ow, 8);
-      // The first parts.larger blocks are one pixel wider than the rest.
+      const EvenParts parts = even_parts(ow, 8);  // the first parts.larger blocks one pixel wider
       const auto blocks = [&](auto wider, auto base) {
         for (int64_t i = 0; i < parts.count; ++i) {
           i < parts.larger ? block(wider, parts.start(i), parts.base + 1) : block(base, parts.start(i), parts.base);
