@@ -105,6 +105,24 @@ def test_dense_panel_threads(threads, rows, k, m, device, isa, rng):
         check_against_reference(device, "dense", [x, w, b], dict(activation="relu6"), terms=k)
 
 
+# panel_gemm's paired tiles (AVX-512, more than 3 vectors of columns: tiles of two packed blocks):
+# a pair whose second block is partly filled (49, 63), pairs then a narrow tail (65, 80) or a lone
+# full block (81, 96, 112), several pairs (144, 200, 257); row tails of every size (203 = 33 x 6 + 5
+# rows on one thread); reductions of 1 step and chunked ones (k = 800: a pair's weights past the
+# chunking size); weights packed per call and by pack_weights.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m", [49, 63, 64, 65, 80, 81, 96, 112, 144, 200, 257])
+@pytest.mark.parametrize("k", [1, 37, 800])
+def test_dense_panel_pairs(threads, k, m, isa, rng):
+    x, w, b = random_array(rng, (203, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu6")
+    with num_threads(threads):
+        got = fastconv.dense(x, w, b, activation="relu6")
+        got_packed = fastconv.dense(x, fastconv.pack_weights(w), b, activation="relu6")
+    _compare.assert_close(got, want, terms=k, what="dense, paired panel")
+    _compare.assert_close(got_packed, want, terms=k, what="dense, paired panel, packed weights")
+
+
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 @pytest.mark.parametrize("m", [5, 16, 33])
 def test_panel_keeps_nan(activation, m, isa):
