@@ -383,9 +383,10 @@ static CTile ctile_choice(const Conv2dParams& p) {
 // overlap along a row, each input read by one tap (4x4 stride 4: 0.6 of the time at C_out 8, 0.78 at
 // 6, 0.85 at 12). With 16-float vectors the same holds from stride 2 at up to 8 channels, half the
 // lanes: pixel vectors then transpose each tile of <= 8 channels through memory on top of the pass
-// (AVX-512, 2 threads: C_in 3, 3x3 to 11x11 at stride 2 and 4, C_out 6-8: 0.47-0.83 of the time; C_in
-// 1-2: 0.75-0.89; one 31 x 31 map 1.16x slower). At 12 channels pixel vectors still win at stride 2
-// (1.15-1.30x), and on AVX2 at 4 channels they mostly do (0.93-0.96, 2.1x with C_in 1).
+// (AVX-512 forced, 2 threads, a Xeon: C_in 3, 3x3 to 11x11 at stride 2 and 4, C_out 6-8: 0.47-0.83 of
+// the time; C_in 1-2: 0.75-0.89; one 31 x 31 map 1.16x slower; by default AVX2 serves these layers,
+// dispatch.cpp). At 12 channels pixel vectors still win at stride 2 (1.15-1.30x), and on AVX2 at 4
+// channels they mostly do (0.93-0.96, 2.1x with C_in 1).
 static bool use_channel_vectors(const Conv2dParams& p) {
   if (p.c_out >= kTileVecs * kVecLen) return true;
   if (kVecLen == 16 && p.c_out <= kVecLen / 2 && p.stride_w >= 2) return true;

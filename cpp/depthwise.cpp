@@ -6,14 +6,14 @@
 // (image, row) dynamically, so batch 1 uses every core and a preempted thread stalls nobody. The
 // path is chosen once per call (choose_path):
 //  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
-//    stride_h, dilation_h, padding; chosen when M > 1, when input + output exceed kStageMinBytes,
+//    stride_h, dilation_h, padding; chosen when M > 1, when input + output exceed stage_min_bytes(),
 //    when the padding reaches KW columns a side, or when the output is narrower than 4 columns or
 //    row_direct's border blocks would span it): each thread copies the input rows it needs once
 //    into a ring (RowStage), zero-padded left and right and with channels expanded to C * M (M = 2
 //    by vector lane permutations, other M by a scalar loop), then every output pixel goes through
 //    pixel_block: 8 (4, 1 on narrow maps) output pixels per channel block with the KW taps
 //    unrolled, each input vector loaded once per kernel row, the KW weights in registers, no bounds
-//    checks. 3x3 rows go in pairs as in row_direct (row_staged_pair). Outputs past kStreamMinBytes
+//    checks. 3x3 rows go in pairs as in row_direct (row_staged_pair). Outputs past stream_min_bytes()
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
 //  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
 //    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
@@ -760,9 +760,10 @@ using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const fl
 
 // Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
 // input and output are far past the caches (one sequential stream per input row). Above this
-// many bytes the input and output are assumed to come from DRAM: half of L3, which the machine's
-// other work shares.
-constexpr int64_t kStageMinBytes = int64_t{16} << 20;
+// many bytes the input and output are assumed to come from DRAM: half of the last-level cache,
+// which the machine's other work shares (16 MiB on the 32 MiB L3 of a Zen 4; on a Xeon reporting
+// 300 MiB, 8x56x56x144 3x3 and 2x112x112x96 5x5 ran direct in 0.89-0.92 of the staged time).
+static int64_t stage_min_bytes() { return last_level_cache_bytes() / 2; }
 // Whether row_direct's first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
 // the padding on their own side only, as their LO / HI taps assume. Narrower rows, or narrow ones
 // with padding that a block spans, are staged; so are 3x3 stride 1 rows of 4-7, where no gain
@@ -791,8 +792,9 @@ constexpr int64_t kParallelMinMacs = kParallelMinWork / 2;
 // us on one thread, 6.1 without, and 0.62 of the time on two threads.
 constexpr int64_t kExponentialMacs = 6;
 // Outputs at least this large are written with non-temporal stores on the staged path: they are
-// past L2 and half of L3, and streaming them skips the read for ownership of every output line.
-constexpr int64_t kStreamMinBytes = int64_t{8} << 20;
+// past L2 and a quarter of the last-level cache, and streaming them skips the read for ownership of
+// every output line.
+static int64_t stream_min_bytes() { return last_level_cache_bytes() / 4; }
 
 // The kernels chosen for a call: staged when set, else direct; pair (two rows at a time, where
 // they fit) only with direct, staged_pair only with staged.
@@ -817,7 +819,7 @@ bool pick(const Conv2dParams& p, bool stream, Path* path) {
   if (p.kw != KW || p.stride_w != SW) return false;
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
   // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
-  if (p.c_out != p.c_in || bytes >= kStageMinBytes || p.pad_left >= KW || right_overhang(p) >= KW ||
+  if (p.c_out != p.c_in || bytes >= stage_min_bytes() || p.pad_left >= KW || right_overhang(p) >= KW ||
       !border_blocks_fit(p) || p.c_out % kAliasedChannels == 0) {
     stream ? pick_staged<KW, SW, true>(p, path) : pick_staged<KW, SW, false>(p, path);
   } else {
@@ -921,7 +923,7 @@ const float* pack_weights(const Conv2dParams& p, const float* w) {
 void depthwise(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   // Outputs far past the caches are written around them (16-byte non-temporal stores: every store
   // address is y plus a multiple of 4 floats when C is).
-  const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= kStreamMinBytes &&
+  const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= stream_min_bytes() &&
                       vec::streamable(y) && p.c_out % 4 == 0;
   const Path path = choose_path(p, stream);
   if (path.general || path.narrow) w = pack_weights(p, w);

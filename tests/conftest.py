@@ -6,10 +6,16 @@ under each instruction set this CPU supports (AVX-512, AVX2, portable), each for
 "auto" where that mixes them (AVX-512 with AVX2 for few channels).
 """
 
-import numpy as np
-import pytest
+import os
 
-from fastconv import _cpu
+# The kernels' size rules (depthwise staging and streaming) plan for the last-level cache; the
+# tests' large cases are sized for 32 MiB, so they reach the same paths on any machine.
+os.environ.setdefault("FASTCONV_CACHE_BYTES", str(32 << 20))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fastconv import _cpu  # noqa: E402
 from helpers import GPU_SKIP_REASON as _GPU_SKIP
 from helpers import ISA_CHOICES
 from helpers import isa_choice

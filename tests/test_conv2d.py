@@ -378,8 +378,8 @@ def test_depthwise_misaligned_input(k, stride, c, isa, rng):
         check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], dict(stride=stride, padding=k // 2), terms=k * k)
 
 
-# Input + output past kStageMinBytes (16 MiB): the staged path for M = 1, and an output past
-# kStreamMinBytes (8 MiB): non-temporal stores. Odd heights and uneven padding: single rows and
+# Input + output past stage_min_bytes() (16 MiB: half the 32 MiB cache the tests pin, conftest.py):
+# the staged path for M = 1, and an output past stream_min_bytes() (8 MiB): non-temporal stores. Odd heights and uneven padding: single rows and
 # row pairs (3x3, stride_h = stride_w) at the top and bottom, pairs inside.
 @pytest.mark.parametrize("shape, k, stride, padding", [
     ((9, 40, 40, 160), 3, 1, 1),
@@ -393,6 +393,32 @@ def test_depthwise_large_batch_is_staged(shape, k, stride, padding, isa, rng):
     w, b = random_array(rng, (k, k, shape[3])), random_array(rng, (shape[3],))
     kwargs = dict(stride=stride, padding=padding, activation="relu6")
     check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+
+
+# FASTCONV_CACHE_BYTES sets the cache the size rules plan for (read once per process, so in a child
+# process): at 1 byte every depthwise layer of at least one vector of channels is staged and, C a
+# multiple of 4, streamed; small maps, both kernel widths and strides, pairs and single rows.
+def test_depthwise_cache_size_setting_stages_everything(tmp_path):
+    script = """
+import numpy as np
+import fastconv
+from fastconv import _compare, reference
+rng = np.random.default_rng(5)
+for shape, k, stride in [((2, 9, 11, 16), 3, 1), ((1, 12, 13, 36), 3, 2), ((2, 8, 9, 20), 5, 1), ((1, 11, 17, 48), 5, 2)]:
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((k, k, shape[3])).astype(np.float32)
+    got = fastconv.depthwise_conv2d(x, w, stride=stride, padding="same", activation="relu6")
+    want = reference.depthwise_conv2d(x.astype(np.float64), w.astype(np.float64), stride=stride, padding="same", activation="relu6")
+    _compare.assert_close(got, want, terms=k * k, what=str(shape))
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTCONV_CACHE_BYTES="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 # 3x3 row pairs on the staged path (row_staged_pair), small enough not to stream: maps narrower than
@@ -454,7 +480,7 @@ def test_depthwise_general_kernels(k, mult, kwargs, c, device, isa, rng):
             assert "empty" in str(e), e
 
 
-# row_staged_general past kStreamMinBytes (8 MiB output): non-temporal stores through the block
+# row_staged_general past stream_min_bytes() (8 MiB output): non-temporal stores through the block
 # buffer (undilated, so each block's outputs are contiguous), activation on the buffer first; and
 # dilated (no streaming) on the same size.
 @pytest.mark.parametrize("dilation", [1, 2])

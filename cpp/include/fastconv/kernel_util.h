@@ -2,6 +2,8 @@
 // here is static inline so that no ISA's code is shared with another through the linker.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -25,6 +27,25 @@ namespace fastconv::cpu {
 // 36 K-MAC depthwise call: 7.5 us on one thread, 12 us on two); a region is worth opening only for
 // about ten times that, ~60 us of one thread's work, about 0.5 M depthwise multiply-adds.
 constexpr int64_t kParallelMinWork = 1 << 19;
+
+// The last-level cache size that size-dependent paths plan for, read once per process:
+// FASTCONV_CACHE_BYTES when set (a virtual machine may report its host's whole cache; the tests
+// pin it so that their sizes reach the same paths everywhere), else what the C library reports
+// (glibc: from CPUID), else 32 MiB.
+static inline int64_t last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    long long reported = 0;
+    if (const char* forced = std::getenv("FASTCONV_CACHE_BYTES"); forced && *forced) {
+      reported = std::atoll(forced);
+    } else {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+      reported = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    }
+    return reported > 0 ? int64_t{reported} : int64_t{32} << 20;
+  }();
+  return bytes;
+}
 
 static inline int threads_for(int64_t work, int threads, int64_t min_work = kParallelMinWork) {
   return work < min_work ? 1 : threads;
