@@ -5,6 +5,7 @@
 // weights).
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -148,6 +149,31 @@ bool pads_less(int64_t channels, int vectors, const KernelTable& narrow, const K
          round_up(channels, int64_t{vectors} * wide.vector_floats);
 }
 
+// Whether blocks of `vectors` vectors pad `channels` to at least twice the lanes on `wide` as on
+// `narrow`: where the wide table's FMAs do twice the narrow's work, only then does the narrow win.
+bool pads_double(int64_t channels, int vectors, const KernelTable& narrow, const KernelTable& wide) {
+  return 2 * round_up(channels, int64_t{vectors} * narrow.vector_floats) <=
+         round_up(channels, int64_t{vectors} * wide.vector_floats);
+}
+
+// How many times the narrow table's FMA rate the wide table reaches on one core: about 1 where
+// 512-bit FMAs run as two 256-bit halves (Zen 4), about 2 with full-width 512-bit units (most Xeons).
+// Measured once, on first use: the best of three short passes of each table's register-only FMA
+// loop (peak.cpp), taken in turns so that a neighbour's load slows both alike (~10 ms in all).
+double wide_fma_ratio(const KernelTable& narrow, const KernelTable& wide) {
+  static const double ratio = [&] {
+    double best_narrow = 0.0, best_wide = 0.0;
+    for (int pass = 0; pass < 3; ++pass) {
+      best_narrow = std::max(best_narrow, narrow.fma_peak(1, 0.0015));
+      best_wide = std::max(best_wide, wide.fma_peak(1, 0.0015));
+    }
+    return best_narrow > 0.0 ? best_wide / best_narrow : 1.0;
+  }();
+  return ratio;
+}
+// Full-width units: the wide table does more than 1.5 times the narrow's FMA work per cycle.
+constexpr double kFullWidthRatio = 1.5;
+
 // The output channels the first-layer kernel's channel-vector tiles compute on table t.
 int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
   return round_up(c_out, first_layer_block_channels(c_out, t.vector_floats));
@@ -168,8 +194,10 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 // pad more than an eighth more lanes (with two-vector blocks only, 48 outputs went to AVX2 in
 // 0.77-0.82 of the time; with AVX-512's one-vector last block, 48, 80 and 112 pad no more than on
 // AVX2 and stay, 0.76-0.84 of AVX2's time: bench/NOTES.md, "The tiled engine: a one-vector last
-// block"). On a CPU with full-width 512-bit units these cases pad AVX-512's lanes about as much as
-// they halve its width.
+// block"). With full-width 512-bit units (wide_fma_ratio) AVX2 runs at half AVX-512's rate: there
+// Winograd and pointwise layers take AVX2 only where AVX-512 pads to twice its lanes (pads_double);
+// first layers, depthwise and pooling keep the rules above (a Xeon: depthwise 8 and 16 channels on
+// AVX-512 1.2-2.0x slower, 24-56 within 0.85-1.09; first layers 0.75-1.14, both ways).
 enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
 
 // The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up
@@ -187,9 +215,14 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
   if (narrow == nullptr) return wide;
   bool use_narrow = false;
+  // With full-width 512-bit units, Winograd and pointwise layers leave AVX-512 only where it pads
+  // to twice the lanes (a Xeon, 2 threads: pointwise C_out 20-120 ran on AVX-512 in 0.64-0.96 of
+  // AVX2's time, C_out 8 2.2x slower; Winograd C_out 48 0.83-0.87, 24 a tie, 16 1.08x slower).
+  const bool full_width = wide_fma_ratio(*narrow, wide) > kFullWidthRatio;
+  const auto pads_more = full_width ? pads_double : pads_less;
   switch (use) {
     case LaneUse::kWinograd:  // few input channels: see prefer_few_channel_winograd
-      use_narrow = c_in > kWinogradFewMaxCin && (pads_less(c_out, 2, *narrow, wide) || pads_less(c_in, 1, *narrow, wide));
+      use_narrow = c_in > kWinogradFewMaxCin && (pads_more(c_out, 2, *narrow, wide) || pads_more(c_in, 1, *narrow, wide));
       break;
     case LaneUse::kFirstLayer:
       use_narrow = c_out < 2 * wide.vector_floats || first_layer_lanes(c_out, *narrow) < first_layer_lanes(c_out, wide);
@@ -201,7 +234,7 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
       use_narrow = c_out < narrow->vector_floats && 4 * c_out > wide.vector_floats;
       break;
     case LaneUse::kPointwise:
-      use_narrow = pads_less(c_out, 1, *narrow, wide);
+      use_narrow = pads_more(c_out, 1, *narrow, wide);
       break;
     case LaneUse::kDirect:  // more than an eighth more lanes on the wide table
       use_narrow = 8 * direct_lanes(c_out, wide) > 9 * direct_lanes(c_out, *narrow);
@@ -323,6 +356,10 @@ std::string active_isa() { return table().isa; }
 std::string narrow_isa() {
   const KernelTable* narrow = g_narrow_table.load();
   return narrow ? narrow->isa : "";
+}
+double narrow_fma_ratio() {
+  const KernelTable* narrow = g_narrow_table.load();
+  return narrow ? wide_fma_ratio(*narrow, table()) : 0.0;
 }
 void set_isa(const std::string& name) {
   if (name == "auto") {

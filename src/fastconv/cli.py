@@ -23,7 +23,8 @@ def info() -> dict:
         "platform": f"{platform.system()} {platform.machine()}",
         "compiler": _cpu.compiler,
         "openmp": _cpu.openmp,
-        "cpu_isa": _cpu.active_isa() + (f" ({_cpu.narrow_isa()} for few channels)" if _cpu.narrow_isa() else ""),
+        "cpu_isa": _cpu.active_isa() + (f" ({_cpu.narrow_isa()} for few channels; {_cpu.active_isa()} FMA rate "
+                                         f"{_cpu.narrow_fma_ratio():.1f}x {_cpu.narrow_isa()}'s)" if _cpu.narrow_isa() else ""),
         "cpu_isas_supported": ", ".join(_cpu.supported_isas()),
         "FASTCONV_ISA": os.environ.get("FASTCONV_ISA", "(unset)"),
         "threads": fastconv.get_num_threads(),

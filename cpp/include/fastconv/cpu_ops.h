@@ -20,6 +20,9 @@ void apply_isa_environment();
 // The instruction set that serves few channels beside the active one ("avx2" beside "avx512"), or ""
 // when an ISA was forced (FASTCONV_ISA, set_isa) or none narrower helps; dispatch.cpp, channel_table.
 std::string narrow_isa();
+// The active table's FMA rate on one core over the narrow table's (measured once; ~2 with full-width
+// 512-bit units, ~1 where they run as two halves), or 0 without a narrow table.
+double narrow_fma_ratio();
 // Switches the instruction set (tests and benchmarks): one ISA for every kernel, or "auto" (the
 // choice made at import when FASTCONV_ISA is unset); throws std::invalid_argument if unsupported.
 void set_isa(const std::string& name);
