@@ -387,9 +387,14 @@ static CTile ctile_choice(const Conv2dParams& p) {
 // the time; C_in 1-2: 0.75-0.89; one 31 x 31 map 1.16x slower; by default AVX2 serves these layers,
 // dispatch.cpp). At 12 channels pixel vectors still win at stride 2 (1.15-1.30x), and on AVX2 at 4
 // channels they mostly do (0.93-0.96, 2.1x with C_in 1).
+// From stride 3 with two or more input channels the pass gathers C_in x stride phases per row, and
+// channel vectors win at any C_out (AVX2 on a Xeon, C_in 2-4, 3x3 to 11x11 at stride 3 and 4, C_out
+// 6-12: 0.65-0.92 of the time, one 0.99); with one input channel the pass is a strided copy and
+// pixel vectors keep winning (1.23-1.29x).
 static bool use_channel_vectors(const Conv2dParams& p) {
   if (p.c_out >= kTileVecs * kVecLen) return true;
   if (kVecLen == 16 && p.c_out <= kVecLen / 2 && p.stride_w >= 2) return true;
+  if (p.c_in >= 2 && p.stride_w >= 3) return true;
   return (p.c_out == kVecLen && p.stride_w >= 2) || p.windows_apart_w();
 }
 

@@ -688,7 +688,10 @@ def test_conv2d_first_layer_random(case, isa, rng):
         ((2, 22, 30, 3), (2, 3, 3, 6), dict(stride=(2, 3), padding=((1, 0), (2, 1)), activation="silu")),
         ((1, 16, 41, 3), (4, 4, 3, 12), dict(stride=4, activation="relu")),  # C_out 12: 8 + 4 padded lanes
         ((1, 15, 26, 2), (2, 2, 2, 15), dict(stride=(1, 4), dilation=(1, 3))),  # dilated, still apart
-        # and on AVX-512 at up to 8 channels (half a vector) from stride 2
+        # and from stride 3 with 2+ input channels; on AVX-512 at up to 8 channels (half a vector)
+        # from stride 2
+        ((1, 31, 40, 2), (5, 5, 2, 12), dict(stride=(2, 3), padding="same", activation="silu")),
+        ((2, 26, 29, 4), (7, 7, 4, 5), dict(stride=4, padding=((2, 1), (3, 0)))),
         ((2, 30, 57, 3), (5, 5, 3, 6), dict(stride=4, padding="same", activation="relu")),
         ((1, 33, 35, 1), (3, 3, 1, 8), dict(stride=2, activation="tanh")),
         ((2, 20, 23, 2), (7, 7, 2, 3), dict(stride=(3, 2), padding=((3, 1), (2, 4)))),
