@@ -655,7 +655,7 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   const int64_t chunks = (p.k + kSweepChunk - 1) / kSweepChunk, chunk = (p.k + chunks - 1) / chunks;
   const int64_t group = max_i64(1, kSweepBufBytes / (chunk * kCols * static_cast<int64_t>(sizeof(float))));
   const bool from_dram = weights_past_cache(p);
-  const EvenParts row_tiles = even_parts(p.rows, TR);  // MLP-Mixer's 49 patches: 7 x 7, not 6 x 8 + 1
+  const EvenParts row_tiles = even_parts(p.rows, TR);  // MLP-Mixer's 49 patches by 8: 7 x 7, not 6 x 8 + 1
   // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
   const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
   float* bufs = alloc_floats(nthreads * buf_floats);
