@@ -195,9 +195,9 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 // 0.77-0.82 of the time; with AVX-512's one-vector last block, 48, 80 and 112 pad no more than on
 // AVX2 and stay, 0.76-0.84 of AVX2's time: bench/NOTES.md, "The tiled engine: a one-vector last
 // block"). With full-width 512-bit units (wide_fma_ratio) AVX2 runs at half AVX-512's rate: there
-// Winograd and pointwise layers take AVX2 only where AVX-512 pads to twice its lanes (pads_double);
-// first layers, depthwise and pooling keep the rules above (a Xeon: depthwise 8 and 16 channels on
-// AVX-512 1.2-2.0x slower, 24-56 within 0.85-1.09; first layers 0.75-1.14, both ways).
+// Winograd, pointwise and depthwise layers past one vector take AVX2 only where AVX-512 pads to
+// twice its lanes (pads_double); first layers and pooling keep the rules above (a Xeon: depthwise 8
+// and 16 channels on AVX-512 1.2-2.0x slower; first layers 0.75-1.14, both ways).
 enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
 
 // The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up
@@ -227,8 +227,9 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
     case LaneUse::kFirstLayer:
       use_narrow = c_out < 2 * wide.vector_floats || first_layer_lanes(c_out, *narrow) < first_layer_lanes(c_out, wide);
       break;
-    case LaneUse::kDepthwise:
-      use_narrow = c_out <= wide.vector_floats || pads_less(c_out, 1, *narrow, wide);
+    case LaneUse::kDepthwise:  // a Xeon, 2 threads: 24-136 channels on AVX-512 in 0.68-0.91 of
+                               // AVX2's time at 5x5 and 7x7, 0.90-1.05 at 3x3
+      use_narrow = c_out <= wide.vector_floats || pads_more(c_out, 1, *narrow, wide);
       break;
     case LaneUse::kPool:  // up to a quarter vector, AVX-512 packs 4+ pixels per vector (pool.cpp)
       use_narrow = c_out < narrow->vector_floats && 4 * c_out > wide.vector_floats;
