@@ -196,8 +196,8 @@ int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
 // AVX2 and stay, 0.76-0.84 of AVX2's time: bench/NOTES.md, "The tiled engine: a one-vector last
 // block"). With full-width 512-bit units (wide_fma_ratio) AVX2 runs at half AVX-512's rate: there
 // Winograd, pointwise and depthwise layers past one vector take AVX2 only where AVX-512 pads to
-// twice its lanes (pads_double); first layers and pooling keep the rules above (a Xeon: depthwise 8
-// and 16 channels on AVX-512 1.2-2.0x slower; first layers 0.75-1.14, both ways).
+// twice its lanes (pads_double); pooling keeps the rule above and first layers take
+// first_layer_table's (a Xeon: depthwise 8 and 16 channels on AVX-512 1.2-2.0x slower).
 enum class LaneUse { kWinograd, kFirstLayer, kDepthwise, kPool, kPointwise, kDirect };
 
 // The output channels (per group) the tiled engine (conv2d.cpp) computes on table t: one vector up
@@ -242,6 +242,23 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
       break;
   }
   return use_narrow ? *narrow : wide;
+}
+
+// The first-layer kernel's table. With full-width 512-bit units AVX-512 wins wherever it pads no
+// worse (a Xeon, 2 threads: 8-24 output channels at stride 1 in 0.59-0.89 of AVX2's time, 16-24
+// with 5x5 to 11x11 windows at stride 2-4 in 0.75-0.81, from 32 channels 0.46-0.80), except at
+// stride 2-4 with windows up to 3x3 or up to 8 output channels, where AVX2's channel-vector tiles
+// fill their lanes (AVX-512 1.05-1.43x slower, 16 channels 2x2 and 3x3 0.92-0.94: kept on AVX2).
+// Without them, the channel rule of channel_table.
+const KernelTable& first_layer_table(const Conv2dParams& p) {
+  const KernelTable& wide = table();
+  const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
+  if (narrow == nullptr || wide_fma_ratio(*narrow, wide) <= kFullWidthRatio) {
+    return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
+  }
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  const bool narrow_fills = p.c_out < 2 * wide.vector_floats && (std::max(p.kh, p.kw) <= 3 || p.c_out <= 8);
+  return strided && narrow_fills ? *narrow : wide;
 }
 
 // algorithm="auto": Winograd (F(4x4, 3x3) or F(4x4, 5x5)) when its estimated time is below the
@@ -513,7 +530,7 @@ const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
     case ConvPath::kWinograd:  // 4x4 folded filters: 12 channels in one vector (run_winograd_folded_rgb)
       return p.folded_kh() == 4 ? table() : channel_table(LaneUse::kWinograd, p.folded_c_in(), p.c_out);
     case ConvPath::kFirstLayer:
-      return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
+      return first_layer_table(p);
     case ConvPath::kDepthwise:
       return channel_table(LaneUse::kDepthwise, p.c_in, p.c_out);
     case ConvPath::kGemm:
