@@ -64,14 +64,19 @@ __attribute__((always_inline)) static inline void store_plain_rows(const vfloat 
     }
     return;
   }
-  alignas(64) float row[V * kVecLen];
   // Unrolled like the loops above: a run-time index into acc would keep the caller's accumulators
   // on the stack for every tile, not only for the narrow ones.
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) store_vec(row + v * kVecLen, acc[r][v]);
-    for (int64_t j = 0; j < cols; ++j) out[r * ldo + j] = row[j];
+    for (int v = 0; v < V; ++v) {
+      const int64_t n = cols - v * kVecLen;
+      if (n >= kVecLen) {
+        store_vec(out + r * ldo + v * kVecLen, acc[r][v]);
+      } else if (n > 0) {
+        vec::store_partial(out + r * ldo + v * kVecLen, acc[r][v], n);
+      }
+    }
   }
 }
 
