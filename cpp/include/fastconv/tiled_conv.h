@@ -131,9 +131,11 @@ static inline void load_row(const float* src, int64_t cols, vfloat (&dst)[V]) {
     for (int v = 0; v < V; ++v) dst[v] = load_vec(src + v * kVecLen);
     return;
   }
-  alignas(64) float row[V * kVecLen] = {};
-  for (int64_t j = 0; j < cols; ++j) row[j] = src[j];
-  for (int v = 0; v < V; ++v) dst[v] = load_vec(row + v * kVecLen);
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    const int64_t n = cols - v * kVecLen;
+    dst[v] = n >= kVecLen ? load_vec(src + v * kVecLen) : n > 0 ? vec::load_partial(src + v * kVecLen, n) : vfloat{};
+  }
 }
 
 // What one tile multiplies: segs[t * TR + r] + seg_offset is where segment t of pixel r starts
