@@ -82,11 +82,15 @@ constexpr int64_t kWinogradFoldedRgbMinCout = 16;
 // 121-484 taps and stride 2-4, 11x11 over 1-4 channels among them; bench/NOTES.md, "First layers:
 // remainder tiles, one-vector tiles, longer reductions"); over 5-8 channels short reductions (at most
 // kFirstLayerShortMaxTaps taps: 3x3 ran in 0.50-0.87 of the tiled engine's time) and longer ones
-// from kFirstLayerLongMinCout output channels (0.60-0.94; LeNet C3, 150 taps to 16, ran 1.06x slower).
+// from kFirstLayerLongMinCout output channels (0.60-0.94; LeNet C3, 150 taps to 16, ran 1.06x slower)
+// or on rows of kFirstLayerLongMinWidth output columns, which fill the pixel-vector tiles (a Xeon:
+// 5x5 and 7x7 over 5-8 channels to 8-20, rows of 28-112 columns, 0.46-0.82 of the time; 14
+// columns 0.97; LeNet C3's 10 there 1.7-2.0x slower).
 constexpr int64_t kFirstLayerMaxCin = 4;
 constexpr int64_t kFirstLayerShortMaxCin = 8;
 constexpr int64_t kFirstLayerShortMaxTaps = 100;
 constexpr int64_t kFirstLayerLongMinCout = 24;
+constexpr int64_t kFirstLayerLongMinWidth = 24;
 
 bool cpu_has(const KernelTable& t) {
 #if defined(FASTCONV_HAVE_X86_ISAS)
@@ -352,7 +356,8 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
 // that are not GEMMs (pointwise) and not Winograd's, by the rules above.
 bool prefer_first_layer(const Conv2dParams& p) {
   if (p.groups != 1 || p.is_pointwise() || p.c_in > kFirstLayerShortMaxCin) return false;
-  return p.c_in <= kFirstLayerMaxCin || p.kh * p.kw * p.c_in <= kFirstLayerShortMaxTaps || p.c_out >= kFirstLayerLongMinCout;
+  return p.c_in <= kFirstLayerMaxCin || p.kh * p.kw * p.c_in <= kFirstLayerShortMaxTaps ||
+         p.c_out >= kFirstLayerLongMinCout || p.out_w >= kFirstLayerLongMinWidth;
 }
 
 }  // namespace
