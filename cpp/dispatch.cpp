@@ -248,12 +248,12 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
   return use_narrow ? *narrow : wide;
 }
 
-// The first-layer kernel's table. With full-width 512-bit units AVX-512 wins wherever it pads no
-// worse (a Xeon, 2 threads: 8-24 output channels at stride 1 in 0.59-0.89 of AVX2's time, 16-24
-// with 5x5 to 11x11 windows at stride 2-4 in 0.75-0.81, from 32 channels 0.46-0.80), except at
-// stride 2-4 with windows up to 3x3 or up to 8 output channels, where AVX2's channel-vector tiles
-// fill their lanes (AVX-512 1.05-1.43x slower, 16 channels 2x2 and 3x3 0.92-0.94: kept on AVX2).
-// Without them, the channel rule of channel_table.
+// The first-layer kernel's table. With full-width 512-bit units AVX-512 wins (a Xeon, 2 threads:
+// 8-24 output channels at stride 1 in 0.59-0.89 of AVX2's time, 16-24 with 5x5 to 11x11 windows at
+// stride 2-4 in 0.64-0.81, 12 and 16 with 2x2 and 3x3 windows at stride 2 in 0.78-0.90, from 32
+// channels 0.46-0.80), except at stride 2-4 with up to 8 output channels, or with windows up to 3x3
+// over channels that AVX-512's vectors pad more (20, 24), where AVX2's channel-vector tiles fill
+// their lanes (AVX-512 1.06-1.49x slower). Without them, the channel rule of channel_table.
 const KernelTable& first_layer_table(const Conv2dParams& p) {
   const KernelTable& wide = table();
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
@@ -261,7 +261,8 @@ const KernelTable& first_layer_table(const Conv2dParams& p) {
     return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
   }
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  const bool narrow_fills = p.c_out < 2 * wide.vector_floats && (std::max(p.kh, p.kw) <= 3 || p.c_out <= 8);
+  const bool narrow_fills = p.c_out < 2 * wide.vector_floats &&
+                            (p.c_out <= 8 || (std::max(p.kh, p.kw) <= 3 && pads_less(p.c_out, 1, *narrow, wide)));
   return strided && narrow_fills ? *narrow : wide;
 }
 
