@@ -253,7 +253,9 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // stride 2-4 in 0.64-0.81, 12 and 16 with 2x2 and 3x3 windows at stride 2 in 0.78-0.90, from 32
 // channels 0.46-0.80), except at stride 2-4 with up to 8 output channels, or with windows up to 3x3
 // over channels that AVX-512's vectors pad more (20, 24), where AVX2's channel-vector tiles fill
-// their lanes (AVX-512 1.06-1.49x slower). Without them, the channel rule of channel_table.
+// their lanes (AVX-512 1.06-1.49x slower). Below 32 channels at stride 1 AVX-512 runs pixel-vector
+// tiles of 32 pixels: rows of up to 16 columns fill AVX2's 16 and keep it (AVX-512 0.96-1.54x the
+// time on 12-16 columns; 0.69 on 28). Without them, the channel rule of channel_table.
 const KernelTable& first_layer_table(const Conv2dParams& p) {
   const KernelTable& wide = table();
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
@@ -261,9 +263,10 @@ const KernelTable& first_layer_table(const Conv2dParams& p) {
     return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
   }
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  const bool narrow_fills = p.c_out < 2 * wide.vector_floats &&
-                            (p.c_out <= 8 || (std::max(p.kh, p.kw) <= 3 && pads_less(p.c_out, 1, *narrow, wide)));
-  return strided && narrow_fills ? *narrow : wide;
+  const bool few_channels = p.c_out < 2 * wide.vector_floats;
+  const bool narrow_fills = p.c_out <= 8 || (std::max(p.kh, p.kw) <= 3 && pads_less(p.c_out, 1, *narrow, wide));
+  const bool narrow_rows = p.out_w <= 2 * narrow->vector_floats;
+  return few_channels && (strided ? narrow_fills : narrow_rows) ? *narrow : wide;
 }
 
 // algorithm="auto": Winograd (F(4x4, 3x3) or F(4x4, 5x5)) when its estimated time is below the
@@ -283,7 +286,17 @@ const KernelTable& first_layer_table(const Conv2dParams& p) {
 // Few input channels (3x3 over 2-4, 5x5 over 1-4, stems folded to 4x4 over 12) and 8-15 channels
 // follow measured crossovers, the rules below, not this model.
 static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 layers take 4x4 tiles");
+// With full-width 512-bit units the first-layer kernel runs AVX-512 below 32 channels too
+// (first_layer_table) and keeps maps narrower than kWinogradFewFullWidthMinCols columns (a Xeon, 3x3
+// over 3 channels to 16-64: Winograd 1.09-1.53x slower on 16-32 columns, 0.91-0.96 of the time on
+// 56, 0.64-0.93 on 112-224).
+constexpr int64_t kWinogradFewFullWidthMinCols = 48;
+bool full_width_units() {
+  const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
+  return narrow != nullptr && wide_fma_ratio(*narrow, table()) > kFullWidthRatio;
+}
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
+  if (p.out_w < kWinogradFewFullWidthMinCols && full_width_units()) return false;
   const bool large = p.n * p.out_h * p.out_w >= kWinogradFewNewMinPixels;
   const bool channels = p.kh == 3 ? p.c_in >= kWinogradFewMinCin || (p.c_in == 2 && large)
                                   : large && (p.c_in >= 2 || p.c_out >= kWinogradFew5x5OneChannelMinCout);

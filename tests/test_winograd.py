@@ -185,13 +185,22 @@ def test_winograd_few_input_channels_layers(x_shape, c_out, stride, kernel, acti
         assert ratio < 0.75, f"error is {ratio:.2f} of the tolerance: too little margin"
 
 
-def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
+def _few_channel_winograd(out_w):
+    """Whether auto's few-input-channel Winograd runs on this machine (dispatch.cpp,
+    prefer_few_channel_winograd): on 16-lane vectors, and with full-width 512-bit units (AVX-512 at
+    over 1.5x AVX2's FMA rate) only from 48 output columns."""
+    full_width = fastconv._cpu.narrow_fma_ratio() > 1.5
+    return fastconv._cpu.active_isa() == "avx512" and (out_w >= 48 or not full_width)
+
+
+@pytest.mark.parametrize("width", [46, 64])
+def test_auto_takes_winograd_for_rgb_3x3_layers(width, rng):
     """"auto" runs 3x3 stride-1 layers over 3-4 channels with Winograd on 16-lane vectors (dispatch.cpp,
     prefer_few_channel_winograd; 0.6-0.75 of the first-layer kernel's time, bench/NOTES.md), and over 2
     (0.78-0.87) from 64 x 64 output pixels, also with sigmoid or tanh, not with one input channel or
-    8 / 24 output channels."""
-    x = random_array(rng, (2, 48, 46, 3))
-    wide = fastconv._cpu.active_isa() == "avx512"
+    8 / 24 output channels; with full-width 512-bit units from 48 output columns."""
+    x = random_array(rng, (2, 48, width, 3))
+    wide = _few_channel_winograd(width)
     for c_in, c_out, activation, winograd in [(3, 32, "relu", wide), (3, 16, None, wide), (3, 64, "sigmoid", wide),
                                               (2, 32, "relu6", wide), (1, 32, "relu", False), (3, 24, "relu", False)]:
         xc = x[..., :c_in].copy()
@@ -206,6 +215,7 @@ def test_auto_takes_winograd_for_rgb_3x3_layers(rng):
     "kernel, c_in, c_out, x_shape, activation, winograd",
     [
         (5, 3, 32, (2, 48, 46), "relu", "wide"),  # F(2x2, 5x5) over few channels on 16-lane vectors
+        (5, 3, 32, (1, 64, 64), "relu", "wide"),  # (with full-width units from 48 columns)
         (5, 3, 32, (1, 32, 30), "relu", False),  # below 64 x 64 output pixels
         (5, 1, 64, (2, 48, 46), None, "wide"),
         (5, 1, 32, (2, 48, 46), "relu", False),  # one channel: from 64 output channels on
@@ -225,7 +235,7 @@ def test_auto_takes_winograd_for_few_and_narrow_channels(kernel, c_in, c_out, x_
     prefer_narrow_winograd): the measured crossovers of bench/NOTES.md, "Few and narrow channels into
     Winograd"."""
     if winograd == "wide":
-        winograd = fastconv._cpu.active_isa() == "avx512"
+        winograd = _few_channel_winograd(x_shape[2])
     x = random_array(rng, (*x_shape, c_in))
     w = random_array(rng, (kernel, kernel, c_in, c_out))
     b = random_array(rng, (c_out,))
