@@ -177,6 +177,10 @@ double wide_fma_ratio(const KernelTable& narrow, const KernelTable& wide) {
 }
 // Full-width units: the wide table does more than 1.5 times the narrow's FMA work per cycle.
 constexpr double kFullWidthRatio = 1.5;
+bool full_width_units() {
+  const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
+  return narrow != nullptr && wide_fma_ratio(*narrow, table()) > kFullWidthRatio;
+}
 
 // The output channels the first-layer kernel's channel-vector tiles compute on table t.
 int64_t first_layer_lanes(int64_t c_out, const KernelTable& t) {
@@ -219,11 +223,10 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
   if (narrow == nullptr) return wide;
   bool use_narrow = false;
-  // With full-width 512-bit units, Winograd and pointwise layers leave AVX-512 only where it pads
-  // to twice the lanes (a Xeon, 2 threads: pointwise C_out 20-120 ran on AVX-512 in 0.64-0.96 of
-  // AVX2's time, C_out 8 2.2x slower; Winograd C_out 48 0.83-0.87, 24 a tie, 16 1.08x slower).
-  const bool full_width = wide_fma_ratio(*narrow, wide) > kFullWidthRatio;
-  const auto pads_more = full_width ? pads_double : pads_less;
+  // With full-width 512-bit units, Winograd, pointwise and depthwise layers leave AVX-512 only where
+  // it pads to twice the lanes (a Xeon, 2 threads: pointwise C_out 20-120 ran on AVX-512 in 0.64-0.96
+  // of AVX2's time, C_out 8 2.2x slower; Winograd C_out 48 0.83-0.87, 24 a tie, 16 1.08x slower).
+  const auto pads_more = full_width_units() ? pads_double : pads_less;
   switch (use) {
     case LaneUse::kWinograd:  // few input channels: see prefer_few_channel_winograd
       use_narrow = c_in > kWinogradFewMaxCin && (pads_more(c_out, 2, *narrow, wide) || pads_more(c_in, 1, *narrow, wide));
@@ -259,9 +262,7 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 const KernelTable& first_layer_table(const Conv2dParams& p) {
   const KernelTable& wide = table();
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
-  if (narrow == nullptr || wide_fma_ratio(*narrow, wide) <= kFullWidthRatio) {
-    return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
-  }
+  if (narrow == nullptr || !full_width_units()) return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   const bool few_channels = p.c_out < 2 * wide.vector_floats;
   const bool narrow_fills = p.c_out <= 8 || (std::max(p.kh, p.kw) <= 3 && pads_less(p.c_out, 1, *narrow, wide));
@@ -291,10 +292,6 @@ static_assert(kWinogradMinChannels >= kWinograd5x5LargeTileMinCin, "auto's 5x5 l
 // over 3 channels to 16-64: Winograd 1.09-1.53x slower on 16-32 columns, 0.91-0.96 of the time on
 // 56, 0.64-0.93 on 112-224).
 constexpr int64_t kWinogradFewFullWidthMinCols = 48;
-bool full_width_units() {
-  const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
-  return narrow != nullptr && wide_fma_ratio(*narrow, table()) > kFullWidthRatio;
-}
 bool prefer_few_channel_winograd(const Conv2dParams& p) {
   if (p.out_w < kWinogradFewFullWidthMinCols && full_width_units()) return false;
   const bool large = p.n * p.out_h * p.out_w >= kWinogradFewNewMinPixels;
