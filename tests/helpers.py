@@ -96,3 +96,9 @@ def isa_choice(name):
         yield
     finally:
         fastconv._cpu.set_isa(previous)
+
+
+def full_width_units() -> bool:
+    """Whether dispatch.cpp treats this CPU as having full-width 512-bit units: AVX-512 beside AVX2,
+    at more than 1.5x AVX2's measured FMA rate (kFullWidthRatio); 0 when no narrower ISA is beside."""
+    return fastconv._cpu.narrow_fma_ratio() > 1.5

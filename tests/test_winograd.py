@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _compare, reference
 
-from helpers import num_threads, random_array, sums_scale
+from helpers import full_width_units, num_threads, random_array, sums_scale
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -189,8 +189,7 @@ def _few_channel_winograd(out_w):
     """Whether auto's few-input-channel Winograd runs on this machine (dispatch.cpp,
     prefer_few_channel_winograd): on 16-lane vectors, and with full-width 512-bit units (AVX-512 at
     over 1.5x AVX2's FMA rate) only from 48 output columns."""
-    full_width = fastconv._cpu.narrow_fma_ratio() > 1.5
-    return fastconv._cpu.active_isa() == "avx512" and (out_w >= 48 or not full_width)
+    return fastconv._cpu.active_isa() == "avx512" and (out_w >= 48 or not full_width_units())
 
 
 @pytest.mark.parametrize("width", [46, 64])
