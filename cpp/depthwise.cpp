@@ -31,7 +31,9 @@
 //    (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
 //    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
-//    The activation runs over each finished row (vec::activate_row).
+//    The activation runs over each finished row (vec::activate_row). With M = 1 and a ring of
+//    staged rows past half a core's L2, the channels go in slabs (slab_channels): the work items
+//    run slab by slab, each staging and computing only its channels.
 //  - row_clipped (M = 1, C >= one vector: one-column kernels, SW > 2): clipped_pixel everywhere.
 //  - row_narrow (M = 1, C below one vector): one pixel per vector, weights packed one vector per
 //    tap, full-vector loads and stores that overlap the next pixel's channels.
@@ -243,8 +245,9 @@ class RowStage {
   // The storage is the thread's own and kept between calls: a fresh allocation per call can return
   // pages to the system and fault them in again (the heap top moves with the callers' arrays).
   // pixel_stride: floats from one staged pixel to the next (C * M, or more: row_staged_general).
+  // Stages every channel, C * M, until set_slab chooses fewer.
   RowStage(const Conv2dParams& p, const float* x, bool pairs, int64_t pixel_stride)
-      : p_(p), x_(x), cs_(pixel_stride) {
+      : p_(p), x_(x), cs_(pixel_stride), cn_(p.c_out) {
     slots_ = (p.kh - 1) * p.dilation_h + 1 + (pairs ? p.stride_h : 0);
     width_ = max_i64(p.pad_left + p.w, (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
     static thread_local std::vector<float> buf;
@@ -257,8 +260,8 @@ class RowStage {
     slot_size_ = (width_ * cs_ + 15) / 16 * 16;
     const size_t size = static_cast<size_t>(slots_ * slot_size_ + 16);
     if (buf.size() < size) buf.resize(size);
-    key.assign(static_cast<size_t>(slots_), -1);
     buf_ = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / sizeof(float) % 16) % 16;
+    key.assign(static_cast<size_t>(slots_), -1);
     key_ = key.data();
     for (int64_t s = 0; s < slots_; ++s) {  // the zero columns left and right of the input
       float* row = buf_ + s * slot_size_;
@@ -271,6 +274,17 @@ class RowStage {
   // staged kernels' outputs go here first when they stream (see stream_copy).
   float* out() const { return out_; }
   int64_t pixel_stride() const { return cs_; }
+  // The staged channels: [first_channel(), first_channel() + channels()).
+  int64_t first_channel() const { return c0_; }
+  int64_t channels() const { return cn_; }
+  // Stages channels [c0, c0 + count) from here on (M = 1; c0 a multiple of kLanes, count at least
+  // kLanes and at most the pixel stride).
+  void set_slab(int64_t c0, int64_t count) {
+    if (c0 == c0_ && count == cn_) return;
+    c0_ = c0;
+    cn_ = count;
+    for (int64_t s = 0; s < slots_; ++s) key_[s] = -1;
+  }
   // The valid kernel rows of output row oy of image n; out_rows[ky - ky0] = row(n, that input row).
   // Kernel heights past 64 are not staged (choose_path).
   RowRange rows(int64_t n, int64_t oy, const float* (&out_rows)[64]) {
@@ -284,17 +298,17 @@ class RowStage {
     float* dst = buf_ + slot * slot_size_;
     if (key_[slot] != key) {
       key_[slot] = key;
-      const float* src = x_ + key * p_.w * p_.c_in;
+      const float* src = x_ + key * p_.w * p_.c_in + c0_;
       float* out = dst + p_.pad_left * cs_;
       const int64_t mult = p_.c_out / p_.c_in;
       const int64_t len = p_.w * p_.c_in;
-      if (cs_ != p_.c_out) {  // pixel by pixel, the floats between C * M and cs_ left unset (never read)
+      if (cs_ != p_.c_out || cn_ != p_.c_out) {  // pixel by pixel, the floats between the staged channels and cs_ left unset (never read)
         for (int64_t ix = 0; ix < p_.w; ++ix) {
           const float* s = src + ix * p_.c_in;
           float* d = out + ix * cs_;
-          if (mult == 1) {  // C >= kLanes here: vectors, the last overlapping the one before
-            for (int64_t i = 0; i < p_.c_in; i += kLanes) {
-              const int64_t i0 = min_i64(i, p_.c_in - kLanes);
+          if (mult == 1) {  // cn_ >= kLanes here: vectors, the last overlapping the one before
+            for (int64_t i = 0; i < cn_; i += kLanes) {
+              const int64_t i0 = min_i64(i, cn_ - kLanes);
               vec::store(d + i0, vec::load(s + i0));
             }
           } else {
@@ -331,7 +345,7 @@ class RowStage {
  private:
   const Conv2dParams& p_;
   const float* x_;
-  int64_t cs_, slots_, width_, slot_size_;
+  int64_t cs_, cn_, c0_ = 0, slots_, width_, slot_size_;
   float* buf_;
   float* out_;
   int64_t* key_;  // n * H + iy of the row in each slot, -1 when empty
@@ -489,15 +503,23 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
                         int64_t oy) {
   const float* rows[64];
   const RowRange rr = stage.rows(n, oy, rows);
-  const int64_t c = p.c_out, nrows = rr.ky1 - rr.ky0, ow = p.out_w, cs = stage.pixel_stride();
+  // A slab of channels [c0, c0 + c) (never with ST): outputs C floats apart, activated per pixel.
+  const int64_t c = stage.channels(), c0 = stage.first_channel(), ys = p.c_out;
+  const int64_t nrows = rr.ky1 - rr.ky0, ow = p.out_w, cs = stage.pixel_stride();
   const int64_t q = p.dilation_w / gcd_i64(p.stride_w, p.dilation_w), xs = p.dilation_w * cs;
   const int64_t wb = p.kh * p.kw * kLanes;  // packed weights per channel block (pack_weights)
-  const float* w0 = w + rr.ky0 * p.kw * kLanes;
+  const float* w0 = w + c0 / kLanes * wb + rr.ky0 * p.kw * kLanes;
+  if (b) b += c0;
+  y += c0;
+  const auto activate = [&] {
+    if (c == ys) return vec::activate_row(p.activation, y, ow * c);
+    for (int64_t ox = 0; ox < ow; ++ox) vec::activate_row(p.activation, y + ox * ys, c);
+  };
   // np pixels from output column ox (ST: through stage.out()), S = 1.
   const auto block = [&](auto fn, int64_t ox, int64_t np) {
     const int64_t x_off = ox * p.stride_w * cs;
-    float* const out = ST ? stage.out() : y + ox * c;
-    fn(rows, nrows, p.kw, &x_off, xs, w0, wb, c, b, &out, q * c);
+    float* const out = ST ? stage.out() : y + ox * ys;
+    fn(rows, nrows, p.kw, &x_off, xs, w0, wb, c, b, &out, q * ys);
     if (ST) {
       vec::activate_row(p.activation, stage.out(), np * c);
       stream_copy(y + ox * c, stage.out(), np * c);
@@ -521,7 +543,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     } else {
       for (int64_t ox = 0; ox < ow; ++ox) block(general_block<SW, P, 1, 1>, ox, 1);
     }
-    if (!ST) vec::activate_row(p.activation, y, ow * c);
+    if (!ST) activate();
     return;
   }
   int64_t pending = -1;  // the first column of a segment of 4 waiting for a second one
@@ -531,8 +553,8 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
       return;
     }
     const int64_t x_off[2] = {pending * p.stride_w * cs, ox * p.stride_w * cs};
-    float* const out[2] = {y + pending * c, y + ox * c};
-    general_block<SW, P, 4, 2>(rows, nrows, p.kw, x_off, xs, w0, wb, c, b, out, q * c);
+    float* const out[2] = {y + pending * ys, y + ox * ys};
+    general_block<SW, P, 4, 2>(rows, nrows, p.kw, x_off, xs, w0, wb, c, b, out, q * ys);
     pending = -1;
   };
   for (int64_t first = 0; first < min_i64(q, ow); ++first) {
@@ -546,7 +568,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
     for (; i < count; i += 4) segment(first + min_i64(i, count - 4) * q);
   }
   if (pending >= 0) block(general_block<SW, P, 4, 1>, pending, 4);
-  vec::activate_row(p.activation, y, ow * c);
+  activate();
 }
 
 // Window columns past the right edge of the input in the last output column (0 when none).
@@ -859,6 +881,32 @@ StagedFn general_row(int64_t kw) {
   }
 }
 
+// The staged pixel stride of row_staged_general: C * M rounded up to whole cache lines, plus one
+// line when that is an even number of them. A general block reads up to 14 window columns of up
+// to 7 kernel rows per channel block; at a stride of 2^k lines (C = 128: 512 bytes) they all fall
+// in 64 / 2^k of L1's 64 sets and evict each other before the next channel block reads the other
+// half of each line (1x56x56x128 7x7: 14 GFMA/s against 22 at C = 96). An odd number of lines
+// spreads one row's columns over distinct sets.
+int64_t general_pixel_stride(int64_t channels) {
+  const int64_t lines = (channels + 15) / 16;
+  return (lines | 1) * 16;
+}
+
+// The channels row_staged_general stages per pixel (M = 1, not streaming): all C while the ring
+// of staged rows fits in half of a core's L2, else equal slabs of whole vectors that do, each slab
+// run over consecutive output rows (the work items, slab by slab). With the whole ring past L2,
+// each output row re-read its KH input rows from L3 or DRAM: 1x73x73x960 7x7 s2 (a 2 MB ring on a
+// 2 MB L2) ran 2.4x slower per channel than at 240 channels. Slabs measured 0.66 of the time
+// there, 0.82 at 1x56x56x768 7x7; budgets of 0.35 and 0.8 of L2 were 1.04-1.23x slower than half.
+int64_t slab_channels(const Conv2dParams& p, bool stream) {
+  if (stream || p.c_out != p.c_in) return p.c_out;
+  const int64_t slots = (p.kh - 1) * p.dilation_h + 1, budget = max_i64(1, l2_cache_bytes() / 2);
+  const int64_t ring = slots * (p.pad_left + p.w + p.kw) * general_pixel_stride(p.c_out) * int64_t{sizeof(float)};
+  if (ring <= budget) return p.c_out;
+  const int64_t per_slab = ceil_div(p.c_out, ceil_div(ring, budget));
+  return min_i64(p.c_out, ceil_div(per_slab, kLanes) * kLanes);
+}
+
 Path choose_path(const Conv2dParams& p, bool stream) {
   Path path;
   path.narrow = p.c_out == p.c_in && p.c_in < kLanes;
@@ -884,16 +932,6 @@ Path choose_path(const Conv2dParams& p, bool stream) {
   return path;
 }
 
-// The staged pixel stride of row_staged_general: C * M rounded up to whole cache lines, plus one
-// line when that is an even number of them. A general block reads up to 14 window columns of up
-// to 7 kernel rows per channel block; at a stride of 2^k lines (C = 128: 512 bytes) they all fall
-// in 64 / 2^k of L1's 64 sets and evict each other before the next channel block reads the other
-// half of each line (1x56x56x128 7x7: 14 GFMA/s against 22 at C = 96). An odd number of lines
-// spreads one row's columns over distinct sets.
-int64_t general_pixel_stride(const Conv2dParams& p) {
-  const int64_t lines = (p.c_out + 15) / 16;
-  return (lines | 1) * 16;
-}
 
 // row_staged_general's weights: for each channel block (the last overlapping the one before, as
 // general_block takes them) its KH x KW vectors, contiguous. In place they are C floats apart, the
@@ -929,7 +967,11 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   if (path.general || path.narrow) w = pack_weights(p, w);
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
-  const int64_t items = p.n * per_image;
+  // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
+  const int64_t slab = path.general ? slab_channels(p, stream) : p.c_out;
+  const int64_t slabs = slab < p.c_out ? (p.c_out - kLanes) / slab + 1 : 1;
+  const int64_t last_slab = p.c_out - (slabs - 1) * slab, widest_slab = max_i64(slab, last_slab);
+  const int64_t items = p.n * slabs * per_image;
   // One image whose output rows span less than two kernel heights of input (7x7 on a 7 x 7 map):
   // each thread would stage nearly every input row for its few output rows. Two threads ran 1.4-1.5x
   // slower than one on 1x7x7x576 7x7 stride 2 and tied at stride 1.
@@ -946,13 +988,17 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // in chunks of one row, each staging 7 input rows: 0.95 of the time with chunks of 7).
   const int64_t chunk = max_i64(max_i64(1, items / (4 * int64_t{nthreads})),
                                 path.staged ? min_i64(p.kh, (items + nthreads - 1) / nthreads) : 1);
-  const int64_t pixel_stride = path.general ? general_pixel_stride(p) : staged_pixel_stride(p);
+  const int64_t pixel_stride = path.general ? general_pixel_stride(widest_slab) : staged_pixel_stride(p);
   parallel_run(nthreads, [&] {
     std::optional<RowStage> stage;
     if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
-      const int64_t n = i / per_image, oy = i % per_image * step;
+      const int64_t n = i / (slabs * per_image), oy = i % per_image * step;
+      if (slabs > 1) {
+        const int64_t s = i / per_image % slabs;
+        stage->set_slab(s * slab, s + 1 < slabs ? slab : last_slab);
+      }
       const float* xn = x + n * p.h * p.w * p.c_in;
       float* yr = y + (n * p.out_h + oy) * p.out_w * p.c_out;
       if (path.staged_pair && pair_fits(p, oy)) {

@@ -9,7 +9,7 @@ import fastconv
 from fastconv import _compare, _params, reference
 
 from conftest import Device
-from helpers import check_against_reference, num_threads, random_array
+from helpers import ISA_CHOICES, check_against_reference, num_threads, random_array
 
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "tanh", "silu"]
 hsettings = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -419,6 +419,41 @@ print("ok")
     env = dict(os.environ, FASTCONV_CACHE_BYTES="1")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# FASTCONV_L2_BYTES sets the L2 the depthwise channel slabs plan for (read once per process, so in
+# a child process under each ISA): small values split the general path's staged rows (7x7, 4x4, 6x6,
+# dilated 3x3) into slabs of one or a few vectors, with a last slab narrower or wider than the rest,
+# batches whose images restage every slab, and each activation applied per pixel of a slab.
+@pytest.mark.parametrize("l2_bytes", [1, 2000, 20000, 200000])
+def test_depthwise_channel_slabs(l2_bytes, rng):
+    script = f"""
+import numpy as np
+import fastconv
+from fastconv import _compare, reference
+rng = np.random.default_rng({int(rng.integers(2**32))})
+cases = [((2, 9, 11, 40), 7, 1, 1, "same"), ((1, 12, 13, 48), 7, 2, 1, "same"), ((2, 8, 9, 33), 4, 1, 1, "valid"),
+         ((1, 11, 17, 64), 3, 2, 2, "same"), ((1, 10, 10, 16), 7, 1, 1, "same"), ((1, 13, 12, 270), 6, 2, 1, "same"),
+         ((3, 9, 9, 50), 3, 1, 3, ((2, 1), (3, 0)))]
+for shape, k, stride, dilation, padding in cases:
+    for activation in (None, "relu6", "silu"):
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((k, k, shape[3])).astype(np.float32)
+        b = rng.standard_normal(shape[3]).astype(np.float32)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, activation=activation)
+        got = fastconv.depthwise_conv2d(x, w, b, **kwargs)
+        want = reference.depthwise_conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kwargs)
+        _compare.assert_close(got, want, terms=k * k, what=str((shape, k, kwargs)))
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+
+    for isa in ISA_CHOICES:
+        env = dict(os.environ, FASTCONV_L2_BYTES=str(l2_bytes), FASTCONV_ISA=isa)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", (isa, done.stderr)
 
 
 # 3x3 row pairs on the staged path (row_staged_pair), small enough not to stream: maps narrower than

@@ -47,6 +47,23 @@ static inline int64_t last_level_cache_bytes() {
   return bytes;
 }
 
+// A core's L2 (the depthwise kernels' channel slabs): FASTCONV_L2_BYTES when set, else what the
+// C library reports, else 1 MiB (Zen 4's).
+static inline int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    long long reported = 0;
+    if (const char* forced = std::getenv("FASTCONV_L2_BYTES"); forced && *forced) {
+      reported = std::atoll(forced);
+    } else {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+      reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    }
+    return reported > 0 ? int64_t{reported} : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
 static inline int threads_for(int64_t work, int threads, int64_t min_work = kParallelMinWork) {
   return work < min_work ? 1 : threads;
 }
