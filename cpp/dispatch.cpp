@@ -342,6 +342,14 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
   if (folded && p.c_out < (c_in <= kWinogradMinChannels ? kWinogradFoldedNarrowMinCout : kWinogradFoldedMinCout)) {
     return false;
   }
+  // With full-width units the first-layer kernel runs AVX-512 and keeps small maps of such folds
+  // (a Xeon, 5x5 stride 2 over 4 channels to 64-256: direct in 0.76-0.90 of Winograd's time up to
+  // 64 x 64 output pixels, one 1.06x slower at 56 x 56 -> 128; Winograd 0.86-0.87 at 80 x 80 and
+  // 112 x 112, ties at 4 x 32 x 32 and 8 x 32 x 32).
+  if (folded && c_in <= kWinogradMinChannels && full_width_units() &&
+      p.n * p.out_h * p.out_w <= kWinogradFewNewMinPixels) {
+    return false;
+  }
   const bool five = p.folded_kh() == 5;
   const bool squeezed = squeezes_rounding(p.activation);
   if (five && squeezed) return false;
