@@ -32,6 +32,12 @@ namespace fastconv::cpu::FC_ISA {
 
 namespace {
 
+// The calling thread's buffers (kernel_util.h, Workspace): packed weights, gathered windows, and
+// the zero-padded copy of inputs whose windows would gather too much.
+static thread_local Workspace tls_packed_weights;
+static thread_local Workspace tls_gathers;
+static thread_local Workspace tls_padded_input;
+
 // Tiles whose input windows are set up together and then swept once per channel block: the
 // weights of one block are read from L3 once per sweep and reused from L2 by its tiles.
 constexpr int64_t kTilesPerSweep = 8;
@@ -138,7 +144,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
         Conv2dParams padded = p;
         padded.w = wide;
         padded.pad_left = 0;
-        float* xp = alloc_floats(p.n * p.h * wide * p.c_in);
+        bool xp_owned = false;
+        float* xp = acquire_workspace(tls_padded_input, p.n * p.h * wide * p.c_in, &xp_owned);
         for (int64_t row = 0; row < p.n * p.h; ++row) {
           float* dst = xp + row * wide * p.c_in;
           std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
@@ -146,7 +153,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
           std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
         }
         tiled_conv_impl<TR, TV, kGrouped>(padded, xp, w, w_prepacked, b, y, threads);
-        std::free(xp);
+        if (xp_owned) std::free(xp);
         return;
       }
     }
@@ -164,9 +171,12 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t tiles_per_sweep = max_i64(1, min_i64(kTilesPerSweep, (tiles + 2 * nthreads - 1) / (2 * nthreads)));
   const int64_t sweep_slots = (block_major ? tiles : tiles_per_sweep) * TR;  // pixels set up at once
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
-  float* scratch = needs_gather ? alloc_floats((block_major ? 1 : nthreads) * scratch_per_sweep) : nullptr;
+  bool scratch_owned = false, w_owned = false;
+  float* scratch =
+      needs_gather ? acquire_workspace(tls_gathers, (block_major ? 1 : nthreads) * scratch_per_sweep, &scratch_owned)
+                   : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
-  float* w_packed_here = w_prepacked ? nullptr : alloc_floats(packed_floats<TV>(p));
+  float* w_packed_here = w_prepacked ? nullptr : acquire_workspace(tls_packed_weights, packed_floats<TV>(p), &w_owned);
   const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
   // Bias padded like the weights.
   float* b_packed = b ? alloc_floats(groups * blocks * kCols) : nullptr;
@@ -308,9 +318,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   });
   delete[] shared_segs;
   std::free(zeros);
-  std::free(scratch);
+  if (scratch_owned) std::free(scratch);
   std::free(b_packed);
-  std::free(w_packed_here);
+  if (w_owned) std::free(w_packed_here);
 }
 
 // The narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector, else the wide one.

@@ -71,6 +71,10 @@ constexpr int64_t kItemsPerThread = 2;
 constexpr int64_t kItemsPerThreadDisjoint = 4;
 constexpr int64_t kTeamPackMinFloats = 1 << 16;
 
+// The calling thread's buffers (kernel_util.h, Workspace): packed weights and the threads' panels.
+static thread_local Workspace tls_packed_weights;
+static thread_local Workspace tls_panels;
+
 // Two panel layouts: pixel-vector tiles load kVecLen consecutive pixels, so their rows are split by
 // channel and column phase (top of the file); channel-vector tiles broadcast one float per pixel, so
 // they read padded input rows as they are, NHWC, pixel r + 1 of a tile s * C_in floats after pixel r
@@ -420,7 +424,9 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
   // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
   // w_packed + k * taps * block_cols as [tap][block_cols].
-  float* w_packed = alloc_floats(channel_vectors ? blocks * taps * block_cols : taps * p.c_out);
+  bool w_owned = false, panels_owned = false;
+  float* w_packed = acquire_workspace(tls_packed_weights, channel_vectors ? blocks * taps * block_cols : taps * p.c_out,
+                                      &w_owned);
   float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
   for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
   const auto pack_block = [&](int64_t k) {
@@ -440,7 +446,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // A panel, then (split rows only) one padded row.
   const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? g.row_floats : 0);
   const SplitFn split = g.split ? split_for_stride(p.c_in, p.stride_w) : nullptr;
-  float* panels = alloc_floats(nthreads * scratch_floats);
+  float* panels = acquire_workspace(tls_panels, nthreads * scratch_floats, &panels_owned);
   // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, and there channel
   // ci's planes, column phase r and offset q (split rows, see the top of the file) or column
   // kx * d_w, channel ci (NHWC rows): one offset from the row's first panel row, so the tiles run
@@ -547,9 +553,9 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       }
     }
   });
-  std::free(panels);
+  if (panels_owned) std::free(panels);
   std::free(b_packed);
-  std::free(w_packed);
+  if (w_owned) std::free(w_packed);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

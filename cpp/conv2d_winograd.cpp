@@ -69,38 +69,14 @@ static inline wvec ld(const float* p) { return *reinterpret_cast<const wvec_u*>(
 static inline void st(float* p, wvec v) { *reinterpret_cast<wvec_u*>(p) = v; }
 static inline wvec splat(float s) { return s * (wvec{} + 1.0f); }
 
-// The calling thread's scratch (U, V and M of a call), kept between calls. Freshly allocated, a
-// 512 x 512 layer's 38 MB of transformed weights is above glibc's largest mmap threshold (32 MB),
-// so every call would map new pages and fault each one in: measured 46 ms of page faults against
-// 5 ms of work. Grows to the largest call's need and is freed when the thread exits; calls needing
-// more than kWorkspaceKeepFloats allocate and free their own.
-constexpr int64_t kWorkspaceKeepFloats = int64_t{64} << 20;  // 256 MiB
-
 // run_winograd's switch to transforming weights per output-channel block (see there).
 constexpr double kStreamWeightBytes = 4.0 * 1024 * 1024;
 constexpr int64_t kStreamMaxTilesPerCol = 6;
 constexpr int64_t kOneBlockBytes = int64_t{16} << 20;
 
-struct Workspace {
-  float* data = nullptr;
-  int64_t capacity = 0;
-  ~Workspace() { std::free(data); }
-};
+// The calling thread's buffers (kernel_util.h, Workspace).
 static thread_local Workspace tls_workspace;      // U, V and M
 static thread_local Workspace tls_folded_input;  // strided filters: the folded input (fold_input)
-
-static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned) {
-  *owned = count > kWorkspaceKeepFloats;
-  if (*owned) return alloc_floats(count);
-  if (ws.capacity < count) {
-    std::free(ws.data);
-    ws.data = nullptr;  // if the allocation below throws, no freed buffer is handed out next call
-    ws.capacity = 0;
-    ws.data = alloc_floats(count);
-    ws.capacity = count;
-  }
-  return ws.data;
-}
 
 // BT applied to a column d0..d(A-1) (input transform, both directions).
 template <int A>

@@ -91,6 +91,36 @@ static inline float* alloc_floats(int64_t count) {
   return static_cast<float*>(p);
 }
 
+// A buffer the calling thread keeps between calls for one purpose (a kernel's packed weights, its
+// panels), grown to the largest call's need and freed when the thread exits. Freshly allocated per
+// call, a buffer past glibc's mmap threshold is mapped and faulted in each time (a 512 x 512
+// Winograd layer's 38 MB of transformed weights: 46 ms of page faults against 5 ms of work), and
+// freeing smaller ones can trim the heap top and fault it in again the next call. Calls needing more
+// than kWorkspaceKeepFloats allocate and free their own (acquire_workspace's `owned`).
+constexpr int64_t kWorkspaceKeepFloats = int64_t{64} << 20;  // 256 MiB
+struct Workspace {
+  float* data = nullptr;
+  int64_t capacity = 0;
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() { std::free(data); }
+};
+// `count` floats of ws (or, when *owned comes back true, of a new allocation the caller frees). Out
+// of memory throws std::bad_alloc: call outside parallel regions. The contents are undefined.
+static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned) {
+  *owned = count > kWorkspaceKeepFloats;
+  if (*owned) return alloc_floats(count);
+  if (ws.capacity < count) {
+    std::free(ws.data);
+    ws.data = nullptr;  // if the allocation below throws, no freed buffer is handed out next call
+    ws.capacity = 0;
+    ws.data = alloc_floats(count);
+    ws.capacity = count;
+  }
+  return ws.data;
+}
+
 // Plain loops and local min/max rather than <algorithm>: a template instantiated in one ISA's
 // translation unit may be the copy the linker keeps for all of them.
 static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
