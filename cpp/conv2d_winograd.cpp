@@ -77,6 +77,7 @@ constexpr int64_t kOneBlockBytes = int64_t{16} << 20;
 // The calling thread's buffers (kernel_util.h, Workspace).
 static thread_local Workspace tls_workspace;      // U, V and M
 static thread_local Workspace tls_folded_input;  // strided filters: the folded input (fold_input)
+static thread_local Workspace tls_folded_weights;  // and their folded weights (fold_weights)
 
 // BT applied to a column d0..d(A-1) (input transform, both directions).
 template <int A>
@@ -1098,11 +1099,12 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t folded_floats = f.n * f.h * f.w * f.c_in;
   bool owned = false;
   float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);
-  float* wf = u_prepacked ? nullptr : alloc_floats(f.kh * f.kw * f.c_in * f.c_out);
+  bool wf_owned = false;
+  float* wf = u_prepacked ? nullptr : acquire_workspace(tls_folded_weights, f.kh * f.kw * f.c_in * f.c_out, &wf_owned);
   fold_input(p, f, x, xf, threads_for(folded_floats, threads));  // a copy: one unit of work per float
   if (wf) fold_weights(p, f, w, wf);
   run_unit_stride(f, xf, wf, u_prepacked, b, y, threads);
-  std::free(wf);
+  if (wf_owned) std::free(wf);
   if (owned) std::free(xf);
 }
 
