@@ -28,39 +28,36 @@ namespace fastconv::cpu {
 // about ten times that, ~60 us of one thread's work, about 0.5 M depthwise multiply-adds.
 constexpr int64_t kParallelMinWork = 1 << 19;
 
-// The last-level cache size that size-dependent paths plan for, read once per process:
-// FASTCONV_CACHE_BYTES when set (a virtual machine may report its host's whole cache; the tests
-// pin it so that their sizes reach the same paths everywhere), else what the C library reports
-// (glibc: from CPUID), else 32 MiB.
-static inline int64_t last_level_cache_bytes() {
-  static const int64_t bytes = [] {
-    long long reported = 0;
-    if (const char* forced = std::getenv("FASTCONV_CACHE_BYTES"); forced && *forced) {
-      reported = std::atoll(forced);
-    } else {
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-      reported = sysconf(_SC_LEVEL3_CACHE_SIZE);
+// The size of this CPU's level-2 or level-3 cache as the C library reports it (glibc: from CPUID),
+// or -1.
+static inline long libc_cache_bytes(int level) {
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  return sysconf(level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#else
+  return -1;
 #endif
-    }
-    return reported > 0 ? int64_t{reported} : int64_t{32} << 20;
-  }();
+}
+
+// A cache size from the environment variable `forced` when set (a virtual machine may report its
+// host's whole cache; the tests pin the sizes so that their shapes reach the same paths everywhere),
+// else the C library's, else `fallback`.
+static inline int64_t cache_bytes(const char* forced, int level, int64_t fallback) {
+  long long reported = libc_cache_bytes(level);
+  if (const char* value = std::getenv(forced); value && *value) reported = std::atoll(value);
+  return reported > 0 ? int64_t{reported} : fallback;
+}
+
+// The last-level cache that size-dependent paths plan for, read once per process:
+// FASTCONV_CACHE_BYTES, else the L3, else 32 MiB.
+static inline int64_t last_level_cache_bytes() {
+  static const int64_t bytes = cache_bytes("FASTCONV_CACHE_BYTES", 3, int64_t{32} << 20);
   return bytes;
 }
 
-// A core's L2 (the depthwise kernels' channel slabs): FASTCONV_L2_BYTES when set, else what the
-// C library reports, else 1 MiB (Zen 4's).
+// A core's L2 (the depthwise kernels' channel slabs): FASTCONV_L2_BYTES, else the C library's,
+// else 1 MiB (Zen 4's).
 static inline int64_t l2_cache_bytes() {
-  static const int64_t bytes = [] {
-    long long reported = 0;
-    if (const char* forced = std::getenv("FASTCONV_L2_BYTES"); forced && *forced) {
-      reported = std::atoll(forced);
-    } else {
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-      reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    }
-    return reported > 0 ? int64_t{reported} : int64_t{1} << 20;
-  }();
+  static const int64_t bytes = cache_bytes("FASTCONV_L2_BYTES", 2, int64_t{1} << 20);
   return bytes;
 }
 
