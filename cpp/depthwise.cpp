@@ -260,8 +260,8 @@ class RowStage {
     slot_size_ = (width_ * cs_ + 15) / 16 * 16;
     const size_t size = static_cast<size_t>(slots_ * slot_size_ + 16);
     if (buf.size() < size) buf.resize(size);
-    buf_ = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / sizeof(float) % 16) % 16;
     key.assign(static_cast<size_t>(slots_), -1);
+    buf_ = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / sizeof(float) % 16) % 16;
     key_ = key.data();
     for (int64_t s = 0; s < slots_; ++s) {  // the zero columns left and right of the input
       float* row = buf_ + s * slot_size_;
@@ -302,7 +302,9 @@ class RowStage {
       float* out = dst + p_.pad_left * cs_;
       const int64_t mult = p_.c_out / p_.c_in;
       const int64_t len = p_.w * p_.c_in;
-      if (cs_ != p_.c_out || cn_ != p_.c_out) {  // pixel by pixel, the floats between the staged channels and cs_ left unset (never read)
+      // Pixel by pixel when padded or a slab: the floats between the staged channels and cs_ are
+      // left unset (never read).
+      if (cs_ != p_.c_out || cn_ != p_.c_out) {
         for (int64_t ix = 0; ix < p_.w; ++ix) {
           const float* s = src + ix * p_.c_in;
           float* d = out + ix * cs_;
@@ -881,7 +883,7 @@ StagedFn general_row(int64_t kw) {
   }
 }
 
-// The staged pixel stride of row_staged_general: C * M rounded up to whole cache lines, plus one
+// The staged pixel stride of row_staged_general: its channels rounded up to whole cache lines, plus one
 // line when that is an even number of them. A general block reads up to 14 window columns of up
 // to 7 kernel rows per channel block; at a stride of 2^k lines (C = 128: 512 bytes) they all fall
 // in 64 / 2^k of L1's 64 sets and evict each other before the next channel block reads the other
@@ -931,7 +933,6 @@ Path choose_path(const Conv2dParams& p, bool stream) {
   path.general = path.staged != nullptr;
   return path;
 }
-
 
 // row_staged_general's weights: for each channel block (the last overlapping the one before, as
 // general_block takes them) its KH x KW vectors, contiguous. In place they are C floats apart, the
