@@ -26,8 +26,8 @@
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
 //    a block would share few L1 sets at C = 128, 384) and the weights packed per channel block
-//    (pack_weights). general_block: up to 8 output pixels in registers (a row in ceil(out_w / 8)
-//    blocks of equal width give or take one, side by side), each kernel row in pieces of P columns
+//    (pack_weights). general_block: up to 10 output pixels in registers on AVX-512, 8 otherwise (a
+//    row in blocks of equal width give or take one, side by side), each kernel row in pieces of P columns
 //    (P = KW up to 7, else a divisor of KW), each input vector loaded once per piece. A
 //    dilated row is dilation_w / gcd interleaved sets of columns whose windows share inputs; each set
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
@@ -447,6 +447,12 @@ __attribute__((always_inline)) inline void accumulate_taps(vfloat (&acc)[NP], co
 // The widest kernel row piece general_block takes in one pass: 8 accumulators + 7 weights + 1 input
 // fill the 16 vector registers of AVX2 / SSE2.
 constexpr int kMaxPiece = 7;
+// The most output pixels of a row_staged_general block: 8 with 16 vector registers; 10 with
+// AVX-512's 32 (10 accumulators + 7 weights + 1 input). A block then loads (NP - 1) * SW + P
+// inputs and P weights per kernel row for NP pixels, and on a CPU with two 512-bit FMA pipes it
+// keeps more than the 8 chains their latency needs (blocks of 7, 73 columns as 3 x 8 + 7 x 7, leave
+// one pipe short). A Xeon, 7x7 layers (and 4x4, 9x9): 0.87-1.00 of the time of blocks up to 8.
+constexpr int64_t kGeneralBlockPixels = kLanes == 16 ? 10 : 8;
 
 // S segments of NP output pixels over all channels, any kernel width and dilation (staged rows,
 // no bounds checks): as pixel_block, but each kernel row goes in kw / P pieces of P columns (P =
@@ -490,12 +496,12 @@ void general_block(const float* const* rows, int64_t nrows, int64_t kw, const in
 // gcd(stride_w, dilation_w) in {1, 2} (C * M >= kLanes). Output columns q = dilation_w / gcd apart
 // have windows that overlap on whole columns: output ox + j * q reads the window columns of ox
 // shifted by j * SW dilation steps. So the row goes as q interleaved sets of columns (one for an
-// undilated kernel), each in blocks of up to 8 pixels that share their input vectors in registers
-// as pixel_block's do. An undilated row of 4 or more columns is ceil(out_w / 8) blocks of 4-8
-// pixels, equal give or take one (19 columns as 7 + 6 + 6, 10 as 5 + 5), not blocks of 8 with the
-// last overlapping the one before (24 and 16 pixels computed): AVX-512's one FMA a cycle needs only
-// 4 chains of 4-cycle latency, AVX2's two need 8, and a block of 5 there takes the time of one of
-// 8, no more. Rows narrower than 4: single pixels.
+// undilated kernel), each in blocks of up to 8 pixels (undilated: kGeneralBlockPixels) that share
+// their input vectors in registers as pixel_block's do. An undilated row of 4 or more columns is
+// ceil(out_w / kGeneralBlockPixels) blocks, equal give or take one (with 8: 19 columns as 7 + 6 + 6,
+// 10 as 5 + 5), not full blocks with the last overlapping the one before (24 and 16 pixels
+// computed): a 512-bit FMA a cycle (Zen 4) needs only 4 chains of 4-cycle latency, AVX2's two need
+// 8, and a block of 5 there takes the time of one of 8, no more. Rows narrower than 4: single pixels.
 // In a dilated one each set's remainder goes as segments of 4 (the last overlapping), and segments
 // of any two sets are computed together: a set of 10 columns (1x28 3x3 dilation 3) would otherwise
 // cost two blocks of 8. Sets narrower than 4: single pixels.
@@ -529,7 +535,7 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
   };
   if (q == 1) {
     if (ow >= 4) {
-      const EvenParts parts = even_parts(ow, 8);  // the first parts.larger blocks one pixel wider
+      const EvenParts parts = even_parts(ow, kGeneralBlockPixels);  // the first parts.larger one pixel wider
       const auto blocks = [&](auto wider, auto base) {
         for (int64_t i = 0; i < parts.count; ++i) {
           i < parts.larger ? block(wider, parts.start(i), parts.base + 1) : block(base, parts.start(i), parts.base);
@@ -540,7 +546,18 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
         case 5: blocks(general_block<SW, P, 6, 1>, general_block<SW, P, 5, 1>); break;
         case 6: blocks(general_block<SW, P, 7, 1>, general_block<SW, P, 6, 1>); break;
         case 7: blocks(general_block<SW, P, 8, 1>, general_block<SW, P, 7, 1>); break;
-        default: blocks(general_block<SW, P, 8, 1>, general_block<SW, P, 8, 1>);
+        default:
+          if constexpr (kGeneralBlockPixels == 10) {
+            if (parts.base == 8) {
+              blocks(general_block<SW, P, 9, 1>, general_block<SW, P, 8, 1>);
+            } else if (parts.base == 9) {
+              blocks(general_block<SW, P, 10, 1>, general_block<SW, P, 9, 1>);
+            } else {
+              blocks(general_block<SW, P, 10, 1>, general_block<SW, P, 10, 1>);
+            }
+          } else {
+            blocks(general_block<SW, P, 8, 1>, general_block<SW, P, 8, 1>);
+          }
       }
     } else {
       for (int64_t ox = 0; ox < ow; ++ox) block(general_block<SW, P, 1, 1>, ox, 1);

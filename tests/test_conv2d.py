@@ -481,7 +481,8 @@ def test_depthwise_staged_row_pairs(stride, mult, device, isa, rng):
 # undilated falls back), M = 2 / 3, C below / not a multiple of / a power-of-two multiple of the
 # vector (padded staged pixels), windows wider than the image, 1-column outputs, activations over
 # rows whose length is not a multiple of the 4-vector step; rows split into blocks of every width
-# 4-8 (out_w 30 = 8 + 8 + 7 + 7, 19 = 7 + 6 + 6, 10 = 5 + 5, 9 = 5 + 4, 4-8 one block).
+# 4-8 (out_w 30 = 8 + 8 + 7 + 7, 19 = 7 + 6 + 6, 17 = 6 + 6 + 5, 16 = 8 + 8, 9 = 5 + 4, 4-8 one
+# block) and, on AVX-512, 4-10 (30 = 10 + 10 + 10, 19 = 10 + 9, 17 = 9 + 8, 16 = 8 + 8, 13 = 7 + 6).
 @pytest.mark.parametrize(
     "k, mult, kwargs",
     [
@@ -507,7 +508,7 @@ def test_depthwise_staged_row_pairs(stride, mult, device, isa, rng):
 @pytest.mark.parametrize("c", [5, 12, 20, 128])
 def test_depthwise_general_kernels(k, mult, kwargs, c, device, isa, rng):
     w, b = random_array(rng, (*k, c, mult)), random_array(rng, (c * mult,))
-    for hw in [(15, 30), (9, 13), (6, 19), (4, 9), (5, 7), (3, 1), (1, 4)]:
+    for hw in [(15, 30), (9, 13), (6, 19), (3, 17), (2, 16), (4, 9), (5, 7), (3, 1), (1, 4)]:
         x = random_array(rng, (2 if hw[0] < 10 else 1, *hw, c), scale=3.0)
         try:
             check_against_reference(device, "depthwise_conv2d", [x, w, b], kwargs, terms=k[0] * k[1])
