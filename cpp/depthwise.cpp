@@ -233,6 +233,13 @@ void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const
   }
 }
 
+// The most output pixels of a row_staged_general block: 8 with 16 vector registers; 10 with
+// AVX-512's 32 (10 accumulators + 7 weights + 1 input). A block then loads (NP - 1) * SW + P
+// inputs and P weights per kernel row for NP pixels, and on a CPU with two 512-bit FMA pipes it
+// keeps more than the 8 chains their latency needs (blocks of 7, 73 columns as 3 x 8 + 7 x 7, leave
+// one pipe short). A Xeon, 7x7 layers (and 4x4, 9x9): 0.87-1.00 of the time of blocks up to 8.
+constexpr int64_t kGeneralBlockPixels = kLanes == 16 ? 10 : 8;
+
 // One thread's copies of the input rows it is working on, in a ring of (KH - 1) * dilation_h + 1
 // rows (every row one output row needs, so rows shared by consecutive output rows are copied
 // once), plus stride_h for row pairs (row_staged_pair). Each copy has pad_left zero pixels in
@@ -253,7 +260,8 @@ class RowStage {
     static thread_local std::vector<float> buf;
     static thread_local std::vector<int64_t> key;
     static thread_local std::vector<float> out;
-    if (out.size() < static_cast<size_t>(8 * p.c_out + 16)) out.resize(static_cast<size_t>(8 * p.c_out + 16));
+    const size_t out_floats = static_cast<size_t>(kGeneralBlockPixels * p.c_out + 16);
+    if (out.size() < out_floats) out.resize(out_floats);
     out_ = out.data() + (16 - reinterpret_cast<uintptr_t>(out.data()) / sizeof(float) % 16) % 16;
     // Rows start on 64-byte boundaries, like NumPy's arrays: a vector load at a misaligned
     // address crosses cache lines twice as often.
@@ -270,8 +278,9 @@ class RowStage {
                   static_cast<size_t>((width_ - p.pad_left - p.w) * cs_) * sizeof(float));
     }
   }
-  // Room for 8 output pixels (a pixel block, or a pair's two blocks of 4), 64-byte aligned: the
-  // staged kernels' outputs go here first when they stream (see stream_copy).
+  // Room for the widest block's output pixels (a pixel block of 8, a pair's two blocks of 4, a
+  // general block of kGeneralBlockPixels), 64-byte aligned: the staged kernels' outputs go here
+  // first when they stream (see stream_copy).
   float* out() const { return out_; }
   int64_t pixel_stride() const { return cs_; }
   // The staged channels: [first_channel(), first_channel() + channels()).
@@ -447,12 +456,6 @@ __attribute__((always_inline)) inline void accumulate_taps(vfloat (&acc)[NP], co
 // The widest kernel row piece general_block takes in one pass: 8 accumulators + 7 weights + 1 input
 // fill the 16 vector registers of AVX2 / SSE2.
 constexpr int kMaxPiece = 7;
-// The most output pixels of a row_staged_general block: 8 with 16 vector registers; 10 with
-// AVX-512's 32 (10 accumulators + 7 weights + 1 input). A block then loads (NP - 1) * SW + P
-// inputs and P weights per kernel row for NP pixels, and on a CPU with two 512-bit FMA pipes it
-// keeps more than the 8 chains their latency needs (blocks of 7, 73 columns as 3 x 8 + 7 x 7, leave
-// one pipe short). A Xeon, 7x7 layers (and 4x4, 9x9): 0.87-1.00 of the time of blocks up to 8.
-constexpr int64_t kGeneralBlockPixels = kLanes == 16 ? 10 : 8;
 
 // S segments of NP output pixels over all channels, any kernel width and dilation (staged rows,
 // no bounds checks): as pixel_block, but each kernel row goes in kw / P pieces of P columns (P =
