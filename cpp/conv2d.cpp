@@ -144,8 +144,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
         Conv2dParams padded = p;
         padded.w = wide;
         padded.pad_left = 0;
-        bool xp_owned = false;
-        float* xp = acquire_workspace(tls_padded_input, p.n * p.h * wide * p.c_in, &xp_owned);
+        const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * wide * p.c_in);
+        float* xp = padded_input.get();
         for (int64_t row = 0; row < p.n * p.h; ++row) {
           float* dst = xp + row * wide * p.c_in;
           std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
@@ -153,7 +153,6 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
           std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
         }
         tiled_conv_impl<TR, TV, kGrouped>(padded, xp, w, w_prepacked, b, y, threads);
-        if (xp_owned) std::free(xp);
         return;
       }
     }
@@ -171,12 +170,11 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t tiles_per_sweep = max_i64(1, min_i64(kTilesPerSweep, (tiles + 2 * nthreads - 1) / (2 * nthreads)));
   const int64_t sweep_slots = (block_major ? tiles : tiles_per_sweep) * TR;  // pixels set up at once
   const int64_t scratch_per_sweep = needs_gather ? sweep_slots * taps * seg : 0;
-  bool scratch_owned = false, w_owned = false;
-  float* scratch =
-      needs_gather ? acquire_workspace(tls_gathers, (block_major ? 1 : nthreads) * scratch_per_sweep, &scratch_owned)
-                   : nullptr;
+  const WorkspaceLease gathers(tls_gathers, needs_gather ? (block_major ? 1 : nthreads) * scratch_per_sweep : 0);
+  float* scratch = needs_gather ? gathers.get() : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
-  float* w_packed_here = w_prepacked ? nullptr : acquire_workspace(tls_packed_weights, packed_floats<TV>(p), &w_owned);
+  const WorkspaceLease packed_weights(tls_packed_weights, w_prepacked ? 0 : packed_floats<TV>(p));
+  float* w_packed_here = w_prepacked ? nullptr : packed_weights.get();
   const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
   // Bias padded like the weights.
   float* b_packed = b ? alloc_floats(groups * blocks * kCols) : nullptr;
@@ -318,9 +316,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   });
   delete[] shared_segs;
   std::free(zeros);
-  if (scratch_owned) std::free(scratch);
   std::free(b_packed);
-  if (w_owned) std::free(w_packed_here);
 }
 
 // The narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector, else the wide one.

@@ -424,9 +424,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
   // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
   // w_packed + k * taps * block_cols as [tap][block_cols].
-  bool w_owned = false, panels_owned = false;
-  float* w_packed = acquire_workspace(tls_packed_weights, channel_vectors ? blocks * taps * block_cols : taps * p.c_out,
-                                      &w_owned);
+  const WorkspaceLease packed_weights(tls_packed_weights, channel_vectors ? blocks * taps * block_cols : taps * p.c_out);
+  float* w_packed = packed_weights.get();
   float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
   for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
   const auto pack_block = [&](int64_t k) {
@@ -446,7 +445,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // A panel, then (split rows only) one padded row.
   const int64_t scratch_floats = g.band_rows * g.row_floats + (g.split ? g.row_floats : 0);
   const SplitFn split = g.split ? split_for_stride(p.c_in, p.stride_w) : nullptr;
-  float* panels = acquire_workspace(tls_panels, nthreads * scratch_floats, &panels_owned);
+  const WorkspaceLease panel_lease(tls_panels, nthreads * scratch_floats);
+  float* panels = panel_lease.get();
   // Tap t = (ky, ci, kx) of an output row reads panel row oy * s_h + ky * d_h, and there channel
   // ci's planes, column phase r and offset q (split rows, see the top of the file) or column
   // kx * d_w, channel ci (NHWC rows): one offset from the row's first panel row, so the tiles run
@@ -553,9 +553,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       }
     }
   });
-  if (panels_owned) std::free(panels);
   std::free(b_packed);
-  if (w_owned) std::free(w_packed);
 }
 
 }  // namespace fastconv::cpu::FC_ISA

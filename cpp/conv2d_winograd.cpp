@@ -466,9 +466,9 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
   // Plus a cache line: 36 streams a power of two apart would share cache sets.
   const int64_t u_e_stride = stream_weights ? p.c_in * kCols + 16 : prepacked_e_stride(p);
   const int64_t u_floats = u_prepacked ? 0 : stream_weights ? nthreads * kElems * u_e_stride : kElems * u_e_stride;
-  bool owned = false;
   const int64_t vm_floats = kElems * (g.v_stride + g.m_stride);  // one block's V and M
-  float* workspace = acquire_workspace(tls_workspace, u_floats + (own_blocks ? nthreads : 1) * vm_floats, &owned);
+  const WorkspaceLease lease(tls_workspace, u_floats + (own_blocks ? nthreads : 1) * vm_floats);
+  float* workspace = lease.get();
   float* u_here = workspace;  // U when transformed here
   const float* u = u_prepacked ? u_prepacked : u_here;
   float* v = workspace + u_floats;
@@ -529,7 +529,6 @@ void run_winograd(const Conv2dParams& p, const float* x, const float* w, const f
     }
   });
   std::free(bias_pad);
-  if (owned) std::free(workspace);
 }
 
 // Few input channels (C_in <= kWinogradFewMaxCin, kernels.h: first layers, and strided filters that
@@ -1097,15 +1096,13 @@ void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, cons
   }
 #endif
   const int64_t folded_floats = f.n * f.h * f.w * f.c_in;
-  bool owned = false;
-  float* xf = acquire_workspace(tls_folded_input, folded_floats, &owned);
-  bool wf_owned = false;
-  float* wf = u_prepacked ? nullptr : acquire_workspace(tls_folded_weights, f.kh * f.kw * f.c_in * f.c_out, &wf_owned);
+  const WorkspaceLease folded_input(tls_folded_input, folded_floats);
+  const WorkspaceLease folded_weights(tls_folded_weights, u_prepacked ? 0 : f.kh * f.kw * f.c_in * f.c_out);
+  float* xf = folded_input.get();
+  float* wf = u_prepacked ? nullptr : folded_weights.get();
   fold_input(p, f, x, xf, threads_for(folded_floats, threads));  // a copy: one unit of work per float
   if (wf) fold_weights(p, f, w, wf);
   run_unit_stride(f, xf, wf, u_prepacked, b, y, threads);
-  if (wf_owned) std::free(wf);
-  if (owned) std::free(xf);
 }
 
 // U of the (folded) filter, in the layout run_winograd reads with u_prepacked.

@@ -416,8 +416,8 @@ static void accumulate_rows_any(int64_t rows, const float* x, int64_t ldx, const
 void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), p.k));
   const int64_t plane = p.rows * p.m;  // one thread's partial sums
-  bool part_owned = false;
-  float* part = acquire_workspace(tls_partial_sums, nthreads * plane, &part_owned);
+  const WorkspaceLease partial_sums(tls_partial_sums, nthreads * plane);
+  float* part = partial_sums.get();
   const int64_t block = max_i64(kVecLen, kPartialBytes / static_cast<int64_t>(sizeof(float)) / p.rows / kVecLen * kVecLen);
 
   parallel_run(nthreads, [&] {
@@ -438,7 +438,6 @@ void row_stream_gemm(const GemmParams& p, const float* x, const float* w, const 
       }
     }
   });
-  if (part_owned) std::free(part);
 }
 
 // ---- panel_gemm (rows > kStreamMaxRows) ----------------------------------------------------------
@@ -555,8 +554,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
   // per call unless they come prepacked.
-  bool buf_owned = false;
-  float* buf = acquire_workspace(tls_panel_weights, w_prepacked ? padded : p.k * padded + padded, &buf_owned);
+  const WorkspaceLease panel_weights(tls_panel_weights, w_prepacked ? padded : p.k * padded + padded);
+  float* buf = panel_weights.get();
   const float* w_packed = w_prepacked ? w_prepacked : buf;
   float* b_packed = w_prepacked ? buf : buf + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
@@ -627,7 +626,6 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
       }
     }
   });
-  if (buf_owned) std::free(buf);
 }
 
 // ---- sweep_gemm (few rows under many weights) ------------------------------------------------------
@@ -666,8 +664,8 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
   const EvenParts row_tiles = even_parts(p.rows, TR);  // MLP-Mixer's 49 patches by 8: 7 x 7, not 6 x 8 + 1
   // Per thread: a chunk of its group's packed weights, their bias, the chunk's input rows.
   const int64_t buf_floats = ((chunk + 1) * group * kCols + p.rows * chunk + kLineFloats - 1) / kLineFloats * kLineFloats;
-  bool bufs_owned = false;
-  float* bufs = acquire_workspace(tls_sweep_buffers, nthreads * buf_floats, &bufs_owned);
+  const WorkspaceLease sweep_buffers(tls_sweep_buffers, nthreads * buf_floats);
+  float* bufs = sweep_buffers.get();
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     // Each thread sweeps its share of the blocks over every row tile; the blocks % nt left over go
@@ -763,7 +761,6 @@ void sweep_gemm(const GemmParams& p, const float* x, const float* w, const float
       if (shared_t1 > shared_t0) sweep(b0, nb, shared_t0, shared_t1, b0 + nb, min_i64(b0 + nb + group, blocks));
     }
   });
-  if (bufs_owned) std::free(bufs);
 }
 
 // The paths by row count (see the top of the file); w_packed, when given, stands in for sweep_gemm's

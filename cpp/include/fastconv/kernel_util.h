@@ -117,6 +117,23 @@ static inline float* acquire_workspace(Workspace& ws, int64_t count, bool* owned
   }
   return ws.data;
 }
+// A call's floats from a Workspace (acquire_workspace), an own allocation past
+// kWorkspaceKeepFloats freed when the lease ends. A count of 0 takes nothing (an empty workspace
+// hands out null).
+class WorkspaceLease {
+ public:
+  WorkspaceLease(Workspace& ws, int64_t count) : data_(acquire_workspace(ws, count, &owned_)) {}
+  ~WorkspaceLease() {
+    if (owned_) std::free(data_);
+  }
+  WorkspaceLease(const WorkspaceLease&) = delete;
+  WorkspaceLease& operator=(const WorkspaceLease&) = delete;
+  float* get() const { return data_; }
+
+ private:
+  bool owned_ = false;  // declared first: data_'s initializer sets it
+  float* data_;
+};
 
 // Plain loops and local min/max rather than <algorithm>: a template instantiated in one ISA's
 // translation unit may be the copy the linker keeps for all of them.
