@@ -28,7 +28,7 @@
 //    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).
 //  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
 //    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
-//    pixels x 3 vectors where that pads C_out no more (96 channels), or kNarrowRows pixels x 1 vector
+//    pixels x 3 vectors where that pads C_out no more (96 channels), or kNarrowCTileRows pixels x 1 vector
 //    when C_out fits in one; a row's last tile has only the pixels left (ctile_for); the pixels' inputs are
 //    broadcast from panel floats s * C_in apart (no per-pixel pointers), weights packed
 //    [block][ky][ci][kx][V * kVecLen], stores straight to NHWC (store_rows, tiled_conv.h); all
@@ -349,7 +349,7 @@ static inline CTileFn ctile_for(int64_t pixels) {
   return &run_ctile<R, V>;
 }
 
-// Channel-vector tile shapes: one vector x kNarrowRows pixels when C_out fits in a vector; else the
+// Channel-vector tile shapes: one vector x kNarrowCTileRows pixels when C_out fits in a vector; else the
 // tiled engine's wide tile (kTileRows pixels x 2 vectors) or kWideRows pixels x 3 vectors where
 // that pads C_out no more (48 and 96 channels on AVX-512, 24 and 96 on AVX2): per tap 1 broadcast
 // per 3 FMAs instead of 1 per 2, and C_out = 3 vectors without a padded fourth. kWideRows fills
@@ -360,6 +360,16 @@ constexpr int kWideVecs = 3;
 constexpr int kWideRows = 8;
 #else
 constexpr int kWideRows = 4;
+#endif
+
+// One vector of channels: kNarrowCTileRows pixels. With two 512-bit FMA pipes of 4 cycles' latency,
+// the tiled engine's 8 accumulators are the least that keeps both busy, with no slack for the
+// broadcasts' address arithmetic; 16 (of AVX-512's 32 registers) also load each weight vector half
+// as often. The tiled engine keeps 8: each of its pixels holds an input pointer in a general register.
+#if defined(__AVX512F__)
+constexpr int kNarrowCTileRows = 16;
+#else
+constexpr int kNarrowCTileRows = kNarrowRows;
 #endif
 
 struct CTile {
@@ -373,7 +383,7 @@ static CTile ctile_shape(int64_t out_w) {
 }
 
 static CTile ctile_choice(const Conv2dParams& p) {
-  if (p.c_out <= kVecLen) return ctile_shape<kNarrowRows, 1>(p.out_w);
+  if (p.c_out <= kVecLen) return ctile_shape<kNarrowCTileRows, 1>(p.out_w);
   static_assert(kWideVecs == 3 && kTileVecs == 2, "the blocks of first_layer_block_channels (kernels.h)");
   if (first_layer_block_channels(p.c_out, kVecLen) == kWideVecs * kVecLen) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
   return ctile_shape<kTileRows, kTileVecs>(p.out_w);

@@ -79,9 +79,12 @@ static thread_local Workspace tls_workspace;      // U, V and M
 static thread_local Workspace tls_folded_input;  // strided filters: the folded input (fold_input)
 static thread_local Workspace tls_folded_weights;  // and their folded weights (fold_weights)
 
-// BT applied to a column d0..d(A-1) (input transform, both directions).
+// BT applied to a column d0..d(A-1) (input transform, both directions). BT, AT and the few-channel
+// tile products are always inlined, so that their arrays of vectors stay in registers: once GCC's
+// inliner budget left at<6, 4> out of run_winograd_few (after a change to the activations' code),
+// 3-channel layers ran 1.3-1.4x slower.
 template <int A>
-static inline void bt(const wvec* d, wvec* r) {
+__attribute__((always_inline)) static inline void bt(const wvec* d, wvec* r) {
   if constexpr (A == 8) {  // points 0, +-1, +-2, +-1/2 and infinity, scaled by 4 (integer entries)
     const wvec four = splat(4.0f), c21 = splat(21.0f);
     r[0] = c21 * (d[2] - d[4]) + four * (d[6] - d[0]);
@@ -112,7 +115,7 @@ static inline void bt(const wvec* d, wvec* r) {
 
 // AT applied to m0..m(A-1), giving the M outputs (output transform, both directions).
 template <int A, int M>
-static inline void at(const wvec* m, wvec* o) {
+__attribute__((always_inline)) static inline void at(const wvec* m, wvec* o) {
   if constexpr (M == 3) {  // F(3x3, 4x4): rows p^0..p^2 of the points 0, 1, -1, 2, -2 (and infinity)
     const wvec s12 = m[1] + m[2], s34 = m[3] + m[4];
     o[0] = m[0] + s12 + s34;
@@ -627,7 +630,7 @@ __attribute__((always_inline)) static inline void few_row(const float* v_lane, c
 // One tile's M x M outputs for one vector of output channels: v_lane points at the tile's lane of
 // V, u_vec at the vector's lanes of U[0][its column block][0].
 template <int A, int M, int C>
-static inline void few_tile_products(const float* v_lane, const float* u_vec, int64_t e_stride, wvec (&o)[M][M]) {
+__attribute__((always_inline)) static inline void few_tile_products(const float* v_lane, const float* u_vec, int64_t e_stride, wvec (&o)[M][M]) {
   if constexpr (A == 6 && M == 4) {
     // The row step in pairs of rows, as at<6, 4> pairs its inputs, so that at most 26 vectors are
     // live (the 24 of all six rows' column steps spilled to the stack).

@@ -544,17 +544,19 @@ def test_depthwise_nan_and_large_values(device, isa):
 
 def test_depthwise_activation_range(isa):
     # A 1x1 depthwise with unit weights is the activation alone (vec::activate): a dense sweep over
-    # exp's range reduction (n rounding at odd multiples of ln2 / 2) and its clamps at -87 / 88.
-    v = np.concatenate([np.linspace(-100, 100, 40001), np.arange(-130, 131) * (np.log(2) / 2),
-                        [-88.5, -88.0, -87.5, -87.0, -86.5, 86.5, 87.0, 87.5, 88.0, 88.5, 0.0, -0.0, 1e-30, -1e-30]])
+    # exp's range reduction (n rounding at odd multiples of ln2 / 2) and its clamps at -87 / 88, and
+    # over tanh's rational form from tiny values (relative error, no cancellation) to its clamp at 9.
+    tiny_to_clamp = np.geomspace(1e-30, 9.5, 4001)
+    v = np.concatenate([np.linspace(-100, 100, 40001), np.arange(-130, 131) * (np.log(2) / 2), tiny_to_clamp, -tiny_to_clamp,
+                        [-88.5, -88.0, -87.5, -87.0, -86.5, 86.5, 87.0, 87.5, 88.0, 88.5, 0.0, -0.0, 1e-30, -1e-30],
+                        [8.99, 9.0, 9.01, 9.02, -9.0, -9.01]])
     v = np.resize(v, (len(v) + 15) // 16 * 16).astype(np.float32)
     x = v.reshape(1, 1, -1, 16)
     w = np.ones((1, 1, 16), np.float32)
     for act in ACTIVATIONS:
         got = fastconv.depthwise_conv2d(x, w, activation=act).ravel()
         want = reference.activate(v.astype(np.float64), act)
-        rtol, atol = (1e-5, 1e-6) if act == "tanh" else (1e-6, 1e-30)
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=str(act))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30, err_msg=str(act))
 
 
 def test_depthwise_equals_grouped_conv2d(device, rng):
@@ -781,11 +783,11 @@ def test_conv2d_first_layer_kernel_choice(x_shape, w_shape, stride, kernel):
     assert fastconv._cpu.conv2d_kernel(p) == kernel
 
 
-# Channel-vector tiles of R pixels x V vectors (8 x 1, 8 x 2 or 6 x 2, 8 x 3 on AVX-512, 4 x 3 on AVX2 /
-# SSE2) and a row's last tile of the 1 .. R pixels left: every remainder of each tile shape, stride 1
+# Channel-vector tiles of R pixels x V vectors (16 x 1 on AVX-512, else 8 x 1; 8 x 2 or 6 x 2; 8 x 3 on
+# AVX-512, 4 x 3 on AVX2 / SSE2) and a row's last tile of the 1 .. R pixels left: every remainder of each tile shape, stride 1
 # and 2, relu in the store.
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("c_out", [8, 24, 32, 40, 48])
+@pytest.mark.parametrize("c_out", [8, 16, 24, 32, 40, 48])
 @pytest.mark.parametrize("out_w", range(1, 18))
 def test_conv2d_first_layer_last_tile(threads, c_out, out_w, isa, rng):
     stride = 1 + out_w % 2
