@@ -21,8 +21,8 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     activation: None, "relu", "relu6", "sigmoid", "tanh" or "silu", applied after the bias.
     algorithm: "auto" (default: a cost model picks), "direct", or "winograd" (only 3x3 and 5x5 kernels
     with stride 1, dilation 1 and groups 1, else ValueError; 3x3: F(4x4, 3x3), about 4x fewer
-    multiplies and a slightly larger float32 rounding error, or F(2x2, 3x3), 2.25x fewer, with sigmoid
-    or tanh and, on the GPU, below 8 input channels; 5x5: F(4x4, 5x5), 6.25x fewer, or F(2x2, 5x5),
+    multiplies and a slightly larger float32 rounding error, or on the GPU F(2x2, 3x3), 2.25x fewer,
+    with sigmoid or tanh or below 8 input channels; 5x5: F(4x4, 5x5), 6.25x fewer, or F(2x2, 5x5),
     2.8x fewer, below 8 input channels; 5x5 with sigmoid or tanh runs the direct kernel, as their
     rounding would exceed the float32 tolerance). Strided kernels that fold to 3x3 or 5x5
     (ceil(KH / stride_h) = ceil(KW / stride_w) = 3 or 5, e.g. AlexNet's 11x11 at stride 4) are
