@@ -27,7 +27,8 @@
 //    the rows of the next pack are prefetched while the tiles run.
 //  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
 //    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
-//    vector of columns is left; all blocks 1 vector wide when m fits one vector), zero padded, or
+//    vector of columns is left, or of dot products, dot_tail, when at most a quarter vector is
+//    left; all blocks 1 vector wide when m fits one vector), zero padded, or
 //    read from pack_weights' blocks of the same layout (a narrow last block padded to 2). The
 //    input is read in place. Threads take contiguous runs of row tiles (kTileRows = 6 rows on
 //    SSE2 / AVX2, 8 on AVX-512; kNarrowRows = 8 for the 1-vector case; on AVX-512 with more than 3
@@ -525,6 +526,80 @@ static inline void prefetch_outputs(const float* y, int64_t ldy, int64_t rows, i
   }
 }
 
+// The sum of a vector's lanes.
+static inline float lane_sum(vfloat v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(v);
+#elif defined(__AVX2__)
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#else
+  float sum = 0.0f;
+  for (int l = 0; l < kVecLen; ++l) sum += v[l];
+  return sum;
+#endif
+}
+
+// A tail of T <= kVecLen / 4 columns as dot products, the lanes along the reduction: y[r][j] = bias[j]
+// + x[r] . wt[j] (wt: T rows of k floats) for `rows` rows, kDotRows at a time. As a one-vector tile
+// the tail costs as many FMAs per row as a block of kVecLen columns (N = 33: 3 x 3 vs. 2 x 3 vectors,
+// so 1.5x the time of N = 32); here ceil(k / kVecLen) per column and a sum of lanes.
+constexpr int kDotRows = 4;
+template <int T>
+static void dot_tail(int64_t rows, const float* x, int64_t ldx, int64_t k, const float* wt, const float* bias,
+                     float* y, int64_t ldy, Activation act) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kDotRows) {
+    const int64_t nr = min_i64(kDotRows, rows - r0);
+    const float* xr[kDotRows];
+#pragma GCC unroll 4
+    for (int r = 0; r < kDotRows; ++r) xr[r] = x + (r0 + min_i64(r, nr - 1)) * ldx;  // past the rows: the last again
+    vfloat acc[kDotRows][T] = {};
+    int64_t i = 0;
+    for (; i + kVecLen <= k; i += kVecLen) {
+      vfloat wv[T];
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) wv[j] = load_vec(wt + j * k + i);
+#pragma GCC unroll 4
+      for (int r = 0; r < kDotRows; ++r) {
+        const vfloat xv = load_vec(xr[r] + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) acc[r][j] += xv * wv[j];
+      }
+    }
+    if (i < k) {  // zeros past k on both sides
+#pragma GCC unroll 4
+      for (int r = 0; r < kDotRows; ++r) {
+        const vfloat xv = vec::load_partial(xr[r] + i, k - i);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) acc[r][j] += xv * vec::load_partial(wt + j * k + i, k - i);
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r) {
+      float sums[kVecLen] = {};
+#pragma GCC unroll 4
+      for (int j = 0; j < T; ++j) sums[j] = lane_sum(acc[r][j]) + (bias ? bias[j] : 0.0f);
+      vec::store_partial(y + (r0 + r) * ldy, vec::activate(act, load_vec(sums)), T);
+    }
+  }
+}
+
+static void dot_tail_any(int64_t cols, int64_t rows, const float* x, int64_t ldx, int64_t k, const float* wt,
+                         const float* bias, float* y, int64_t ldy, Activation act) {
+  switch (cols) {
+    case 1: return dot_tail<1>(rows, x, ldx, k, wt, bias, y, ldy, act);
+    case 2: return dot_tail<2>(rows, x, ldx, k, wt, bias, y, ldy, act);
+    case 3: return dot_tail<3>(rows, x, ldx, k, wt, bias, y, ldy, act);
+    default: return dot_tail<4>(rows, x, ldx, k, wt, bias, y, ldy, act);
+  }
+}
+constexpr int64_t kDotTailMaxCols = kVecLen / 4 < 4 ? kVecLen / 4 : 4;
+constexpr int64_t kDotLaneSumCost = 10;
+// Only above the rows sweep_gemm takes (200): there a layer's weights packed per call and by
+// pack_weights can run on different GEMMs (sweep_gemm and panel_gemm), which give the same sums bit
+// for bit only while both tails add in the same order.
+constexpr int64_t kDotTailMinRows = 201;
+
 // Column blocks of TV vectors; the last block, when at most one vector of columns is left, is a
 // 1-vector block (N = 33: 16 + 16 + 8 columns computed, not 48). kPaired: each tile covers two
 // blocks at once (2 * TV vectors) where two are left that are not a narrow tail.
@@ -551,14 +626,28 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   const bool chunked = p.k * kCols * (kPaired ? 2 : 1) * static_cast<int64_t>(sizeof(float)) > kChunkMinBlockBytes;
   const int64_t chunks = chunked ? (p.k + kPanelChunk - 1) / kPanelChunk : 1;
   const int64_t chunk = (p.k + chunks - 1) / chunks;
+  // A tail of at most kDotTailMaxCols columns runs as dot products (dot_tail) from its columns of
+  // w, each made contiguous here: (k x tail) floats after the bias. Where its vectors along k and
+  // sums of lanes (~kDotLaneSumCost operations each) cost more than the one-vector tile's k FMAs a
+  // row, the tile stays (1 x 56 x 56 x 24 -> 36 ran 1.38x slower as dot products).
+  const bool dot_tail_block = narrow_tail && !chunked && rest <= kDotTailMaxCols && p.rows >= kDotTailMinRows &&
+                              rest * ((p.k + kVecLen - 1) / kVecLen + kDotLaneSumCost) <= p.k;
+  const int64_t tail_floats = dot_tail_block ? rest * p.k : 0;
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
   // per call unless they come prepacked.
-  const WorkspaceLease panel_weights(tls_panel_weights, w_prepacked ? padded : p.k * padded + padded);
+  const WorkspaceLease panel_weights(tls_panel_weights, (w_prepacked ? padded : p.k * padded + padded) + tail_floats);
   float* buf = panel_weights.get();
   const float* w_packed = w_prepacked ? w_prepacked : buf;
   float* b_packed = w_prepacked ? buf : buf + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
+  float* w_tail = b_packed + padded;
+  for (int64_t j = 0; j < tail_floats / max_i64(p.k, 1); ++j) {
+    const int64_t col = full_blocks * kCols + j;
+    for (int64_t i = 0; i < p.k; ++i) {
+      w_tail[j * p.k + i] = w_prepacked ? w_prepacked[full_blocks * kCols * p.k + i * kPackedCols + j] : w[i * p.m + col];
+    }
+  }
 
   parallel_run(nthreads, [&] {
     if (!w_prepacked) {  // every thread of the team takes this branch, as `omp for` requires
@@ -611,6 +700,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
             const Activation act = last ? p.activation : Activation::kNone;
             if (kPaired && pair) {
               panel_tile_rows<TR, 2 * TV, kCols>(nr, xt, p.k, steps, wb, pair_offset, bb, pf, yt, p.m, cols, !first, act);
+            } else if (dot_tail_block && blk == full_blocks) {
+              dot_tail_any(cols, nr, xt, p.k, p.k, w_tail, bb, yt, p.m, act);
             } else if (narrow_tail && blk == full_blocks && w_prepacked) {
               panel_tile_rows<TR, 1, kPackedCols>(nr, xt, p.k, steps, wb, 0, bb, pf, yt, p.m, cols, !first, act);
             } else if (narrow_tail && blk == full_blocks) {

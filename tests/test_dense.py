@@ -123,6 +123,28 @@ def test_dense_panel_pairs(threads, k, m, isa, rng):
     _compare.assert_close(got_packed, want, terms=k, what="dense, paired panel, packed weights")
 
 
+# panel_gemm's dot-product tail (gemm.cpp, dot_tail): a last block of at most a quarter vector of
+# columns (1-4 on AVX-512, 1-2 on AVX2, 1 on SSE2; wider tails take the one-vector tile) after full
+# blocks; 203 rows (every remainder of the tiles and of dot_tail's groups of 4 rows); reductions of
+# 1 step, below, off and past one vector; weights packed per call and by pack_weights; a NaN input row
+# stays a NaN output row.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("m", [17, 18, 19, 20, 33, 34, 36, 65, 131])
+@pytest.mark.parametrize("k", [1, 7, 16, 67, 300])
+def test_dense_panel_dot_tail(threads, k, m, isa, rng):
+    activation = [None, "relu6", "sigmoid"][m % 3]
+    x, w, b = random_array(rng, (203, k)), random_array(rng, (k, m)), random_array(rng, (m,))
+    x[101, k // 2] = np.nan
+    want = reference.dense(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation=activation)
+    with num_threads(threads):
+        got = fastconv.dense(x, w, b, activation=activation)
+        got_packed = fastconv.dense(x, fastconv.pack_weights(w), b, activation=activation)
+    for result, what in ((got, "dense, dot tail"), (got_packed, "dense, dot tail, packed weights")):
+        assert np.isnan(result[101]).all(), what
+        finite = np.arange(203) != 101
+        _compare.assert_close(result[finite], want[finite], terms=k, what=what)
+
+
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 @pytest.mark.parametrize("m", [5, 16, 33])
 def test_panel_keeps_nan(activation, m, isa):
