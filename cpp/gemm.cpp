@@ -632,17 +632,17 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   // row, the tile stays (1 x 56 x 56 x 24 -> 36 ran 1.38x slower as dot products).
   const bool dot_tail_block = narrow_tail && !chunked && rest <= kDotTailMaxCols && p.rows >= kDotTailMinRows &&
                               rest * ((p.k + kVecLen - 1) / kVecLen + kDotLaneSumCost) <= p.k;
-  const int64_t tail_floats = dot_tail_block ? rest * p.k : 0;
+  const int64_t tail_cols = dot_tail_block ? rest : 0;
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
   // per call unless they come prepacked.
-  const WorkspaceLease panel_weights(tls_panel_weights, (w_prepacked ? padded : p.k * padded + padded) + tail_floats);
+  const WorkspaceLease panel_weights(tls_panel_weights, (w_prepacked ? padded : p.k * padded + padded) + tail_cols * p.k);
   float* buf = panel_weights.get();
   const float* w_packed = w_prepacked ? w_prepacked : buf;
   float* b_packed = w_prepacked ? buf : buf + p.k * padded;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
   float* w_tail = b_packed + padded;
-  for (int64_t j = 0; j < tail_floats / max_i64(p.k, 1); ++j) {
+  for (int64_t j = 0; j < tail_cols; ++j) {
     const int64_t col = full_blocks * kCols + j;
     for (int64_t i = 0; i < p.k; ++i) {
       w_tail[j * p.k + i] = w_prepacked ? w_prepacked[full_blocks * kCols * p.k + i * kPackedCols + j] : w[i * p.m + col];
@@ -654,7 +654,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < p.k; ++i) {
         const float* src = w + i * p.m;
-        for (int64_t blk = 0; blk < blocks; ++blk) {
+        for (int64_t blk = 0; blk < blocks - (dot_tail_block ? 1 : 0); ++blk) {  // a dot tail reads w_tail
           const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
           float* dst = buf + c0 * p.k + i * width;
           for (int64_t j = 0; j < width; j += kVecLen) {  // zeros past m: masked loads
