@@ -18,7 +18,7 @@
 //    dilation, padding and C_in. Channel-vector tiles read single floats, so their panel keeps the
 //    padded rows in NHWC order.
 //  - Pixel-vector tile (C_out < kTileVecs * kVecLen, e.g. LeNet C1's 6 channels, unless
-//    use_channel_vectors finds the split panel not worth its pass): kPixVecs vectors
+//    first_layer_channel_vectors, kernels.h, finds the split panel not worth its pass): kPixVecs vectors
 //    of pixels x C output channels (C_out split into equal blocks of at most kChanBlock). Per tap
 //    (ky, ci, kx): kPixVecs input loads, C weight broadcasts, kPixVecs * C FMAs. Weights are packed per call into
 //    [block][ky][ci][kx][C], the tap order of the loop.
@@ -389,35 +389,13 @@ static CTile ctile_choice(const Conv2dParams& p) {
   return ctile_shape<kTileRows, kTileVecs>(p.out_w);
 }
 
-// Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at C_out
-// 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x). Below it the pixel
-// vectors' lanes are full, but their split panel is a pass over every input row that stride 2 or
-// more no longer repays where channel vectors fill their one vector (C_out = kVecLen: 3x3 stride 2
-// 0.72-0.87 of the time, 11x11 stride 4 0.84, 5x5 and 7x7 stride 2 0.94-1.02) or where windows do not
-// overlap along a row, each input read by one tap (4x4 stride 4: 0.6 of the time at C_out 8, 0.78 at
-// 6, 0.85 at 12). With 16-float vectors the same holds from stride 2 at up to 8 channels, half the
-// lanes: pixel vectors then transpose each tile of <= 8 channels through memory on top of the pass
-// (AVX-512 forced, 2 threads, a Xeon: C_in 3, 3x3 to 11x11 at stride 2 and 4, C_out 6-8: 0.47-0.83 of
-// the time; C_in 1-2: 0.75-0.89; one 31 x 31 map 1.16x slower; by default AVX2 serves these layers,
-// dispatch.cpp). At 12 channels pixel vectors still win at stride 2 (1.15-1.30x), and on AVX2 at 4
-// channels they mostly do (0.93-0.96, 2.1x with C_in 1).
-// From stride 3 with two or more input channels the pass gathers C_in x stride phases per row, and
-// channel vectors win at any C_out (AVX2 on a Xeon, C_in 2-4, 3x3 to 11x11 at stride 3 and 4, C_out
-// 6-12: 0.65-0.92 of the time, one 0.99); with one input channel the pass is a strided copy and
-// pixel vectors keep winning (1.23-1.29x).
-static bool use_channel_vectors(const Conv2dParams& p) {
-  if (p.c_out >= kTileVecs * kVecLen) return true;
-  if (kVecLen == 16 && p.c_out <= kVecLen / 2 && p.stride_w >= 2) return true;
-  if (p.c_in >= 2 && p.stride_w >= 3) return true;
-  return (p.c_out == kVecLen && p.stride_w >= 2) || p.windows_apart_w();
-}
 
 }  // namespace
 
 void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                         int threads) {
   const int64_t taps = p.kh * p.kw * p.c_in;
-  const bool channel_vectors = use_channel_vectors(p);
+  const bool channel_vectors = first_layer_channel_vectors(p, kVecLen);
   const CTile ctile = ctile_choice(p);
   const int64_t block_cols = ctile.vecs * kVecLen, ctile_rows = ctile.rows;
   const int wanted_threads = threads_for(p.n * p.out_h * p.out_w * taps * p.c_out, threads);

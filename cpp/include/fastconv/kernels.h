@@ -44,6 +44,53 @@ inline int64_t first_layer_block_channels(int64_t c_out, int64_t vector_floats) 
   return (c_out + v3 - 1) / v3 * v3 <= (c_out + v2 - 1) / v2 * v2 ? v3 : v2;
 }
 
+// The first-layer kernel's tile (conv2d_first_layer.cpp): vector lanes over output channels
+// (channel vectors) or over output pixels. Shared by the kernel and the rule that picks its ISA
+// (dispatch.cpp, first_layer_table).
+// Channel-vector tiles once C_out fills the wide tile (measured crossover, AVX2: C_out 16; at C_out
+// 8-12 pixel vectors win by 1.4-1.6x, at 16-96 channel vectors by 1.1-1.9x). Below it the pixel
+// vectors' lanes are full, but their split panel is a pass over every input row that stride 2 or
+// more no longer repays where channel vectors fill their one vector (C_out = vector_floats: 3x3
+// stride 2 0.72-0.87 of the time, 11x11 stride 4 0.84, 5x5 and 7x7 stride 2 0.94-1.02) or where
+// windows do not overlap along a row, each input read by one tap (4x4 stride 4: 0.6 of the time at
+// C_out 8, 0.78 at 6, 0.85 at 12). With 16-float vectors the same holds from stride 2 at up to 8
+// channels, half the lanes: pixel vectors then transpose each tile of <= 8 channels through memory
+// on top of the pass (AVX-512 forced, 2 threads, a Xeon: C_in 3, 3x3 to 11x11 at stride 2 and 4,
+// C_out 6-8: 0.47-0.83 of the time; C_in 1-2: 0.75-0.89; one 31 x 31 map 1.16x slower; by default
+// AVX2 serves these layers, dispatch.cpp); on AVX2 at 4 channels pixel vectors mostly win (0.93-0.96,
+// 2.1x with C_in 1).
+// From stride 3 with two or more input channels the pass gathers C_in x stride phases per row, and
+// channel vectors win at any C_out (AVX2 on a Xeon, C_in 2-4, 3x3 to 11x11 at stride 3 and 4, C_out
+// 6-12: 0.65-0.92 of the time, one 0.99); with one input channel the pass is a strided copy and
+// pixel vectors keep winning (1.23-1.29x).
+// With 16-float vectors and 9-31 channels the two tiles trade padded lanes against the pass: per
+// output pixel, pixel vectors save taps x (padded - C_out) / 16 vector FMAs and add the pass over
+// s_h x s_w x C_in input floats and a transposed store of C_out. The one-vector channel tile
+// also spends a broadcast per FMA (the two-vector one a broadcast per two), counted as a tenth of
+// an FMA per tap. Channel vectors win where that saving is at most kFirstLayerPaddedLanesPerMove of
+// the traffic, the pass weighted 3x (fitted to 66 layers on a Xeon, C_in 1 and 3, 3x3 to 11x11 at
+// stride 1 and 2, C_out 10-28: channel vectors in 0.55-0.96 of the time where chosen, pixel
+// vectors 1.01-1.54x faster elsewhere; one misfit, 5x5 over 3 channels to 12 at stride 2, 9 %).
+constexpr double kFirstLayerPaddedLanesPerMove[] = {0.375, 1.25};  // one-vector, two-vector channel tile
+constexpr double kFirstLayerOneVectorTapCost = 0.1;
+constexpr int64_t kFirstLayerPassWeight = 3;
+
+inline bool first_layer_channel_vectors_pay(const Conv2dParams& p, int64_t vector_floats) {
+  const int64_t vecs = (p.c_out + vector_floats - 1) / vector_floats;
+  const double padded = static_cast<double>(vecs * vector_floats - p.c_out) / vector_floats;
+  const double saved = static_cast<double>(p.kh * p.kw * p.c_in) * (padded + (vecs == 1 ? kFirstLayerOneVectorTapCost : 0.0));
+  const double moved = static_cast<double>(kFirstLayerPassWeight * p.stride_h * p.stride_w * p.c_in + p.c_out);
+  return saved <= kFirstLayerPaddedLanesPerMove[vecs - 1] * moved;
+}
+
+inline bool first_layer_channel_vectors(const Conv2dParams& p, int64_t vector_floats) {
+  if (p.c_out >= 2 * vector_floats) return true;
+  if (vector_floats == 16 && p.c_out <= vector_floats / 2 && p.stride_w >= 2) return true;
+  if (vector_floats == 16 && p.c_out > vector_floats / 2 && first_layer_channel_vectors_pay(p, vector_floats)) return true;
+  if (p.c_in >= 2 && p.stride_w >= 3) return true;
+  return (p.c_out == vector_floats && p.stride_w >= 2) || p.windows_apart_w();
+}
+
 // The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
 // 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels takes 2x2 tiles, whose
 // rounding error is smaller.
