@@ -390,12 +390,74 @@ static CTile ctile_choice(const Conv2dParams& p) {
 }
 
 
+#if defined(__AVX512F__)
+// Pair tiles (AVX-512, C_out <= 8, dilation_w 1): a channel-vector tile that fills its 16 lanes
+// with 8 channels x 2 reduction steps. A pixel's window row is kw * C_in contiguous floats; each
+// step broadcasts two neighbours of it as one 64-bit element (lane 2j: the first float, lane
+// 2j + 1: the second) against weights packed the same way, so one FMA does two taps of 8 channels,
+// where the 8-lane channel vectors of AVX2 do one. Lanes 2j and 2j + 1 are added at the store. A
+// window row of odd length ends in a single tap (weights in the even lanes only): a pair there
+// would multiply the float after the row, which may lie past the input or hold an Inf.
+constexpr int kPairRows = 16;  // pixels: 16 accumulator chains for two 512-bit FMA pipes
+
+using PairTileFn = void (*)(const Conv2dParams&, const float*, const int64_t*, int64_t, int64_t, const float*,
+                            const float*, float*, Activation);
+
+template <int R>
+static void run_pair_tile(const Conv2dParams& p, const float* base, const int64_t* tap_off, int64_t pairs,
+                          int64_t singles, const float* wb, const float* bias, float* out, Activation act) {
+  const int64_t pixel_step = p.stride_w * p.c_in;
+  vfloat acc[R];
+  const vfloat init = bias ? load_vec(bias) : splat(0.0f);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = init;
+  for (int64_t t = 0; t < pairs; ++t, wb += kVecLen) {
+    const float* src = base + tap_off[t];
+    const vfloat wv = load_vec(wb);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      double two;
+      std::memcpy(&two, src + r * pixel_step, sizeof(two));
+      acc[r] += reinterpret_cast<vfloat>(_mm512_set1_pd(two)) * wv;
+    }
+  }
+  for (int64_t t = pairs; t < pairs + singles; ++t, wb += kVecLen) {
+    const float* src = base + tap_off[t];
+    const vfloat wv = load_vec(wb);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) acc[r] += splat(src[r * pixel_step]) * wv;
+  }
+  const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const __m512 sums = _mm512_add_ps(acc[r], _mm512_permute_ps(acc[r], 0xB1));  // lane 2j: channel j
+    const vfloat channels = reinterpret_cast<vfloat>(_mm512_permutexvar_ps(even_lanes, sums));
+    vec::store_partial(out + r * p.c_out, activate(act, channels), p.c_out);
+  }
+}
+
+template <int R>
+static inline PairTileFn pair_tile_for(int64_t pixels) {
+  if constexpr (R > 1) {
+    if (pixels < R) return pair_tile_for<R - 1>(pixels);
+  }
+  return &run_pair_tile<R>;
+}
+
+#endif
+
 }  // namespace
 
 void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y,
                         int threads) {
   const int64_t taps = p.kh * p.kw * p.c_in;
   const bool channel_vectors = first_layer_channel_vectors(p, kVecLen);
+  const bool pair_tiles = first_layer_pair_tiles(p, kVecLen);
+  // Pair tiles' reduction steps: each kernel row's pairs of neighbouring floats, then (odd rows) its
+  // last float, ky-major; other tiles step tap by tap.
+  const int64_t row_len = p.kw * p.c_in;
+  const int64_t pairs = pair_tiles ? p.kh * (row_len / 2) : 0, singles = pair_tiles ? p.kh * (row_len % 2) : 0;
+  const int64_t steps = pair_tiles ? pairs + singles : taps;
   const CTile ctile = ctile_choice(p);
   const int64_t block_cols = ctile.vecs * kVecLen, ctile_rows = ctile.rows;
   const int wanted_threads = threads_for(p.n * p.out_h * p.out_w * taps * p.c_out, threads);
@@ -412,11 +474,32 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // Packed weights, per block in the loop's tap order [ky][ci][kx]: pixel-vector block k (first
   // channel co0, C channels) at w_packed + co0 * taps as [tap][C]; channel-vector block k at
   // w_packed + k * taps * block_cols as [tap][block_cols].
-  const WorkspaceLease packed_weights(tls_packed_weights, channel_vectors ? blocks * taps * block_cols : taps * p.c_out);
+  // Pair tiles: one block of [step][16], lanes 2j and 2j + 1 channel j's weights for the step's two
+  // floats (a single step's odd lanes zero), the bias in the even lanes.
+  const WorkspaceLease packed_weights(tls_packed_weights, channel_vectors ? blocks * steps * block_cols : taps * p.c_out);
   float* w_packed = packed_weights.get();
   float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
-  for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) b_packed[j] = j < p.c_out ? b[j] : 0.0f;
+  for (int64_t j = 0; b_packed && j < blocks * block_cols; ++j) {
+    const int64_t c = pair_tiles ? j / 2 : j;
+    b_packed[j] = c < p.c_out && (!pair_tiles || j % 2 == 0) ? b[c] : 0.0f;
+  }
+  const auto pack_pairs = [&] {
+    float* dst = w_packed;
+    const auto put = [&](int64_t ky, int64_t m, bool single) {
+      const float* w_row = w + ky * row_len * p.c_out;  // HWIO: kernel row ky's floats [kx][ci] in order
+      for (int64_t j = 0; j < kVecLen; ++j) {
+        const int64_t c = j / 2, second = j % 2;
+        dst[j] = c < p.c_out && !(single && second) ? w_row[(m + second) * p.c_out + c] : 0.0f;
+      }
+      dst += kVecLen;
+    };
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      for (int64_t m = 0; m + 1 < row_len; m += 2) put(ky, m, false);
+    }
+    for (int64_t ky = 0; singles && ky < p.kh; ++ky) put(ky, row_len - 1, true);
+  };
   const auto pack_block = [&](int64_t k) {
+    if (pair_tiles) return pack_pairs();
     const int64_t co0 = channel_vectors ? k * block_cols : k * base + min_i64(k, extra);
     const int64_t cb = channel_vectors ? min_i64(block_cols, p.c_out - co0) : base + (k < extra ? 1 : 0);
     const int64_t width = channel_vectors ? block_cols : cb;
@@ -450,6 +533,15 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
       }
     }
   }
+  // Pair tiles: step offsets into the kernel rows, m the first float's place in the row ([kx][ci]).
+  const auto step_offsets = [&](int64_t row_floats, std::vector<int64_t>& off) {
+    int64_t t = 0;
+    for (int64_t ky = 0; ky < p.kh; ++ky) {
+      for (int64_t m = 0; m + 1 < row_len; m += 2) off[t++] = ky * p.dilation_h * row_floats + m;
+    }
+    for (int64_t ky = 0; singles && ky < p.kh; ++ky) off[t++] = ky * p.dilation_h * row_floats + row_len - 1;
+  };
+  if (pair_tiles) step_offsets(g.row_floats, tap_off);
   // Channel-vector tiles whose windows lie inside the image read it in place (tap_in_place: offsets
   // in image rows) in bands whose input rows all lie inside it; the panel of such a band holds only
   // the edge tiles' columns, [0, edge_left) and [edge_right, cols). The copy of every row was 7 % of
@@ -464,6 +556,7 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
         for (int64_t kx = 0; kx < p.kw; ++kx, ++t) tap_in_place[t] = (ky * p.dilation_h * p.w + kx * p.dilation_w) * p.c_in + ci;
       }
     }
+    if (pair_tiles) step_offsets(p.w * p.c_in, tap_in_place);
     for (int64_t ox0 = 0; ox0 < p.out_w; ox0 += ctile_rows) {
       const int64_t first = ox0 * p.stride_w, last = (min_i64(ox0 + ctile_rows, p.out_w) - 1) * p.stride_w + (p.kw - 1) * p.dilation_w;
       const bool inside = first >= p.pad_left && last - p.pad_left < p.w;
@@ -473,6 +566,10 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
   }
   const TileFn tile_big = tile_for(base + (extra ? 1 : 0)), tile_small = tile_for(base);
+#if defined(__AVX512F__)
+  static_assert(kPairRows == kNarrowCTileRows, "pair tiles take the one-vector tiles' columns (ctile_rows)");
+  const PairTileFn pair_full = &run_pair_tile<kPairRows>, pair_last = pair_tile_for<kPairRows>((p.out_w - 1) % kPairRows + 1);
+#endif
   const bool row_act = has_exponential(p.activation);
   const Activation tile_act = row_act ? Activation::kNone : p.activation;
 
@@ -516,6 +613,13 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
             const float* src = direct ? x_image + ((oy * p.stride_h - p.pad_top) * p.w + ox0 * p.stride_w - p.pad_left) * p.c_in
                                       : row0 + ox0 * p.stride_w * p.c_in;
             const int64_t* offsets = direct ? tap_in_place.data() : tap_off.data();
+#if defined(__AVX512F__)
+            if (pair_tiles) {
+              (ox0 + ctile_rows <= p.out_w ? pair_full : pair_last)(p, src, offsets, pairs, singles, w_packed, b_packed,
+                                                                   y_row + ox0 * p.c_out, tile_act);
+              continue;
+            }
+#endif
             for (int64_t k = 0; k < blocks; ++k) {
               const float* wb = w_packed + k * taps * block_cols;
               const float* bias = b_packed ? b_packed + k * block_cols : nullptr;

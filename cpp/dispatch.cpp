@@ -254,18 +254,21 @@ const KernelTable& channel_table(LaneUse use, int64_t c_in, int64_t c_out) {
 // The first-layer kernel's table. With full-width 512-bit units AVX-512 wins (a Xeon, 2 threads:
 // 8-24 output channels at stride 1 in 0.59-0.89 of AVX2's time, 16-24 with 5x5 to 11x11 windows at
 // stride 2-4 in 0.64-0.81, from 32 channels 0.46-0.80; with the channel-vector rule of kernels.h, 9-24
-// channels at 2x2 and 3x3 stride 2 in 0.72-0.81 and on rows of 12-16 columns in 0.62-0.87), except
-// at stride 2-4 with up to 8 output channels, where AVX2's channel-vector tiles fill their lanes
-// (AVX-512 0.77-1.43x the time, mostly slower), and on rows of up to 16 columns that AVX-512 would
-// cover with 32-pixel pixel-vector tiles (0.96-1.54x AVX2's time on 12-16 columns; 0.69 on 28).
-// Without full-width units, the channel rule of channel_table.
+// channels at 2x2 and 3x3 stride 2 in 0.72-0.81 and on rows of 12-16 columns in 0.62-0.87; up to 8
+// channels at stride 2-4 in pair tiles, 0.58-0.84 over 2-4 input channels and over one to 8
+// outputs), except: over one input channel to at most 6 outputs at stride 2-4, where AVX2's
+// pixel-vector tiles fill their lanes (pair tiles 1.04-1.47x the time); where pair tiles do not
+// apply up to 8 channels at stride 2-4 (AVX-512's one-vector tiles half empty: 1.06-1.49x); and on
+// rows of up to 16 columns that AVX-512 would cover with 32-pixel pixel-vector tiles (0.96-1.54x
+// AVX2's time on 12-16 columns; 0.69 on 28). Without full-width units, the channel rule of
+// channel_table (on Zen 4 a 512-bit FMA costs two 256-bit ones: pairs gain nothing there).
 const KernelTable& first_layer_table(const Conv2dParams& p) {
   const KernelTable& wide = table();
   const KernelTable* narrow = g_narrow_table.load(std::memory_order_relaxed);
   if (narrow == nullptr || !full_width_units()) return channel_table(LaneUse::kFirstLayer, p.c_in, p.c_out);
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   const bool few_channels = p.c_out < 2 * wide.vector_floats;
-  const bool narrow_fills = p.c_out <= 8;
+  const bool narrow_fills = p.c_out <= 8 && (!first_layer_pair_tiles(p, wide.vector_floats) || (p.c_in == 1 && p.c_out <= 6));
   const bool narrow_rows = p.out_w <= 2 * narrow->vector_floats && !first_layer_channel_vectors(p, wide.vector_floats);
   return few_channels && (strided ? narrow_fills : narrow_rows) ? *narrow : wide;
 }

@@ -797,6 +797,35 @@ def test_conv2d_first_layer_last_tile(threads, c_out, out_w, isa, rng):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], dict(stride=stride, activation="relu"), terms=27)
 
 
+# Pair tiles (AVX-512, C_out <= 8 in channel vectors: each FMA two neighbouring floats of a window
+# row): rows of even and odd length (kw x C_in; an odd row ends in a single tap), C_out 1-8, widths
+# around the 16-pixel tile, 'valid' (read in place) and 'same' (panel) padding, bias and relu.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c_in, kw", [(1, 2), (1, 3), (1, 11), (2, 5), (3, 3), (3, 4), (4, 7)])
+@pytest.mark.parametrize("c_out", [1, 3, 5, 8])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv2d_first_layer_pair_tiles(threads, c_in, kw, c_out, padding, isa, rng):
+    out_w = int(rng.integers(1, 40))
+    x = random_array(rng, (2, 9, (out_w - 1) * 2 + kw, c_in))
+    w, b = random_array(rng, (3, kw, c_in, c_out)), random_array(rng, (c_out,))
+    kwargs = dict(stride=2, padding=padding, activation="relu")
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=3 * kw * c_in)
+
+
+# The float after a window row is never multiplied (a pair there would take it times a zero
+# weight): an Inf in the input's last float, which no 'valid' window of stride 2 covers, leaves every
+# output finite.
+@pytest.mark.parametrize("c_in, kw", [(1, 3), (3, 3), (3, 5)])
+def test_conv2d_first_layer_float_after_window_unread(c_in, kw, isa, rng):
+    x = random_array(rng, (1, 8, 2 * 10 + kw + 1, c_in))  # the last column is outside every window
+    x[0, :, -1, :] = np.inf
+    w = random_array(rng, (3, kw, c_in, 8))
+    y = fastconv.conv2d(x, w, stride=2, algorithm="direct")
+    assert np.isfinite(y).all()
+    check_against_reference(Device("cpu"), "conv2d", [x[:, :, :-1], w], dict(stride=2), terms=3 * kw * c_in)
+
+
 # Sigmoid / tanh / SiLU run over each stored output row (out_w * C_out floats, in steps of 4 vectors,
 # then single vectors, then a partial one): C_in 1-4, both tile variants, C_out off the vector,
 # row lengths off every step, batch > 1.

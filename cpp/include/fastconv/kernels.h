@@ -91,6 +91,13 @@ inline bool first_layer_channel_vectors(const Conv2dParams& p, int64_t vector_fl
   return (p.c_out == vector_floats && p.stride_w >= 2) || p.windows_apart_w();
 }
 
+// Pair tiles (conv2d_first_layer.cpp, AVX-512): channel vectors of at most 8 channels, each FMA two
+// neighbouring floats of a window row (dilation_w 1).
+inline bool first_layer_pair_tiles(const Conv2dParams& p, int64_t vector_floats) {
+  return vector_floats == 16 && p.c_out <= vector_floats / 2 && p.dilation_w == 1 &&
+         first_layer_channel_vectors(p, vector_floats);
+}
+
 // The output tile side (4, 3 or 2) of the CPU's Winograd transform for a stride-1 (or folded) 3x3 /
 // 4x4 / 5x5 problem: 5x5 below kWinograd5x5LargeTileMinCin input channels takes 2x2 tiles, whose
 // rounding error is smaller.
