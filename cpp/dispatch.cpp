@@ -686,6 +686,9 @@ void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
 void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
   table().global_max_pool(p, x, y, num_threads());
 }
+void elementwise(const ElementwiseParams& p, const float* a, const float* b, float* y) {
+  table().elementwise(p, a, b, y, num_threads());
+}
 
 double fma_peak(int threads, double seconds) {
   if (threads < 1) throw std::invalid_argument("fma_peak: threads must be >= 1");

@@ -8,7 +8,8 @@ import pytest
 import fastconv
 from fastconv import reference
 
-from helpers import check_against_reference, random_array
+from conftest import Device
+from helpers import check_against_reference, num_threads, random_array
 
 
 def test_batch_norm(device, rng):
@@ -36,6 +37,29 @@ def test_add_concat_scale_flatten_activate(device, rng):
     got = device.get(fastconv.concat([device.put(x) for x in xs]))
     np.testing.assert_array_equal(got, np.concatenate(xs, axis=-1))
     np.testing.assert_array_equal(reference.concat(xs), got)
+
+
+# The CPU kernel of add and activate (elementwise.cpp): runs cut into chunks of 4096 floats that the
+# threads share, vectors and a partial last vector per chunk, every activation on every ISA; the
+# inputs stay untouched and NaN passes through.
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 9), (3, 5, 17), (4095,), (1, 4096), (2, 3, 4097), (3, 4096 * 5 + 11),
+                                   (2, 56, 56, 32)])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid", "tanh", "silu"])
+def test_add_activate_kernel(threads, shape, activation, isa, rng):
+    a, b = random_array(rng, shape, 4.0), random_array(rng, shape, 4.0)
+    a0, b0 = a.copy(), b.copy()
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "add", [a, b], dict(activation=activation), terms=4)
+        if activation is not None:
+            check_against_reference(Device("cpu"), "activate", [a], dict(activation=activation), terms=4)
+        np.testing.assert_array_equal(a, a0)
+        np.testing.assert_array_equal(b, b0)
+        middle = a.size // 2
+        a.flat[middle] = np.nan
+        assert np.isnan(fastconv.add(a, b, activation=activation).flat[middle])
+        if activation is not None:
+            assert np.isnan(fastconv.activate(a, activation).flat[middle])
 
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])

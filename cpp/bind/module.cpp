@@ -140,6 +140,16 @@ void global_pool2d(py::handle problem, py::handle x, py::handle out) {
   Kernel(p, xp, yp);
 }
 
+// add(problem, a, b, out) and activate(problem, a, out): b is None for activate.
+void elementwise(py::handle problem, py::handle a, py::handle b, py::handle out) {
+  const ElementwiseParams p = bind::elementwise_params(problem);
+  const float* ap = data_of(a, p.count, "a");
+  const float* bp = b.is_none() ? nullptr : data_of(b, p.count, "b");
+  float* yp = output_of(out, p.count);
+  py::gil_scoped_release release;
+  cpu::elementwise(p, ap, bp, yp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -160,6 +170,9 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("avg_pool2d", &pool2d<cpu::avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("global_avg_pool2d", &global_pool2d<cpu::global_avg_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("global_max_pool2d", &global_pool2d<cpu::global_max_pool2d>, py::arg("problem"), py::arg("x"), py::arg("out"));
+  m.def("add", &elementwise, py::arg("problem"), py::arg("a"), py::arg("b"), py::arg("out"));
+  m.def("activate", [](py::handle problem, py::handle x, py::handle out) { elementwise(problem, x, py::none(), out); },
+        py::arg("problem"), py::arg("x"), py::arg("out"));
 
   m.def("supported_isas", &cpu::supported_isas, "Instruction sets this build and CPU can run, best first.");
   m.def("active_isa", &cpu::active_isa);

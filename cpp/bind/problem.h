@@ -74,6 +74,11 @@ inline GlobalPoolParams global_pool_params(py::handle problem) {
   return GlobalPoolParams{f[0], f[1], f[2], f[3]};
 }
 
+inline ElementwiseParams elementwise_params(py::handle problem) {
+  const auto f = kernel_fields<2>(problem, "elementwise");
+  return ElementwiseParams{f[0], activation_from(f[1])};
+}
+
 inline GemmParams dense_params(py::handle problem) {
   const auto f = kernel_fields<4>(problem, "dense");
   return GemmParams{f[0], f[1], f[2], activation_from(f[3])};

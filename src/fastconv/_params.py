@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 from dataclasses import dataclass, replace
 
@@ -313,6 +314,24 @@ class GlobalPoolProblem:
 
 
 @dataclass(frozen=True)
+class ElementwiseProblem:
+    """y = activation(a + b) ("add") or activation(x) ("activate"), elementwise over `shape`."""
+
+    op: str
+    shape: tuple[int, ...]
+    activation: str | None
+
+    @functools.cached_property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """ElementwiseParams."""
+        return (math.prod(self.shape), _ACTIVATION_CODE[self.activation])
+
+
+@dataclass(frozen=True)
 class DenseProblem:
     """y (N, out) = x (N, in) @ w (in, out) + b, then the activation."""
 
@@ -537,11 +556,11 @@ def _check_nd(op: str, name: str, shape, min_ndim: int, layout: str) -> None:
     _check_shape(op, name, shape, len(shape), layout)
 
 
-def activate_problem(op, x_shape, activation) -> str | None:
+def activate_problem(op, x_shape, activation) -> ElementwiseProblem:
     _check_nd(op, "x", x_shape, 1, "array")
     if activation is None:
         raise ValueError(f"{op}: activation must be one of {', '.join(ACTIVATIONS)}, got None")
-    return _check_activation(op, activation)
+    return ElementwiseProblem(op, tuple(int(d) for d in x_shape), _check_activation(op, activation))
 
 
 def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> str | None:
@@ -558,11 +577,11 @@ def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> str | None
     return _check_activation(op, activation)
 
 
-def add_problem(op, a_shape, b_shape, activation) -> str | None:
+def add_problem(op, a_shape, b_shape, activation) -> ElementwiseProblem:
     _check_nd(op, "a", a_shape, 1, "array")
     if tuple(a_shape) != tuple(b_shape):
         raise ValueError(f"{op}: a and b must have the same shape, got {tuple(a_shape)} and {tuple(b_shape)}")
-    return _check_activation(op, activation)
+    return ElementwiseProblem(op, tuple(int(d) for d in a_shape), _check_activation(op, activation))
 
 
 def concat_problem(op, shapes) -> tuple[int, ...]:

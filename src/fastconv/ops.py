@@ -194,9 +194,10 @@ def _f32(xp, a):
 def activate(x, activation):
     """Standalone activation: "relu", "relu6", "sigmoid", "tanh" or "silu", elementwise."""
     (x,) = _backend.as_inputs("activate", "x", x)
-    activation = _params.activate_problem("activate", x.shape, activation)
-    with _errstate(x):
-        return _f32(_backend.array_module(x), _activate(_backend.array_module(x), x, activation))
+    p = _params.activate_problem("activate", x.shape, activation)
+    if _backend._on_gpu(x):
+        return _f32(_backend.array_module(x), _activate(_backend.array_module(x), x, p.activation))
+    return _backend.run("activate", p, x)
 
 
 def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None):
@@ -222,11 +223,12 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
 def add(a, b, *, activation=None):
     """Elementwise a + b of equal shapes (a residual connection), then the activation."""
     a, b = _backend.as_inputs("add", "a b", a, b)
-    activation = _params.add_problem("add", a.shape, b.shape, activation)
-    xp = _backend.array_module(a)
-    with _errstate(a):
+    p = _params.add_problem("add", a.shape, b.shape, activation)
+    if _backend._on_gpu(a):
+        xp = _backend.array_module(a)
         v = a + b
-        return _f32(xp, _activate(xp, v, activation, out=v))
+        return _f32(xp, _activate(xp, v, p.activation, out=v))
+    return _backend.run("add", p, a, b)
 
 
 def concat(xs):

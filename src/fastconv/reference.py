@@ -267,7 +267,7 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
 def add(a, b, *, activation=None):
     op = "add"
     a, b = _float_inputs(op, a=a, b=b)
-    activation = _p.add_problem(op, a.shape, b.shape, activation)
+    activation = _p.add_problem(op, a.shape, b.shape, activation).activation
     return activate(_f64(a) + _f64(b), activation).astype(_result_dtype(a, b))
 
 

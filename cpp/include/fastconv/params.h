@@ -74,6 +74,12 @@ struct GlobalPoolParams {
   int64_t n, h, w, c;
 };
 
+// y = activation(a + b), or activation(a) without b, over `count` floats in any layout.
+struct ElementwiseParams {
+  int64_t count;
+  Activation activation;
+};
+
 // y (rows, m) = x (rows, k) @ w (k, m) + b, then the activation. Dense layers and 1x1 convolutions.
 struct GemmParams {
   int64_t rows, k, m;
