@@ -689,6 +689,9 @@ void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
 void elementwise(const ElementwiseParams& p, const float* a, const float* b, float* y) {
   table().elementwise(p, a, b, y, num_threads());
 }
+void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y) {
+  table().scale_channels(p, x, s, y, num_threads());
+}
 
 double fma_peak(int threads, double seconds) {
   if (threads < 1) throw std::invalid_argument("fma_peak: threads must be >= 1");

@@ -1,6 +1,6 @@
-// Elementwise ops: y = activation(a + b) (a residual connection) and y = activation(a). NHWC or any
-// layout: the arrays are flat runs of p.count floats. Compiled once per instruction set (FC_ISA);
-// see kernels.h.
+// Elementwise ops: y = activation(a + b) (a residual connection) and y = activation(a), over flat runs
+// of p.count floats in any layout; and squeeze-and-excitation's y = x * s, each image's pixels
+// scaled channel by channel. Compiled once per instruction set (FC_ISA); see kernels.h.
 //
 // Memory-bound: 12 (or 8) bytes moved per float for one add. The run is cut into chunks of
 // kChunkFloats that the threads share; each chunk is summed into y, then activated in place while
@@ -46,6 +46,29 @@ void elementwise(const ElementwiseParams& p, const float* a, const float* b, flo
     for (int64_t k = 0; k < chunks; ++k) {
       const int64_t i0 = k * kChunkFloats, len = min_i64(kChunkFloats, p.count - i0);
       chunk(a + i0, b ? b + i0 : nullptr, y + i0, len, p.activation);
+    }
+  });
+}
+
+// Per image, blocks of pixels (about kChunkFloats floats each) that the threads share; each pixel's
+// channels times the image's scales, a vector at a time.
+void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y, int threads) {
+  constexpr int64_t kLanes = vec::kLanes;
+  const int64_t block = max_i64(1, kChunkFloats / p.c), blocks = (p.pixels + block - 1) / block;
+  const int64_t items = p.n * blocks;
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.n * p.pixels * p.c * int64_t{2 * sizeof(float)}, threads), items));
+  parallel_run(nthreads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t i = item / blocks, p0 = item % blocks * block, p1 = min_i64(p0 + block, p.pixels);
+      const float* si = s + i * p.c;
+      for (int64_t px = p0; px < p1; ++px) {
+        const float* xp = x + (i * p.pixels + px) * p.c;
+        float* yp = y + (i * p.pixels + px) * p.c;
+        int64_t j = 0;
+        for (; j + kLanes <= p.c; j += kLanes) vec::store(yp + j, vec::load(xp + j) * vec::load(si + j));
+        if (j < p.c) vec::store_partial(yp + j, vec::load_partial(xp + j, p.c - j) * vec::load_partial(si + j, p.c - j), p.c - j);
+      }
     }
   });
 }

@@ -62,6 +62,18 @@ def test_add_activate_kernel(threads, shape, activation, isa, rng):
             assert np.isnan(fastconv.activate(a, activation).flat[middle])
 
 
+# The CPU kernel of scale_channels (elementwise.cpp): channel counts around the vector (a partial
+# last vector per pixel), pixel blocks of about 4096 floats shared by the threads, every ISA.
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (3, 4, 4, 16), (1, 9, 11, 33), (2, 56, 56, 24),
+                                   (4, 7, 7, 1152), (1, 64, 65, 3)])
+def test_scale_channels_kernel(threads, shape, isa, rng):
+    x, s = random_array(rng, shape, 3.0), random_array(rng, (shape[0], shape[3]))
+    with num_threads(threads):
+        got = check_against_reference(Device("cpu"), "scale_channels", [x, s])
+    np.testing.assert_array_equal(got, x * s[:, None, None, :])  # one float32 product each
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_softmax(device, rng, axis):
     x = random_array(rng, (3, 17), 10.0)

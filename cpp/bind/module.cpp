@@ -150,6 +150,15 @@ void elementwise(py::handle problem, py::handle a, py::handle b, py::handle out)
   cpu::elementwise(p, ap, bp, yp);
 }
 
+void scale_channels(py::handle problem, py::handle x, py::handle s, py::handle out) {
+  const ScaleChannelsParams p = bind::scale_channels_params(problem);
+  const float* xp = data_of(x, p.n * p.pixels * p.c, "x");
+  const float* sp = data_of(s, p.n * p.c, "s");
+  float* yp = output_of(out, p.n * p.pixels * p.c);
+  py::gil_scoped_release release;
+  cpu::scale_channels(p, xp, sp, yp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -173,6 +182,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("add", &elementwise, py::arg("problem"), py::arg("a"), py::arg("b"), py::arg("out"));
   m.def("activate", [](py::handle problem, py::handle x, py::handle out) { elementwise(problem, x, py::none(), out); },
         py::arg("problem"), py::arg("x"), py::arg("out"));
+  m.def("scale_channels", &scale_channels, py::arg("problem"), py::arg("x"), py::arg("s"), py::arg("out"));
 
   m.def("supported_isas", &cpu::supported_isas, "Instruction sets this build and CPU can run, best first.");
   m.def("active_isa", &cpu::active_isa);

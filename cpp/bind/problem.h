@@ -79,6 +79,11 @@ inline ElementwiseParams elementwise_params(py::handle problem) {
   return ElementwiseParams{f[0], activation_from(f[1])};
 }
 
+inline ScaleChannelsParams scale_channels_params(py::handle problem) {
+  const auto f = kernel_fields<3>(problem, "scale_channels");
+  return ScaleChannelsParams{f[0], f[1], f[2]};
+}
+
 inline GemmParams dense_params(py::handle problem) {
   const auto f = kernel_fields<4>(problem, "dense");
   return GemmParams{f[0], f[1], f[2], activation_from(f[3])};

@@ -332,6 +332,24 @@ class ElementwiseProblem:
 
 
 @dataclass(frozen=True)
+class ScaleChannelsProblem:
+    """y = x (N, H, W, C) * s (N, C), broadcast over H and W."""
+
+    op: str
+    shape: tuple[int, int, int, int]
+
+    @functools.cached_property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return self.shape
+
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """ScaleChannelsParams."""
+        n, h, w, c = self.shape
+        return (n, h * w, c)
+
+
+@dataclass(frozen=True)
 class DenseProblem:
     """y (N, out) = x (N, in) @ w (in, out) + b, then the activation."""
 
@@ -632,7 +650,7 @@ def lrn_problem(op, x_shape, size, alpha, beta, k) -> None:
         raise ValueError(f"{op}: k must be > 0 (it keeps the denominator positive), got {k!r}")
 
 
-def scale_channels_problem(op, x_shape, s_shape) -> None:
+def scale_channels_problem(op, x_shape, s_shape) -> ScaleChannelsProblem:
     _check_shape(op, "x", x_shape, 4, "(N, H, W, C)")
     _check_shape(op, "s", s_shape, 2, "(N, C)")
     if tuple(s_shape) != (x_shape[0], x_shape[3]):
@@ -640,6 +658,7 @@ def scale_channels_problem(op, x_shape, s_shape) -> None:
             f"{op}: s must have shape (N, C) = ({x_shape[0]}, {x_shape[3]}) to match x {tuple(x_shape)}, "
             f"got {tuple(s_shape)}"
         )
+    return ScaleChannelsProblem(op, tuple(int(d) for d in x_shape))
 
 
 def flatten_problem(op, x_shape) -> tuple[int, int]:

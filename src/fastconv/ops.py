@@ -284,8 +284,10 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 def scale_channels(x, s):
     """Squeeze-and-excitation's rescaling: x (N, H, W, C) times s (N, C), broadcast over H and W."""
     x, s = _backend.as_inputs("scale_channels", "x s", x, s)
-    _params.scale_channels_problem("scale_channels", x.shape, s.shape)
-    return x * s[:, None, None, :]
+    p = _params.scale_channels_problem("scale_channels", x.shape, s.shape)
+    if _backend._on_gpu(x):
+        return x * s[:, None, None, :]
+    return _backend.run("scale_channels", p, x, s)
 
 
 def flatten(x):

@@ -80,6 +80,11 @@ struct ElementwiseParams {
   Activation activation;
 };
 
+// y[i, p, c] = x[i, p, c] * s[i, c]: n images of `pixels` pixels of c channels (squeeze-and-excitation).
+struct ScaleChannelsParams {
+  int64_t n, pixels, c;
+};
+
 // y (rows, m) = x (rows, k) @ w (k, m) + b, then the activation. Dense layers and 1x1 convolutions.
 struct GemmParams {
   int64_t rows, k, m;
