@@ -1,4 +1,4 @@
-"""CPU outputs of 32 MiB or more reuse the memory of earlier outputs nobody holds any more
+"""CPU outputs of 1 MiB or more reuse the memory of earlier outputs nobody holds any more
 (_backend._LargeOutputs): never one that a live array or view still uses, and always correct."""
 
 import threading
@@ -45,7 +45,7 @@ def test_a_view_keeps_its_block(rng):
     row = y[0, 100]
     kept = row.copy()
     del y
-    for scale in (2.0, 3.0, 4.0):  # more calls than the pool keeps blocks
+    for scale in range(2, _backend._LargeOutputs.MAX_BLOCKS + 3):  # more calls than the pool keeps blocks
         fastconv.conv2d(x * scale, w)
     np.testing.assert_array_equal(row, kept)
 
@@ -74,3 +74,14 @@ def test_small_outputs_are_plain_arrays(rng):
     x, w = random_array(rng, (1, 8, 8, 3)), random_array(rng, (3, 3, 3, 4))
     y = fastconv.conv2d(x, w)
     assert y.flags.owndata and y.flags.c_contiguous
+
+
+def test_the_pool_keeps_at_most_its_bytes():
+    pool = _backend._LargeOutputs()
+    pool.MAX_POOL_BYTES = 5 << 20
+    held = [pool.empty((1 << 19,)) for _ in range(6)]  # 2 MiB each, all held
+    assert sum(block.nbytes for block, _ in pool._blocks) <= pool.MAX_POOL_BYTES
+    for i, a in enumerate(held):
+        a[:] = i
+    for i, a in enumerate(held):
+        assert (a == i).all()  # six distinct blocks, whatever the pool forgot

@@ -72,20 +72,24 @@ def _float32_contiguous(a):
 
 
 class _LargeOutputs:
-    """CPU outputs of 32 MiB or more. glibc's malloc serves a request that large from fresh pages
-    (mmap) on every call, and the kernel then faults each page in and zeroes it: measured here 3.1-3.5x
-    the time of writing the same output into memory already mapped (~0.1 ms per MiB; 37.8 MB, a batch
-    of four 222 x 222 x 48 outputs, lost 3.4 ms a call). Smaller outputs come from memory malloc keeps.
+    """CPU outputs of 1 MiB or more. glibc's malloc serves a request past its mmap threshold (up to
+    32 MiB, raised by each large free) from fresh pages on every call, and the kernel then faults
+    each page in and zeroes it: measured here 3.1-3.5x the time of writing the same output into
+    memory already mapped (~0.1 ms per MiB; 37.8 MB, a batch of four 222 x 222 x 48 outputs, lost 3.4
+    ms a call). A network's layers ask for many sizes in turn, so below 32 MiB too: ResNet-50 at
+    batch 8 faulted 15 MB a forward pass with a pool from 32 MiB, none from 1 MiB with 16 blocks.
     So a large output takes a block that an earlier output used once every array viewing it is gone,
-    else a new block; the pool keeps the last MAX_BLOCKS blocks it handed out (used or not).
+    else a new block; the pool keeps the last MAX_BLOCKS blocks it handed out (used or not), at most
+    MAX_POOL_BYTES of them (the least recently used go first).
 
     A block is free when nothing but the pool refers to it: NumPy points every view's .base at the
     array that owns the memory, so each live output or view of it holds one reference to its block.
     The reference count of a block referred to by the pool alone is measured when the block is made,
     by the same call that checks it later, so the interpreter's counting conventions cancel out."""
 
-    MIN_BYTES = 32 << 20
-    MAX_BLOCKS = 2
+    MIN_BYTES = 1 << 20
+    MAX_BLOCKS = 16
+    MAX_POOL_BYTES = 256 << 20  # ResNet-50 at batch 8 keeps 116 MB, EfficientNet-B0 181 MB
     ALIGN = 64  # outputs start on a cache line (malloc's large blocks start 16 bytes past one)
 
     def __init__(self):
@@ -110,6 +114,9 @@ class _LargeOutputs:
             self._blocks.append([np.empty(nbytes + self.ALIGN, np.uint8), 0])
             self._blocks[-1][1] = self._references(len(self._blocks) - 1)
             del self._blocks[: -self.MAX_BLOCKS]
+            kept = sum(block.nbytes for block, _ in self._blocks)
+            while len(self._blocks) > 1 and kept > self.MAX_POOL_BYTES:
+                kept -= self._blocks.pop(0)[0].nbytes
             return self._view(self._blocks[-1][0], shape, nbytes)
 
     def _view(self, block, shape, nbytes):
