@@ -85,3 +85,13 @@ def test_the_pool_keeps_at_most_its_bytes():
         a[:] = i
     for i, a in enumerate(held):
         assert (a == i).all()  # six distinct blocks, whatever the pool forgot
+
+
+def test_large_concat_and_add_outputs_come_from_the_pool(rng):
+    xs = [random_array(rng, (1, 64, 64, c)) for c in (40, 33)]  # 1.2 MB out
+    got = fastconv.concat(xs)
+    assert got.nbytes >= _backend._LargeOutputs.MIN_BYTES and got.ctypes.data % _backend._LargeOutputs.ALIGN == 0
+    np.testing.assert_array_equal(got, np.concatenate(xs, axis=-1))
+    summed = fastconv.add(got, got)
+    assert summed.ctypes.data % _backend._LargeOutputs.ALIGN == 0 and not np.shares_memory(summed, got)
+    np.testing.assert_array_equal(summed, got + got)

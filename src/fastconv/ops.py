@@ -235,8 +235,11 @@ def concat(xs):
     """Concatenate (N, H, W, C_i) arrays along the channel axis -> (N, H, W, sum C_i)."""
     xs = list(xs) if not hasattr(xs, "shape") else [xs]
     arrays = _backend.as_inputs("concat", [f"xs[{i}]" for i in range(len(xs))], *xs) if xs else []
-    _params.concat_problem("concat", [a.shape for a in arrays])
-    return _backend.array_module(arrays[0]).concatenate(arrays, axis=-1)
+    out_shape = _params.concat_problem("concat", [a.shape for a in arrays])
+    if _backend._on_gpu(arrays[0]):
+        return _backend.array_module(arrays[0]).concatenate(arrays, axis=-1)
+    # Into the large-output pool's memory (a network's concatenations: no fresh pages to fault in).
+    return np.concatenate(arrays, axis=-1, out=_backend._large_outputs.empty(out_shape))
 
 
 def softmax(x, axis=-1):
