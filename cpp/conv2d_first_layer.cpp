@@ -389,7 +389,6 @@ static CTile ctile_choice(const Conv2dParams& p) {
   return ctile_shape<kTileRows, kTileVecs>(p.out_w);
 }
 
-
 #if defined(__AVX512F__)
 // Pair tiles (AVX-512, C_out <= 8, dilation_w 1): a channel-vector tile that fills its 16 lanes
 // with 8 channels x 2 reduction steps. A pixel's window row is kw * C_in contiguous floats; each

@@ -17,8 +17,6 @@ namespace fastconv::cpu::FC_ISA {
 
 namespace {
 
-using vec::vfloat;
-
 constexpr int64_t kChunkFloats = 4096;  // 16 KB of y: in L1 when it is activated
 
 // y[0, count) = a + b (b null: a), then the activation.
