@@ -692,6 +692,9 @@ void elementwise(const ElementwiseParams& p, const float* a, const float* b, flo
 void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y) {
   table().scale_channels(p, x, s, y, num_threads());
 }
+void channel_affine(const ChannelAffineParams& p, const float* x, const float* scale, const float* shift, float* y) {
+  table().channel_affine(p, x, scale, shift, y, num_threads());
+}
 
 double fma_peak(int threads, double seconds) {
   if (threads < 1) throw std::invalid_argument("fma_peak: threads must be >= 1");

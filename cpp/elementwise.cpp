@@ -1,6 +1,6 @@
 // Elementwise ops: y = activation(a + b) (a residual connection) and y = activation(a), over flat runs
-// of p.count floats in any layout; and squeeze-and-excitation's y = x * s, each image's pixels
-// scaled channel by channel. Compiled once per instruction set (FC_ISA); see kernels.h.
+// of p.count floats in any layout; squeeze-and-excitation's y = x * s, each image's pixels scaled
+// channel by channel; and inference batch norm, y = activation(x * scale + shift) per channel. Compiled once per instruction set (FC_ISA); see kernels.h.
 //
 // Memory-bound: 12 (or 8) bytes moved per float for one add. The run is cut into chunks of
 // kChunkFloats that the threads share; each chunk is summed into y, then activated in place while
@@ -67,6 +67,32 @@ void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s
         for (; j + kLanes <= p.c; j += kLanes) vec::store(yp + j, vec::load(xp + j) * vec::load(si + j));
         if (j < p.c) vec::store_partial(yp + j, vec::load_partial(xp + j, p.c - j) * vec::load_partial(si + j, p.c - j), p.c - j);
       }
+    }
+  });
+}
+
+// Blocks of rows (about kChunkFloats floats each) that the threads share; each row's channels times
+// the scales plus the shifts, then the block activated while it is in L1.
+void channel_affine(const ChannelAffineParams& p, const float* x, const float* scale, const float* shift, float* y,
+                    int threads) {
+  constexpr int64_t kLanes = vec::kLanes;
+  const int64_t block = max_i64(1, kChunkFloats / p.c), blocks = (p.rows + block - 1) / block;
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.c * int64_t{2 * sizeof(float)}, threads), blocks));
+  parallel_run(nthreads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t r0 = k * block, r1 = min_i64(r0 + block, p.rows);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = x + r * p.c;
+        float* yr = y + r * p.c;
+        int64_t j = 0;
+        for (; j + kLanes <= p.c; j += kLanes) vec::store(yr + j, vec::load(xr + j) * vec::load(scale + j) + vec::load(shift + j));
+        if (j < p.c) {
+          const int64_t n = p.c - j;
+          vec::store_partial(yr + j, vec::load_partial(xr + j, n) * vec::load_partial(scale + j, n) + vec::load_partial(shift + j, n), n);
+        }
+      }
+      vec::activate_row(p.activation, y + r0 * p.c, (r1 - r0) * p.c);
     }
   });
 }

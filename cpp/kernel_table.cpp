@@ -13,7 +13,7 @@ const KernelTable table = {
     winograd_conv2d, winograd_packed_floats, pack_winograd_weights,
     depthwise, grouped_conv2d, grouped_lanes_fit, first_layer_conv2d,
     gemm, gemm_prepacked, pack_gemm_weights, gemm_packed_floats,
-    max_pool, avg_pool, global_avg_pool, global_max_pool, elementwise, scale_channels,
+    max_pool, avg_pool, global_avg_pool, global_max_pool, elementwise, scale_channels, channel_affine,
     fma_peak, triad_bandwidth,
 };
 

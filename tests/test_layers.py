@@ -62,6 +62,20 @@ def test_add_activate_kernel(threads, shape, activation, isa, rng):
             assert np.isnan(fastconv.activate(a, activation).flat[middle])
 
 
+# The CPU kernel of batch_norm (elementwise.cpp, channel_affine): channel counts around the vector,
+# row blocks of about 4096 floats shared by the threads, every activation and ISA.
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (2, 7, 9, 16), (3, 5, 5, 33), (2, 56, 56, 24), (4, 7, 7, 1152)])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6", "sigmoid", "tanh", "silu"])
+def test_batch_norm_kernel(threads, shape, activation, isa, rng):
+    c = shape[-1]
+    x, mean, gamma, beta = random_array(rng, shape, 3.0), random_array(rng, (c,)), random_array(rng, (c,)), random_array(rng, (c,))
+    var = rng.uniform(0.1, 2.0, c).astype(np.float32)
+    with num_threads(threads):
+        check_against_reference(Device("cpu"), "batch_norm", [x, mean, var, gamma, beta],
+                                dict(eps=1e-3, activation=activation), terms=4)
+
+
 # The CPU kernel of scale_channels (elementwise.cpp): channel counts around the vector (a partial
 # last vector per pixel), pixel blocks of about 4096 floats shared by the threads, every ISA.
 @pytest.mark.parametrize("threads", [1, 3])

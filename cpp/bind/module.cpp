@@ -150,6 +150,17 @@ void elementwise(py::handle problem, py::handle a, py::handle b, py::handle out)
   cpu::elementwise(p, ap, bp, yp);
 }
 
+// batch_norm(problem, x, scale, shift, out): the per-channel scale and shift made from the statistics.
+void batch_norm(py::handle problem, py::handle x, py::handle scale, py::handle shift, py::handle out) {
+  const ChannelAffineParams p = bind::channel_affine_params(problem);
+  const float* xp = data_of(x, p.rows * p.c, "x");
+  const float* scale_p = data_of(scale, p.c, "scale");
+  const float* shift_p = data_of(shift, p.c, "shift");
+  float* yp = output_of(out, p.rows * p.c);
+  py::gil_scoped_release release;
+  cpu::channel_affine(p, xp, scale_p, shift_p, yp);
+}
+
 void scale_channels(py::handle problem, py::handle x, py::handle s, py::handle out) {
   const ScaleChannelsParams p = bind::scale_channels_params(problem);
   const float* xp = data_of(x, p.n * p.pixels * p.c, "x");
@@ -183,6 +194,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("activate", [](py::handle problem, py::handle x, py::handle out) { elementwise(problem, x, py::none(), out); },
         py::arg("problem"), py::arg("x"), py::arg("out"));
   m.def("scale_channels", &scale_channels, py::arg("problem"), py::arg("x"), py::arg("s"), py::arg("out"));
+  m.def("batch_norm", &batch_norm, py::arg("problem"), py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("out"));
 
   m.def("supported_isas", &cpu::supported_isas, "Instruction sets this build and CPU can run, best first.");
   m.def("active_isa", &cpu::active_isa);

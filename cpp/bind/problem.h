@@ -79,6 +79,11 @@ inline ElementwiseParams elementwise_params(py::handle problem) {
   return ElementwiseParams{f[0], activation_from(f[1])};
 }
 
+inline ChannelAffineParams channel_affine_params(py::handle problem) {
+  const auto f = kernel_fields<3>(problem, "batch_norm");
+  return ChannelAffineParams{f[0], f[1], activation_from(f[2])};
+}
+
 inline ScaleChannelsParams scale_channels_params(py::handle problem) {
   const auto f = kernel_fields<3>(problem, "scale_channels");
   return ScaleChannelsParams{f[0], f[1], f[2]};

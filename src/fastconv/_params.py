@@ -332,6 +332,24 @@ class ElementwiseProblem:
 
 
 @dataclass(frozen=True)
+class ChannelAffineProblem:
+    """y = activation(x * scale + shift) over x's last (channel) axis: inference batch norm."""
+
+    op: str
+    shape: tuple[int, ...]
+    activation: str | None
+
+    @functools.cached_property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    @functools.cached_property
+    def kernel_fields(self) -> tuple[int, ...]:
+        """ChannelAffineParams."""
+        return (math.prod(self.shape[:-1]), self.shape[-1], _ACTIVATION_CODE[self.activation])
+
+
+@dataclass(frozen=True)
 class ScaleChannelsProblem:
     """y = x (N, H, W, C) * s (N, C), broadcast over H and W."""
 
@@ -581,7 +599,7 @@ def activate_problem(op, x_shape, activation) -> ElementwiseProblem:
     return ElementwiseProblem(op, tuple(int(d) for d in x_shape), _check_activation(op, activation))
 
 
-def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> str | None:
+def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> ChannelAffineProblem:
     """x (..., C); each of mean, var, gamma, beta (C,) (gamma / beta may be None)."""
     _check_nd(op, "x", x_shape, 2, "(N, ..., C)")
     c = int(x_shape[-1])
@@ -592,7 +610,7 @@ def batch_norm_problem(op, x_shape, shapes: dict, eps, activation) -> str | None
         raise TypeError(f"{op}: eps must be a number, got {eps!r}")
     if not eps >= 0:
         raise ValueError(f"{op}: eps must be >= 0, got {eps!r}")
-    return _check_activation(op, activation)
+    return ChannelAffineProblem(op, tuple(int(d) for d in x_shape), _check_activation(op, activation))
 
 
 def add_problem(op, a_shape, b_shape, activation) -> ElementwiseProblem:

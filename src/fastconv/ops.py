@@ -206,7 +206,7 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     """
     x, mean, var, gamma, beta = _backend.as_inputs("batch_norm", "x mean var gamma beta", x, mean, var, gamma, beta)
     shapes = dict(mean=mean.shape, var=var.shape, gamma=_shape(gamma), beta=_shape(beta))
-    activation = _params.batch_norm_problem("batch_norm", x.shape, shapes, eps, activation)
+    p = _params.batch_norm_problem("batch_norm", x.shape, shapes, eps, activation)
     xp = _backend.array_module(x)
     scale = 1 / xp.sqrt(var + xp.float32(eps))
     if gamma is not None:
@@ -214,10 +214,12 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     shift = -mean * scale
     if beta is not None:
         shift = shift + beta
-    with _errstate(x):
-        v = x * scale
-        v += shift
-        return _f32(xp, _activate(xp, v, activation, out=v))
+    if not _backend._on_gpu(x):
+        as_f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+        return _backend.run("batch_norm", p, x, as_f32(scale), as_f32(shift))
+    v = x * scale
+    v += shift
+    return _f32(xp, _activate(xp, v, p.activation, out=v))
 
 
 def add(a, b, *, activation=None):
@@ -297,18 +299,3 @@ def flatten(x):
     """(N, ...) -> (N, product of the rest), in the array's (NHWC) order."""
     (x,) = _backend.as_inputs("flatten", "x", x)
     return x.reshape(_params.flatten_problem("flatten", x.shape))
-
-
-class _errstate:
-    """Silence NumPy overflow warnings in exp (sigmoid of very negative inputs is correctly 0)."""
-
-    def __init__(self, x):
-        self._state = None if _backend._on_gpu(x) else __import__("numpy").errstate(over="ignore")
-
-    def __enter__(self):
-        if self._state is not None:
-            self._state.__enter__()
-
-    def __exit__(self, *exc):
-        if self._state is not None:
-            self._state.__exit__(*exc)

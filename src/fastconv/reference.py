@@ -255,7 +255,7 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     op = "batch_norm"
     x, mean, var, gamma, beta = _float_inputs(op, x=x, mean=mean, var=var, gamma=gamma, beta=beta)
     shapes = dict(mean=mean.shape, var=var.shape, gamma=_shape_or_none(gamma), beta=_shape_or_none(beta))
-    activation = _p.batch_norm_problem(op, x.shape, shapes, eps, activation)
+    activation = _p.batch_norm_problem(op, x.shape, shapes, eps, activation).activation
     y = (_f64(x) - _f64(mean)) / np.sqrt(_f64(var) + eps)
     if gamma is not None:
         y = y * _f64(gamma)

@@ -73,6 +73,7 @@ void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y);
 // activation(a + b), or activation(a) where b is null (add, activate).
 void elementwise(const ElementwiseParams& p, const float* a, const float* b, float* y);
 void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y);
+void channel_affine(const ChannelAffineParams& p, const float* x, const float* scale, const float* shift, float* y);
 
 // Machine ceilings for `fastconv bench` (cpp/peak.cpp), with the active instruction set:
 // float32 FMA GFLOP/s over `threads` threads, measured for about `seconds`; triad GB/s.

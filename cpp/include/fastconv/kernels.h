@@ -26,6 +26,8 @@ using PoolFn = void (*)(const Pool2dParams&, const float* x, float* y, int threa
 using GlobalPoolFn = void (*)(const GlobalPoolParams&, const float* x, float* y, int threads);
 using ElementwiseFn = void (*)(const ElementwiseParams&, const float* a, const float* b, float* y, int threads);
 using ScaleChannelsFn = void (*)(const ScaleChannelsParams&, const float* x, const float* s, float* y, int threads);
+using ChannelAffineFn = void (*)(const ChannelAffineParams&, const float* x, const float* scale, const float* shift,
+                                float* y, int threads);
 using FmaPeakFn = double (*)(int threads, double seconds);
 using TriadFn = double (*)(int64_t floats_per_array, int threads);
 
@@ -132,6 +134,7 @@ struct KernelTable {
   GlobalPoolFn global_max_pool;
   ElementwiseFn elementwise;  // elementwise.cpp: activation(a + b) or activation(a)
   ScaleChannelsFn scale_channels;  // elementwise.cpp
+  ChannelAffineFn channel_affine;  // elementwise.cpp: batch norm
   FmaPeakFn fma_peak;       // peak.cpp: register-only FMA GFLOP/s over `threads` (fastconv bench)
   TriadFn triad_bandwidth;  // peak.cpp: STREAM triad GB/s, 3 arrays x 4 bytes per element
 };
@@ -162,6 +165,8 @@ struct KernelTable {
   void global_max_pool(const GlobalPoolParams&, const float* x, float* y, int threads);              \
   void elementwise(const ElementwiseParams&, const float* a, const float* b, float* y, int threads); \
   void scale_channels(const ScaleChannelsParams&, const float* x, const float* s, float* y, int threads); \
+  void channel_affine(const ChannelAffineParams&, const float* x, const float* scale, const float* shift, float* y, \
+                      int threads);                                                                    \
   double fma_peak(int threads, double seconds);                                                     \
   double triad_bandwidth(int64_t floats_per_array, int threads);                                    \
   extern const KernelTable table;                                                                     \

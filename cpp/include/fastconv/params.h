@@ -80,6 +80,12 @@ struct ElementwiseParams {
   Activation activation;
 };
 
+// y[r, c] = activation(x[r, c] * scale[c] + shift[c]): `rows` rows of c channels (inference batch norm).
+struct ChannelAffineParams {
+  int64_t rows, c;
+  Activation activation;
+};
+
 // y[i, p, c] = x[i, p, c] * s[i, c]: n images of `pixels` pixels of c channels (squeeze-and-excitation).
 struct ScaleChannelsParams {
   int64_t n, pixels, c;
