@@ -319,7 +319,7 @@ class ElementwiseProblem:
 
     op: str
     shape: tuple[int, ...]
-    activation: str | None
+    activation: str | None = None
 
     @functools.cached_property
     def out_shape(self) -> tuple[int, ...]:
@@ -332,16 +332,8 @@ class ElementwiseProblem:
 
 
 @dataclass(frozen=True)
-class ChannelAffineProblem:
+class ChannelAffineProblem(ElementwiseProblem):
     """y = activation(x * scale + shift) over x's last (channel) axis: inference batch norm."""
-
-    op: str
-    shape: tuple[int, ...]
-    activation: str | None
-
-    @functools.cached_property
-    def out_shape(self) -> tuple[int, ...]:
-        return self.shape
 
     @functools.cached_property
     def kernel_fields(self) -> tuple[int, ...]:
@@ -350,15 +342,8 @@ class ChannelAffineProblem:
 
 
 @dataclass(frozen=True)
-class ScaleChannelsProblem:
+class ScaleChannelsProblem(ElementwiseProblem):
     """y = x (N, H, W, C) * s (N, C), broadcast over H and W."""
-
-    op: str
-    shape: tuple[int, int, int, int]
-
-    @functools.cached_property
-    def out_shape(self) -> tuple[int, int, int, int]:
-        return self.shape
 
     @functools.cached_property
     def kernel_fields(self) -> tuple[int, ...]:
