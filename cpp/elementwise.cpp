@@ -1,6 +1,7 @@
 // Elementwise ops: y = activation(a + b) (a residual connection) and y = activation(a), over flat runs
 // of p.count floats in any layout; squeeze-and-excitation's y = x * s, each image's pixels scaled
-// channel by channel; and inference batch norm, y = activation(x * scale + shift) per channel. Compiled once per instruction set (FC_ISA); see kernels.h.
+// channel by channel; and inference batch norm, y = activation(x * scale + shift) per channel.
+// Compiled once per instruction set (FC_ISA); see kernels.h.
 //
 // Memory-bound: 12 (or 8) bytes moved per float for one add. The run is cut into chunks of
 // kChunkFloats that the threads share; each chunk is summed into y, then activated in place while
@@ -17,6 +18,8 @@ namespace fastconv::cpu::FC_ISA {
 
 namespace {
 
+using vec::vfloat;
+
 constexpr int64_t kChunkFloats = 4096;  // 16 KB of y: in L1 when it is activated
 
 // y[0, count) = a + b (b null: a), then the activation.
@@ -31,6 +34,21 @@ void chunk(const float* a, const float* b, float* y, int64_t count, Activation a
     if (i < count) vec::store_partial(y + i, vec::load_partial(a + i, count - i), count - i);
   }
   vec::activate_row(act, y, count);
+}
+
+// One pixel's (or row's) c channels: y = x * scale, plus shift where given.
+void scale_row(const float* x, const float* scale, const float* shift, float* y, int64_t c) {
+  constexpr int64_t kLanes = vec::kLanes;
+  int64_t j = 0;
+  for (; j + kLanes <= c; j += kLanes) {
+    const vfloat v = vec::load(x + j) * vec::load(scale + j);
+    vec::store(y + j, shift ? v + vec::load(shift + j) : v);
+  }
+  if (j < c) {
+    const int64_t n = c - j;
+    const vfloat v = vec::load_partial(x + j, n) * vec::load_partial(scale + j, n);
+    vec::store_partial(y + j, shift ? v + vec::load_partial(shift + j, n) : v, n);
+  }
 }
 
 }  // namespace
@@ -51,7 +69,6 @@ void elementwise(const ElementwiseParams& p, const float* a, const float* b, flo
 // Per image, blocks of pixels (about kChunkFloats floats each) that the threads share; each pixel's
 // channels times the image's scales, a vector at a time.
 void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y, int threads) {
-  constexpr int64_t kLanes = vec::kLanes;
   const int64_t block = max_i64(1, kChunkFloats / p.c), blocks = (p.pixels + block - 1) / block;
   const int64_t items = p.n * blocks;
   const int nthreads = static_cast<int>(min_i64(threads_for(p.n * p.pixels * p.c * int64_t{2 * sizeof(float)}, threads), items));
@@ -60,13 +77,7 @@ void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s
     for (int64_t item = 0; item < items; ++item) {
       const int64_t i = item / blocks, p0 = item % blocks * block, p1 = min_i64(p0 + block, p.pixels);
       const float* si = s + i * p.c;
-      for (int64_t px = p0; px < p1; ++px) {
-        const float* xp = x + (i * p.pixels + px) * p.c;
-        float* yp = y + (i * p.pixels + px) * p.c;
-        int64_t j = 0;
-        for (; j + kLanes <= p.c; j += kLanes) vec::store(yp + j, vec::load(xp + j) * vec::load(si + j));
-        if (j < p.c) vec::store_partial(yp + j, vec::load_partial(xp + j, p.c - j) * vec::load_partial(si + j, p.c - j), p.c - j);
-      }
+      for (int64_t px = i * p.pixels + p0; px < i * p.pixels + p1; ++px) scale_row(x + px * p.c, si, nullptr, y + px * p.c, p.c);
     }
   });
 }
@@ -75,23 +86,13 @@ void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s
 // the scales plus the shifts, then the block activated while it is in L1.
 void channel_affine(const ChannelAffineParams& p, const float* x, const float* scale, const float* shift, float* y,
                     int threads) {
-  constexpr int64_t kLanes = vec::kLanes;
   const int64_t block = max_i64(1, kChunkFloats / p.c), blocks = (p.rows + block - 1) / block;
   const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.c * int64_t{2 * sizeof(float)}, threads), blocks));
   parallel_run(nthreads, [&] {
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < blocks; ++k) {
       const int64_t r0 = k * block, r1 = min_i64(r0 + block, p.rows);
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* xr = x + r * p.c;
-        float* yr = y + r * p.c;
-        int64_t j = 0;
-        for (; j + kLanes <= p.c; j += kLanes) vec::store(yr + j, vec::load(xr + j) * vec::load(scale + j) + vec::load(shift + j));
-        if (j < p.c) {
-          const int64_t n = p.c - j;
-          vec::store_partial(yr + j, vec::load_partial(xr + j, n) * vec::load_partial(scale + j, n) + vec::load_partial(shift + j, n), n);
-        }
-      }
+      for (int64_t r = r0; r < r1; ++r) scale_row(x + r * p.c, scale, shift, y + r * p.c, p.c);
       vec::activate_row(p.activation, y + r0 * p.c, (r1 - r0) * p.c);
     }
   });

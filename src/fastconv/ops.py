@@ -215,8 +215,8 @@ def batch_norm(x, mean, var, gamma=None, beta=None, *, eps=1e-5, activation=None
     if beta is not None:
         shift = shift + beta
     if not _backend._on_gpu(x):
-        as_f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-        return _backend.run("batch_norm", p, x, as_f32(scale), as_f32(shift))
+        scale, shift = (np.ascontiguousarray(a, dtype=np.float32) for a in (scale, shift))
+        return _backend.run("batch_norm", p, x, scale, shift)
     v = x * scale
     v += shift
     return _f32(xp, _activate(xp, v, p.activation, out=v))
