@@ -301,6 +301,24 @@ static inline TileFn tile_for(int64_t channels) {
   return &run_tile<C>;
 }
 
+// The windows of a channel-vector tile's R pixels, pixel_step floats apart: pixel r of tap offset
+// `off` at first[r] + off (r < kHalf) or first[r - kHalf] + off + second_half. The kHalf bases stay
+// in registers, so each address is one register pair; computed as base + off + r * pixel_step, GCC
+// chained them (16 dependent adds a tap), which held 16-pixel tiles at half the FMA rate.
+template <int R>
+struct PixelRows {
+  static constexpr int kHalf = R < 8 ? R : 8;
+  const float* first[kHalf];
+  int64_t second_half;
+  PixelRows(const float* base, int64_t pixel_step) : second_half(kHalf * pixel_step) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kHalf; ++r) first[r] = base + r * pixel_step;
+  }
+  __attribute__((always_inline)) const float* at(int r, int64_t off, int64_t off_second) const {
+    return r < kHalf ? first[r] + off : first[r - kHalf] + off_second;
+  }
+};
+
 // Channel-vector tile: R consecutive output pixels x V vectors of output channels. Per tap: V weight
 // vectors, one broadcast per pixel, R * V FMAs; stores go straight to NHWC. Tap t of pixel r reads
 // base[r * stride_w * C_in + tap_off[t]] (base: the tile's first window column in its first row, of
@@ -316,14 +334,15 @@ static inline void run_ctile(const Conv2dParams& p, const float* base, const int
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r][v] = init;
   }
+  const PixelRows<R> pixel(base, pixel_step);
   for (int64_t t = 0; t < taps; ++t, wb += V * kVecLen) {
-    const float* src = base + tap_off[t];
+    const int64_t off = tap_off[t], off_second = off + pixel.second_half;
     vfloat wv[V];
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) wv[v] = load_vec(wb + v * kVecLen);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const vfloat s = splat(src[r * pixel_step]);
+      const vfloat s = splat(*pixel.at(r, off, off_second));
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
     }
@@ -410,28 +429,39 @@ static void run_pair_tile(const Conv2dParams& p, const float* base, const int64_
   const vfloat init = bias ? load_vec(bias) : splat(0.0f);
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r] = init;
+  const PixelRows<R> pixel(base, pixel_step);
   for (int64_t t = 0; t < pairs; ++t, wb += kVecLen) {
-    const float* src = base + tap_off[t];
+    const int64_t off = tap_off[t], off_second = off + pixel.second_half;
     const vfloat wv = load_vec(wb);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       double two;
-      std::memcpy(&two, src + r * pixel_step, sizeof(two));
+      std::memcpy(&two, pixel.at(r, off, off_second), sizeof(two));
       acc[r] += reinterpret_cast<vfloat>(_mm512_set1_pd(two)) * wv;
     }
   }
   for (int64_t t = pairs; t < pairs + singles; ++t, wb += kVecLen) {
-    const float* src = base + tap_off[t];
+    const int64_t off = tap_off[t], off_second = off + pixel.second_half;
     const vfloat wv = load_vec(wb);
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) acc[r] += splat(src[r * pixel_step]) * wv;
+    for (int r = 0; r < R; ++r) acc[r] += splat(*pixel.at(r, off, off_second)) * wv;
   }
-  const __m512i even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const __m512 sums = _mm512_add_ps(acc[r], _mm512_permute_ps(acc[r], 0xB1));  // lane 2j: channel j
-    const vfloat channels = reinterpret_cast<vfloat>(_mm512_permutexvar_ps(even_lanes, sums));
-    vec::store_partial(out + r * p.c_out, activate(act, channels), p.c_out);
+  // Two pixels per store: their 2 * C_out outputs are contiguous, channel j of the first the sum of
+  // its lanes 2j and 2j + 1, of the second likewise from lane 16.
+  const int64_t c = p.c_out;
+  alignas(64) int32_t first_of[kVecLen], second_of[kVecLen];
+  for (int64_t j = 0; j < kVecLen; ++j) {
+    const int64_t lane = j < c ? 2 * j : j < 2 * c ? kVecLen + 2 * (j - c) : 0;
+    first_of[j] = static_cast<int32_t>(lane);
+    second_of[j] = static_cast<int32_t>(lane + 1);
+  }
+  const __m512i first_lanes = _mm512_load_si512(first_of), second_lanes = _mm512_load_si512(second_of);
+  const __mmask16 two_pixels = static_cast<__mmask16>((1u << (2 * c)) - 1), one_pixel = static_cast<__mmask16>((1u << c) - 1);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r += 2) {
+    const __m512 a = acc[r], b = r + 1 < R ? __m512(acc[r + 1]) : _mm512_setzero_ps();
+    const __m512 sums = _mm512_add_ps(_mm512_permutex2var_ps(a, first_lanes, b), _mm512_permutex2var_ps(a, second_lanes, b));
+    _mm512_mask_storeu_ps(out + r * c, r + 1 < R ? two_pixels : one_pixel, activate(act, reinterpret_cast<vfloat>(sums)));
   }
 }
 

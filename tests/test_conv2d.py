@@ -808,7 +808,8 @@ def test_conv2d_first_layer_pair_tiles(threads, c_in, kw, c_out, padding, isa, r
     out_w = int(rng.integers(1, 40))
     x = random_array(rng, (2, 9, (out_w - 1) * 2 + kw, c_in))
     w, b = random_array(rng, (3, kw, c_in, c_out)), random_array(rng, (c_out,))
-    kwargs = dict(stride=2, padding=padding, activation="relu")
+    activation = [None, "relu", "relu6"][int(rng.integers(3))]  # applied at the two-pixel stores
+    kwargs = dict(stride=2, padding=padding, activation=activation)
     with num_threads(threads):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=3 * kw * c_in)
 
