@@ -40,24 +40,29 @@ static inline long libc_cache_bytes(int level) {
 
 // A cache size from the environment variable `forced` when set (a virtual machine may report its
 // host's whole cache; the tests pin the sizes so that their shapes reach the same paths everywhere),
-// else the C library's, else `fallback`.
-static inline int64_t cache_bytes(const char* forced, int level, int64_t fallback) {
+// else the C library's up to reported_max, else `fallback`.
+static inline int64_t cache_bytes(const char* forced, int level, int64_t fallback, int64_t reported_max) {
   long long reported = libc_cache_bytes(level);
+  if (reported > reported_max) reported = reported_max;
   if (const char* value = std::getenv(forced); value && *value) reported = std::atoll(value);
   return reported > 0 ? int64_t{reported} : fallback;
 }
 
 // The last-level cache that size-dependent paths plan for, read once per process:
-// FASTCONV_CACHE_BYTES, else the L3, else 32 MiB.
+// FASTCONV_CACHE_BYTES, else the L3 up to kPlannedCacheMaxBytes, else 32 MiB. The cap: a virtual
+// machine may report its host's whole L3 (a 2-vCPU Xeon guest: 300 MiB) where one core's reads
+// fall from L3 to DRAM speed between 32 and 48 MB; planning for 300 MiB left depthwise layers of
+// 38-58 MB on the direct path, 1.2-1.35x slower than staged and streamed (bench/NOTES.md).
+constexpr int64_t kPlannedCacheMaxBytes = int64_t{64} << 20;
 static inline int64_t last_level_cache_bytes() {
-  static const int64_t bytes = cache_bytes("FASTCONV_CACHE_BYTES", 3, int64_t{32} << 20);
+  static const int64_t bytes = cache_bytes("FASTCONV_CACHE_BYTES", 3, int64_t{32} << 20, kPlannedCacheMaxBytes);
   return bytes;
 }
 
 // A core's L2 (the depthwise kernels' channel slabs): FASTCONV_L2_BYTES, else the C library's,
 // else 1 MiB (Zen 4's).
 static inline int64_t l2_cache_bytes() {
-  static const int64_t bytes = cache_bytes("FASTCONV_L2_BYTES", 2, int64_t{1} << 20);
+  static const int64_t bytes = cache_bytes("FASTCONV_L2_BYTES", 2, int64_t{1} << 20, INT64_MAX);
   return bytes;
 }
 
