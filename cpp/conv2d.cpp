@@ -52,6 +52,8 @@ constexpr int64_t kBlockMajorMaxTiles = 16;
 constexpr int kNarrowTailMinRows = 8;  // see run_one_tile
 constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
 constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
+// Packed weights up to this size get a copy per thread (tiled_conv_impl).
+constexpr int64_t kOwnPackMaxFloats = int64_t{1} << 16;
 
 // Copies one kernel row of one pixel's window, [kx][ci], with zeros where it leaves the image.
 static inline void gather_window_row(const Conv2dParams& p, const float* x_row, int64_t ix0, float* dst) {
@@ -82,16 +84,16 @@ int64_t packed_floats(const Conv2dParams& p) {
   return p.groups * blocks * p.kh * p.kw * p.c_in_per_group() * kCols;
 }
 
-// Row by row, inside the caller's parallel region: each weight row is read once, sequentially (block
-// by block it would be read with stride C_out once per block, several times slower for large C_out).
+// Row by row: each weight row is read once, sequentially (block by block it would be read with
+// stride C_out once per block, several times slower for large C_out). team: inside the caller's
+// parallel region, the rows shared among its threads; else all of them, by the calling thread.
 template <int TV>
-void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed) {
+void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed, bool team) {
   constexpr int64_t kCols = TV * kVecLen;
   const int64_t groups = p.groups, group_c_out = p.c_out_per_group();
   const int64_t weight_rows = p.kh * p.kw * p.c_in_per_group();
   const int64_t blocks = (group_c_out + kCols - 1) / kCols;
-#pragma omp for schedule(static)
-  for (int64_t row = 0; row < weight_rows; ++row) {
+  const auto pack_row = [&](int64_t row) {
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t block = 0; block < blocks; ++block) {
         const float* src = w + row * p.c_out + g * group_c_out + block * kCols;
@@ -104,6 +106,12 @@ void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed) {
         }
       }
     }
+  };
+  if (team) {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < weight_rows; ++row) pack_row(row);
+  } else {
+    for (int64_t row = 0; row < weight_rows; ++row) pack_row(row);
   }
 }
 
@@ -173,9 +181,12 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const WorkspaceLease gathers(tls_gathers, needs_gather ? (block_major ? 1 : nthreads) * scratch_per_sweep : 0);
   float* scratch = needs_gather ? gathers.get() : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
-  const WorkspaceLease packed_weights(tls_packed_weights, w_prepacked ? 0 : packed_floats<TV>(p));
-  float* w_packed_here = w_prepacked ? nullptr : packed_weights.get();
-  const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
+  // Weights packed here: small ones once per thread, each copy by its own thread (one copy, packed
+  // by the team and read by every thread, sat in the other threads' caches at the next call, whose
+  // pack then waited for each line to come back); large ones once, by the team.
+  const int64_t own_floats = (packed_floats<TV>(p) + kLineFloats - 1) / kLineFloats * kLineFloats;
+  const bool own_copies = !w_prepacked && nthreads > 1 && own_floats <= kOwnPackMaxFloats;
+  const WorkspaceLease packed_weights(tls_packed_weights, w_prepacked ? 0 : (own_copies ? nthreads : 1) * own_floats);
   // Bias padded like the weights.
   float* b_packed = b ? alloc_floats(groups * blocks * kCols) : nullptr;
   for (int64_t g = 0; b && g < groups; ++g) {
@@ -272,7 +283,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   };
 
   parallel_run(nthreads, [&] {
-    if (w_packed_here) pack_weight_rows<TV>(p, w, w_packed_here);
+    float* w_packed_here = w_prepacked ? nullptr : packed_weights.get() + (own_copies ? omp_get_thread_num() * own_floats : 0);
+    const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
+    if (w_packed_here) pack_weight_rows<TV>(p, w, w_packed_here, !own_copies);
     if (block_major) {
 #pragma omp for schedule(static)
       for (int64_t slot = 0; slot < sweep_slots; ++slot) {
@@ -342,7 +355,7 @@ int64_t conv2d_packed_floats(const Conv2dParams& p) {
 void pack_conv2d_weights(const Conv2dParams& p, const float* w, float* w_packed, int threads) {
   const int nthreads = threads_for(conv2d_packed_floats(p), threads);  // a copy: one unit of work per float
   parallel_run(nthreads, [&] {
-    narrow_tile(p) ? pack_weight_rows<1>(p, w, w_packed) : pack_weight_rows<kTileVecs>(p, w, w_packed);
+    narrow_tile(p) ? pack_weight_rows<1>(p, w, w_packed, true) : pack_weight_rows<kTileVecs>(p, w, w_packed, true);
   });
 }
 

@@ -455,6 +455,7 @@ constexpr int64_t kGroupBytes = 8192;
 // 96), 5 rows 1.00-1.03x the time of 6.
 constexpr int kPairedTileRows = 6;
 constexpr int64_t kPanelChunk = 256;
+constexpr int64_t kOwnPackMaxFloats = int64_t{1} << 16;  // panel_gemm: a packed copy per thread up to here
 constexpr int64_t kChunkedGroupBytes = 131072;
 constexpr int64_t kChunkMinBlockBytes = 196608;
 
@@ -636,10 +637,15 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
   // per call unless they come prepacked.
-  const WorkspaceLease panel_weights(tls_panel_weights, (w_prepacked ? padded : p.k * padded + padded) + tail_cols * p.k);
+  // Small weights get a copy per thread, each packed by its own thread (one copy packed by the team
+  // and read by every thread sat in the other threads' caches at the next call, whose pack then
+  // waited for each line to come back); large ones one copy, packed by the team.
+  const int64_t packed_stride = w_prepacked ? 0 : (p.k * padded + kLineFloats - 1) / kLineFloats * kLineFloats;
+  const bool own_copies = !w_prepacked && nthreads > 1 && packed_stride <= kOwnPackMaxFloats;
+  const int64_t packed_total = (own_copies ? nthreads : 1) * packed_stride;
+  const WorkspaceLease panel_weights(tls_panel_weights, packed_total + padded + tail_cols * p.k);
   float* buf = panel_weights.get();
-  const float* w_packed = w_prepacked ? w_prepacked : buf;
-  float* b_packed = w_prepacked ? buf : buf + p.k * padded;
+  float* b_packed = buf + packed_total;
   for (int64_t j = 0; j < padded; ++j) b_packed[j] = b && j < p.m ? b[j] : 0.0f;
   float* w_tail = b_packed + padded;
   for (int64_t j = 0; j < tail_cols; ++j) {
@@ -650,20 +656,25 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   }
 
   parallel_run(nthreads, [&] {
-    if (!w_prepacked) {  // every thread of the team takes this branch, as `omp for` requires
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < p.k; ++i) {
-        const float* src = w + i * p.m;
-        for (int64_t blk = 0; blk < blocks - (dot_tail_block ? 1 : 0); ++blk) {  // a dot tail reads w_tail
-          const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
-          float* dst = buf + c0 * p.k + i * width;
-          for (int64_t j = 0; j < width; j += kVecLen) {  // zeros past m: masked loads
-            const int64_t n = p.m - c0 - j;
-            const vfloat v = n >= kVecLen ? load_vec(src + c0 + j) : n > 0 ? vec::load_partial(src + c0 + j, n) : splat(0.0f);
-            store_vec(dst + j, v);
-          }
+    float* my_packed = buf + (own_copies ? omp_get_thread_num() * packed_stride : 0);
+    const float* w_packed = w_prepacked ? w_prepacked : my_packed;
+    const auto pack_row = [&](int64_t i) {
+      const float* src = w + i * p.m;
+      for (int64_t blk = 0; blk < blocks - (dot_tail_block ? 1 : 0); ++blk) {  // a dot tail reads w_tail
+        const int64_t c0 = blk * kCols, width = blk < full_blocks ? kCols : padded - c0;
+        float* dst = my_packed + c0 * p.k + i * width;
+        for (int64_t j = 0; j < width; j += kVecLen) {  // zeros past m: masked loads
+          const int64_t n = p.m - c0 - j;
+          const vfloat v = n >= kVecLen ? load_vec(src + c0 + j) : n > 0 ? vec::load_partial(src + c0 + j, n) : splat(0.0f);
+          store_vec(dst + j, v);
         }
       }
+    };
+    if (own_copies) {
+      for (int64_t i = 0; i < p.k; ++i) pack_row(i);
+    } else if (!w_prepacked) {  // every thread of the team takes this branch, as `omp for` requires
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < p.k; ++i) pack_row(i);
     }
 
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();

@@ -783,6 +783,31 @@ def test_conv2d_first_layer_kernel_choice(x_shape, w_shape, stride, kernel):
     assert fastconv._cpu.conv2d_kernel(p) == kernel
 
 
+# Weights packed per call: up to 64 K floats one copy per thread, each packed by its own thread; past
+# that one copy packed by the team (the first-layer kernel, the tiled engine, panel_gemm). Both sides
+# of the threshold on 2 and 3 threads (the copies sit at per-thread offsets).
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, kernel",
+    [
+        ((1, 12, 12, 3), (7, 7, 3, 445), 1, "first layer"),  # 147 taps x 445 = 65415 floats
+        ((1, 12, 12, 3), (7, 7, 3, 446), 1, "first layer"),  # 65562
+        ((1, 24, 24, 32), (3, 3, 32, 224), 2, "direct"),  # 288 rows x 224 columns, blocks of 32 or 16
+        ((1, 24, 24, 32), (3, 3, 32, 256), 2, "direct"),  # 288 x 256 = 73728
+        ((1, 16, 16, 256), (1, 1, 256, 250), 1, "gemm"),  # 256 x 256 padded
+        ((1, 16, 16, 256), (1, 1, 256, 288), 1, "gemm"),  # 256 x 288
+    ],
+)
+def test_conv2d_packed_weight_copies(threads, x_shape, w_shape, stride, kernel, isa, rng):
+    p = _params.conv2d_problem("conv2d", x_shape, w_shape, None, stride, "same", 1, 1, "relu")
+    assert fastconv._cpu.conv2d_kernel(p) == kernel
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    kwargs = dict(stride=stride, padding="same", activation="relu")
+    with num_threads(threads):
+        for _ in range(2):  # the second call packs into the buffers the first one left
+            check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=int(np.prod(w_shape[:3])))
+
+
 # Channel-vector tiles of R pixels x V vectors (16 x 1 on AVX-512, else 8 x 1; 8 x 2 or 6 x 2; 8 x 3 on
 # AVX-512, 4 x 3 on AVX2 / SSE2) and a row's last tile of the 1 .. R pixels left: every remainder of each tile shape, stride 1
 # and 2, relu in the store.
