@@ -35,7 +35,7 @@
 //    blocks of a pixel tile run before the next tile, so each pixel's channels are written at once.
 //    Tiles whose windows lie inside the image read it in place in bands whose input rows all do;
 //    only the edge tiles' columns of those bands are copied into the panel.
-// Threads take work items dynamically (batch 1 still spreads over its row bands).
+// Threads take work items in guided chunks (batch 1 still spreads over its row bands).
 #include <omp.h>
 
 #include <cstdlib>
@@ -621,7 +621,9 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
     }
     float* panel = panels + omp_get_thread_num() * scratch_floats;
     float* padded = panel + g.band_rows * g.row_floats;
-#pragma omp for schedule(dynamic, 1)
+    // Guided: large chunks first, single items at the end. One item at a time cost a fetch of the
+    // shared counter per item: LeNet C1's 256 items of ~0.5 us ran 1.1x slower.
+#pragma omp for schedule(guided)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t n = item / bands, oy0 = item % bands * band_rows;
       const int64_t oy1 = min_i64(oy0 + band_rows, p.out_h);
