@@ -52,8 +52,6 @@ constexpr int64_t kBlockMajorMaxTiles = 16;
 constexpr int kNarrowTailMinRows = 8;  // see run_one_tile
 constexpr int64_t kBlockMajorMaxTilesSmallInput = 64;
 constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
-// Packed weights up to this size get a copy per thread (tiled_conv_impl).
-constexpr int64_t kOwnPackMaxFloats = int64_t{1} << 16;
 
 // Copies one kernel row of one pixel's window, [kx][ci], with zeros where it leaves the image.
 static inline void gather_window_row(const Conv2dParams& p, const float* x_row, int64_t ix0, float* dst) {
@@ -181,10 +179,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const WorkspaceLease gathers(tls_gathers, needs_gather ? (block_major ? 1 : nthreads) * scratch_per_sweep : 0);
   float* scratch = needs_gather ? gathers.get() : nullptr;
   const float** shared_segs = block_major ? new const float*[sweep_slots * taps] : nullptr;
-  // Weights packed here: small ones once per thread, each copy by its own thread (one copy, packed
-  // by the team and read by every thread, sat in the other threads' caches at the next call, whose
-  // pack then waited for each line to come back); large ones once, by the team.
-  const int64_t own_floats = (packed_floats<TV>(p) + kLineFloats - 1) / kLineFloats * kLineFloats;
+  // Weights packed here: small ones once per thread, large ones once by the team (kOwnPackMaxFloats).
+  const int64_t own_floats = own_copy_stride(packed_floats<TV>(p));
   const bool own_copies = !w_prepacked && nthreads > 1 && own_floats <= kOwnPackMaxFloats;
   const WorkspaceLease packed_weights(tls_packed_weights, w_prepacked ? 0 : (own_copies ? nthreads : 1) * own_floats);
   // Bias padded like the weights.

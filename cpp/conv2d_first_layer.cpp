@@ -69,7 +69,6 @@ constexpr int kTilePixels = kPixVecs * kVecLen;
 constexpr int64_t kBandRows = 8;
 constexpr int64_t kItemsPerThread = 2;
 constexpr int64_t kItemsPerThreadDisjoint = 4;
-constexpr int64_t kTeamPackMinFloats = 1 << 16;
 
 // The calling thread's buffers (kernel_util.h, Workspace): packed weights and the threads' panels.
 static thread_local Workspace tls_packed_weights;
@@ -506,9 +505,9 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
   // w_packed + k * taps * block_cols as [tap][block_cols].
   // Pair tiles: one block of [step][16], lanes 2j and 2j + 1 channel j's weights for the step's two
   // floats (a single step's odd lanes zero), the bias in the even lanes.
-  // Small weights: one copy per thread, each packed by its thread inside the region (see below).
-  const int64_t packed_floats = ((channel_vectors ? blocks * steps * block_cols : taps * p.c_out) + kLineFloats - 1) / kLineFloats * kLineFloats;
-  const bool team_packs = nthreads > 1 && taps * p.c_out >= kTeamPackMinFloats;
+  // Small weights: one copy per thread; large ones one copy packed by the team (kOwnPackMaxFloats).
+  const int64_t packed_floats = own_copy_stride(channel_vectors ? blocks * steps * block_cols : taps * p.c_out);
+  const bool team_packs = nthreads > 1 && taps * p.c_out > kOwnPackMaxFloats;
   const int copies = team_packs ? 1 : nthreads;
   const WorkspaceLease packed_weights(tls_packed_weights, copies * packed_floats);
   float* b_packed = channel_vectors && b ? alloc_floats(blocks * block_cols) : nullptr;
@@ -607,10 +606,8 @@ void first_layer_conv2d(const Conv2dParams& p, const float* x, const float* w, c
 
   // Large weights are packed by the team into one copy (ViT-B's 768 x 768: 7 % of its time on one
   // thread; the loop's barrier keeps every tile after them). Small ones each thread packs into its
-  // own copy, no barrier (it cost 3 % of a 12 us layer): one copy packed before the region by the
-  // calling thread was read by the other threads, so the next call's pack found its lines in their
-  // caches and waited for each to come back (1x28x28x4 5x5 s2 -> 64: 0.74-0.89 of the time with a
-  // copy per thread).
+  // own copy, no barrier (a barrier cost 3 % of a 12 us layer; one copy packed by the calling thread
+  // before the region: 1x28x28x4 5x5 s2 -> 64 took 1.1-1.35x the time).
   parallel_run(nthreads, [&] {
     float* w_packed = packed_weights.get() + (team_packs ? 0 : omp_get_thread_num() * packed_floats);
     if (team_packs) {

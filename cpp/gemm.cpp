@@ -455,7 +455,6 @@ constexpr int64_t kGroupBytes = 8192;
 // 96), 5 rows 1.00-1.03x the time of 6.
 constexpr int kPairedTileRows = 6;
 constexpr int64_t kPanelChunk = 256;
-constexpr int64_t kOwnPackMaxFloats = int64_t{1} << 16;  // panel_gemm: a packed copy per thread up to here
 constexpr int64_t kChunkedGroupBytes = 131072;
 constexpr int64_t kChunkMinBlockBytes = 196608;
 
@@ -637,10 +636,8 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
 
   // Packed: block j's weights [k][its width] contiguous at w_packed + j * k * kCols, zero padded;
   // per call unless they come prepacked.
-  // Small weights get a copy per thread, each packed by its own thread (one copy packed by the team
-  // and read by every thread sat in the other threads' caches at the next call, whose pack then
-  // waited for each line to come back); large ones one copy, packed by the team.
-  const int64_t packed_stride = w_prepacked ? 0 : (p.k * padded + kLineFloats - 1) / kLineFloats * kLineFloats;
+  // Small weights: a copy per thread; large ones one copy packed by the team (kOwnPackMaxFloats).
+  const int64_t packed_stride = w_prepacked ? 0 : own_copy_stride(p.k * padded);
   const bool own_copies = !w_prepacked && nthreads > 1 && packed_stride <= kOwnPackMaxFloats;
   const int64_t packed_total = (own_copies ? nthreads : 1) * packed_stride;
   const WorkspaceLease panel_weights(tls_panel_weights, packed_total + padded + tail_cols * p.k);

@@ -66,6 +66,15 @@ static inline int64_t l2_cache_bytes() {
   return bytes;
 }
 
+// Weights packed per call, up to this many floats, get one copy per thread, each packed by its own
+// thread inside the parallel region (no barrier); larger ones one copy, packed by the team. A
+// single copy read by every thread sits in the other threads' caches at the next call, whose pack
+// then waits for each line to come back (bench/NOTES.md, "Packed weights: a copy per thread while
+// they are small": small layers 0.74-0.97 of the time).
+constexpr int64_t kOwnPackMaxFloats = int64_t{1} << 16;
+// The distance between those copies: whole 64-byte lines, so that no two threads write one line.
+static inline int64_t own_copy_stride(int64_t floats) { return (floats + 15) / 16 * 16; }
+
 static inline int threads_for(int64_t work, int threads, int64_t min_work = kParallelMinWork) {
   return work < min_work ? 1 : threads;
 }
