@@ -985,7 +985,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   const bool stream = p.n * p.out_h * p.out_w * p.c_out * int64_t{sizeof(float)} >= stream_min_bytes() &&
                       vec::streamable(y) && p.c_out % 4 == 0;
   const Path path = choose_path(p, stream);
-  if (path.general || path.narrow) w = pack_weights(p, w);
+  const bool packs = path.general || path.narrow;
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
@@ -1011,6 +1011,9 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
                                 path.staged ? min_i64(p.kh, (items + nthreads - 1) / nthreads) : 1);
   const int64_t pixel_stride = path.general ? general_pixel_stride(widest_slab) : staged_pixel_stride(p);
   parallel_run(nthreads, [&] {
+    // Each thread packs its own copy (pack_weights' buffer is the thread's): one copy packed by the
+    // calling thread and read by all had to come back from their caches at the next call's pack.
+    const float* wk = packs ? pack_weights(p, w) : w;
     std::optional<RowStage> stage;
     if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
 #pragma omp for schedule(dynamic, chunk)
@@ -1023,12 +1026,12 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
       const float* xn = x + n * p.h * p.w * p.c_in;
       float* yr = y + (n * p.out_h + oy) * p.out_w * p.c_out;
       if (path.staged_pair && pair_fits(p, oy)) {
-        path.staged_pair(p, *stage, n, w, b, yr, oy);
+        path.staged_pair(p, *stage, n, wk, b, yr, oy);
       } else if (path.pair && pair_fits(p, oy)) {
-        path.pair(p, xn, w, b, yr, oy);
+        path.pair(p, xn, wk, b, yr, oy);
       } else {
         for (int64_t r = oy; r < min_i64(oy + step, p.out_h); ++r, yr += p.out_w * p.c_out) {
-          path.staged ? path.staged(p, *stage, n, w, b, yr, r) : path.direct(p, xn, w, b, yr, r);
+          path.staged ? path.staged(p, *stage, n, wk, b, yr, r) : path.direct(p, xn, wk, b, yr, r);
         }
       }
     }
