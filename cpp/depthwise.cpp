@@ -825,10 +825,11 @@ using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const fl
 
 // Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
 // input and output are far past the caches (one sequential stream per input row). Above this
-// many bytes the input and output are assumed to come from DRAM: half of the last-level cache,
-// which the machine's other work shares (16 MiB on the 32 MiB L3 of a Zen 4; on a Xeon reporting
-// 300 MiB, 8x56x56x144 3x3 and 2x112x112x96 5x5 ran direct in 0.89-0.92 of the staged time).
-static int64_t stage_min_bytes() { return last_level_cache_bytes() / 2; }
+// many bytes the input and output are assumed to come from DRAM: twice the last-level cache. (Half
+// of it on the 32 MiB L3 of a Zen 4, measured there before the direct blocks prefetched their
+// outputs; on a Xeon, with prefetch_store, 8x56x56x240 3x3 ran direct in 0.70 of the staged time,
+// 8x28x28x672 5x5 in 0.69, 8x112x112x144 3x3 s2 in 0.73; at 100-120 MB the two tie, 0.84-1.10.)
+static int64_t stage_min_bytes() { return 2 * last_level_cache_bytes(); }
 // Whether row_direct's first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
 // the padding on their own side only, as their LO / HI taps assume. Narrower rows, or narrow ones
 // with padding that a block spans, are staged; so are 3x3 stride 1 rows of 4-7, where no gain
