@@ -407,6 +407,10 @@ static inline void transform_output_tile(const Conv2dParams& p, const Geometry& 
         // The vector activations of every kernel (simd_dw.h); NaN passes through relu and relu6.
         const wvec val = vec::activate(act, o[j] + bv);
         float* dst = out_row + j * p.c_out;
+        // The next tile's pixel in this row, for write: its line is read for ownership before the
+        // store, from L3 once the output is past L2 (2x112x112x128 3x3 0.94-0.95 of the time,
+        // 1x224x224x64 and 8x56x56x64 0.97-0.99, outputs within L2 1.00).
+        __builtin_prefetch(dst + M * p.c_out, 1);
         if (len == kLanes) {
           st(dst, val);
         } else {
