@@ -71,17 +71,24 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
   return r;
 }
 
-// Output lines a 3x3 block's stores will write, asked for 2 KB ahead. Past L2 (or in the other
+// Output lines a block's stores will write, asked for 2 KB ahead. Past L2 (or in the other
 // core's, where that core wrote the row last call) every store must first read its line (read for
 // ownership), and a block's stores form NP (pair: 2 NP) streams C floats apart that the hardware
 // prefetchers follow late: 1x56x56x480 3x3 ran in 0.58-0.66 of the time with this prefetch,
 // 8x56x56x144 in 0.61-0.79, 1x28x28x192 in 0.74-0.77. 1 and 4 KB ahead were slower; prefetching
 // the next block's input columns too lost most of the gain; a read prefetch into L2 gained half as
-// much. 5x5 blocks (25 multiply-adds a store, not 9) ran 1.02-1.08x slower with it on 14 x 14 maps.
-// Below 128 channels a block's outputs are a few lines a pixel, nearly one stream the hardware follows:
+// much. Below 128 channels a block's outputs are a few lines a pixel, nearly one stream the hardware follows:
 // 2x112x112x32 and 1x28x28x32 ran 1.06x slower with the prefetch.
 constexpr int64_t kStorePrefetchFloats = 512, kStorePrefetchMinChannels = 128;
 static inline void prefetch_store(const float* p) { __builtin_prefetch(p + kStorePrefetchFloats, 1); }
+// 3x3 blocks; 5x5 ones (25 multiply-adds a store, not 9) only in blocks of 8+ pixels on AVX-512:
+// 2x112x112x240 0.74 of the time, 4x56x56x240 0.88, 1x56x56x144 0.91, 1x28x28x240 (10 | 8 | 10) 0.92,
+// while the blocks of 5-7 that rows of 9-14 columns take ran 1.02-1.08x slower with it, and AVX2's
+// 5x5 blocks 1.01-1.03x.
+template <int KW, int NP>
+static inline bool prefetches_stores(int64_t c) {
+  return (KW == 3 || (NP >= 8 && kLanes == 16)) && c >= kStorePrefetchMinChannels;
+}
 
 // The channel-block shift of pixel_block / pixel_pair (below): only for C a multiple of the vector
 // and at least kShiftMinBlocks blocks, where the one extra block costs at most an eighth more FMAs.
@@ -119,7 +126,7 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
       acc[j] = bias;
-      if (KW == 3 && c >= kStorePrefetchMinChannels) prefetch_store(y + j * c + c0);
+      if (prefetches_stores<KW, NP>(c)) prefetch_store(y + j * c + c0);
     }
     const float* wr = w + c0;
     for (int64_t r = 0; r < nrows; ++r, wr += KW * c) {
@@ -161,7 +168,7 @@ void pixel_pair(const float* const* rows, int64_t x_off, const float* w, int64_t
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) {
       top[j] = bot[j] = bias;
-      if (KW == 3 && c >= kStorePrefetchMinChannels) {
+      if (prefetches_stores<KW, NP>(c)) {
         prefetch_store(y + j * c + c0);
         prefetch_store(y2 + j * c + c0);
       }
