@@ -51,8 +51,9 @@ static inline int64_t cache_bytes(const char* forced, int level, int64_t fallbac
 // The last-level cache that size-dependent paths plan for, read once per process:
 // FASTCONV_CACHE_BYTES, else the L3 up to kPlannedCacheMaxBytes, else 32 MiB. The cap: a virtual
 // machine may report its host's whole L3 (a 2-vCPU Xeon guest: 300 MiB) where one core's reads
-// fall from L3 to DRAM speed between 32 and 48 MB; planning for 300 MiB left depthwise layers of
-// 38-58 MB on the direct path, 1.2-1.35x slower than staged and streamed (bench/NOTES.md).
+// fall from L3 to DRAM speed between 32 and 48 MB. (Planned for 300 MiB, depthwise layers of 38-58
+// MB stayed direct, then 1.2-1.35x slower than staged; since the direct blocks prefetch their
+// stores, they are the faster path there and staging starts at twice this size: bench/NOTES.md.)
 constexpr int64_t kPlannedCacheMaxBytes = int64_t{64} << 20;
 static inline int64_t last_level_cache_bytes() {
   static const int64_t bytes = cache_bytes("FASTCONV_CACHE_BYTES", 3, int64_t{32} << 20, kPlannedCacheMaxBytes);
