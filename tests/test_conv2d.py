@@ -390,23 +390,25 @@ def test_depthwise_misaligned_input(k, stride, c, isa, rng):
     ((500, 40, 3, 36), 3, 1, 1),  # single pixels, C not a multiple of the vector: stream_copy's tail
 ])
 def test_depthwise_large_batch_is_staged(shape, k, stride, padding, rng):
-    script = f"""
-import numpy as np
-import fastconv
-from fastconv import _compare, reference
-rng = np.random.default_rng({int(rng.integers(2**32))})
-shape, k = {shape!r}, {k}
-x = rng.standard_normal(shape).astype(np.float32)
-w, b = rng.standard_normal((k, k, shape[3])).astype(np.float32), rng.standard_normal(shape[3]).astype(np.float32)
-kwargs = dict(stride={stride!r}, padding={padding!r}, activation="relu6")
-got = fastconv.depthwise_conv2d(x, w, b, **kwargs)
-want = reference.depthwise_conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kwargs)
-_compare.assert_close(got, want, terms=k * k, what=str(shape))
-print("ok")
-"""
     import os
     import subprocess
     import sys
+
+    # The same check as in process (check_against_reference), from this directory's helpers.
+    script = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import numpy as np
+from conftest import Device
+from helpers import check_against_reference, random_array
+rng = np.random.default_rng({int(rng.integers(2**32))})
+shape, k = {shape!r}, {k}
+x = random_array(rng, shape)
+w, b = random_array(rng, (k, k, shape[3])), random_array(rng, (shape[3],))
+kwargs = dict(stride={stride!r}, padding={padding!r}, activation="relu6")
+check_against_reference(Device("cpu"), "depthwise_conv2d", [x, w, b], kwargs, terms=k * k)
+print("ok")
+"""
 
     for isa in ISA_CHOICES:
         env = dict(os.environ, FASTCONV_CACHE_BYTES=str(8 << 20), FASTCONV_ISA=isa)
