@@ -38,10 +38,11 @@
 //    k loop in TR x V register accumulators (bias as the start value, activation in the store, one
 //    write of each output vector), so the group's rows are read from DRAM once and the output rows
 //    are written in full lines. During the first block each tile prefetches the matching tile of
-//    the next group's input; in every block, it prefetches that tile's output lines of the block
-//    (so the stores do not wait on reads for ownership). When a block's weights outgrow L2
-//    (K > 3072 on AVX2: dense layers at batch 33+), the reduction runs in equal chunks of <= 256
-//    steps over groups of 128 KiB of input, partial sums kept in y between chunks.
+//    the next group's input; in every block, when K >= kPrefetchOutputsMinK, it prefetches that
+//    tile's output lines of the block (so the stores do not wait on reads for ownership). When a
+//    block's weights outgrow L2 (K > 3072 on AVX2: dense layers at batch 33+), the reduction runs
+//    in equal chunks of <= 256 steps over groups of 128 KiB of input, partial sums kept in y
+//    between chunks.
 #include <omp.h>
 
 #include <cstdlib>
@@ -457,6 +458,11 @@ constexpr int kPairedTileRows = 6;
 constexpr int64_t kPanelChunk = 256;
 constexpr int64_t kChunkedGroupBytes = 131072;
 constexpr int64_t kChunkMinBlockBytes = 196608;
+// The output prefetch (prefetch_outputs) from this reduction length: on Zen 4 it took resnet_1x1's K
+// = 256 to 0.89-0.93 of the time and left K = 24 as it was; on a Xeon (Emerald Rapids) it cost 2-11 %
+// where K < 128 (the stores are most of a tile's time there and the prefetches wait for the same
+// line fill buffers) and nothing from 128 up.
+constexpr int64_t kPrefetchOutputsMinK = 128;
 
 // R <= TR rows x V vectors of y = x w + b for one column block: w packed [k][WS] (WS: V * kVecLen,
 // or the full block width when a narrow tail reads a block prepacked at full width), bias padded to
@@ -702,7 +708,7 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
               if (chunked && !last) pf = xt + steps;
             }
             float* yt = y + r0 * p.m + c0;
-            if (first && t + group < t_end) {
+            if (first && p.k >= kPrefetchOutputsMinK && t + group < t_end) {
               prefetch_outputs(yt + group * TR * p.m, p.m, min_i64(TR, p.rows - r0 - group * TR), cols);
             }
             const Activation act = last ? p.activation : Activation::kNone;
