@@ -76,9 +76,11 @@ RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
 // ownership), and a block's stores form NP (pair: 2 NP) streams C floats apart that the hardware
 // prefetchers follow late: 1x56x56x480 3x3 ran in 0.58-0.66 of the time with this prefetch,
 // 8x56x56x144 in 0.61-0.79, 1x28x28x192 in 0.74-0.77. 1 and 4 KB ahead were slower; prefetching
-// the next block's input columns too lost most of the gain; a read prefetch into L2 gained half as
-// much. Below 128 channels a block's outputs are a few lines a pixel, nearly one stream the hardware follows:
-// 2x112x112x32 and 1x28x28x32 ran 1.06x slower with the prefetch.
+// the next block's input columns too lost most of the gain; a prefetch into L2 only (prefetcht1)
+// gained half as much. (Without -mprfchw, which no ISA here sets, this is prefetcht0: a line no
+// other core holds comes exclusive, and prefetchw measured the same.) Below 128 channels a block's
+// outputs are a few lines a pixel, nearly one stream the hardware follows: 2x112x112x32 and
+// 1x28x28x32 ran 1.06x slower with the prefetch.
 constexpr int64_t kStorePrefetchFloats = 512, kStorePrefetchMinChannels = 128;
 static inline void prefetch_store(const float* p) { __builtin_prefetch(p + kStorePrefetchFloats, 1); }
 // 3x3 blocks; 5x5 ones (25 multiply-adds a store, not 9) only in blocks of 8+ pixels on AVX-512:
