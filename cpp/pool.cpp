@@ -177,6 +177,27 @@ int64_t padded_rows(const Pool2dParams& p, int64_t oy) {
 // loaded from the input, channels in vector lanes, NV vectors at a time (four, or fewer when C
 // fills fewer: C = 16 on AVX-512 once computed its one vector four times); the last block overlaps
 // the one before when C is not a multiple of the vector.
+// A whole KH x KW window (2 x 2 or 3 x 3) of one output pixel, channels [cb, cb + NV vectors):
+// every tap loaded at once and combined as a tree, so the NV sums do not wait on KH * KW - 1
+// dependent adds each.
+template <bool kMax, bool kStream, int NV, int KH, int KW>
+__attribute__((always_inline)) inline void full_window(const float* first, int64_t row_step, int64_t c, int64_t cb,
+                                                       float scale, float* out) {
+#pragma GCC unroll 4
+  for (int q = 0; q < NV; ++q) {
+    const int64_t c0 = min_i64(cb + q * kLanes, c - kLanes);
+    vfloat taps[KH * KW];
+#pragma GCC unroll 9
+    for (int t = 0; t < KH * KW; ++t) taps[t] = vec::load(first + t / KW * row_step + t % KW * c + c0);
+#pragma GCC unroll 4
+    for (int step = 1; step < KH * KW; step *= 2) {
+#pragma GCC unroll 9
+      for (int t = 0; t + step < KH * KW; t += 2 * step) taps[t] = combine<kMax>(taps[t], taps[t + step]);
+    }
+    put<kStream>(out + c0, kMax ? taps[0] : taps[0] * scale);
+  }
+}
+
 template <bool kMax, bool kStream, int NV>
 void lanes_pixels(const Pool2dParams& p, const float* xn, float* y, int64_t oy, int64_t ox0, int64_t ox1) {
   const int64_t c = p.c, row_step = p.w * c;
@@ -186,6 +207,14 @@ void lanes_pixels(const Pool2dParams& p, const float* xn, float* y, int64_t oy, 
     const float* first = xn + (win.y0 * p.w + win.x0) * c;
     const int64_t rows = win.y1 - win.y0, cols = win.x1 - win.x0;
     float* out = y + ox * c;
+    if (rows == 2 && cols == 2) {
+      for (int64_t cb = 0; cb < c; cb += NV * kLanes) full_window<kMax, kStream, NV, 2, 2>(first, row_step, c, cb, scale, out);
+      continue;
+    }
+    if (rows == 3 && cols == 3) {
+      for (int64_t cb = 0; cb < c; cb += NV * kLanes) full_window<kMax, kStream, NV, 3, 3>(first, row_step, c, cb, scale, out);
+      continue;
+    }
     for (int64_t cb = 0; cb < c; cb += NV * kLanes) {
       int64_t c0[NV];
       vfloat acc[NV];
