@@ -4,11 +4,12 @@
 // One engine, tiled_conv_impl (every stride / padding / dilation / groups; pointwise convolutions go to
 // gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp,
 // groups of fewer output channels than a vector to conv2d_grouped.cpp where their inputs fit):
-// the register-tiled engine of tiled_conv.h. Output pixels are flattened over (n, oy, ox) and cut
-// into tiles of TR consecutive pixels (a tile may span output rows); each group's output channels
-// into blocks of TV vectors. Tile shape: the narrow kNarrowRows x 1-vector tile when a group's
-// C_out fits one vector (LeNet C1: 6 channels; groups conv2d_grouped.cpp leaves), else the wide kTileRows x
-// 2-vector tile.
+// the register-tiled engine of tiled_conv.h; ungrouped outputs of at most one vector with 3- or
+// 5-wide stride-1 rows take slide_conv instead (below: each input column broadcast once for several
+// pixels). Output pixels are flattened over (n, oy, ox) and cut into tiles of TR consecutive pixels
+// (a tile may span output rows); each group's output channels into blocks of TV vectors. Tile
+// shape: the narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector (LeNet C1: 6
+// channels; groups conv2d_grouped.cpp leaves), else the wide kTileRows x 2-vector tile.
 //  - groups == 1: for kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is KW*C_in
 //    contiguous floats laid out like the weight rows w[ky, :, :, :], so one reduction of length
 //    KW*C_in per kernel row covers every tap and input channel, even for C_in = 1 or 3. Windows
@@ -331,6 +332,119 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
 // The narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector, else the wide one.
 bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen; }
 
+// ---- Narrow outputs of stride-1 rows: each input column broadcast once for KW pixels -------------
+//
+// The narrow tile multiplies one broadcast input value per FMA (its C_out fills one vector), and
+// broadcasts from memory issue about once a cycle on the Xeon measured, half the FMA rate (LeNet C3:
+// 33 % of one core's peak). Along an output row of a stride-1 filter, input column q meets weight
+// column kx in output pixel q - kx. So a tile of R consecutive pixels of one row holds the KW weight
+// vectors (kx, ci) of kernel row ky in registers and broadcasts each of its R + KW - 1 input columns
+// once, into up to KW accumulators: per (ky, ci) R * KW FMAs for 2 KW + R - 1 loads (R = 10, KW =
+// 5: 50 for 19), not R for R + 1. The windows must lie inside the input horizontally: inputs with
+// padding columns are copied once with them (like tiled_conv_impl's padded rows).
+#if defined(__AVX512F__)
+constexpr int kSlideMaxRows = 16;  // 16 accumulators + 5 weights + 1 broadcast of 32 registers
+#else
+constexpr int kSlideMaxRows = 8;   // 8 + 5 + 1 of 16
+#endif
+
+// R pixels of one output row over `taps` kernel rows: x_first is the first pixel's window at the
+// first of them (the next row_step floats on), w that row's weights in the packed narrow block,
+// [ky][kx][ci][kVecLen].
+template <int KW, int R>
+__attribute__((noinline)) void slide_tile(const float* x_first, int64_t row_step, int64_t taps, int64_t c_in,
+                                          const float* w, const float* bias, float* out, int64_t ldo, int64_t cols,
+                                          Activation act) {
+  vfloat acc[R][1];
+  const vfloat init = load_vec(bias);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r][0] = init;
+  for (int64_t ky = 0; ky < taps; ++ky) {
+    const float* xr = x_first + ky * row_step;
+    const float* wr = w + ky * KW * c_in * kVecLen;
+    for (int64_t ci = 0; ci < c_in; ++ci) {
+      vfloat wk[KW];
+#pragma GCC unroll 8
+      for (int kx = 0; kx < KW; ++kx) wk[kx] = load_vec(wr + (kx * c_in + ci) * kVecLen);
+      const float* xq = xr + ci;
+#pragma GCC unroll 24
+      for (int q = 0; q < R + KW - 1; ++q, xq += c_in) {
+        const vfloat v = splat(*xq);
+#pragma GCC unroll 8
+        for (int kx = 0; kx < KW; ++kx) {
+          if (q - kx >= 0 && q - kx < R) acc[q - kx][0] += v * wk[kx];
+        }
+      }
+    }
+  }
+  store_rows<R, 1>(acc, out, ldo, cols, act);
+}
+
+template <int KW, int R = kSlideMaxRows>
+void slide_tile_rows(int64_t rows, const float* x_first, int64_t row_step, int64_t taps, int64_t c_in, const float* w,
+                     const float* bias, float* out, int64_t ldo, int64_t cols, Activation act) {
+  if constexpr (R > 1) {
+    if (rows < R) return slide_tile_rows<KW, R - 1>(rows, x_first, row_step, taps, c_in, w, bias, out, ldo, cols, act);
+  }
+  slide_tile<KW, R>(x_first, row_step, taps, c_in, w, bias, out, ldo, cols, act);
+}
+
+bool slides(const Conv2dParams& p) {
+  return p.groups == 1 && narrow_tile(p) && p.stride_w == 1 && p.dilation_w == 1 && (p.kw == 3 || p.kw == 5);
+}
+
+template <int KW>
+void slide_conv(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
+                float* y, int threads) {
+  const int64_t right = p.out_w - 1 + KW - p.pad_left;  // one past the last input column a window reads
+  if (p.pad_left > 0 || right > p.w) {
+    Conv2dParams padded = p;
+    padded.w = max_i64(p.w, right) + p.pad_left;
+    padded.pad_left = 0;
+    const int64_t wide = padded.w;
+    const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * wide * p.c_in);
+    float* xp = padded_input.get();
+    for (int64_t row = 0; row < p.n * p.h; ++row) {
+      float* dst = xp + row * wide * p.c_in;
+      std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
+      std::memcpy(dst + p.pad_left * p.c_in, x + row * p.w * p.c_in, sizeof(float) * p.w * p.c_in);
+      std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
+    }
+    return slide_conv<KW>(padded, xp, w, w_prepacked, b, y, threads);
+  }
+  // Each output row in equal segments of at most kSlideMaxRows pixels (10 columns: one tile of 10).
+  const int64_t segments = (p.out_w + kSlideMaxRows - 1) / kSlideMaxRows;
+  const int64_t seg_len = (p.out_w + segments - 1) / segments;
+  const int64_t items = p.n * p.out_h * segments;
+  const int64_t weight_rows = p.kh * KW * p.c_in;
+  const int nthreads = threads_for(p.n * p.out_h * p.out_w * weight_rows * p.c_out, threads);
+  const int64_t own_floats = own_copy_stride(packed_floats<1>(p));
+  const bool own_copies = !w_prepacked && nthreads > 1 && own_floats <= kOwnPackMaxFloats;
+  const WorkspaceLease packed_weights(tls_packed_weights, w_prepacked ? 0 : (own_copies ? nthreads : 1) * own_floats);
+  float bias[kVecLen] = {};
+  for (int64_t j = 0; b && j < p.c_out; ++j) bias[j] = b[j];
+  const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));
+  parallel_run(nthreads, [&] {
+    float* w_packed_here = w_prepacked ? nullptr : packed_weights.get() + (own_copies ? omp_get_thread_num() * own_floats : 0);
+    if (w_packed_here) pack_weight_rows<1>(p, w, w_packed_here, !own_copies);
+    const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
+    const int64_t row_step = p.dilation_h * p.w * p.c_in;
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t seg = item % segments, row = item / segments, n = row / p.out_h, oy = row % p.out_h;
+      const int64_t ox0 = seg * seg_len, len = min_i64(seg_len, p.out_w - ox0);
+      const int64_t iy0 = oy * p.stride_h - p.pad_top;
+      int64_t ky0 = 0, ky1 = p.kh;
+      while (ky0 < ky1 && iy0 + ky0 * p.dilation_h < 0) ++ky0;
+      while (ky1 > ky0 && iy0 + (ky1 - 1) * p.dilation_h >= p.h) --ky1;
+      const float* x_first = ky0 < ky1 ? x + ((n * p.h + iy0 + ky0 * p.dilation_h) * p.w + ox0) * p.c_in : x;
+      float* out = y + ((n * p.out_h + oy) * p.out_w + ox0) * p.c_out;
+      slide_tile_rows<KW>(len, x_first, row_step, ky1 - ky0, p.c_in, w_packed + ky0 * KW * p.c_in * kVecLen, bias,
+                          out, p.c_out, p.c_out, p.activation);
+    }
+  });
+}
+
 }  // namespace
 
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b, float* y,
@@ -338,6 +452,8 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
   if (p.groups > 1) {
     narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, w_prepacked, b, y, threads)
                    : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, w_prepacked, b, y, threads);
+  } else if (slides(p)) {
+    p.kw == 3 ? slide_conv<3>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5>(p, x, w, w_prepacked, b, y, threads);
   } else {
     narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, false>(p, x, w, w_prepacked, b, y, threads)
                    : tiled_conv_impl<kTileRows, kTileVecs, false>(p, x, w, w_prepacked, b, y, threads);

@@ -57,10 +57,12 @@ def sums_scale(reference_op, args, kwargs) -> float:
     return float(np.sqrt(np.mean(products**2) + np.mean(args[2] ** 2)))
 
 
-def check_against_reference(device, op_name, arrays, kwargs=None, terms=1):
-    """arrays: the op's leading array arguments (float32 NumPy, None allowed). Returns the result."""
+def check_against_reference(device, op_name, arrays, kwargs=None, terms=1, algorithm=None):
+    """arrays: the op's leading array arguments (float32 NumPy, None allowed). algorithm: conv2d's,
+    for fastconv only (the reference has one). Returns the result."""
     kwargs = kwargs or {}
-    got = getattr(fastconv, op_name)(*[device.put(a) for a in arrays], **kwargs)
+    options = {} if algorithm is None else dict(algorithm=algorithm)
+    got = getattr(fastconv, op_name)(*[device.put(a) for a in arrays], **kwargs, **options)
     assert got.dtype == np.float32
     got = device.get(got)
     ref_arrays = [None if a is None else a.astype(np.float64) for a in arrays]

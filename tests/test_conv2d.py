@@ -85,6 +85,30 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
     check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
+# Narrow outputs of stride-1 rows (cpp/conv2d.cpp, slide_conv: each input column broadcast once for
+# the KW pixels it meets): rows cut into tiles of up to 16 / 8 pixels with a shorter last one,
+# padding columns copied in, kernel rows outside the input skipped. C_out up to 4 takes it on every
+# ISA (SSE's vector), up to 8 on AVX2 and 16 on AVX-512. "direct" keeps Winograd away.
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((4, 14, 14, 6), (5, 5, 6, 16), {}),  # LeNet C3: rows of 10
+        ((2, 9, 23, 20), (3, 3, 20, 4), dict(padding="same", activation="tanh")),  # 23 = 12 + 11 or 8 + 8 + 7
+        ((1, 17, 12, 24), (5, 5, 24, 3), dict(stride=(2, 1), dilation=(2, 1), padding=((3, 1), (2, 2)))),
+        ((1, 8, 37, 9), (3, 3, 9, 7), dict(padding=((0, 0), (0, 2)), activation="relu")),  # right padding only
+        ((3, 5, 4, 33), (5, 3, 33, 1), dict(padding=((4, 4), (1, 1)), activation="silu")),  # rows wholly padding
+        ((1, 3, 40, 2), (3, 5, 2, 12), dict(padding=((1, 1), (4, 0)))),  # left padding wider than half a window
+        ((2, 6, 19, 70), (3, 3, 70, 16), dict(padding=1, activation="sigmoid")),
+    ],
+)
+def test_conv2d_narrow_sliding_rows(x_shape, w_shape, kwargs, device, isa, rng):
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
+    for threads in (1, 2):
+        with num_threads(threads):
+            check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2],
+                                    algorithm="direct")
+
+
 # Groups of fewer output channels than a vector holds (cpp/conv2d_grouped.cpp: the lanes run across
 # groups, one permutation of an input vector per input channel of a group). AVX-512 / AVX2 / SSE hold
 # 16 / 8 / 4 channels, so each ISA takes some of these cases there and the rest on the tiled engine,
