@@ -335,8 +335,8 @@ bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen;
 // ---- Narrow outputs of stride-1 rows: each input column broadcast once for KW pixels -------------
 //
 // The narrow tile multiplies one broadcast input value per FMA (its C_out fills one vector), and
-// broadcasts from memory issue about once a cycle on the Xeon measured, half the FMA rate (LeNet C3:
-// 33 % of one core's peak). Along an output row of a stride-1 filter, input column q meets weight
+// FMAs with a broadcast memory operand issued about once a cycle on the Xeon measured, half the FMA
+// rate (LeNet C3: 33 % of one core's peak; bench/NOTES.md, "Narrow outputs"). Along an output row of a stride-1 filter, input column q meets weight
 // column kx in output pixel q - kx. So a tile of R consecutive pixels of one row holds the KW weight
 // vectors (kx, ci) of kernel row ky in registers and broadcasts each of its R + KW - 1 input columns
 // once, into up to KW accumulators: per (ky, ci) R * KW FMAs for 2 KW + R - 1 loads (R = 10, KW =
