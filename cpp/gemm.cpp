@@ -25,6 +25,9 @@
 //    buffer and runs every row tile over each block of it (on AVX-512 over two blocks at once, as
 //    panel_gemm's paired tiles); with weights past the last-level cache,
 //    the rows of the next pack are prefetched while the tiles run.
+//  - kgroup_gemm (AVX-512, more rows and m <= one vector: pointwise convolutions to 16 channels or
+//    fewer): panel_gemm's one-vector tile with each broadcast carrying 2 or 4 reduction steps
+//    against weights interleaved to match, so that a broadcast feeds two FMAs (below).
 //  - panel_gemm (more rows: pointwise convolutions, rows = N*H*W): the weights are packed once per
 //    call into column blocks [block][k][2 vectors] (a last block of 1 vector when at most one
 //    vector of columns is left, or of dot products, dot_tail, when at most a quarter vector is
@@ -46,6 +49,8 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <immintrin.h>
 
 #include "fastconv/kernels.h"
 #include "fastconv/tiled_conv.h"  // vfloat, the store / load helpers
@@ -733,6 +738,123 @@ void panel_gemm(const GemmParams& p, const float* x, const float* w, const float
   });
 }
 
+// ---- kgroup_gemm (AVX-512, m <= one vector: pointwise convolutions to 16 channels or fewer) -------
+//
+// The one-vector panel multiplies one broadcast x[r, i] per FMA, and an FMA with a broadcast memory
+// operand issues about once a cycle on the Xeon measured (bench/NOTES.md, "Narrow outputs"): half
+// the peak at best. Instead each broadcast carries Q consecutive reduction steps (x[r, i .. i + Q -
+// 1], repeated across the vector) and the weights are interleaved to match, lane l of vector v
+// holding w[i + l % Q, v * 16 / Q + l / Q]: a broadcast feeds V = ceil(m / (16 / Q)) FMAs of Q steps
+// each, and a channel's Q partial sums meet in pairwise adds once per tile. Q = 2 for 9-16 columns
+// (two vectors of 8 channels), Q = 4 up to 8 (4 channels a vector). The weights are interleaved per
+// call (k x 16 floats) from w, also when they come prepacked.
+#if defined(__AVX512F__)
+constexpr int kGroupTileRows = 8;
+
+template <int Q>
+static inline vfloat broadcast_steps(const float* p) {
+  if constexpr (Q == 2) {
+    double pair;
+    std::memcpy(&pair, p, sizeof(pair));
+    return reinterpret_cast<vfloat>(_mm512_set1_pd(pair));
+  } else {
+    return reinterpret_cast<vfloat>(_mm512_broadcast_f32x4(_mm_loadu_ps(p)));
+  }
+}
+
+// Adds lanes 2j and 2j + 1 of the 32 lanes (a, b) into lane j.
+static inline vfloat pair_sums(vfloat a, vfloat b) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 pa = reinterpret_cast<__m512>(a), pb = reinterpret_cast<__m512>(b);
+  return reinterpret_cast<vfloat>(_mm512_add_ps(_mm512_permutex2var_ps(pa, even, pb),
+                                                _mm512_permutex2var_ps(pa, odd, pb)));
+}
+
+// R rows of y = x w + b; wq: the interleaved weights, groups of V vectors; tail: x's last k % Q
+// steps of each row zero padded to Q (rows r at tail + r * Q), as full groups would read past the row.
+template <int Q, int V, int R>
+__attribute__((noinline)) static void kgroup_tile(const float* x, int64_t ldx, int64_t groups, const float* tail,
+                                                  const float* wq, const float* bias, float* y, int64_t ldy,
+                                                  int64_t cols, Activation act) {
+  vfloat acc[R][V] = {};
+  const float* wg = wq;
+  for (int64_t g = 0; g < groups; ++g, wg += V * kVecLen) {
+    vfloat wv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) wv[v] = load_vec(wg + v * kVecLen);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const vfloat s = broadcast_steps<Q>(x + r * ldx + g * Q);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
+    }
+  }
+  if (tail) {
+    vfloat wv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) wv[v] = load_vec(wg + v * kVecLen);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const vfloat s = broadcast_steps<Q>(tail + r * Q);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[r][v] += s * wv[v];
+    }
+  }
+  const vfloat bv = load_vec(bias);
+  vfloat out[R][1];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    vfloat sums = pair_sums(acc[r][0], V > 1 ? acc[r][V - 1] : vfloat{});
+    if constexpr (Q == 4) sums = pair_sums(sums, vfloat{});
+    out[r][0] = sums + bv;
+  }
+  store_rows<R, 1>(out, y, ldy, cols, act);
+}
+
+template <int Q, int V, int R = kGroupTileRows>
+static void kgroup_tile_rows(int64_t rows, const float* x, int64_t ldx, int64_t groups, const float* tail,
+                             const float* wq, const float* bias, float* y, int64_t ldy, int64_t cols, Activation act) {
+  if constexpr (R > 1) {
+    if (rows < R) return kgroup_tile_rows<Q, V, R - 1>(rows, x, ldx, groups, tail, wq, bias, y, ldy, cols, act);
+  }
+  kgroup_tile<Q, V, R>(x, ldx, groups, tail, wq, bias, y, ldy, cols, act);
+}
+
+template <int Q, int V>
+void kgroup_gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y, int threads) {
+  constexpr int64_t kChannels = kVecLen / Q;  // per vector
+  const int64_t groups = p.k / Q, rest = p.k % Q, steps = groups + (rest > 0);
+  const int64_t tiles = (p.rows + kGroupTileRows - 1) / kGroupTileRows;
+  const int nthreads = static_cast<int>(min_i64(threads_for(p.rows * p.k * p.m, threads, kParallelMinMacs), tiles));
+  const WorkspaceLease panel_weights(tls_panel_weights, steps * V * kVecLen + kVecLen);
+  float* wq = panel_weights.get();
+  float* bias = wq + steps * V * kVecLen;
+  for (int64_t g = 0; g < steps; ++g) {
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t l = 0; l < kVecLen; ++l) {
+        const int64_t i = g * Q + l % Q, col = v * kChannels + l / Q;
+        wq[(g * V + v) * kVecLen + l] = i < p.k && col < p.m ? w[i * p.m + col] : 0.0f;
+      }
+    }
+  }
+  for (int64_t j = 0; j < kVecLen; ++j) bias[j] = b && j < p.m ? b[j] : 0.0f;
+  parallel_run(nthreads, [&] {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    float tail[kGroupTileRows * Q] = {};
+    for (int64_t t = tiles * tid / nt; t < tiles * (tid + 1) / nt; ++t) {
+      const int64_t r0 = t * kGroupTileRows, nr = min_i64(kGroupTileRows, p.rows - r0);
+      const float* xt = x + r0 * p.k;
+      for (int64_t r = 0; rest > 0 && r < nr; ++r) {
+        for (int64_t j = 0; j < rest; ++j) tail[r * Q + j] = xt[r * p.k + groups * Q + j];
+      }
+      kgroup_tile_rows<Q, V>(nr, xt, p.k, groups, rest > 0 ? tail : nullptr, wq, bias, y + r0 * p.m, p.m, p.m,
+                             p.activation);
+    }
+  });
+}
+#endif  // __AVX512F__
+
 // ---- sweep_gemm (few rows under many weights) ------------------------------------------------------
 
 // panel_gemm's tiles each stream every block's weights: at 49 rows (a 7 x 7 map) and 512 x 2048
@@ -897,6 +1019,12 @@ void run_gemm(const GemmParams& p, const float* x, const float* w, const float* 
 #endif
     }
   }
+#if defined(__AVX512F__)
+  if (p.m <= kVecLen) {  // two FMAs a broadcast, not one (kgroup_gemm)
+    if (p.m > kVecLen / 2) return kgroup_gemm<2, 2>(p, x, w, b, y, threads);
+    return p.m > kVecLen / 4 ? kgroup_gemm<4, 2>(p, x, w, b, y, threads) : kgroup_gemm<4, 1>(p, x, w, b, y, threads);
+  }
+#endif
   if (p.m <= kVecLen) return panel_gemm<kNarrowRows, 1>(p, x, w, w_packed, b, y, threads);
 #if defined(__AVX512F__)
   if (p.m > (kTileVecs + 1) * kVecLen) return panel_gemm<kPairedTileRows, kTileVecs, true>(p, x, w, w_packed, b, y, threads);

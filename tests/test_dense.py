@@ -42,6 +42,18 @@ def test_relu_keeps_nan_in_full_tiles(isa):
     assert np.isnan(got[3]).all() and np.isfinite(np.delete(got, 3, axis=0)).all()
 
 
+# Outputs of at most 16 columns past 16 rows on AVX-512 (gemm.cpp, kgroup_gemm): each broadcast
+# carries 2 or 4 reduction steps, so a NaN anywhere in a row's steps, the last partial group
+# included, must reach every column of that row and no other row.
+@pytest.mark.parametrize("k, m", [(7, 16), (7, 5), (4, 9), (3, 3)])
+def test_nan_stays_in_its_row_in_step_groups(k, m, isa):
+    for col in range(k):
+        x = np.ones((40, k), np.float32)
+        x[21, col] = np.nan
+        got = fastconv.dense(x, np.ones((k, m), np.float32), activation="relu")
+        assert np.isnan(got[21]).all() and np.isfinite(np.delete(got, 21, axis=0)).all()
+
+
 # The weight-streaming path (rows <= 16): row groups of 4 / 8, strips of 3 vectors, a column tail
 # narrower than one vector read from a padded copy, reduction chunks of 16 with the sum kept in y.
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 32, 33])
