@@ -66,6 +66,27 @@ static inline void gather_window_row(const Conv2dParams& p, const float* x_row, 
   }
 }
 
+// Columns of the input with its padding made real (dilation 1): pad_left zeros, the row, zeros out
+// to the last column a window reads.
+static inline int64_t padded_width(const Conv2dParams& p) {
+  return max_i64(p.w + p.pad_left, (p.out_w - 1) * p.stride_w + p.kw);
+}
+
+// Copies x's rows into xp, padded_width(p) columns each; returns the problem on that copy.
+static Conv2dParams copy_padded_rows(const Conv2dParams& p, const float* x, float* xp) {
+  const int64_t wide = padded_width(p);
+  for (int64_t row = 0; row < p.n * p.h; ++row) {
+    float* dst = xp + row * wide * p.c_in;
+    std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
+    std::memcpy(dst + p.pad_left * p.c_in, x + row * p.w * p.c_in, sizeof(float) * p.w * p.c_in);
+    std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
+  }
+  Conv2dParams padded = p;
+  padded.w = wide;
+  padded.pad_left = 0;
+  return padded;
+}
+
 // A tile called, not inlined, from the grouped loops: inlined there, 4 of its 6 row pointers were
 // spilled to the stack and reloaded on every reduction step.
 template <int TR, int TV>
@@ -140,7 +161,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     // 9.6 MB from a 200 KB input and ran at 29 % of the FMA peak), the rows are padded once
     // instead.
     if (needs_gather && p.dilation_w == 1) {
-      const int64_t wide = max_i64(p.w + p.pad_left, (p.out_w - 1) * p.stride_w + p.kw);
+      const int64_t wide = padded_width(p);
       int64_t border_cols = 0;
       for (int64_t ox = 0; ox < p.out_w; ++ox) {
         const int64_t ix0 = ox * p.stride_w - p.pad_left;
@@ -148,18 +169,9 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       }
       // Twice: the copy runs on one thread, the gathers on all (3x3 on 7 x 7 and 14 x 14 maps tied).
       if (border_cols * p.out_h * p.kh * p.kw > 2 * p.h * wide) {
-        Conv2dParams padded = p;
-        padded.w = wide;
-        padded.pad_left = 0;
         const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * wide * p.c_in);
-        float* xp = padded_input.get();
-        for (int64_t row = 0; row < p.n * p.h; ++row) {
-          float* dst = xp + row * wide * p.c_in;
-          std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
-          std::memcpy(dst + p.pad_left * p.c_in, x + row * p.w * p.c_in, sizeof(float) * p.w * p.c_in);
-          std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
-        }
-        tiled_conv_impl<TR, TV, kGrouped>(padded, xp, w, w_prepacked, b, y, threads);
+        tiled_conv_impl<TR, TV, kGrouped>(copy_padded_rows(p, x, padded_input.get()), padded_input.get(), w,
+                                          w_prepacked, b, y, threads);
         return;
       }
     }
@@ -396,21 +408,10 @@ bool slides(const Conv2dParams& p) {
 template <int KW>
 void slide_conv(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
                 float* y, int threads) {
-  const int64_t right = p.out_w - 1 + KW - p.pad_left;  // one past the last input column a window reads
-  if (p.pad_left > 0 || right > p.w) {
-    Conv2dParams padded = p;
-    padded.w = max_i64(p.w, right) + p.pad_left;
-    padded.pad_left = 0;
-    const int64_t wide = padded.w;
-    const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * wide * p.c_in);
-    float* xp = padded_input.get();
-    for (int64_t row = 0; row < p.n * p.h; ++row) {
-      float* dst = xp + row * wide * p.c_in;
-      std::memset(dst, 0, sizeof(float) * p.pad_left * p.c_in);
-      std::memcpy(dst + p.pad_left * p.c_in, x + row * p.w * p.c_in, sizeof(float) * p.w * p.c_in);
-      std::memset(dst + (p.pad_left + p.w) * p.c_in, 0, sizeof(float) * (wide - p.pad_left - p.w) * p.c_in);
-    }
-    return slide_conv<KW>(padded, xp, w, w_prepacked, b, y, threads);
+  if (p.pad_left > 0 || p.out_w - 1 + KW - p.pad_left > p.w) {  // windows reach padding columns
+    const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * padded_width(p) * p.c_in);
+    return slide_conv<KW>(copy_padded_rows(p, x, padded_input.get()), padded_input.get(), w, w_prepacked, b, y,
+                          threads);
   }
   // Each output row in equal segments of at most kSlideMaxRows pixels (10 columns: one tile of 10).
   const int64_t segments = (p.out_w + kSlideMaxRows - 1) / kSlideMaxRows;
