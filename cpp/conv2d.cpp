@@ -348,12 +348,13 @@ bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen;
 //
 // The narrow tile multiplies one broadcast input value per FMA (its C_out fills one vector), and
 // FMAs with a broadcast memory operand issued about once a cycle on the Xeon measured, half the FMA
-// rate (LeNet C3: 33 % of one core's peak; bench/NOTES.md, "Narrow outputs"). Along an output row of a stride-1 filter, input column q meets weight
-// column kx in output pixel q - kx. So a tile of R consecutive pixels of one row holds the KW weight
-// vectors (kx, ci) of kernel row ky in registers and broadcasts each of its R + KW - 1 input columns
-// once, into up to KW accumulators: per (ky, ci) R * KW FMAs for 2 KW + R - 1 loads (R = 10, KW =
-// 5: 50 for 19), not R for R + 1. The windows must lie inside the input horizontally: inputs with
-// padding columns are copied once with them (like tiled_conv_impl's padded rows).
+// rate (LeNet C3: 33 % of one core's peak; bench/NOTES.md, "Narrow outputs"). Along an output row
+// of a stride-1 filter, input column q meets weight column kx in output pixel q - kx. So a tile of R
+// consecutive pixels of one row holds the KW weight vectors (kx, ci) of kernel row ky in registers
+// and broadcasts each of its R + KW - 1 input columns once, into up to KW accumulators: per (ky, ci)
+// R * KW FMAs for 2 KW + R - 1 loads (R = 10, KW = 5: 50 for 19), not R for R + 1. The windows must
+// lie inside the input horizontally: inputs with padding columns are copied once with them
+// (copy_padded_rows).
 #if defined(__AVX512F__)
 constexpr int kSlideMaxRows = 16;  // 16 accumulators + 5 weights + 1 broadcast of 32 registers
 #else
