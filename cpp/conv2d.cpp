@@ -435,14 +435,13 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
     for (int64_t item = 0; item < items; ++item) {
       const int64_t seg = item % segments, row = item / segments, n = row / p.out_h, oy = row % p.out_h;
       const int64_t ox0 = seg * seg_len, len = min_i64(seg_len, p.out_w - ox0);
-      const int64_t iy0 = oy * p.stride_h - p.pad_top;
-      int64_t ky0 = 0, ky1 = p.kh;
-      while (ky0 < ky1 && iy0 + ky0 * p.dilation_h < 0) ++ky0;
-      while (ky1 > ky0 && iy0 + (ky1 - 1) * p.dilation_h >= p.h) --ky1;
-      const float* x_first = ky0 < ky1 ? x + ((n * p.h + iy0 + ky0 * p.dilation_h) * p.w + ox0) * p.c_in : x;
+      const KernelRows rows = p.rows_inside(oy);
+      const float* x_first =
+          rows.ky0 < rows.ky1 ? x + ((n * p.h + rows.iy0 + rows.ky0 * p.dilation_h) * p.w + ox0) * p.c_in : x;
       float* out = y + ((n * p.out_h + oy) * p.out_w + ox0) * p.c_out;
-      slide_tile_rows<KW>(len, x_first, row_step, ky1 - ky0, p.c_in, w_packed + ky0 * KW * p.c_in * kVecLen, bias,
-                          out, p.c_out, p.c_out, p.activation);
+      const float* w_first = w_packed + rows.ky0 * KW * p.c_in * kVecLen;
+      slide_tile_rows<KW>(len, x_first, row_step, rows.ky1 - rows.ky0, p.c_in, w_first, bias, out, p.c_out, p.c_out,
+                          p.activation);
     }
   });
 }

@@ -237,10 +237,8 @@ void grouped_conv2d(const Conv2dParams& p, const float* x, const float* w, const
       const int64_t v_end = min_i64(total_vecs, (chunk + 1) * chunk_vecs);
       for (int64_t out_row = out_rows * band / bands; out_row < out_rows * (band + 1) / bands; ++out_row) {
         const int64_t n = out_row / p.out_h, oy = out_row % p.out_h;
-        const int64_t iy0 = oy * p.stride_h - p.pad_top;
-        int64_t ky0 = 0, ky1 = p.kh;
-        while (ky0 < ky1 && iy0 + ky0 * p.dilation_h < 0) ++ky0;
-        while (ky1 > ky0 && iy0 + (ky1 - 1) * p.dilation_h >= p.h) --ky1;
+        const KernelRows kr = p.rows_inside(oy);
+        const int64_t iy0 = kr.iy0, ky0 = kr.ky0, ky1 = kr.ky1;
         for (int64_t ky = ky0; ky < ky1; ++ky) rows[ky - ky0] = x + (n * p.h + iy0 + ky * p.dilation_h) * p.w * p.c_in;
         float* y_row = y + out_row * p.out_w * p.c_out;
         const int64_t last_row = iy0 + (p.kh - 1) * p.dilation_h;

@@ -59,18 +59,6 @@ namespace {
 using vec::kLanes;
 using vec::vfloat;
 
-// The kernel rows ky in [ky0, ky1) that fall inside the input for output row oy.
-struct RowRange {
-  int64_t iy0, ky0, ky1;  // iy0: the input row of ky = 0 (may be negative)
-};
-
-RowRange valid_rows(const Conv2dParams& p, int64_t oy) {
-  RowRange r{oy * p.stride_h - p.pad_top, 0, p.kh};
-  while (r.ky0 < r.ky1 && r.iy0 + r.ky0 * p.dilation_h < 0) ++r.ky0;
-  while (r.ky1 > r.ky0 && r.iy0 + (r.ky1 - 1) * p.dilation_h >= p.h) --r.ky1;
-  return r;
-}
-
 // Output lines a block's stores will write, asked for 2 KB ahead. Past L2 (or in the other
 // core's, where that core wrote the row last call) every store must first read its line (read for
 // ownership), and a block's stores form NP (pair: 2 NP) streams C floats apart that the hardware
@@ -238,7 +226,7 @@ using PairBorderBlocksFor = std::conditional_t<KW == 3, PairBorderBlocks<3, SW, 
 // Output pixel ox over all channels with the window clipped to the input (M = 1, C >= kLanes):
 // unspecialised geometries. Four channel blocks at a time, for four
 // independent FMA chains; blocks past the end overlap the last full one.
-void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const float* b, const RowRange& rows,
+void clipped_pixel(const Conv2dParams& p, const float* xn, const float* w, const float* b, const KernelRows& rows,
                    int64_t ox, float* y) {
   const int64_t c = p.c_out, ix0 = ox * p.stride_w - p.pad_left;
   int64_t kx0 = 0, kx1 = p.kw;
@@ -326,8 +314,8 @@ class RowStage {
   }
   // The valid kernel rows of output row oy of image n; out_rows[ky - ky0] = row(n, that input row).
   // Kernel heights past 64 are not staged (choose_path).
-  RowRange rows(int64_t n, int64_t oy, const float* (&out_rows)[64]) {
-    const RowRange rr = valid_rows(p_, oy);
+  KernelRows rows(int64_t n, int64_t oy, const float* (&out_rows)[64]) {
+    const KernelRows rr = p_.rows_inside(oy);
     for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) out_rows[ky - rr.ky0] = row(n, rr.iy0 + ky * p_.dilation_h);
     return rr;
   }
@@ -411,7 +399,7 @@ template <int KW, int SW, bool ST>
 void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                 int64_t oy) {
   const float* rows[64];
-  const RowRange rr = stage.rows(n, oy, rows);
+  const KernelRows rr = stage.rows(n, oy, rows);
   const int64_t c = p.c_out, xs = stage.pixel_stride(), nrows = rr.ky1 - rr.ky0, ow = p.out_w;
   const float* w0 = w + rr.ky0 * KW * c;
   const auto blocks = [&](BlockFn fn, int64_t np) {
@@ -543,7 +531,7 @@ template <int SW, int P, bool ST>
 void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                         int64_t oy) {
   const float* rows[64];
-  const RowRange rr = stage.rows(n, oy, rows);
+  const KernelRows rr = stage.rows(n, oy, rows);
   // A slab of channels [c0, c0 + c) (never with ST): outputs C floats apart, activated per pixel.
   const int64_t c = stage.channels(), c0 = stage.first_channel(), ys = p.c_out;
   const int64_t nrows = rr.ky1 - rr.ky0, ow = p.out_w, cs = stage.pixel_stride();
@@ -639,7 +627,7 @@ int64_t right_overhang(const Conv2dParams& p) {
 // columns border blocks of 10 around one block of 8.
 template <int KW, int SW>
 void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const RowRange rr = valid_rows(p, oy);
+  const KernelRows rr = p.rows_inside(oy);
   const int64_t c = p.c_out, ow = p.out_w, nrows = rr.ky1 - rr.ky0;
   const float* rows[64];  // kernel heights past 64 take row_clipped (choose_path)
   for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
@@ -740,13 +728,13 @@ bool pair_fits(const Conv2dParams& p, int64_t oy) {
 
 // One output row (M = 1, C >= kLanes, geometries without a staged kernel): clipped_pixel everywhere.
 void row_clipped(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const RowRange rows = valid_rows(p, oy);
+  const KernelRows rows = p.rows_inside(oy);
   for (int64_t ox = 0; ox < p.out_w; ++ox) clipped_pixel(p, xn, w, b, rows, ox, y + ox * p.c_out);
 }
 
 // One output row, any M and C: per pixel and channel block, input lanes gathered as x[co / M].
 void row_any(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const RowRange rows = valid_rows(p, oy);
+  const KernelRows rows = p.rows_inside(oy);
   const int64_t mult = p.c_out / p.c_in;
   for (int64_t ox = 0; ox < p.out_w; ++ox) {
     const int64_t ix0 = ox * p.stride_w - p.pad_left;
@@ -779,7 +767,7 @@ void row_any(const Conv2dParams& p, const float* xn, const float* w, const float
 // input row: a partial load in the same loop kept the accumulators on the stack); kWhole: every tap
 // of the Q pixels lies inside the row (no column checks).
 template <int Q, bool kInside, bool kWhole>
-static inline void narrow_pixels(const Conv2dParams& p, const RowRange& rows, const float* xn, const float* w,
+static inline void narrow_pixels(const Conv2dParams& p, const KernelRows& rows, const float* xn, const float* w,
                                  vfloat bias, float* y, int64_t ox0) {
   const int64_t c = p.c_in, image_floats = p.h * p.w * c, row_floats = p.out_w * c;
   vfloat acc[Q];
@@ -811,7 +799,7 @@ static inline void narrow_pixels(const Conv2dParams& p, const RowRange& rows, co
 }
 
 void row_narrow(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const RowRange rows = valid_rows(p, oy);
+  const KernelRows rows = p.rows_inside(oy);
   const vfloat bias = b ? vec::load_partial(b, p.c_in) : vfloat{};
   const int64_t last_row = rows.ky1 > rows.ky0 ? rows.iy0 + (rows.ky1 - 1) * p.dilation_h : 0;
   int64_t ox = 0;

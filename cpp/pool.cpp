@@ -173,10 +173,6 @@ int64_t padded_rows(const Pool2dParams& p, int64_t oy) {
   return min_i64(ys + p.kh, p.h + p.pad_bottom) - ys;
 }
 
-// Output pixels [ox0, ox1) of row oy, C >= kLanes (not wide): per output pixel, every window tap
-// loaded from the input, channels in vector lanes, NV vectors at a time (four, or fewer when C
-// fills fewer: C = 16 on AVX-512 once computed its one vector four times); the last block overlaps
-// the one before when C is not a multiple of the vector.
 // A whole KH x KW window (2 x 2 or 3 x 3) of one output pixel, channels [cb, cb + NV vectors):
 // every tap loaded at once and combined as a tree, so the NV sums do not wait on KH * KW - 1
 // dependent adds each.
@@ -198,6 +194,11 @@ __attribute__((always_inline)) inline void full_window(const float* first, int64
   }
 }
 
+// Output pixels [ox0, ox1) of row oy, C >= kLanes (not wide): per output pixel, every window tap
+// loaded from the input, channels in vector lanes, NV vectors at a time (four, or fewer when C
+// fills fewer: C = 16 on AVX-512 once computed its one vector four times); the last block overlaps
+// the one before when C is not a multiple of the vector. Whole 2 x 2 and 3 x 3 windows go through
+// full_window.
 template <bool kMax, bool kStream, int NV>
 void lanes_pixels(const Pool2dParams& p, const float* xn, float* y, int64_t oy, int64_t ox0, int64_t ox1) {
   const int64_t c = p.c, row_step = p.w * c;
@@ -208,11 +209,15 @@ void lanes_pixels(const Pool2dParams& p, const float* xn, float* y, int64_t oy, 
     const int64_t rows = win.y1 - win.y0, cols = win.x1 - win.x0;
     float* out = y + ox * c;
     if (rows == 2 && cols == 2) {
-      for (int64_t cb = 0; cb < c; cb += NV * kLanes) full_window<kMax, kStream, NV, 2, 2>(first, row_step, c, cb, scale, out);
+      for (int64_t cb = 0; cb < c; cb += NV * kLanes) {
+        full_window<kMax, kStream, NV, 2, 2>(first, row_step, c, cb, scale, out);
+      }
       continue;
     }
     if (rows == 3 && cols == 3) {
-      for (int64_t cb = 0; cb < c; cb += NV * kLanes) full_window<kMax, kStream, NV, 3, 3>(first, row_step, c, cb, scale, out);
+      for (int64_t cb = 0; cb < c; cb += NV * kLanes) {
+        full_window<kMax, kStream, NV, 3, 3>(first, row_step, c, cb, scale, out);
+      }
       continue;
     }
     for (int64_t cb = 0; cb < c; cb += NV * kLanes) {

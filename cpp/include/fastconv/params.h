@@ -16,6 +16,12 @@ namespace fastconv {
 // few input channels (5x5; 3x3 too on the GPU).
 enum class ConvAlgorithm : int { kAuto = 0, kDirect, kWinograd };
 
+// The kernel rows ky in [ky0, ky1) whose input rows lie inside the image for one output row; iy0:
+// the input row of ky = 0 (may be negative).
+struct KernelRows {
+  int64_t iy0, ky0, ky1;
+};
+
 struct Conv2dParams {
   int64_t n, h, w, c_in;
   int64_t kh, kw, c_out, groups;
@@ -29,6 +35,12 @@ struct Conv2dParams {
   int64_t c_out_per_group() const { return c_out / groups; }
   // Depthwise: one input channel per group (channel multiplier c_out / c_in).
   bool is_depthwise() const { return groups == c_in && groups > 1 && c_in_per_group() == 1; }
+  KernelRows rows_inside(int64_t oy) const {
+    KernelRows r{oy * stride_h - pad_top, 0, kh};
+    while (r.ky0 < r.ky1 && r.iy0 + r.ky0 * dilation_h < 0) ++r.ky0;
+    while (r.ky1 > r.ky0 && r.iy0 + (r.ky1 - 1) * dilation_h >= h) --r.ky1;
+    return r;
+  }
   // A plain GEMM over (N*H*W, C_in) x (C_in, C_out).
   bool is_pointwise() const {
     return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_top == 0 && pad_left == 0 &&
