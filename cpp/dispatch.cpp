@@ -427,6 +427,20 @@ void set_num_threads(int n) {
   g_num_threads.store(n);
 }
 
+// Calls between CallInFlight's constructor and destructor, from every thread.
+std::atomic<int> g_calls_in_flight{0};
+CallInFlight::CallInFlight() { g_calls_in_flight.fetch_add(1, std::memory_order_relaxed); }
+CallInFlight::~CallInFlight() { g_calls_in_flight.fetch_sub(1, std::memory_order_relaxed); }
+
+// The threads a kernel call may start: its share of num_threads() among the calls in flight, at
+// least one. Four Python threads calling at once on 2 cores, set_num_threads(2): each call taking
+// 2 threads got through 1.2-1.5x fewer calls a second than shared (conv2d 3x3, depthwise, pointwise;
+// bench/NOTES.md, "Calls from several Python threads").
+int call_threads() {
+  const int in_flight = g_calls_in_flight.load(std::memory_order_relaxed);
+  return in_flight > 1 ? std::max(1, num_threads() / in_flight) : num_threads();
+}
+
 // A strided 1x1 convolution with few output pixels (ResNet's last downsampling shortcut, 14 x 14 x
 // 1024 -> 7 x 7 x 2048) gathers its pixels and runs the GEMM, whose few-row paths read each weight
 // once per call (stream_gemm in place, sweep_gemm packing in L2-sized chunks); the tiled engine
@@ -518,7 +532,7 @@ static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float
                         const float* w_packed, const float* b, float* y) {
   const int64_t rows = p.n * p.out_h * p.out_w, seg = p.kw * p.c_in, k = p.kh * seg;
   float* a = window_buffer(rows * k);
-  parallel_run(threads_for(rows * k, num_threads(), kGatherMinFloatsPerThread * num_threads()), [&] {
+  parallel_run(threads_for(rows * k, call_threads(), kGatherMinFloatsPerThread * call_threads()), [&] {
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < p.n * p.out_h; ++row) {
       const int64_t n = row / p.out_h, oy = row % p.out_h;
@@ -531,7 +545,7 @@ static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float
     }
   });
   const GemmParams g{rows, k, p.c_out, p.activation};
-  w_packed ? t.gemm_prepacked(g, a, w, w_packed, b, y, num_threads()) : t.gemm(g, a, w, b, y, num_threads());
+  w_packed ? t.gemm_prepacked(g, a, w, w_packed, b, y, call_threads()) : t.gemm(g, a, w, b, y, call_threads());
 }
 
 namespace {
@@ -578,19 +592,19 @@ void run_conv2d(const Conv2dParams& p, const KernelTable& t, ConvPath path, cons
                 const float* w_packed, const float* b, float* y) {
   switch (path) {
     case ConvPath::kGemm:
-      return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, num_threads());
+      return t.gemm(GemmParams{p.n * p.h * p.w, p.c_in, p.c_out, p.activation}, x, w, b, y, call_threads());
     case ConvPath::kWindowGemm:
       return window_gemm(p, t, x, w, w_packed, b, y);
     case ConvPath::kDepthwise:
-      return t.depthwise(p, x, w, b, y, num_threads());
+      return t.depthwise(p, x, w, b, y, call_threads());
     case ConvPath::kGrouped:
-      return t.grouped(p, x, w, b, y, num_threads());
+      return t.grouped(p, x, w, b, y, call_threads());
     case ConvPath::kWinograd:
-      return t.winograd(p, x, w, w_packed, b, y, num_threads());
+      return t.winograd(p, x, w, w_packed, b, y, call_threads());
     case ConvPath::kFirstLayer:
-      return t.first_layer(p, x, w, b, y, num_threads());
+      return t.first_layer(p, x, w, b, y, call_threads());
     case ConvPath::kDirect:
-      return t.conv2d(p, x, w, w_packed, b, y, num_threads());
+      return t.conv2d(p, x, w, w_packed, b, y, call_threads());
   }
 }
 
@@ -636,11 +650,11 @@ ConvPlan plan_conv2d(const Conv2dParams& p) {
 void pack_conv2d_weights(const ConvPlan& plan, const Conv2dParams& p, const float* w, float* w_packed) {
   switch (static_cast<ConvPath>(plan.path)) {
     case ConvPath::kDirect:
-      return plan.table->pack_conv2d_weights(p, w, w_packed, num_threads());
+      return plan.table->pack_conv2d_weights(p, w, w_packed, call_threads());
     case ConvPath::kWinograd:
-      return plan.table->pack_winograd_weights(p, w, w_packed, num_threads());
+      return plan.table->pack_winograd_weights(p, w, w_packed, call_threads());
     case ConvPath::kWindowGemm:
-      return plan.table->pack_gemm_weights(p.kh * p.kw * p.c_in, p.c_out, w, w_packed, num_threads());
+      return plan.table->pack_gemm_weights(p.kh * p.kw * p.c_in, p.c_out, w, w_packed, call_threads());
     default:
       throw std::invalid_argument("pack_conv2d_weights: this convolution's kernel takes no packed weights");
   }
@@ -652,7 +666,7 @@ void conv2d_planned(const ConvPlan& plan, const Conv2dParams& p, const float* x,
 }
 
 void gemm(const GemmParams& p, const float* x, const float* w, const float* b, float* y) {
-  table().gemm(p, x, w, b, y, num_threads());
+  table().gemm(p, x, w, b, y, call_threads());
 }
 GemmPlan plan_gemm() {
   const KernelTable& t = table();
@@ -660,11 +674,11 @@ GemmPlan plan_gemm() {
 }
 int64_t gemm_packed_floats(const GemmPlan& plan, int64_t k, int64_t m) { return plan.table->gemm_packed_floats(k, m); }
 void pack_gemm_weights(const GemmPlan& plan, int64_t k, int64_t m, const float* w, float* w_packed) {
-  plan.table->pack_gemm_weights(k, m, w, w_packed, num_threads());
+  plan.table->pack_gemm_weights(k, m, w, w_packed, call_threads());
 }
 void gemm_planned(const GemmPlan& plan, const GemmParams& p, const float* x, const float* w, const float* w_packed,
                   const float* b, float* y) {
-  plan.table->gemm_prepacked(p, x, w, w_packed, b, y, num_threads());
+  plan.table->gemm_prepacked(p, x, w, w_packed, b, y, call_threads());
 }
 // A window over the whole unpadded image (a network's last 7x7 pooling) is global pooling: that
 // kernel reads each image as one stream instead of gathering every window tap per output.
@@ -673,27 +687,27 @@ static bool covers_image(const Pool2dParams& p) {
 }
 
 void max_pool2d(const Pool2dParams& p, const float* x, float* y) {
-  if (covers_image(p)) return table().global_max_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
-  channel_table(LaneUse::kPool, p.c, p.c).max_pool(p, x, y, num_threads());
+  if (covers_image(p)) return table().global_max_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, call_threads());
+  channel_table(LaneUse::kPool, p.c, p.c).max_pool(p, x, y, call_threads());
 }
 void avg_pool2d(const Pool2dParams& p, const float* x, float* y) {
-  if (covers_image(p)) return table().global_avg_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, num_threads());
-  channel_table(LaneUse::kPool, p.c, p.c).avg_pool(p, x, y, num_threads());
+  if (covers_image(p)) return table().global_avg_pool(GlobalPoolParams{p.n, p.h, p.w, p.c}, x, y, call_threads());
+  channel_table(LaneUse::kPool, p.c, p.c).avg_pool(p, x, y, call_threads());
 }
 void global_avg_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
-  table().global_avg_pool(p, x, y, num_threads());
+  table().global_avg_pool(p, x, y, call_threads());
 }
 void global_max_pool2d(const GlobalPoolParams& p, const float* x, float* y) {
-  table().global_max_pool(p, x, y, num_threads());
+  table().global_max_pool(p, x, y, call_threads());
 }
 void elementwise(const ElementwiseParams& p, const float* a, const float* b, float* y) {
-  table().elementwise(p, a, b, y, num_threads());
+  table().elementwise(p, a, b, y, call_threads());
 }
 void scale_channels(const ScaleChannelsParams& p, const float* x, const float* s, float* y) {
-  table().scale_channels(p, x, s, y, num_threads());
+  table().scale_channels(p, x, s, y, call_threads());
 }
 void channel_affine(const ChannelAffineParams& p, const float* x, const float* scale, const float* shift, float* y) {
-  table().channel_affine(p, x, scale, shift, y, num_threads());
+  table().channel_affine(p, x, scale, shift, y, call_threads());
 }
 
 double fma_peak(int threads, double seconds) {

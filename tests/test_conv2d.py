@@ -1,5 +1,7 @@
 """conv2d, depthwise_conv2d and pointwise_conv2d against the NumPy reference."""
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -667,6 +669,47 @@ def test_calls_from_many_threads_agree(rng):
         results = list(pool.map(lambda _: fastconv.conv2d(x, w, padding="same"), range(16)))
     for got in results:
         np.testing.assert_array_equal(got, want)
+
+
+# Calls in flight at once share the threads of set_num_threads: four Python threads calling on 2
+# threads each must not start a 2-thread OpenMP team each (every calling thread's team is its own
+# set of OS threads, kept while that thread lives). Counted in a child process from its /proc
+# entry: OS threads present while the four callers are alive, after their calls, less those before.
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_concurrent_calls_share_the_threads():
+    script = """
+import os, threading
+import numpy as np
+import fastconv
+fastconv.set_num_threads(2)
+rng = np.random.default_rng(3)
+x = rng.standard_normal((8, 56, 56, 64)).astype(np.float32)
+w = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+fastconv.conv2d(x[:1], w, padding="same", algorithm="direct")  # the main thread's own team
+start, done, leave = threading.Barrier(5), threading.Barrier(5), threading.Barrier(5)
+def call():
+    start.wait()
+    fastconv.conv2d(x, w, padding="same", algorithm="direct")
+    done.wait()
+    leave.wait()
+before = len(os.listdir("/proc/self/task"))
+callers = [threading.Thread(target=call) for _ in range(4)]
+for t in callers:
+    t.start()
+start.wait()
+done.wait()
+print(len(os.listdir("/proc/self/task")) - before - len(callers))
+leave.wait()
+for t in callers:
+    t.join()
+"""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # The first caller may find itself alone and take 2 threads (1 more OS thread); the others share.
+    # Without sharing, each caller's team adds one: 4.
+    assert int(done.stdout) <= 2
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -1,8 +1,9 @@
 // fastconv._cpu: thin pybind11 bindings over the CPU kernels.
 // Arguments arrive validated by src/fastconv/_params.py and normalised (float32, C-contiguous,
 // output allocated) by src/fastconv/_backend.py. Here: problem object -> params struct, arrays ->
-// pointers, the GIL released around the kernel. The only checks are that each buffer is a float32
-// C-contiguous array of the size the problem claims, so that a direct call cannot write out of bounds.
+// pointers, the GIL released around the kernel (KernelCall). The only checks are that each buffer
+// is a float32 C-contiguous array of the size the problem claims, so that a direct call cannot write
+// out of bounds.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -20,6 +21,13 @@ using namespace fastconv;
 namespace {
 
 using Array = py::array_t<float, py::array::c_style>;
+
+// Around every kernel: the GIL released, and the call counted among those in flight (their threads
+// shared, cpu::CallInFlight).
+struct KernelCall {
+  py::gil_scoped_release release;
+  cpu::CallInFlight in_flight;
+};
 
 // The arrays arrive float32 and C-contiguous (the Python layer converts anything else), so they are
 // taken as plain handles and checked, never converted: pybind11's array_t argument builds a new
@@ -65,7 +73,7 @@ py::object packed_form(py::handle forms, const std::string& layout, int64_t floa
   Array fresh({floats}, {static_cast<int64_t>(sizeof(float))}, block.mutable_data() + skip, block);
   float* data = fresh.mutable_data();
   {
-    py::gil_scoped_release release;
+    const KernelCall call;
     pack(data);
   }
   PyObject* kept = PyDict_SetDefault(forms.ptr(), key.ptr(), fresh.ptr());
@@ -82,7 +90,7 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
   const float* bp = bias_of(b, p.c_out);
   float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c_out);
   if (forms.is_none()) {
-    py::gil_scoped_release release;
+    const KernelCall call;
     return cpu::conv2d(p, xp, wp, bp, yp);
   }
   const cpu::ConvPlan plan = cpu::plan_conv2d(p);
@@ -92,7 +100,7 @@ void conv2d(py::handle problem, py::handle x, py::handle w, py::handle b, py::ha
     form = packed_form(forms, plan.layout, plan.floats, [&](float* f) { cpu::pack_conv2d_weights(plan, p, wp, f); });
     pp = data_of(form, plan.floats, "w_packed");
   }
-  py::gil_scoped_release release;
+  const KernelCall call;
   cpu::conv2d_planned(plan, p, xp, wp, pp, bp, yp);
 }
 
@@ -110,7 +118,7 @@ void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::han
   const float* bp = bias_of(b, p.m);
   float* yp = output_of(out, p.rows * p.m);
   if (forms.is_none()) {
-    py::gil_scoped_release release;
+    const KernelCall call;
     return cpu::gemm(p, xp, wp, bp, yp);
   }
   const cpu::GemmPlan plan = cpu::plan_gemm();
@@ -118,7 +126,7 @@ void dense(py::handle problem, py::handle x, py::handle w, py::handle b, py::han
   const py::object form =
       packed_form(forms, plan.layout, floats, [&](float* f) { cpu::pack_gemm_weights(plan, p.k, p.m, wp, f); });
   const float* pp = data_of(form, floats, "w_packed");
-  py::gil_scoped_release release;
+  const KernelCall call;
   cpu::gemm_planned(plan, p, xp, wp, pp, bp, yp);
 }
 
@@ -127,7 +135,7 @@ void pool2d(py::handle problem, py::handle x, py::handle out) {
   const Pool2dParams p = bind::pool2d_params(problem);
   const float* xp = data_of(x, p.n * p.h * p.w * p.c, "x");
   float* yp = output_of(out, p.n * p.out_h * p.out_w * p.c);
-  py::gil_scoped_release release;
+  const KernelCall call;
   Kernel(p, xp, yp);
 }
 
@@ -136,7 +144,7 @@ void global_pool2d(py::handle problem, py::handle x, py::handle out) {
   const GlobalPoolParams p = bind::global_pool_params(problem);
   const float* xp = data_of(x, p.n * p.h * p.w * p.c, "x");
   float* yp = output_of(out, p.n * p.c);
-  py::gil_scoped_release release;
+  const KernelCall call;
   Kernel(p, xp, yp);
 }
 
@@ -146,7 +154,7 @@ void elementwise(py::handle problem, py::handle a, py::handle b, py::handle out)
   const float* ap = data_of(a, p.count, "a");
   const float* bp = b.is_none() ? nullptr : data_of(b, p.count, "b");
   float* yp = output_of(out, p.count);
-  py::gil_scoped_release release;
+  const KernelCall call;
   cpu::elementwise(p, ap, bp, yp);
 }
 
@@ -157,7 +165,7 @@ void batch_norm(py::handle problem, py::handle x, py::handle scale, py::handle s
   const float* scale_p = data_of(scale, p.c, "scale");
   const float* shift_p = data_of(shift, p.c, "shift");
   float* yp = output_of(out, p.rows * p.c);
-  py::gil_scoped_release release;
+  const KernelCall call;
   cpu::channel_affine(p, xp, scale_p, shift_p, yp);
 }
 
@@ -166,7 +174,7 @@ void scale_channels(py::handle problem, py::handle x, py::handle s, py::handle o
   const float* xp = data_of(x, p.n * p.pixels * p.c, "x");
   const float* sp = data_of(s, p.n * p.c, "s");
   float* yp = output_of(out, p.n * p.pixels * p.c);
-  py::gil_scoped_release release;
+  const KernelCall call;
   cpu::scale_channels(p, xp, sp, yp);
 }
 

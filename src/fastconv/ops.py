@@ -156,7 +156,8 @@ def global_max_pool2d(x):
 
 
 def set_num_threads(n) -> None:
-    """Threads the CPU kernels use (default: OpenMP's, usually one per core)."""
+    """Threads the CPU kernels use (default: OpenMP's, usually one per core). Calls in flight at
+    once from several Python threads share them: each takes its share, at least one."""
     if not _params._is_int(n):
         raise TypeError(f"set_num_threads: n must be an int, got {n!r}")
     if n < 1:

@@ -30,6 +30,18 @@ void set_isa(const std::string& name);
 int num_threads();
 void set_num_threads(int n);
 
+// One kernel call in flight, held while it runs (the bindings hold one wherever they release the
+// GIL). Calls in flight at once, from several Python threads, share the set_num_threads threads
+// among them: each OpenMP team is its own set of threads, so four callers of 2 threads each would
+// run 8 threads on 2 cores.
+class CallInFlight {
+ public:
+  CallInFlight();
+  ~CallInFlight();
+  CallInFlight(const CallInFlight&) = delete;
+  CallInFlight& operator=(const CallInFlight&) = delete;
+};
+
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y);
 // The kernel family conv2d runs p on under the active ISA: "gemm", "strided gemm", "depthwise",
 // "grouped", "winograd", "first layer" or "direct" (the tiled engine).
