@@ -33,7 +33,10 @@
 //    goes in blocks of 8 and its remainder in segments of 4, two segments (of any sets) per block.
 //    The activation runs over each finished row (vec::activate_row). With M = 1 and a ring of
 //    staged rows past half a core's L2, the channels go in slabs (slab_channels): the work items
-//    run slab by slab, each staging and computing only its channels.
+//    run slab by slab, each staging and computing only its channels. Undilated (or dilation
+//    dividing the stride) and not streaming, the work items are bands of 4-16 output rows whose
+//    staged rows fit half of L2 (rows_staged_strips): each block of pixels and channels runs down
+//    the band (strip_column), its KH input rows staying in L1 from one output row to the next.
 //  - row_clipped (M = 1, C >= one vector: one-column kernels, SW > 2): clipped_pixel everywhere.
 //  - row_narrow (M = 1, C below one vector): one pixel per vector, weights packed one vector per
 //    tap, full-vector loads and stores that overlap the next pixel's channels.
@@ -260,7 +263,8 @@ constexpr int64_t kGeneralBlockPixels = kLanes == 16 ? 10 : 8;
 
 // One thread's copies of the input rows it is working on, in a ring of (KH - 1) * dilation_h + 1
 // rows (every row one output row needs, so rows shared by consecutive output rows are copied
-// once), plus stride_h for row pairs (row_staged_pair). Each copy has pad_left zero pixels in
+// once), plus stride_h for each further output row that must stay staged with the first (row pairs,
+// row_staged_pair: 2; bands, rows_staged_strips: their rows). Each copy has pad_left zero pixels in
 // front and zeros after the input up to the last column a window reaches, and its channels
 // expanded to C * M (x[c] repeated M times), so the pixel blocks see M = 1 and no borders.
 // Streaming each input row once, in order, also suits the hardware prefetchers when the input
@@ -271,9 +275,9 @@ class RowStage {
   // pages to the system and fault them in again (the heap top moves with the callers' arrays).
   // pixel_stride: floats from one staged pixel to the next (C * M, or more: row_staged_general).
   // Stages every channel, C * M, until set_slab chooses fewer.
-  RowStage(const Conv2dParams& p, const float* x, bool pairs, int64_t pixel_stride)
+  RowStage(const Conv2dParams& p, const float* x, int64_t band_rows, int64_t pixel_stride)
       : p_(p), x_(x), cs_(pixel_stride), cn_(p.c_out) {
-    slots_ = (p.kh - 1) * p.dilation_h + 1 + (pairs ? p.stride_h : 0);
+    slots_ = (p.kh - 1) * p.dilation_h + 1 + (band_rows - 1) * p.stride_h;
     width_ = max_i64(p.pad_left + p.w, (p.out_w - 1) * p.stride_w + (p.kw - 1) * p.dilation_w + 1);
     static thread_local std::vector<float> buf;
     static thread_local std::vector<int64_t> key;
@@ -611,6 +615,95 @@ void row_staged_general(const Conv2dParams& p, RowStage& stage, int64_t n, const
   activate();
 }
 
+// Bands of output rows for rows_staged_strips: at most kMaxBandRows (its arrays of row pointers),
+// at least kMinBandRows (bands of 2 at stride 2, 1x35x35x576 7x7, ran 1.14x slower than rows).
+constexpr int64_t kMaxBandRows = 16;
+constexpr int64_t kMinBandRows = 4;
+
+// NP pixels of one channel block (weights w of kernel row 0, bias b, both at the block) down the
+// output rows of a band: rows[i] / rr[i] the staged kernel rows of band row i, x_off the block's
+// offset in them, y its first output (band rows ow * ys apart).
+template <int SW, int P, int NP>
+void strip_column(const float* const (*rows)[64], const KernelRows* rr, int64_t count, int64_t kw, int64_t x_off,
+                  int64_t xs, const float* w, const float* b, float* y, int64_t ys, int64_t row_floats) {
+  const vfloat bias = b ? vec::load(b) : vfloat{};
+  for (int64_t i = 0; i < count; ++i, y += row_floats) {
+    vfloat acc[NP];
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) acc[j] = bias;
+    const int64_t nrows = rr[i].ky1 - rr[i].ky0;
+    const float* wr = w + rr[i].ky0 * kw * kLanes;
+    for (int64_t r = 0; r < nrows; ++r) {
+      for (int64_t k0 = 0; k0 < kw; k0 += P) {
+        accumulate_taps<P, SW, NP>(acc, rows[i][r] + x_off + k0 * xs, xs, wr + (r * kw + k0) * kLanes);
+      }
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) vec::store(y + j * ys, acc[j]);
+  }
+}
+
+using ColumnFn = void (*)(const float* const (*)[64], const KernelRows*, int64_t, int64_t, int64_t, int64_t,
+                          const float*, const float*, float*, int64_t, int64_t);
+
+template <int SW, int P>
+ColumnFn strip_column_for(int64_t np) {
+  switch (np) {
+    case 1: return strip_column<SW, P, 1>;  // rows narrower than 4, a pixel at a time; else 4 or more
+    case 4: return strip_column<SW, P, 4>;
+    case 5: return strip_column<SW, P, 5>;
+    case 6: return strip_column<SW, P, 6>;
+    case 7: return strip_column<SW, P, 7>;
+    case 8: return strip_column<SW, P, 8>;
+  }
+  if constexpr (kGeneralBlockPixels == 10) {
+    if (np == 9) return strip_column<SW, P, 9>;
+    return strip_column<SW, P, 10>;
+  }
+  return strip_column<SW, P, 8>;
+}
+
+// Output rows [oy0, oy1) of image n from staged rows (q = 1, not streaming; the stage's ring holds
+// the whole band), a column strip at a time: each block of pixels (as row_staged_general splits a
+// row) and each channel block runs down the band, so the KH input rows one output row reads are in
+// L1 for the next. Row by row they are KH whole staged rows, past L1 from ~100 KB (a stand-alone
+// 7x7 block of 10 pixels: 128-134 GFLOP/s with 60 KB of rows, 66-80 with 241-261 KB; down columns
+// 122-132). The sums are those of row_staged_general, in the same order; the activation runs over
+// each row once the band is done.
+template <int SW, int P>
+void rows_staged_strips(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
+                        int64_t oy0, int64_t oy1) {
+  const float* rows[kMaxBandRows][64];
+  KernelRows rr[kMaxBandRows];
+  for (int64_t oy = oy0; oy < oy1; ++oy) rr[oy - oy0] = stage.rows(n, oy, rows[oy - oy0]);
+  const int64_t c = stage.channels(), ys = p.c_out, ow = p.out_w, cs = stage.pixel_stride();
+  const int64_t xs = p.dilation_w * cs, wb = p.kh * p.kw * kLanes, blocks = (c + kLanes - 1) / kLanes;
+  const float* ws = w + stage.first_channel() / kLanes * wb;
+  const float* bs = b ? b + stage.first_channel() : nullptr;
+  y += stage.first_channel();
+  const auto strip = [&](ColumnFn fn, int64_t ox) {
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t cb = min_i64(k * kLanes, c - kLanes);  // the last block overlaps the one before
+      fn(rows, rr, oy1 - oy0, p.kw, ox * p.stride_w * cs + cb, xs, ws + k * wb, bs ? bs + cb : nullptr,
+         y + ox * ys + cb, ys, ow * ys);
+    }
+  };
+  if (ow >= 4) {
+    const EvenParts parts = even_parts(ow, kGeneralBlockPixels);
+    for (int64_t i = 0; i < parts.count; ++i) strip(strip_column_for<SW, P>(parts.size(i)), parts.start(i));
+  } else {
+    for (int64_t ox = 0; ox < ow; ++ox) strip(strip_column_for<SW, P>(1), ox);
+  }
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    float* row = y + (oy - oy0) * ow * ys;
+    if (c == ys) {
+      vec::activate_row(p.activation, row, ow * c);
+    } else {
+      for (int64_t ox = 0; ox < ow; ++ox) vec::activate_row(p.activation, row + ox * ys, c);
+    }
+  }
+}
+
 // Window columns past the right edge of the input in the last output column (0 when none).
 int64_t right_overhang(const Conv2dParams& p) {
   return max_i64(0, (p.out_w - 1) * p.stride_w - p.pad_left + (p.kw - 1) * p.dilation_w + 1 - p.w);
@@ -818,6 +911,7 @@ void row_narrow(const Conv2dParams& p, const float* xn, const float* w, const fl
 }
 
 using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
+using BandFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
 // Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
@@ -866,6 +960,7 @@ struct Path {
   RowFn direct = nullptr, pair = nullptr;
   bool general = false;  // staged is row_staged_general: packed weights, padded staged pixels
   bool narrow = false;   // direct is row_narrow: packed weights
+  BandFn strips = nullptr;  // with general: bands of rows a column strip at a time (rows_staged_strips)
 };
 
 template <int KW, int SW, bool ST>
@@ -922,6 +1017,21 @@ StagedFn general_row(int64_t kw) {
   }
 }
 
+template <int SW>
+BandFn strips_row(int64_t kw) {
+  int64_t piece = kMaxPiece;
+  while (kw % piece) --piece;
+  switch (piece) {
+    case 1: return rows_staged_strips<SW, 1>;
+    case 2: return rows_staged_strips<SW, 2>;
+    case 3: return rows_staged_strips<SW, 3>;
+    case 4: return rows_staged_strips<SW, 4>;
+    case 5: return rows_staged_strips<SW, 5>;
+    case 6: return rows_staged_strips<SW, 6>;
+    default: return rows_staged_strips<SW, 7>;
+  }
+}
+
 // The staged pixel stride of row_staged_general: its channels rounded up to whole cache lines, plus one
 // line when that is an even number of them. A general block reads up to 14 window columns of up
 // to 7 kernel rows per channel block; at a stride of 2^k lines (C = 128: 512 bytes) they all fall
@@ -939,9 +1049,10 @@ int64_t general_pixel_stride(int64_t channels) {
 // each output row re-read its KH input rows from L3 or DRAM: 1x73x73x960 7x7 s2 (a 2 MB ring on a
 // 2 MB L2) ran 2.4x slower per channel than at 240 channels. Slabs measured 0.66 of the time
 // there, 0.82 at 1x56x56x768 7x7; budgets of 0.35 and 0.8 of L2 were 1.04-1.23x slower than half.
-int64_t slab_channels(const Conv2dParams& p, bool stream) {
+int64_t slab_channels(const Conv2dParams& p, bool stream, int64_t band_rows) {
   if (stream || p.c_out != p.c_in) return p.c_out;
-  const int64_t slots = (p.kh - 1) * p.dilation_h + 1, budget = max_i64(1, l2_cache_bytes() / 2);
+  const int64_t slots = (p.kh - 1) * p.dilation_h + 1 + (band_rows - 1) * p.stride_h;
+  const int64_t budget = max_i64(1, l2_cache_bytes() / 2);
   const int64_t ring = slots * (p.pad_left + p.w + p.kw) * general_pixel_stride(p.c_out) * int64_t{sizeof(float)};
   if (ring <= budget) return p.c_out;
   const int64_t per_slab = ceil_div(p.c_out, ceil_div(ring, budget));
@@ -970,6 +1081,7 @@ Path choose_path(const Conv2dParams& p, bool stream) {
     path.staged = st ? general_row<2, true>(p.kw) : general_row<2, false>(p.kw);
   }
   path.general = path.staged != nullptr;
+  if (path.general && !st && p.dilation_w == gcd) path.strips = sw == 1 ? strips_row<1>(p.kw) : strips_row<2>(p.kw);
   return path;
 }
 
@@ -1007,11 +1119,6 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   const bool packs = path.general || path.narrow;
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
   const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
-  // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
-  const int64_t slab = path.general ? slab_channels(p, stream) : p.c_out;
-  const int64_t slabs = slab < p.c_out ? (p.c_out - kLanes) / slab + 1 : 1;
-  const int64_t last_slab = p.c_out - (slabs - 1) * slab, widest_slab = max_i64(slab, last_slab);
-  const int64_t items = p.n * slabs * per_image;
   // One image whose output rows span less than two kernel heights of input (7x7 on a 7 x 7 map):
   // each thread would stage nearly every input row for its few output rows. Two threads ran 1.4-1.5x
   // slower than one on 1x7x7x576 7x7 stride 2 and tied at stride 1.
@@ -1021,6 +1128,27 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
                   : threads_for(p.n * p.out_h * p.out_w * p.c_out *
                                     (p.kh * p.kw + (has_exponential(p.activation) ? kExponentialMacs : 0)),
                                 threads, kParallelMinMacs);
+  // Strips: bands as the staged chunks below (about four per thread, at least KH rows where the
+  // threads' shares allow), as many rows as keep the band's staged rows of every channel within half
+  // of L2 (else rows, and slabs where needed).
+  const int64_t all_rows = p.n * p.out_h;
+  int64_t band = path.strips ? min_i64(min_i64(kMaxBandRows, p.out_h),
+                                       max_i64(all_rows / (4 * int64_t{nthreads}),
+                                               min_i64(p.kh, ceil_div(all_rows, nthreads))))
+                             : 1;
+  if (path.strips) {
+    const int64_t row_bytes = (p.pad_left + p.w + p.kw) * general_pixel_stride(p.c_out) * int64_t{sizeof(float)};
+    const int64_t fit_rows = l2_cache_bytes() / 2 / row_bytes - (p.kh - 1) * p.dilation_h - 1;
+    band = min_i64(band, fit_rows < 0 ? 0 : fit_rows / p.stride_h + 1);
+  }
+  const BandFn strips = band >= kMinBandRows ? path.strips : nullptr;
+  if (!strips) band = 1;
+  const int64_t bands_per_image = ceil_div(p.out_h, band);
+  // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
+  const int64_t slab = path.general ? slab_channels(p, stream, band) : p.c_out;
+  const int64_t slabs = slab < p.c_out ? (p.c_out - kLanes) / slab + 1 : 1;
+  const int64_t last_slab = p.c_out - (slabs - 1) * slab, widest_slab = max_i64(slab, last_slab);
+  const int64_t items = p.n * slabs * per_image;
   // Chunks of consecutive items (they share staged input rows), about four per thread: a thread
   // that is preempted on a shared machine leaves its remaining chunks to the others. Eight per
   // thread restaged more rows (a 7x7 chunk of 3 rows copies 9) and ran 1.0-1.1x slower.
@@ -1034,7 +1162,17 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
     // calling thread and read by all had to come back from their caches at the next call's pack.
     const float* wk = packs ? pack_weights(p, w) : w;
     std::optional<RowStage> stage;
-    if (path.staged) stage.emplace(p, x, path.staged_pair != nullptr, pixel_stride);
+    if (path.staged) stage.emplace(p, x, path.staged_pair ? 2 : band, pixel_stride);
+    if (strips) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < p.n * slabs * bands_per_image; ++i) {
+        const int64_t n = i / (slabs * bands_per_image), s = i / bands_per_image % slabs;
+        const int64_t oy0 = i % bands_per_image * band, oy1 = min_i64(oy0 + band, p.out_h);
+        if (slabs > 1) stage->set_slab(s * slab, s + 1 < slabs ? slab : last_slab);
+        strips(p, *stage, n, wk, b, y + (n * p.out_h + oy0) * p.out_w * p.c_out, oy0, oy1);
+      }
+      return;
+    }
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t i = 0; i < items; ++i) {
       const int64_t n = i / (slabs * per_image), oy = i % per_image * step;

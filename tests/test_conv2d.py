@@ -225,6 +225,12 @@ def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
         ((1, 14, 13, 20), 7, 1, dict(stride=2, padding="same", activation="relu")),  # 7 output columns
         ((1, 9, 28, 33), 7, 1, dict(padding="same")),
         ((1, 12, 56, 16), 7, 1, dict(padding="same")),  # 56: blocks of 8
+        # bands of rows a column strip at a time (rows_staged_strips): 41 output rows as several bands
+        # per image (the last shorter) over 3 images, a last channel block overlapping, kernel rows
+        # clipped by the padding at the top and bottom of the image; stride 2; an even kernel width
+        ((3, 40, 23, 36), 7, 1, dict(padding=((5, 2), (3, 3)), activation="relu6")),
+        ((2, 37, 30, 20), 7, 1, dict(stride=2, padding="same", activation="silu")),
+        ((1, 35, 19, 16), 6, 1, dict(padding="valid")),
     ],
 )
 def test_depthwise_vector_paths(x_shape, k, mult, kwargs, device, isa, rng):
