@@ -26,8 +26,8 @@
 //    tiled_conv.h), then the [C][pixels] tile is written transposed to NHWC: by an 8 x 8 register
 //    transpose when C = C_out <= 8 on AVX2 (store_pixels_transposed), else through a stack buffer.
 //    Sigmoid / tanh / SiLU (both variants) run over each finished output row (activate_row).
-//  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): the tiled engine's
-//    wide tile shape, kTileRows pixels x kTileVecs channel vectors, or with 16 vector registers 4
+//  - Channel-vector tile (C_out >= kTileVecs * kVecLen: the EfficientNet stem): kTwoVectorRows
+//    pixels x kTileVecs channel vectors (12 x 2 on AVX-512), or with 16 vector registers 4
 //    pixels x 3 vectors where that pads C_out no more (96 channels), or kNarrowCTileRows pixels x 1 vector
 //    when C_out fits in one; a row's last tile has only the pixels left (ctile_for); the pixels' inputs are
 //    broadcast from panel floats s * C_in apart (no per-pixel pointers), weights packed
@@ -368,8 +368,8 @@ static inline CTileFn ctile_for(int64_t pixels) {
   return &run_ctile<R, V>;
 }
 
-// Channel-vector tile shapes: one vector x kNarrowCTileRows pixels when C_out fits in a vector; else the
-// tiled engine's wide tile (kTileRows pixels x 2 vectors) or kWideRows pixels x 3 vectors where
+// Channel-vector tile shapes: one vector x kNarrowCTileRows pixels when C_out fits in a vector; else
+// kTwoVectorRows pixels x 2 vectors (below) or kWideRows pixels x 3 vectors where
 // that pads C_out no more (48 and 96 channels on AVX-512, 24 and 96 on AVX2): per tap 1 broadcast
 // per 3 FMAs instead of 1 per 2, and C_out = 3 vectors without a padded fourth. kWideRows fills
 // the register file: 8 x 3 accumulators + 3 weights + 1 broadcast of AVX-512's 32, 4 x 3 + 4 of
@@ -391,6 +391,16 @@ constexpr int kNarrowCTileRows = 16;
 constexpr int kNarrowCTileRows = kNarrowRows;
 #endif
 
+// Two vectors of channels: 12 pixels on AVX-512 (24 accumulators + 2 weights + 1 broadcast of
+// the 32 registers; per tap 2 weight loads for 24 FMAs instead of 16): 7x7 and 11x11 over 1-3
+// channels to 32 and 64 ran in 0.90-0.95 of the time of 8 pixels, 3x3 and 5x5 0.96-0.99 (14 pixels
+// measured the same as 12). With 16 registers the tiled engine's kTileRows.
+#if defined(__AVX512F__)
+constexpr int kTwoVectorRows = 12;
+#else
+constexpr int kTwoVectorRows = kTileRows;
+#endif
+
 struct CTile {
   CTileFn full, last;  // R pixels; a row's last tile (1 .. R pixels)
   int64_t rows, vecs;  // R, V
@@ -405,7 +415,7 @@ static CTile ctile_choice(const Conv2dParams& p) {
   if (p.c_out <= kVecLen) return ctile_shape<kNarrowCTileRows, 1>(p.out_w);
   static_assert(kWideVecs == 3 && kTileVecs == 2, "the blocks of first_layer_block_channels (kernels.h)");
   if (first_layer_block_channels(p.c_out, kVecLen) == kWideVecs * kVecLen) return ctile_shape<kWideRows, kWideVecs>(p.out_w);
-  return ctile_shape<kTileRows, kTileVecs>(p.out_w);
+  return ctile_shape<kTwoVectorRows, kTileVecs>(p.out_w);
 }
 
 #if defined(__AVX512F__)
