@@ -663,29 +663,26 @@ ColumnFn strip_column_for(int64_t np) {
   return strip_column<SW, P, 8>;
 }
 
-// Output rows [oy0, oy1) of image n from staged rows (q = 1, not streaming; the stage's ring holds
-// the whole band), a column strip at a time: each block of pixels (as row_staged_general splits a
+// Output rows [oy0, oy1) of image n (y: the first) from staged rows of every channel (q = 1, not
+// streaming, no slabs; the stage's ring holds the whole band), a column strip at a time: each block of pixels (as row_staged_general splits a
 // row) and each channel block runs down the band, so the KH input rows one output row reads are in
 // L1 for the next. Row by row they are KH whole staged rows, past L1 from ~100 KB (a stand-alone
 // 7x7 block of 10 pixels: 128-134 GFLOP/s with 60 KB of rows, 66-80 with 241-261 KB; down columns
 // 122-132). The sums are those of row_staged_general, in the same order; the activation runs over
-// each row once the band is done.
+// the band's rows once they are done.
 template <int SW, int P>
 void rows_staged_strips(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                         int64_t oy0, int64_t oy1) {
   const float* rows[kMaxBandRows][64];
   KernelRows rr[kMaxBandRows];
   for (int64_t oy = oy0; oy < oy1; ++oy) rr[oy - oy0] = stage.rows(n, oy, rows[oy - oy0]);
-  const int64_t c = stage.channels(), ys = p.c_out, ow = p.out_w, cs = stage.pixel_stride();
+  const int64_t c = p.c_out, ow = p.out_w, cs = stage.pixel_stride();  // every channel: no slabs
   const int64_t xs = p.dilation_w * cs, wb = p.kh * p.kw * kLanes, blocks = (c + kLanes - 1) / kLanes;
-  const float* ws = w + stage.first_channel() / kLanes * wb;
-  const float* bs = b ? b + stage.first_channel() : nullptr;
-  y += stage.first_channel();
   const auto strip = [&](ColumnFn fn, int64_t ox) {
     for (int64_t k = 0; k < blocks; ++k) {
       const int64_t cb = min_i64(k * kLanes, c - kLanes);  // the last block overlaps the one before
-      fn(rows, rr, oy1 - oy0, p.kw, ox * p.stride_w * cs + cb, xs, ws + k * wb, bs ? bs + cb : nullptr,
-         y + ox * ys + cb, ys, ow * ys);
+      fn(rows, rr, oy1 - oy0, p.kw, ox * p.stride_w * cs + cb, xs, w + k * wb, b ? b + cb : nullptr, y + ox * c + cb,
+         c, ow * c);
     }
   };
   if (ow >= 4) {
@@ -694,14 +691,7 @@ void rows_staged_strips(const Conv2dParams& p, RowStage& stage, int64_t n, const
   } else {
     for (int64_t ox = 0; ox < ow; ++ox) strip(strip_column_for<SW, P>(1), ox);
   }
-  for (int64_t oy = oy0; oy < oy1; ++oy) {
-    float* row = y + (oy - oy0) * ow * ys;
-    if (c == ys) {
-      vec::activate_row(p.activation, row, ow * c);
-    } else {
-      for (int64_t ox = 0; ox < ow; ++ox) vec::activate_row(p.activation, row + ox * ys, c);
-    }
-  }
+  vec::activate_row(p.activation, y, (oy1 - oy0) * ow * c);
 }
 
 // Window columns past the right edge of the input in the last output column (0 when none).
@@ -1049,10 +1039,9 @@ int64_t general_pixel_stride(int64_t channels) {
 // each output row re-read its KH input rows from L3 or DRAM: 1x73x73x960 7x7 s2 (a 2 MB ring on a
 // 2 MB L2) ran 2.4x slower per channel than at 240 channels. Slabs measured 0.66 of the time
 // there, 0.82 at 1x56x56x768 7x7; budgets of 0.35 and 0.8 of L2 were 1.04-1.23x slower than half.
-int64_t slab_channels(const Conv2dParams& p, bool stream, int64_t band_rows) {
+int64_t slab_channels(const Conv2dParams& p, bool stream) {
   if (stream || p.c_out != p.c_in) return p.c_out;
-  const int64_t slots = (p.kh - 1) * p.dilation_h + 1 + (band_rows - 1) * p.stride_h;
-  const int64_t budget = max_i64(1, l2_cache_bytes() / 2);
+  const int64_t slots = (p.kh - 1) * p.dilation_h + 1, budget = max_i64(1, l2_cache_bytes() / 2);
   const int64_t ring = slots * (p.pad_left + p.w + p.kw) * general_pixel_stride(p.c_out) * int64_t{sizeof(float)};
   if (ring <= budget) return p.c_out;
   const int64_t per_slab = ceil_div(p.c_out, ceil_div(ring, budget));
@@ -1130,7 +1119,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
                                 threads, kParallelMinMacs);
   // Strips: bands as the staged chunks below (about four per thread, at least KH rows where the
   // threads' shares allow), as many rows as keep the band's staged rows of every channel within half
-  // of L2 (else rows, and slabs where needed).
+  // of L2 (slab_channels' budget); fewer than kMinBandRows fit: rows, and slabs where needed.
   const int64_t all_rows = p.n * p.out_h;
   int64_t band = path.strips ? min_i64(min_i64(kMaxBandRows, p.out_h),
                                        max_i64(all_rows / (4 * int64_t{nthreads}),
@@ -1145,7 +1134,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   if (!strips) band = 1;
   const int64_t bands_per_image = ceil_div(p.out_h, band);
   // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
-  const int64_t slab = path.general ? slab_channels(p, stream, band) : p.c_out;
+  const int64_t slab = path.general && !strips ? slab_channels(p, stream) : p.c_out;
   const int64_t slabs = slab < p.c_out ? (p.c_out - kLanes) / slab + 1 : 1;
   const int64_t last_slab = p.c_out - (slabs - 1) * slab, widest_slab = max_i64(slab, last_slab);
   const int64_t items = p.n * slabs * per_image;
@@ -1165,10 +1154,8 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
     if (path.staged) stage.emplace(p, x, path.staged_pair ? 2 : band, pixel_stride);
     if (strips) {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t i = 0; i < p.n * slabs * bands_per_image; ++i) {
-        const int64_t n = i / (slabs * bands_per_image), s = i / bands_per_image % slabs;
-        const int64_t oy0 = i % bands_per_image * band, oy1 = min_i64(oy0 + band, p.out_h);
-        if (slabs > 1) stage->set_slab(s * slab, s + 1 < slabs ? slab : last_slab);
+      for (int64_t i = 0; i < p.n * bands_per_image; ++i) {
+        const int64_t n = i / bands_per_image, oy0 = i % bands_per_image * band, oy1 = min_i64(oy0 + band, p.out_h);
         strips(p, *stage, n, wk, b, y + (n * p.out_h + oy0) * p.out_w * p.c_out, oy0, oy1);
       }
       return;
