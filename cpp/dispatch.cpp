@@ -532,7 +532,8 @@ static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float
                         const float* w_packed, const float* b, float* y) {
   const int64_t rows = p.n * p.out_h * p.out_w, seg = p.kw * p.c_in, k = p.kh * seg;
   float* a = window_buffer(rows * k);
-  parallel_run(threads_for(rows * k, call_threads(), kGatherMinFloatsPerThread * call_threads()), [&] {
+  const int threads = call_threads();  // one share for the gather and the GEMM
+  parallel_run(threads_for(rows * k, threads, kGatherMinFloatsPerThread * threads), [&] {
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < p.n * p.out_h; ++row) {
       const int64_t n = row / p.out_h, oy = row % p.out_h;
@@ -545,7 +546,7 @@ static void window_gemm(const Conv2dParams& p, const KernelTable& t, const float
     }
   });
   const GemmParams g{rows, k, p.c_out, p.activation};
-  w_packed ? t.gemm_prepacked(g, a, w, w_packed, b, y, call_threads()) : t.gemm(g, a, w, b, y, call_threads());
+  w_packed ? t.gemm_prepacked(g, a, w, w_packed, b, y, threads) : t.gemm(g, a, w, b, y, threads);
 }
 
 namespace {
