@@ -8,20 +8,22 @@
 //  - row_staged<KW, SW> (KW x SW in {3, 5} x {1, 2}, dilation_w = 1, C * M >= one vector, any KH,
 //    stride_h, dilation_h, padding; chosen when M > 1, when input + output exceed stage_min_bytes(),
 //    when the padding reaches KW columns a side, or when the output is narrower than 4 columns or
-//    row_direct's border blocks would span it): each thread copies the input rows it needs once
+//    direct_rows' border blocks would span it): each thread copies the input rows it needs once
 //    into a ring (RowStage), zero-padded left and right and with channels expanded to C * M (M = 2
 //    by vector lane permutations, other M by a scalar loop), then every output pixel goes through
 //    pixel_block: 8 (4, 1 on narrow maps) output pixels per channel block with the KW taps
 //    unrolled, each input vector loaded once per kernel row, the KW weights in registers, no bounds
-//    checks. 3x3 rows go in pairs as in row_direct (row_staged_pair). Outputs past stream_min_bytes()
+//    checks. 3x3 rows go in pairs as in direct_pairs (row_staged_pair). Outputs past stream_min_bytes()
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
-//  - row_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
-//    pixel_block reads the input rows in place; the first and last 8 columns (4 on rows narrower
-//    than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at compile
-//    time. For 3x3 (and 5x5 on AVX-512, on the widths in pick) with stride_h = stride_w and
-//    dilation_h = 1, output rows go in
-//    pairs (row_pair, pixel_pair: blocks of 4 pixels in two rows, 8 for 5x5) wherever both rows'
-//    windows lie inside the input: the input rows the two share are read once.
+//  - band_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
+//    direct_rows: pixel_block reads the input rows in place; the first and last 8 columns (4 on
+//    rows narrower than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at
+//    compile time. For 3x3 (and 5x5 on AVX-512, on the widths in pick) with stride_h = stride_w and
+//    dilation_h = 1, output rows go in pairs (direct_pairs, pixel_pair: blocks of 4 pixels in two
+//    rows, 8 for 5x5) wherever both rows' windows lie inside the input: the input rows the two
+//    share are read once. Work items are single rows (pairs), or bands of rows where the input rows
+//    one output row reads outgrow half of L2 (direct_band_rows): each block of pixels then runs
+//    down the band before the next.
 //  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
@@ -100,7 +102,7 @@ int64_t aligned_shift(const float* p) { return -(reinterpret_cast<uintptr_t>(p) 
 // first valid kernel row, kx = 0; c: channels (the pixel stride of w, b and y); xs: the pixel stride
 // of the rows (read only with kPadded: staged rows of power-of-two channel counts). The first
 // LO and last HI of the block's window columns lie in the zero padding (border blocks of
-// row_direct): their taps are dropped at compile time, so the border columns keep the interior's
+// direct_rows): their taps are dropped at compile time, so the border columns keep the interior's
 // 8 independent FMA chains and need no bounds checks.
 template <int KW, int SW, int NP, int LO = 0, int HI = 0, bool kPadded = false>
 void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, int64_t xs,
@@ -418,7 +420,7 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
     blocks(padded ? pixel_block<KW, SW, 8, 0, 0, true> : pixel_block<KW, SW, 8>, 8);
   } else if (kLanes == 16 && ow >= 5) {
     // One block for the row (7 columns: MobileNet's last stages), not two overlapping blocks of 4:
-    // 5-7 chains keep AVX-512's one FMA a cycle busy (see row_direct).
+    // 5-7 chains keep AVX-512's one FMA a cycle busy (see direct_rows).
     if (ow == 5) blocks(padded ? pixel_block<KW, SW, 5, 0, 0, true> : pixel_block<KW, SW, 5>, 5);
     if (ow == 6) blocks(padded ? pixel_block<KW, SW, 6, 0, 0, true> : pixel_block<KW, SW, 6>, 6);
     if (ow == 7) blocks(padded ? pixel_block<KW, SW, 7, 0, 0, true> : pixel_block<KW, SW, 7>, 7);
@@ -429,7 +431,7 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
   }
 }
 
-// Output rows oy and oy + 1 from staged rows, as row_pair (3x3, stride_h = SW, dilation_h = 1,
+// Output rows oy and oy + 1 from staged rows, as direct_pairs (3x3, stride_h = SW, dilation_h = 1,
 // pair_fits, out_w >= 4) but with no border blocks: blocks of 4, the last overlapping the one before.
 template <int SW, bool ST>
 void row_staged_pair(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
@@ -699,8 +701,9 @@ int64_t right_overhang(const Conv2dParams& p) {
   return max_i64(0, (p.out_w - 1) * p.stride_w - p.pad_left + (p.kw - 1) * p.dilation_w + 1 - p.w);
 }
 
-// One output row straight from the input (M = 1, C >= kLanes, dilation_w = 1, pad_left and
-// right_overhang below KW, border_blocks_fit: choose_path): every column in register blocks. The
+// Output rows [oy0, oy1) of one image straight from the input (y: row oy0; M = 1, C >= kLanes,
+// dilation_w = 1, pad_left and right_overhang below KW, border_blocks_fit: choose_path), each block
+// of pixels down all the rows before the next: every column in register blocks. The
 // first and last 8 columns are border blocks with their padding taps dropped (pixel_block's LO /
 // HI); between them blocks of 8, and the remainder one block of 8 or 4 overlapping the one before
 // (those outputs written twice with the same value). Every block between the two border blocks
@@ -709,14 +712,22 @@ int64_t right_overhang(const Conv2dParams& p) {
 // overlapping (two of 7 for out_w 14); rows of 4-7 two border blocks of 4; 5x5 stride 1 at 28
 // columns border blocks of 10 around one block of 8.
 template <int KW, int SW>
-void row_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
-  const KernelRows rr = p.rows_inside(oy);
-  const int64_t c = p.c_out, ow = p.out_w, nrows = rr.ky1 - rr.ky0;
-  const float* rows[64];  // kernel heights past 64 take row_clipped (choose_path)
-  for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky) rows[ky - rr.ky0] = xn + (rr.iy0 + ky * p.dilation_h) * p.w * c;
-  const float* w0 = w + rr.ky0 * KW * c;
+void direct_rows(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy0,
+                 int64_t oy1) {
+  const int64_t c = p.c_out, ow = p.out_w;
+  const float* rows[kMaxBandRows][64];  // kernel heights past 64 take row_clipped (choose_path)
+  KernelRows rr[kMaxBandRows];
+  for (int64_t i = 0; i < oy1 - oy0; ++i) {
+    rr[i] = p.rows_inside(oy0 + i);
+    for (int64_t ky = rr[i].ky0; ky < rr[i].ky1; ++ky) {
+      rows[i][ky - rr[i].ky0] = xn + (rr[i].iy0 + ky * p.dilation_h) * p.w * c;
+    }
+  }
   const auto block = [&](BlockFn fn, int64_t ox, int64_t lo) {
-    fn(rows, nrows, (ox * SW - p.pad_left + lo) * c, w0, c, c, b, p.activation, y + ox * c);
+    for (int64_t i = 0; i < oy1 - oy0; ++i) {
+      fn(rows[i], rr[i].ky1 - rr[i].ky0, (ox * SW - p.pad_left + lo) * c, w + rr[i].ky0 * KW * c, c, c, b,
+         p.activation, y + (i * ow + ox) * c);
+    }
   };
   if (ow < 8) {
     using Border4 = BorderBlocksFor<KW, SW, 4>;
@@ -773,22 +784,29 @@ void row_direct(const Conv2dParams& p, const float* xn, const float* w, const fl
   block(Border::right[right_overhang(p)], ow - 8, 0);
 }
 
-// Output rows oy and oy + 1 straight from the input, as row_direct but with pixel_pair blocks (KH =
-// KW, stride_h = SW, dilation_h = 1, both rows' windows inside the input: pair_fits): 3x3 in blocks
+// Output rows [oy0, oy1) in pairs (an even count, from oy0), as direct_rows but with pixel_pair
+// blocks (KH = KW, stride_h = SW, dilation_h = 1, both rows' windows inside the input: pair_fits): 3x3 in blocks
 // of 4, the first and last 4 columns border blocks (the padding reaches at most 2 columns); 5x5 in
 // blocks of 8 with border blocks of 8 (or two of 7 on 14 columns), on AVX-512 only: with 16
 // registers its pair (10 weights, 8 accumulators at 4 pixels) measured 1.1-1.2x slower.
 template <int KW, int SW>
-void row_pair(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy) {
+void direct_pairs(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy0,
+                  int64_t oy1) {
   constexpr int NP = kPairPixels<KW>;
-  const int64_t c = p.c_out, ow = p.out_w, iy0 = oy * SW - p.pad_top;
-  const float* rows[KW + SW];
-  for (int r = 0; r < KW + SW; ++r) rows[r] = xn + (iy0 + r) * p.w * c;
+  const int64_t c = p.c_out, ow = p.out_w;
+  const float* rows[kMaxBandRows / 2][KW + SW];
+  for (int64_t i = 0; i < (oy1 - oy0) / 2; ++i) {
+    const int64_t iy0 = (oy0 + 2 * i) * SW - p.pad_top;
+    for (int r = 0; r < KW + SW; ++r) rows[i][r] = xn + (iy0 + r) * p.w * c;
+  }
   const auto block = [&](PairFn fn, int64_t ox, int64_t lo) {
-    fn(rows, (ox * SW - p.pad_left + lo) * c, w, c, c, b, p.activation, y + ox * c, y + (ow + ox) * c);
+    for (int64_t i = 0; i < (oy1 - oy0) / 2; ++i) {
+      float* yp = y + (2 * i * ow + ox) * c;
+      fn(rows[i], (ox * SW - p.pad_left + lo) * c, w, c, c, b, p.activation, yp, yp + ow * c);
+    }
   };
   if constexpr (KW == 5) {
-    if (ow == 14) {  // as row_direct: two blocks of 7
+    if (ow == 14) {  // as direct_rows: two blocks of 7
       using Border7 = PairBorderBlocks<5, SW, 7, 0, 1, 2, 3, 4>;
       block(Border7::left[p.pad_left], 0, p.pad_left);
       block(Border7::right[right_overhang(p)], 7, 0);
@@ -803,10 +821,29 @@ void row_pair(const Conv2dParams& p, const float* xn, const float* w, const floa
   block(Border::right[right_overhang(p)], ow - NP, 0);
 }
 
-// Whether output rows oy and oy + 1 both have every kernel row inside the input (row_pair).
+// Whether output rows oy and oy + 1 both have every kernel row inside the input (direct_pairs).
 bool pair_fits(const Conv2dParams& p, int64_t oy) {
   const int64_t iy0 = oy * p.stride_h - p.pad_top;
   return oy + 1 < p.out_h && iy0 >= 0 && iy0 + p.kh + p.stride_h <= p.h;
+}
+
+// Output rows [oy0, oy1) of one image straight from the input (y: row oy0). kPairs: the rows
+// where pairs fit in direct_pairs, the others in direct_rows.
+template <int KW, int SW, bool kPairs>
+void band_direct(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy0,
+                 int64_t oy1) {
+  if constexpr (kPairs) {
+    const int64_t row = p.out_w * p.c_out;
+    int64_t first = oy0;  // the first pair's top row
+    while (first < oy1 && !(first + 1 < oy1 && pair_fits(p, first))) ++first;
+    int64_t end = first;
+    while (end + 1 < oy1 && pair_fits(p, end)) end += 2;
+    if (first > oy0) direct_rows<KW, SW>(p, xn, w, b, y, oy0, first);
+    if (end > first) direct_pairs<KW, SW>(p, xn, w, b, y + (first - oy0) * row, first, end);
+    if (oy1 > end) direct_rows<KW, SW>(p, xn, w, b, y + (end - oy0) * row, end, oy1);
+  } else {
+    direct_rows<KW, SW>(p, xn, w, b, y, oy0, oy1);
+  }
 }
 
 // One output row (M = 1, C >= kLanes, geometries without a staged kernel): clipped_pixel everywhere.
@@ -901,7 +938,8 @@ void row_narrow(const Conv2dParams& p, const float* xn, const float* w, const fl
 }
 
 using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
-using BandFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t, int64_t);
+using StagedBandFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t, int64_t);
+using BandFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
 // Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
@@ -911,7 +949,7 @@ using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const fl
 // outputs; on a Xeon, with prefetch_store, 8x56x56x240 3x3 ran direct in 0.70 of the staged time,
 // 8x28x28x672 5x5 in 0.69, 8x112x112x144 3x3 s2 in 0.73; at 100-120 MB the two tie, 0.84-1.10.)
 static int64_t stage_min_bytes() { return 2 * last_level_cache_bytes(); }
-// Whether row_direct's first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
+// Whether direct_rows' first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
 // the padding on their own side only, as their LO / HI taps assume. Narrower rows, or narrow ones
 // with padding that a block spans, are staged; so are 3x3 stride 1 rows of 4-7, where no gain
 // could be shown (bench/NOTES.md, depthwise round 7).
@@ -943,14 +981,16 @@ constexpr int64_t kExponentialMacs = 6;
 // every output line.
 static int64_t stream_min_bytes() { return last_level_cache_bytes() / 4; }
 
-// The kernels chosen for a call: staged when set, else direct; pair (two rows at a time, where
-// they fit) only with direct, staged_pair only with staged.
+// The kernels chosen for a call: band (direct_rows / direct_pairs) when set, else staged when set,
+// else direct; staged_pair only with staged.
 struct Path {
+  BandFn band = nullptr;
+  bool pairs = false;  // band takes rows in pairs where they fit
   StagedFn staged = nullptr, staged_pair = nullptr;
-  RowFn direct = nullptr, pair = nullptr;
+  RowFn direct = nullptr;
   bool general = false;  // staged is row_staged_general: packed weights, padded staged pixels
   bool narrow = false;   // direct is row_narrow: packed weights
-  BandFn strips = nullptr;  // with general: bands of rows a column strip at a time (rows_staged_strips)
+  StagedBandFn strips = nullptr;  // with general: bands of rows a column strip at a time (rows_staged_strips)
 };
 
 template <int KW, int SW, bool ST>
@@ -966,24 +1006,28 @@ template <int KW, int SW>
 bool pick(const Conv2dParams& p, bool stream, Path* path) {
   if (p.kw != KW || p.stride_w != SW) return false;
   const int64_t bytes = (p.n * p.h * p.w * p.c_in + p.n * p.out_h * p.out_w * p.c_out) * int64_t{sizeof(float)};
-  // row_direct's border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
+  // direct_rows' border blocks cover padding up to KW - 1 columns a side; wider padding is staged.
   if (p.c_out != p.c_in || bytes >= stage_min_bytes() || p.pad_left >= KW || right_overhang(p) >= KW ||
       !border_blocks_fit(p) || p.c_out % kAliasedChannels == 0) {
     stream ? pick_staged<KW, SW, true>(p, path) : pick_staged<KW, SW, false>(p, path);
   } else {
-    path->direct = row_direct<KW, SW>;
+    path->band = band_direct<KW, SW, false>;
     if constexpr (KW == 3) {
       // Stride 1 pairs (blocks of 4) on rows narrower than 16: 1x14x14x576 1.16x slower than single rows.
-      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) path->pair = row_pair<3, SW>;
+      if (p.kh == 3 && p.stride_h == SW && p.dilation_h == 1 && (p.out_w >= 16 || SW == 2)) {
+        path->band = band_direct<3, SW, true>;
+        path->pairs = true;
+      }
     }
     if constexpr (KW == 5 && kLanes == 16) {
       // 5x5 pairs (32 registers: AVX-512 only) where they measured faster than single rows: 0.82-0.89
       // of the time at stride 2, 0.84-0.94 at stride 1 on 14 and 56 columns; 30-35 columns ties, and
-      // 28 (row_direct's 10 | 8 | 10) 1.03-1.14x slower. Between 15 and 23 columns an interior block
+      // 28 (direct_rows' 10 | 8 | 10) 1.03-1.14x slower. Between 15 and 23 columns an interior block
       // of 8 would overlap the border blocks.
       const int64_t ow = p.out_w;
       if (p.kh == 5 && p.stride_h == SW && p.dilation_h == 1 && (ow == 14 || ow >= (SW == 2 ? 24 : 48))) {
-        path->pair = row_pair<5, SW>;
+        path->band = band_direct<5, SW, true>;
+        path->pairs = true;
       }
     }
   }
@@ -1008,7 +1052,7 @@ StagedFn general_row(int64_t kw) {
 }
 
 template <int SW>
-BandFn strips_row(int64_t kw) {
+StagedBandFn strips_row(int64_t kw) {
   int64_t piece = kMaxPiece;
   while (kw % piece) --piece;
   switch (piece) {
@@ -1046,6 +1090,22 @@ int64_t slab_channels(const Conv2dParams& p, bool stream) {
   if (ring <= budget) return p.c_out;
   const int64_t per_slab = ceil_div(p.c_out, ceil_div(ring, budget));
   return min_i64(p.c_out, ceil_div(per_slab, kLanes) * kLanes);
+}
+
+// Output rows per work item of band_direct: one (two with pairs) while the input rows an output
+// row reads fit in half of L2, where the next row finds all but one of them. Past that (five rows
+// of 1x112x112x960, 2.15 MB) they came from L3 again for every output row; in bands (as the strips
+// of rows_staged_strips, up to kMaxBandRows) each block of pixels runs down the band before the
+// next, its columns of the band's rows staying in L2: 0.85 of the time there, 0.87 on 1x112x112x768
+// 5x5 stride 2, 0.93-0.96 on 1x112x112x960 3x3 and 1x112x112x480 5x5; with smaller windows bands
+// tied rows (1x73x73x576 5x5, 1x112x112x384 5x5: 0.98-1.00) or lost (1x224x224x192 3x3: 1.12x slower).
+int64_t direct_band_rows(const Conv2dParams& p, int nthreads, bool pairs) {
+  const int64_t window = ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
+  if (window <= l2_cache_bytes() / 2) return pairs ? 2 : 1;
+  const int64_t all_rows = p.n * p.out_h;
+  const int64_t band = min_i64(min_i64(kMaxBandRows, p.out_h), max_i64(all_rows / (4 * int64_t{nthreads}),
+                                                                         min_i64(p.kh, ceil_div(all_rows, nthreads))));
+  return pairs ? max_i64(2, band / 2 * 2) : band;
 }
 
 Path choose_path(const Conv2dParams& p, bool stream) {
@@ -1107,7 +1167,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   const Path path = choose_path(p, stream);
   const bool packs = path.general || path.narrow;
   // Work items: one output row, or two (rows 2i and 2i + 1 of an image) with the pair kernels.
-  const int64_t step = path.pair || path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
+  const int64_t step = path.staged_pair ? 2 : 1, per_image = (p.out_h + step - 1) / step;
   // One image whose output rows span less than two kernel heights of input (7x7 on a 7 x 7 map):
   // each thread would stage nearly every input row for its few output rows. Two threads ran 1.4-1.5x
   // slower than one on 1x7x7x576 7x7 stride 2 and tied at stride 1.
@@ -1121,6 +1181,18 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // threads' shares allow), as many rows as keep the band's staged rows of every channel within half
   // of L2 (slab_channels' budget); fewer than kMinBandRows fit: rows, and slabs where needed.
   const int64_t all_rows = p.n * p.out_h;
+  if (path.band) {
+    const int64_t rows = direct_band_rows(p, nthreads, path.pairs), per = ceil_div(p.out_h, rows);
+    const int64_t chunk = max_i64(1, p.n * per / (4 * int64_t{nthreads}));
+    parallel_run(nthreads, [&] {
+#pragma omp for schedule(dynamic, chunk)
+      for (int64_t i = 0; i < p.n * per; ++i) {
+        const int64_t n = i / per, oy0 = i % per * rows, oy1 = min_i64(oy0 + rows, p.out_h);
+        path.band(p, x + n * p.h * p.w * p.c_in, w, b, y + (n * p.out_h + oy0) * p.out_w * p.c_out, oy0, oy1);
+      }
+    });
+    return;
+  }
   int64_t band = path.strips ? min_i64(min_i64(kMaxBandRows, p.out_h),
                                        max_i64(all_rows / (4 * int64_t{nthreads}),
                                                min_i64(p.kh, ceil_div(all_rows, nthreads))))
@@ -1130,7 +1202,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
     const int64_t fit_rows = l2_cache_bytes() / 2 / row_bytes - (p.kh - 1) * p.dilation_h - 1;
     band = min_i64(band, fit_rows < 0 ? 0 : fit_rows / p.stride_h + 1);
   }
-  const BandFn strips = band >= kMinBandRows ? path.strips : nullptr;
+  const StagedBandFn strips = band >= kMinBandRows ? path.strips : nullptr;
   if (!strips) band = 1;
   const int64_t bands_per_image = ceil_div(p.out_h, band);
   // Slabs start every `slab` channels; the last one takes the rest (kLanes to slab + kLanes - 1).
@@ -1171,8 +1243,6 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
       float* yr = y + (n * p.out_h + oy) * p.out_w * p.c_out;
       if (path.staged_pair && pair_fits(p, oy)) {
         path.staged_pair(p, *stage, n, wk, b, yr, oy);
-      } else if (path.pair && pair_fits(p, oy)) {
-        path.pair(p, xn, wk, b, yr, oy);
       } else {
         for (int64_t r = oy; r < min_i64(oy + step, p.out_h); ++r, yr += p.out_w * p.c_out) {
           path.staged ? path.staged(p, *stage, n, wk, b, yr, r) : path.direct(p, xn, wk, b, yr, r);

@@ -509,6 +509,46 @@ print("ok")
         assert done.returncode == 0 and done.stdout.strip() == "ok", (isa, done.stderr)
 
 
+# Bands of rows on the direct path (direct_band_rows: the input rows an output row reads past half
+# of FASTCONV_L2_BYTES; read once per process, so in a child process under each ISA): 3x3 and 5x5,
+# strides 1 and 2, pairs (with single rows before and after them at the padded borders) and single
+# rows, bands of 2-16 rows with a shorter last one, kernel heights other than the width, stride_h
+# other than stride_w, dilation_h; at an L2 of 1 byte every such layer runs in bands, at 40000 only
+# the widest.
+@pytest.mark.parametrize("l2_bytes", [1, 40000])
+def test_depthwise_direct_bands(l2_bytes, rng):
+    script = f"""
+import numpy as np
+import fastconv
+from fastconv import _compare, reference
+rng = np.random.default_rng({int(rng.integers(2**32))})
+cases = [((2, 21, 19, 32), (3, 3), 1, 1, "same"), ((1, 23, 30, 48), (3, 3), 2, 1, "same"),
+         ((2, 17, 17, 40), (5, 5), 1, 1, "same"), ((1, 14, 14, 64), (5, 5), 1, 1, "same"),
+         ((1, 37, 50, 32), (5, 5), 1, 1, "same"), ((1, 29, 51, 16), (5, 5), 2, 1, ((2, 1), (2, 2))),
+         ((3, 9, 12, 20), (3, 3), 1, 1, "valid"), ((1, 134, 20, 16), (3, 3), 1, 1, "same"),
+         ((2, 15, 18, 24), (4, 3), 1, 1, ((1, 2), (1, 1))), ((1, 19, 22, 16), (3, 3), (2, 1), 1, "same"),
+         ((2, 16, 21, 32), (3, 5), 1, (2, 1), "same"), ((1, 40, 90, 144), (5, 5), 1, 1, "valid")]
+for shape, k, stride, dilation, padding in cases:
+    for activation in (None, "relu6", "silu"):
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal(k + (shape[3],)).astype(np.float32)
+        b = rng.standard_normal(shape[3]).astype(np.float32)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, activation=activation)
+        got = fastconv.depthwise_conv2d(x, w, b, **kwargs)
+        want = reference.depthwise_conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kwargs)
+        _compare.assert_close(got, want, terms=k[0] * k[1], what=str((shape, k, kwargs)))
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+
+    for isa in ISA_CHOICES:
+        env = dict(os.environ, FASTCONV_L2_BYTES=str(l2_bytes), FASTCONV_ISA=isa)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", (isa, done.stderr)
+
+
 # 3x3 row pairs on the staged path (row_staged_pair), small enough not to stream: maps narrower than
 # 16 columns, and padding of 3 columns on a side (wider than row_direct takes), with M = 1 and 2,
 # strides 1 and 2, padding on every side, odd and even output heights, batch 2.
