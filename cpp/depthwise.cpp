@@ -701,9 +701,98 @@ int64_t right_overhang(const Conv2dParams& p) {
   return max_i64(0, (p.out_w - 1) * p.stride_w - p.pad_left + (p.kw - 1) * p.dilation_w + 1 - p.w);
 }
 
+// A band of output rows of one image read in place by pixel_column: the valid kernel rows of each
+// band row (rows[i]), the image xn, and the floats between input rows (in_row), kernel rows
+// (row_step: dilation_h input rows) and output rows (out_row).
+struct DirectBand {
+  const float* xn;
+  const KernelRows* rows;
+  int64_t count, c, in_row, row_step, out_row;
+};
+
+// pixel_block's NP pixels over the rows of a band, one channel block at a time down the band: the
+// block's window columns of its KH input rows stay in L1 from one band row to the next, which reads
+// one new input row of them (prefetched a row ahead: the rows are far apart for the hardware
+// prefetchers). Each row's stores are one line per pixel a channel block; the next channel block's
+// lines are prefetched for writing, as the row's stores no longer run along it. The same sums in the
+// same order as pixel_block. LO / HI as there.
+template <int KW, int SW, int NP, int LO = 0, int HI = 0>
+void pixel_column(const DirectBand& d, int64_t x_off, const float* w, const float* b, Activation act, float* y) {
+  constexpr int kInputs = (NP - 1) * SW + KW;
+  const int64_t c = d.c;
+  const int64_t shift = shift_pays(c) ? aligned_shift(d.xn + x_off) : 0;  // every row alike: W * C floats apart
+  for (int64_t cb = shift ? shift - kLanes : 0; cb < c; cb += kLanes) {
+    const int64_t c0 = max_i64(0, min_i64(cb, c - kLanes));
+    const vfloat bias = b ? vec::load(b + c0) : vfloat{};
+    float* yr = y + c0;
+    for (int64_t i = 0; i < d.count; ++i, yr += d.out_row) {
+      const KernelRows& rr = d.rows[i];
+      if (i + 1 < d.count) {
+        const KernelRows& next = d.rows[i + 1];
+        const float* xp = d.xn + next.iy0 * d.in_row + (next.ky1 - 1) * d.row_step + x_off + c0;
+#pragma GCC unroll 32
+        for (int ix = LO; ix < kInputs - HI; ++ix) __builtin_prefetch(xp + ix * c);
+      }
+      vfloat acc[NP];
+#pragma GCC unroll 16
+      for (int j = 0; j < NP; ++j) {
+        acc[j] = bias;
+        __builtin_prefetch(yr + j * c + kLanes, 1);
+      }
+      const float* xr = d.xn + rr.iy0 * d.in_row + rr.ky0 * d.row_step + x_off + c0;
+      const float* wr = w + rr.ky0 * KW * c + c0;
+      for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky, xr += d.row_step, wr += KW * c) {
+        vfloat wk[KW];
+#pragma GCC unroll 8
+        for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
+        const float* xp = xr;
+#pragma GCC unroll 32
+        for (int ix = LO; ix < kInputs - HI; ++ix, xp += c) {
+          const vfloat v = vec::load_once(xp);
+#pragma GCC unroll 16
+          for (int j = 0; j < NP; ++j) {
+            const int kx = ix - j * SW;
+            if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
+          }
+        }
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < NP; ++j) vec::store(yr + j * c, vec::activate(act, acc[j]));
+    }
+  }
+}
+
+using DirectColumnFn = void (*)(const DirectBand&, int64_t, const float*, const float*, Activation, float*);
+
+// Column blocks of NP pixels by padding columns, as BorderBlocks.
+template <int KW, int SW, int NP, int... S>
+struct ColumnBorderBlocks {
+  static constexpr DirectColumnFn left[] = {pixel_column<KW, SW, NP, S, 0>...};
+  static constexpr DirectColumnFn right[] = {pixel_column<KW, SW, NP, 0, S>...};
+};
+
+// direct_rows' blocks: pixel_block (each band row in turn) or, kColumns, pixel_column (down the band).
+template <int KW, int SW, bool kColumns>
+struct DirectBlocks {
+  template <int NP>
+  using Border = std::conditional_t<
+      kColumns,
+      std::conditional_t<KW == 3, ColumnBorderBlocks<3, SW, NP, 0, 1, 2>, ColumnBorderBlocks<5, SW, NP, 0, 1, 2, 3, 4>>,
+      BorderBlocksFor<KW, SW, NP>>;
+  template <int NP>
+  static constexpr auto inner = [] {
+    if constexpr (kColumns) {
+      return pixel_column<KW, SW, NP>;
+    } else {
+      return pixel_block<KW, SW, NP>;
+    }
+  }();
+};
+
 // Output rows [oy0, oy1) of one image straight from the input (y: row oy0; M = 1, C >= kLanes,
 // dilation_w = 1, pad_left and right_overhang below KW, border_blocks_fit: choose_path), each block
-// of pixels down all the rows before the next: every column in register blocks. The
+// of pixels down all the rows before the next, a row at a time or, kColumns, a channel block at a
+// time (pixel_column): every column in register blocks. The
 // first and last 8 columns are border blocks with their padding taps dropped (pixel_block's LO /
 // HI); between them blocks of 8, and the remainder one block of 8 or 4 overlapping the one before
 // (those outputs written twice with the same value). Every block between the two border blocks
@@ -711,26 +800,34 @@ int64_t right_overhang(const Conv2dParams& p) {
 // and ceil(overhang / SW) <= 4 on the right. Narrow rows (out_w 8-15) are the two border blocks,
 // overlapping (two of 7 for out_w 14); rows of 4-7 two border blocks of 4; 5x5 stride 1 at 28
 // columns border blocks of 10 around one block of 8.
-template <int KW, int SW>
+template <int KW, int SW, bool kColumns>
 void direct_rows(const Conv2dParams& p, const float* xn, const float* w, const float* b, float* y, int64_t oy0,
                  int64_t oy1) {
+  using Blocks = DirectBlocks<KW, SW, kColumns>;
   const int64_t c = p.c_out, ow = p.out_w;
-  const float* rows[kMaxBandRows][64];  // kernel heights past 64 take row_clipped (choose_path)
   KernelRows rr[kMaxBandRows];
-  for (int64_t i = 0; i < oy1 - oy0; ++i) {
-    rr[i] = p.rows_inside(oy0 + i);
-    for (int64_t ky = rr[i].ky0; ky < rr[i].ky1; ++ky) {
-      rows[i][ky - rr[i].ky0] = xn + (rr[i].iy0 + ky * p.dilation_h) * p.w * c;
+  for (int64_t i = 0; i < oy1 - oy0; ++i) rr[i] = p.rows_inside(oy0 + i);
+  const float* rows[kColumns ? 1 : kMaxBandRows][64];  // kernel heights past 64 take row_clipped (choose_path)
+  if constexpr (!kColumns) {
+    for (int64_t i = 0; i < oy1 - oy0; ++i) {
+      for (int64_t ky = rr[i].ky0; ky < rr[i].ky1; ++ky) {
+        rows[i][ky - rr[i].ky0] = xn + (rr[i].iy0 + ky * p.dilation_h) * p.w * c;
+      }
     }
   }
-  const auto block = [&](BlockFn fn, int64_t ox, int64_t lo) {
-    for (int64_t i = 0; i < oy1 - oy0; ++i) {
-      fn(rows[i], rr[i].ky1 - rr[i].ky0, (ox * SW - p.pad_left + lo) * c, w + rr[i].ky0 * KW * c, c, c, b,
-         p.activation, y + (i * ow + ox) * c);
+  const DirectBand band{xn, rr, oy1 - oy0, c, p.w * c, p.dilation_h * p.w * c, ow * c};
+  const auto block = [&](auto fn, int64_t ox, int64_t lo) {
+    const int64_t x_off = (ox * SW - p.pad_left + lo) * c;
+    if constexpr (kColumns) {
+      fn(band, x_off, w, b, p.activation, y + ox * c);
+    } else {
+      for (int64_t i = 0; i < oy1 - oy0; ++i) {
+        fn(rows[i], rr[i].ky1 - rr[i].ky0, x_off, w + rr[i].ky0 * KW * c, c, c, b, p.activation, y + (i * ow + ox) * c);
+      }
     }
   };
   if (ow < 8) {
-    using Border4 = BorderBlocksFor<KW, SW, 4>;
+    using Border4 = typename Blocks::template Border<4>;
     block(Border4::left[p.pad_left], 0, p.pad_left);
     block(Border4::right[right_overhang(p)], ow - 4, 0);
     return;
@@ -738,7 +835,7 @@ void direct_rows(const Conv2dParams& p, const float* xn, const float* w, const f
   // 14 columns (the late stages of MobileNet v2 / EfficientNet) as two blocks of 7, not two
   // overlapping blocks of 8: 1/8 fewer FMAs.
   if (ow == 14) {
-    using Border7 = BorderBlocksFor<KW, SW, 7>;
+    using Border7 = typename Blocks::template Border<7>;
     block(Border7::left[p.pad_left], 0, p.pad_left);
     block(Border7::right[right_overhang(p)], 7, 0);
     return;
@@ -754,9 +851,9 @@ void direct_rows(const Conv2dParams& p, const float* xn, const float* w, const f
         block(Border::left[p.pad_left], 0, p.pad_left);
         block(Border::right[right_overhang(p)], ow - np, 0);
       };
-      if (ow <= 10) return halves(BorderBlocksFor<KW, SW, 5>{}, 5);
-      if (ow <= 12) return halves(BorderBlocksFor<KW, SW, 6>{}, 6);
-      return halves(BorderBlocksFor<KW, SW, 7>{}, 7);
+      if (ow <= 10) return halves(typename Blocks::template Border<5>{}, 5);
+      if (ow <= 12) return halves(typename Blocks::template Border<6>{}, 6);
+      return halves(typename Blocks::template Border<7>{}, 7);
     }
   }
   // 5x5 stride 1 at 28 columns (EfficientNet) as 10 | 8 | 10, not 8 | 8 | 4 | 8: a block's 8
@@ -764,22 +861,22 @@ void direct_rows(const Conv2dParams& p, const float* xn, const float* w, const f
   // and the 10-pixel border blocks get 2 spare chains (a few accumulator spills; still faster).
   if constexpr (KW == 5 && SW == 1) {
     if (ow == 28) {
-      using Border10 = BorderBlocksFor<KW, SW, 10>;
+      using Border10 = typename Blocks::template Border<10>;
       block(Border10::left[p.pad_left], 0, p.pad_left);
-      block(pixel_block<KW, SW, 8>, 10, 0);
+      block(Blocks::template inner<8>, 10, 0);
       block(Border10::right[right_overhang(p)], 18, 0);
       return;
     }
   }
-  using Border = BorderBlocksFor<KW, SW, 8>;
+  using Border = typename Blocks::template Border<8>;
   block(Border::left[p.pad_left], 0, p.pad_left);
   int64_t ox = 8;
-  for (; ox + 16 <= ow; ox += 8) block(pixel_block<KW, SW, 8>, ox, 0);
+  for (; ox + 16 <= ow; ox += 8) block(Blocks::template inner<8>, ox, 0);
   const int64_t rest = ow - 8 - ox;
   if (rest > 4) {
-    block(pixel_block<KW, SW, 8>, ow - 16, 0);
+    block(Blocks::template inner<8>, ow - 16, 0);
   } else if (rest > 0) {
-    block(pixel_block<KW, SW, 4>, ow - 12, 0);
+    block(Blocks::template inner<4>, ow - 12, 0);
   }
   block(Border::right[right_overhang(p)], ow - 8, 0);
 }
@@ -838,11 +935,11 @@ void band_direct(const Conv2dParams& p, const float* xn, const float* w, const f
     while (first < oy1 && !(first + 1 < oy1 && pair_fits(p, first))) ++first;
     int64_t end = first;
     while (end + 1 < oy1 && pair_fits(p, end)) end += 2;
-    if (first > oy0) direct_rows<KW, SW>(p, xn, w, b, y, oy0, first);
+    if (first > oy0) direct_rows<KW, SW, false>(p, xn, w, b, y, oy0, first);
     if (end > first) direct_pairs<KW, SW>(p, xn, w, b, y + (first - oy0) * row, first, end);
-    if (oy1 > end) direct_rows<KW, SW>(p, xn, w, b, y + (end - oy0) * row, end, oy1);
+    if (oy1 > end) direct_rows<KW, SW, false>(p, xn, w, b, y + (end - oy0) * row, end, oy1);
   } else {
-    direct_rows<KW, SW>(p, xn, w, b, y, oy0, oy1);
+    direct_rows<KW, SW, false>(p, xn, w, b, y, oy0, oy1);
   }
 }
 
@@ -981,11 +1078,26 @@ constexpr int64_t kExponentialMacs = 6;
 // every output line.
 static int64_t stream_min_bytes() { return last_level_cache_bytes() / 4; }
 
+// Whether direct_rows should run its blocks as columns (pixel_column) down bands of rows: where no
+// pairs run and the input rows one output row reads (its window) are past L1 but within a quarter
+// of L2. Row by row, each output row read its KH rows again from L2; down a column the block's
+// window stays in L1. In-process against rows, 2 threads: 1x35x35x256 5x5 0.79-0.91 of the time,
+// 8x35x35x120 5x5 0.85-0.89, 2x28x28x576 5x5 0.82-0.94, 1x28x28x240 5x5 0.90-0.93, 8x7x7x1152 5x5
+// 0.80-0.89, 1x14x14x576 3x3 0.76-0.94, 1x27x27x192 5x5 s2 0.79; 1x7x7x1152 5x5 0.95-1.12 and
+// 8x14x14x384 3x3 (window 64 KB) 1.00-1.28 lost. Windows within L1 lost (1x10x10x256 3x3 1.15x,
+// 8x10x10x100 5x5 1.11x), so did larger ones (2x28x28x960 5x5, 538 KB: 0.90-1.23; 1x28x28x768, 430
+// KB: 1.00); with pairs, columns lost 1.1-1.8x (bench/NOTES.md).
+bool columns_pay(const Conv2dParams& p) {
+  const int64_t window = ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
+  return window > l1_cache_bytes() && window <= l2_cache_bytes() / 4;
+}
+
 // The kernels chosen for a call: band (direct_rows / direct_pairs) when set, else staged when set,
 // else direct; staged_pair only with staged.
 struct Path {
   BandFn band = nullptr;
-  bool pairs = false;  // band takes rows in pairs where they fit
+  bool pairs = false;    // band takes rows in pairs where they fit
+  bool columns = false;  // band is direct_rows' column blocks, in bands of rows
   StagedFn staged = nullptr, staged_pair = nullptr;
   RowFn direct = nullptr;
   bool general = false;  // staged is row_staged_general: packed weights, padded staged pixels
@@ -1029,6 +1141,10 @@ bool pick(const Conv2dParams& p, bool stream, Path* path) {
         path->band = band_direct<5, SW, true>;
         path->pairs = true;
       }
+    }
+    if (!path->pairs && columns_pay(p)) {
+      path->band = direct_rows<KW, SW, true>;
+      path->columns = true;
     }
   }
   return true;
@@ -1099,9 +1215,9 @@ int64_t slab_channels(const Conv2dParams& p, bool stream) {
 // next, its columns of the band's rows staying in L2: 0.85 of the time there, 0.87 on 1x112x112x768
 // 5x5 stride 2, 0.93-0.96 on 1x112x112x960 3x3 and 1x112x112x480 5x5; with smaller windows bands
 // tied rows (1x73x73x576 5x5, 1x112x112x384 5x5: 0.98-1.00) or lost (1x224x224x192 3x3: 1.12x slower).
-int64_t direct_band_rows(const Conv2dParams& p, int nthreads, bool pairs) {
+int64_t direct_band_rows(const Conv2dParams& p, int nthreads, bool pairs, bool columns) {
   const int64_t window = ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
-  if (window <= l2_cache_bytes() / 2) return pairs ? 2 : 1;
+  if (!columns && window <= l2_cache_bytes() / 2) return pairs ? 2 : 1;
   const int64_t all_rows = p.n * p.out_h;
   const int64_t band = min_i64(min_i64(kMaxBandRows, p.out_h), max_i64(all_rows / (4 * int64_t{nthreads}),
                                                                          min_i64(p.kh, ceil_div(all_rows, nthreads))));
@@ -1182,7 +1298,7 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
   // of L2 (slab_channels' budget); fewer than kMinBandRows fit: rows, and slabs where needed.
   const int64_t all_rows = p.n * p.out_h;
   if (path.band) {
-    const int64_t rows = direct_band_rows(p, nthreads, path.pairs), per = ceil_div(p.out_h, rows);
+    const int64_t rows = direct_band_rows(p, nthreads, path.pairs, path.columns), per = ceil_div(p.out_h, rows);
     const int64_t chunk = max_i64(1, p.n * per / (4 * int64_t{nthreads}));
     parallel_run(nthreads, [&] {
 #pragma omp for schedule(dynamic, chunk)

@@ -510,13 +510,15 @@ print("ok")
 
 
 # Bands of rows on the direct path (direct_band_rows: the input rows an output row reads past half
-# of FASTCONV_L2_BYTES; read once per process, so in a child process under each ISA): 3x3 and 5x5,
-# strides 1 and 2, pairs (with single rows before and after them at the padded borders) and single
-# rows, bands of 2-16 rows with a shorter last one, kernel heights other than the width, stride_h
-# other than stride_w, dilation_h; at an L2 of 1 byte every such layer runs in bands, at 40000 only
-# the widest.
-@pytest.mark.parametrize("l2_bytes", [1, 40000])
-def test_depthwise_direct_bands(l2_bytes, rng):
+# of FASTCONV_L2_BYTES) and column blocks down them (columns_pay: those rows past FASTCONV_L1_BYTES
+# and within a quarter of L2, no pairs); the sizes are read once per process, so in a child process
+# under each ISA. 3x3 and 5x5, strides 1 and 2, pairs (with single rows before and after them at the
+# padded borders) and single rows, bands of 2-16 rows with a shorter last one, kernel heights other
+# than the width, stride_h other than stride_w, dilation_h. At an L2 of 1 byte every such layer runs
+# in bands of rows, at 40000 only the widest; at an L1 of 1 byte and a large L2 every layer without
+# pairs runs in columns, with an L2 of 40000 the narrow ones.
+@pytest.mark.parametrize("l1_bytes, l2_bytes", [("", 1), ("", 40000), (1, 10**9), (1, 40000)])
+def test_depthwise_direct_bands(l1_bytes, l2_bytes, rng):
     script = f"""
 import numpy as np
 import fastconv
@@ -544,7 +546,7 @@ print("ok")
     import sys
 
     for isa in ISA_CHOICES:
-        env = dict(os.environ, FASTCONV_L2_BYTES=str(l2_bytes), FASTCONV_ISA=isa)
+        env = dict(os.environ, FASTCONV_L1_BYTES=str(l1_bytes), FASTCONV_L2_BYTES=str(l2_bytes), FASTCONV_ISA=isa)
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.strip() == "ok", (isa, done.stderr)
 

@@ -31,8 +31,8 @@ constexpr int64_t kParallelMinWork = 1 << 19;
 // The size of this CPU's level-2 or level-3 cache as the C library reports it (glibc: from CPUID),
 // or -1.
 static inline long libc_cache_bytes(int level) {
-#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
-  return sysconf(level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  return sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
 #else
   return -1;
 #endif
@@ -57,6 +57,13 @@ static inline int64_t cache_bytes(const char* forced, int level, int64_t fallbac
 constexpr int64_t kPlannedCacheMaxBytes = int64_t{64} << 20;
 static inline int64_t last_level_cache_bytes() {
   static const int64_t bytes = cache_bytes("FASTCONV_CACHE_BYTES", 3, int64_t{32} << 20, kPlannedCacheMaxBytes);
+  return bytes;
+}
+
+// A core's L1 data cache (the depthwise column blocks): FASTCONV_L1_BYTES, else the C library's,
+// else 32 KiB (Zen 4's).
+static inline int64_t l1_cache_bytes() {
+  static const int64_t bytes = cache_bytes("FASTCONV_L1_BYTES", 1, int64_t{32} << 10, INT64_MAX);
   return bytes;
 }
 
