@@ -95,6 +95,28 @@ bool shift_pays(int64_t c) { return c % kLanes == 0 && c >= kShiftMinBlocks * kL
 // Channels from p to the next vector-aligned address.
 int64_t aligned_shift(const float* p) { return -(reinterpret_cast<uintptr_t>(p) / sizeof(float)) % kLanes; }
 
+// One kernel row's taps for NP output pixels, added into acc (pixel_block, pixel_column): the row's
+// KW weights (c floats apart from wr) in registers, and each of the block's input columns (xs floats
+// apart from xr, the block's window column LO) loaded once and fed to every output that uses it.
+template <int KW, int SW, int NP, int LO, int HI>
+__attribute__((always_inline)) static inline void kernel_row_taps(vfloat (&acc)[NP], const float* xr, int64_t xs,
+                                                                  const float* wr, int64_t c) {
+  constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
+  vfloat wk[KW];
+#pragma GCC unroll 8
+  for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
+  const float* xp = xr;  // one pointer stepped per column: the columns' offsets need no registers
+#pragma GCC unroll 32
+  for (int i = LO; i < kInputs - HI; ++i, xp += xs) {
+    const vfloat v = vec::load_once(xp);
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) {
+      const int kx = i - j * SW;  // a constant once unrolled
+      if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
+    }
+  }
+}
+
 // NP output pixels over all channels (dilation_w = 1), one channel block at a time; the KW
 // weights of a kernel row stay in registers and each input vector is loaded once per kernel row,
 // feeding every output of the block that uses it. rows: the valid kernel rows' input rows;
@@ -108,7 +130,6 @@ template <int KW, int SW, int NP, int LO = 0, int HI = 0, bool kPadded = false>
 void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c, int64_t xs,
                  const float* b, Activation act, float* y) {
   if constexpr (!kPadded) xs = c;  // one stride register less in the common case (1.07x measured)
-  constexpr int kInputs = (NP - 1) * SW + KW;  // input columns the block's windows cover
   // Input vectors that straddle two cache lines cost a second access: when C is a multiple of
   // the vector and the input is not vector-aligned (NumPy aligns to 16 bytes), the channel blocks
   // after the first start at the aligned channel `shift`, for one more block per pixel. (No rows:
@@ -125,20 +146,7 @@ void pixel_block(const float* const* rows, int64_t nrows, int64_t x_off, const f
     }
     const float* wr = w + c0;
     for (int64_t r = 0; r < nrows; ++r, wr += KW * c) {
-      const float* xr = rows[r] + x_off + c0;
-      vfloat wk[KW];
-#pragma GCC unroll 8
-      for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
-      const float* xp = xr;  // one pointer stepped per column: the columns' offsets need no registers
-#pragma GCC unroll 32
-      for (int i = LO; i < kInputs - HI; ++i, xp += xs) {
-        const vfloat v = vec::load_once(xp);
-#pragma GCC unroll 16
-        for (int j = 0; j < NP; ++j) {
-          const int kx = i - j * SW;  // a constant once unrolled
-          if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
-        }
-      }
+      kernel_row_taps<KW, SW, NP, LO, HI>(acc, rows[r] + x_off + c0, xs, wr, c);
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NP; ++j) vec::store(y + j * c + c0, vec::activate(act, acc[j]));
@@ -666,12 +674,12 @@ ColumnFn strip_column_for(int64_t np) {
 }
 
 // Output rows [oy0, oy1) of image n (y: the first) from staged rows of every channel (q = 1, not
-// streaming, no slabs; the stage's ring holds the whole band), a column strip at a time: each block of pixels (as row_staged_general splits a
-// row) and each channel block runs down the band, so the KH input rows one output row reads are in
-// L1 for the next. Row by row they are KH whole staged rows, past L1 from ~100 KB (a stand-alone
-// 7x7 block of 10 pixels: 128-134 GFLOP/s with 60 KB of rows, 66-80 with 241-261 KB; down columns
-// 122-132). The sums are those of row_staged_general, in the same order; the activation runs over
-// the band's rows once they are done.
+// streaming, no slabs; the stage's ring holds the whole band), a column strip at a time: each block
+// of pixels (as row_staged_general splits a row) and each channel block runs down the band, so the
+// KH input rows one output row reads are in L1 for the next. Row by row they are KH whole staged
+// rows, past L1 from ~100 KB (a stand-alone 7x7 block of 10 pixels: 128-134 GFLOP/s with 60 KB of
+// rows, 66-80 with 241-261 KB; down columns 122-132). The sums are those of row_staged_general, in
+// the same order; the activation runs over the band's rows once they are done.
 template <int SW, int P>
 void rows_staged_strips(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
                         int64_t oy0, int64_t oy1) {
@@ -742,19 +750,7 @@ void pixel_column(const DirectBand& d, int64_t x_off, const float* w, const floa
       const float* xr = d.xn + rr.iy0 * d.in_row + rr.ky0 * d.row_step + x_off + c0;
       const float* wr = w + rr.ky0 * KW * c + c0;
       for (int64_t ky = rr.ky0; ky < rr.ky1; ++ky, xr += d.row_step, wr += KW * c) {
-        vfloat wk[KW];
-#pragma GCC unroll 8
-        for (int kx = 0; kx < KW; ++kx) wk[kx] = vec::load(wr + kx * c);
-        const float* xp = xr;
-#pragma GCC unroll 32
-        for (int ix = LO; ix < kInputs - HI; ++ix, xp += c) {
-          const vfloat v = vec::load_once(xp);
-#pragma GCC unroll 16
-          for (int j = 0; j < NP; ++j) {
-            const int kx = ix - j * SW;
-            if (kx >= 0 && kx < KW) acc[j] += v * wk[kx];
-          }
-        }
+        kernel_row_taps<KW, SW, NP, LO, HI>(acc, xr, c, wr, c);
       }
 #pragma GCC unroll 16
       for (int j = 0; j < NP; ++j) vec::store(yr + j * c, vec::activate(act, acc[j]));
@@ -1035,7 +1031,8 @@ void row_narrow(const Conv2dParams& p, const float* xn, const float* w, const fl
 }
 
 using StagedFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t);
-using StagedBandFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t, int64_t);
+using StagedBandFn = void (*)(const Conv2dParams&, RowStage&, int64_t, const float*, const float*, float*, int64_t,
+                              int64_t);
 using BandFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t, int64_t);
 using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const float*, float*, int64_t);
 
