@@ -15,7 +15,7 @@
 //    unrolled, each input vector loaded once per kernel row, the KW weights in registers, no bounds
 //    checks. 3x3 rows go in pairs as in direct_pairs (row_staged_pair). Outputs past stream_min_bytes()
 //    are written with non-temporal stores, a pixel block at a time from an L1 copy (stream_copy).
-//  - band_direct<KW, SW> (the same geometries with M = 1 otherwise, padding below KW a side):
+//  - band_direct<KW, SW> / direct_rows (the same geometries with M = 1 otherwise, padding below KW a side):
 //    direct_rows: pixel_block reads the input rows in place; the first and last 8 columns (4 on
 //    rows narrower than 8, 5-7 on rows of 9-14) are border blocks whose padding taps are dropped at
 //    compile time. For 3x3 (and 5x5 on AVX-512, on the widths in pick) with stride_h = stride_w and
@@ -23,7 +23,9 @@
 //    rows, 8 for 5x5) wherever both rows' windows lie inside the input: the input rows the two
 //    share are read once. Work items are single rows (pairs), or bands of rows where the input rows
 //    one output row reads outgrow half of L2 (direct_band_rows): each block of pixels then runs
-//    down the band before the next.
+//    down the band before the next. Without pairs, where those rows are past L1 and within a
+//    quarter of L2 (columns_pay), the blocks run down bands a channel block at a time
+//    (pixel_column), their window staying in L1.
 //  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
