@@ -1077,6 +1077,19 @@ constexpr int64_t kExponentialMacs = 6;
 // every output line.
 static int64_t stream_min_bytes() { return last_level_cache_bytes() / 4; }
 
+// The input rows one output row of the direct path reads, all channels: its window.
+int64_t direct_window_bytes(const Conv2dParams& p) {
+  return ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
+}
+
+// Output rows per band (the direct path's and rows_staged_strips'): about four bands per thread, at
+// least KH rows where the threads' shares allow, at most kMaxBandRows (their arrays of rows).
+int64_t rows_per_band(const Conv2dParams& p, int nthreads) {
+  const int64_t all_rows = p.n * p.out_h;
+  return min_i64(min_i64(kMaxBandRows, p.out_h),
+                 max_i64(all_rows / (4 * int64_t{nthreads}), min_i64(p.kh, ceil_div(all_rows, nthreads))));
+}
+
 // Whether direct_rows should run its blocks as columns (pixel_column) down bands of rows: where no
 // pairs run and the input rows one output row reads (its window) are past L1 but within a quarter
 // of L2. Row by row, each output row read its KH rows again from L2; down a column the block's
@@ -1087,7 +1100,7 @@ static int64_t stream_min_bytes() { return last_level_cache_bytes() / 4; }
 // 8x10x10x100 5x5 1.11x), so did larger ones (2x28x28x960 5x5, 538 KB: 0.90-1.23; 1x28x28x768, 430
 // KB: 1.00); with pairs, columns lost 1.1-1.8x (bench/NOTES.md).
 bool columns_pay(const Conv2dParams& p) {
-  const int64_t window = ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
+  const int64_t window = direct_window_bytes(p);
   return window > l1_cache_bytes() && window <= l2_cache_bytes() / 4;
 }
 
@@ -1215,11 +1228,8 @@ int64_t slab_channels(const Conv2dParams& p, bool stream) {
 // 5x5 stride 2, 0.93-0.96 on 1x112x112x960 3x3 and 1x112x112x480 5x5; with smaller windows bands
 // tied rows (1x73x73x576 5x5, 1x112x112x384 5x5: 0.98-1.00) or lost (1x224x224x192 3x3: 1.12x slower).
 int64_t direct_band_rows(const Conv2dParams& p, int nthreads, bool pairs, bool columns) {
-  const int64_t window = ((p.kh - 1) * p.dilation_h + 1) * p.w * p.c_in * int64_t{sizeof(float)};
-  if (!columns && window <= l2_cache_bytes() / 2) return pairs ? 2 : 1;
-  const int64_t all_rows = p.n * p.out_h;
-  const int64_t band = min_i64(min_i64(kMaxBandRows, p.out_h), max_i64(all_rows / (4 * int64_t{nthreads}),
-                                                                         min_i64(p.kh, ceil_div(all_rows, nthreads))));
+  if (!columns && direct_window_bytes(p) <= l2_cache_bytes() / 2) return pairs ? 2 : 1;
+  const int64_t band = rows_per_band(p, nthreads);
   return pairs ? max_i64(2, band / 2 * 2) : band;
 }
 
@@ -1292,10 +1302,6 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
                   : threads_for(p.n * p.out_h * p.out_w * p.c_out *
                                     (p.kh * p.kw + (has_exponential(p.activation) ? kExponentialMacs : 0)),
                                 threads, kParallelMinMacs);
-  // Strips: bands as the staged chunks below (about four per thread, at least KH rows where the
-  // threads' shares allow), as many rows as keep the band's staged rows of every channel within half
-  // of L2 (slab_channels' budget); fewer than kMinBandRows fit: rows, and slabs where needed.
-  const int64_t all_rows = p.n * p.out_h;
   if (path.band) {
     const int64_t rows = direct_band_rows(p, nthreads, path.pairs, path.columns), per = ceil_div(p.out_h, rows);
     const int64_t chunk = max_i64(1, p.n * per / (4 * int64_t{nthreads}));
@@ -1308,10 +1314,10 @@ void depthwise(const Conv2dParams& p, const float* x, const float* w, const floa
     });
     return;
   }
-  int64_t band = path.strips ? min_i64(min_i64(kMaxBandRows, p.out_h),
-                                       max_i64(all_rows / (4 * int64_t{nthreads}),
-                                               min_i64(p.kh, ceil_div(all_rows, nthreads))))
-                             : 1;
+  // Strips: bands as the staged chunks below (about four per thread, at least KH rows where the
+  // threads' shares allow), as many rows as keep the band's staged rows of every channel within half
+  // of L2 (slab_channels' budget); fewer than kMinBandRows fit: rows, and slabs where needed.
+  int64_t band = path.strips ? rows_per_band(p, nthreads) : 1;
   if (path.strips) {
     const int64_t row_bytes = (p.pad_left + p.w + p.kw) * general_pixel_stride(p.c_out) * int64_t{sizeof(float)};
     const int64_t fit_rows = l2_cache_bytes() / 2 / row_bytes - (p.kh - 1) * p.dilation_h - 1;
