@@ -721,5 +721,6 @@ double triad_bandwidth(int64_t floats_per_array, int threads) {
   if (floats_per_array < 1) throw std::invalid_argument("triad_bandwidth: floats_per_array must be >= 1");
   return table().triad_bandwidth(floats_per_array, threads);
 }
+std::array<int64_t, 3> planned_cache_bytes() { return {l1_cache_bytes(), l2_cache_bytes(), last_level_cache_bytes()}; }
 
 }  // namespace fastconv::cpu

@@ -466,8 +466,10 @@ constexpr int64_t kChunkMinBlockBytes = 196608;
 // The output prefetch (prefetch_outputs) from this reduction length: on Zen 4 it took resnet_1x1's K
 // = 256 to 0.89-0.93 of the time and left K = 24 as it was; on a Xeon (Emerald Rapids) it cost 2-11 %
 // where K < 128 (the stores are most of a tile's time there and the prefetches wait for the same
-// line fill buffers) and nothing from 128 up.
-constexpr int64_t kPrefetchOutputsMinK = 128;
+// line fill buffers) and nothing from 128 up. What counts is a tile's FMA cycles per output line,
+// K per line with AVX2's 6 x 2 tiles, K / 2 with AVX-512's 16-lane ones: so 128 steps for AVX-512,
+// 64 for AVX2 (Zen 3, 2 threads: 3136 x 96 -> 384 in 0.66-0.94 of the time, K = 64-80 unchanged).
+constexpr int64_t kPrefetchOutputsMinK = 8 * kVecLen;
 
 // R <= TR rows x V vectors of y = x w + b for one column block: w packed [k][WS] (WS: V * kVecLen,
 // or the full block width when a narrow tail reads a block prepacked at full width), bias padded to

@@ -25,6 +25,41 @@ def test_info_command_reports_the_build():
     assert _cpu.active_isa() in out.stdout
 
 
+def _os_cache_bytes(level):
+    """cpu0's level-1 data, level-2 or level-3 cache as Linux lists it, else as sysconf reports it, or -1."""
+    root = "/sys/devices/system/cpu/cpu0/cache"
+
+    def read(index, name):
+        with open(os.path.join(root, index, name)) as f:
+            return f.read().strip()
+
+    for index in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if index.startswith("index") and int(read(index, "level")) == level and read(index, "type") != "Instruction":
+            size = read(index, "size")
+            return int(size.rstrip("KM")) << {"K": 10, "M": 20}.get(size[-1], 0)
+    name = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE", 3: "SC_LEVEL3_CACHE_SIZE"}[level]
+    return os.sysconf(name) if name in os.sysconf_names else -1
+
+
+def test_planned_cache_sizes_follow_the_os_or_the_environment():
+    # In a child process: the sizes are read once per process, and the tests' conftest pins the last level.
+    code = "import fastconv._cpu as c; print(*c.planned_cache_bytes())"
+    plain = {k: v for k, v in os.environ.items() if k not in ("FASTCONV_CACHE_BYTES", "FASTCONV_L1_BYTES", "FASTCONV_L2_BYTES")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plain, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fallbacks = (32 << 10, 1 << 20, 32 << 20)
+    want = [size if size > 0 else fallback for size, fallback in zip(map(_os_cache_bytes, (1, 2, 3)), fallbacks)]
+    want[2] = min(want[2], 64 << 20)  # a virtual machine may report its host's whole cache
+    assert [int(v) for v in done.stdout.split()] == want
+
+    forced = _run(code, FASTCONV_L1_BYTES="12345", FASTCONV_L2_BYTES="234567", FASTCONV_CACHE_BYTES=str(100 << 20))
+    assert forced.returncode == 0, forced.stderr
+    assert [int(v) for v in forced.stdout.split()] == [12345, 234567, 100 << 20]
+
+    out = subprocess.run([sys.executable, "-m", "fastconv", "info"], capture_output=True, text=True, env=plain, timeout=120)
+    assert f"L1d {want[0] >> 10} KiB, L2 {want[1] >> 10} KiB, last level {want[2] >> 20} MiB" in out.stdout
+
+
 @pytest.mark.parametrize("isa", _cpu.supported_isas())
 def test_fastconv_isa_forces_the_instruction_set(isa):
     out = _run("import fastconv._cpu as c; print(c.active_isa())", FASTCONV_ISA=isa)

@@ -217,6 +217,8 @@ PYBIND11_MODULE(_cpu, m) {
         py::call_guard<py::gil_scoped_release>(), "Register-only float32 FMA GFLOP/s of the active ISA (bench).");
   m.def("triad_bandwidth", &cpu::triad_bandwidth, py::arg("floats_per_array"), py::arg("threads"),
         py::call_guard<py::gil_scoped_release>(), "STREAM triad GB/s (3 arrays x 4 B per element; bench).");
+  m.def("planned_cache_bytes", &cpu::planned_cache_bytes,
+        "(L1 data, L2, last level): the cache sizes in bytes that the kernels' size rules plan for.");
 
 #if defined(_OPENMP)
   m.attr("openmp") = _OPENMP;

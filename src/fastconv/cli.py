@@ -29,6 +29,8 @@ def info() -> dict:
         "FASTCONV_ISA": os.environ.get("FASTCONV_ISA", "(unset)"),
         "threads": fastconv.get_num_threads(),
         "cores": os.cpu_count(),
+        "caches_planned": "L1d {} KiB, L2 {} KiB, last level {} MiB".format(
+            *(size >> shift for size, shift in zip(_cpu.planned_cache_bytes(), (10, 10, 20)))),
     }
     facts.update(_cuda_facts())
     return facts

@@ -2,6 +2,8 @@
 // instruction set in use, then run it on the configured number of threads.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -91,5 +93,7 @@ void channel_affine(const ChannelAffineParams& p, const float* x, const float* s
 // float32 FMA GFLOP/s over `threads` threads, measured for about `seconds`; triad GB/s.
 double fma_peak(int threads, double seconds);
 double triad_bandwidth(int64_t floats_per_array, int threads);
+// The L1 data, L2 and last-level cache sizes in bytes that the size rules plan for (kernel_util.h).
+std::array<int64_t, 3> planned_cache_bytes();
 
 }  // namespace fastconv::cpu
