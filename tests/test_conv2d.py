@@ -89,8 +89,10 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
 
 # Narrow outputs of stride-1 rows (cpp/conv2d.cpp, slide_conv: each input column broadcast once for
 # the KW pixels it meets): rows cut into tiles of up to 16 / 8 pixels with a shorter last one,
-# padding columns copied in, kernel rows outside the input skipped. C_out up to 4 takes it on every
-# ISA (SSE's vector), up to 8 on AVX2 and 16 on AVX-512. "direct" keeps Winograd away.
+# padding columns copied in, kernel rows outside the input skipped. C_out (per group) up to 4 takes
+# it on every ISA (SSE's vector), up to 8 on AVX2 and 16 on AVX-512, where the lanes-across-groups
+# kernel does not (a group that fills the vector: 4 on SSE, 8 on AVX2, 16 on AVX-512; or C_in / groups
+# past a vector). "direct" keeps Winograd away; the weights are also given packed.
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
@@ -101,14 +103,23 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
         ((3, 5, 4, 33), (5, 3, 33, 1), dict(padding=((4, 4), (1, 1)), activation="silu")),  # rows wholly padding
         ((1, 3, 40, 2), (3, 5, 2, 12), dict(padding=((1, 1), (4, 0)))),  # left padding wider than half a window
         ((2, 6, 19, 70), (3, 3, 70, 16), dict(padding=1, activation="sigmoid")),
+        # groups: each group's channels at its offset in the pixel, its own weights and bias
+        ((1, 9, 13, 24), (3, 3, 8, 24), dict(groups=3, padding="same", activation="relu")),  # RegNet-like
+        ((2, 7, 11, 64), (5, 5, 4, 64), dict(groups=16, padding=2)),
+        ((1, 8, 12, 40), (5, 5, 8, 40), dict(groups=5, padding=((2, 2), (0, 3)), activation="silu")),
+        ((1, 6, 20, 32), (3, 5, 16, 32), dict(groups=2, padding=((1, 0), (2, 2)))),
+        ((2, 5, 17, 48), (3, 3, 24, 16), dict(groups=2, padding=((3, 3), (1, 1)), activation="tanh")),  # 24 in, 8 out
     ],
 )
 def test_conv2d_narrow_sliding_rows(x_shape, w_shape, kwargs, device, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
     for threads in (1, 2):
         with num_threads(threads):
-            check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2],
-                                    algorithm="direct")
+            got = check_against_reference(device, "conv2d", [x, w, b], kwargs,
+                                          terms=w_shape[0] * w_shape[1] * w_shape[2], algorithm="direct")
+            if device.name == "cpu":
+                packed = fastconv.conv2d(x, fastconv.pack_weights(w), b, **kwargs, algorithm="direct")
+                np.testing.assert_array_equal(packed, got)
 
 
 # Groups of fewer output channels than a vector holds (cpp/conv2d_grouped.cpp: the lanes run across
