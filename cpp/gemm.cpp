@@ -861,10 +861,10 @@ void kgroup_gemm(const GemmParams& p, const float* x, const float* w, const floa
 
 // panel_gemm's tiles each stream every block's weights: at 49 rows (a 7 x 7 map) and 512 x 2048
 // weights that is 4 MiB from L3 per tile. Here the threads split the column blocks and walk the
-// reduction in chunks of <= 128 weight rows: a thread packs one chunk of a group of its blocks (<= 128
-// KiB, in L2; each weight is read once per call) and copies the chunk's input rows contiguous (rows
-// 2048 floats apart would all fall into one L1 set), then runs every row tile over each block of the
-// group, the partial sums waiting in y between chunks.
+// reduction in chunks of <= kSweepChunk weight rows: a thread packs one chunk of a group of its
+// blocks (<= 128 KiB, in L2; each weight is read once per call) and copies the chunk's input rows
+// contiguous (rows 2048 floats apart would all fall into one L1 set), then runs every row tile over
+// each block of the group, the partial sums waiting in y between chunks.
 constexpr int64_t kSweepMaxRows = 100;
 // 101-200 rows (13 x 13 and 14 x 14 maps) sweep only outputs of >= 256 columns: their packed weights
 // (>= 100 KB per 100 reduction steps) leave L2 under panel_gemm, which then streams them from L3 once
@@ -873,7 +873,11 @@ constexpr int64_t kSweepMaxRows = 100;
 // stay with panel_gemm (0.93-1.02 of the time swept, 196 x 512 x 1024, 128 x 1024 x 1024, ...).
 constexpr int64_t kSweepWideMaxRows = 200;
 constexpr int64_t kSweepWideMinCols = 256;
-constexpr int64_t kSweepChunk = 128;
+// A chunk: 16 KiB of a block's weights, 128 steps of AVX-512's 32 columns, 256 of AVX2's 16. (AVX-512
+// on Zen 4 with 256: no consistent gain; AVX2 on Zen 3, 2 threads, packed weights: 256 steps ran
+// 49 x 512 x 2048, 32 x 2048 x 1000, 49 x 1024 x 1024, 17 x 4096 x 1000 in 0.93-0.98 of the time of
+// 128 (fewer round trips of the partial sums through y), 64 steps 1.06-1.13x, 512 no better.)
+constexpr int64_t kSweepChunk = 4096 / (kTileVecs * kVecLen);
 constexpr int64_t kSweepBufBytes = 128 * 1024;  // one chunk of a group of blocks' weights
 constexpr int64_t kSweepMinBlocksPerThread = 2;
 constexpr int64_t kSweepNarrowTailMaxBlocks = 8;
