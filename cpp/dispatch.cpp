@@ -475,6 +475,13 @@ constexpr int64_t kPatchGemmMaxRows = 16;
 constexpr int64_t kPatchGemmFirstLayerMaxRows = 64;
 constexpr int64_t kPatchGemmFirstLayerMinTaps = 192;
 constexpr int64_t kPatchGemmPackedMinWeightBytes = int64_t{8} << 20;
+// Where the first-layer kernel would run 8-lane vectors (AVX2), windows of this many taps (ViT's
+// 16x16 and 14x14 patches of 3 channels) gather at any count of pixels: on Zen 3, 2 threads, packed
+// weights, ViT-B/16 at 224 (196 pixels) ran in 0.70-0.82 of the first-layer kernel's time, at 384
+// 0.81-0.83, ViT-S/16 at batch 4 0.79-0.89, 160 x 160 to 192 channels 0.80-0.85, 14x14 patches
+// 0.85-0.88; 8x8 patches (192 taps) over 784 pixels lost (1.01-1.07), 4x4 stems (48) 1.02-2.1x.
+constexpr int64_t kPatchGemmNarrowVectorMinTaps = 512;
+constexpr int kPatchGemmNarrowVectorMaxFloats = 8;
 
 static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
   if (p.groups != 1 || p.kh * p.kw == 1 || !p.windows_apart_h() || !p.windows_apart_w()) return false;
@@ -482,8 +489,11 @@ static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
   const bool first_layer = prefer_first_layer(p);  // a kernel that packs on every call, prepacked or not
   const bool engine_keeps = prepacked && !first_layer &&
                             taps * p.c_out * static_cast<int64_t>(sizeof(float)) < kPatchGemmPackedMinWeightBytes;
+  const bool narrow_vector_patches = first_layer && taps >= kPatchGemmNarrowVectorMinTaps &&
+                                     first_layer_table(p).vector_floats <= kPatchGemmNarrowVectorMaxFloats;
   return (rows <= kPatchGemmMaxRows && !engine_keeps) ||
-         (rows <= kPatchGemmFirstLayerMaxRows && first_layer && taps >= kPatchGemmFirstLayerMinTaps);
+         (rows <= kPatchGemmFirstLayerMaxRows && first_layer && taps >= kPatchGemmFirstLayerMinTaps) ||
+         narrow_vector_patches;
 }
 
 // The gathered windows' buffer: the calling thread's, kept between calls (a fresh allocation per

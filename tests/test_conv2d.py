@@ -1090,8 +1090,9 @@ def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
 
 # Windows that do not overlap over few output pixels (dispatch.cpp, prefer_patch_gemm) gather into
 # rows and run the GEMM: up to 16 pixels on any channel count, up to 64 where the first-layer
-# kernel would serve from 192 taps. Windows that reach into the padding, dilated windows still
-# apart, every activation, several threads; the kernel choice on both sides of each rule.
+# kernel would serve from 192 taps, any count from 512 taps where it would run vectors of 8 floats
+# or fewer (AVX2, SSE; a pair: (16 lanes, 8 or 4)). Windows that reach into the padding, dilated
+# windows still apart, every activation, several threads; the kernel choice on both sides of each rule.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, kernel", [
     ((1, 8, 8, 64), (2, 2, 64, 40), dict(stride=2, activation="relu"), "window gemm"),  # 16 pixels
@@ -1104,11 +1105,17 @@ def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
     ((1, 56, 56, 3), (7, 7, 3, 24), dict(stride=7, activation="relu6"), "first layer"),  # 147 taps
     ((1, 70, 70, 1), (14, 14, 1, 96), dict(stride=14, padding="same"), "window gemm"),  # 25 pixels
     ((3, 12, 12, 4), (6, 6, 4, 9), dict(stride=6), "window gemm"),  # 12 pixels of 144 taps
+    # (C_out a multiple of 32: AVX-512 machines' "auto" keeps their first layers on AVX-512)
+    ((1, 144, 144, 3), (16, 16, 3, 64), dict(stride=16, activation="relu"), ("first layer", "window gemm")),  # 81
+    ((2, 112, 100, 3), (14, 14, 3, 96), dict(stride=14, padding="same"), ("first layer", "window gemm")),  # 588 taps
+    ((1, 117, 117, 3), (13, 13, 3, 40), dict(stride=13), "first layer"),  # 81 pixels of 507 taps
 ])
 def test_conv2d_patch_gemm(x_shape, w_shape, kwargs, kernel, threads, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
     p = _params.conv2d_problem("conv2d", x_shape, w_shape, b.shape, kwargs.get("stride", 1), kwargs.get("padding", 0),
                                kwargs.get("dilation", 1), 1, kwargs.get("activation"))
+    if isinstance(kernel, tuple):  # by the first-layer kernel's vector width: 16 lanes, or 8 / 4
+        kernel = kernel[0] if {"portable": 4, "avx2": 8}.get(isa, 16) == 16 else kernel[1]
     assert fastconv._cpu.conv2d_kernel(p) == kernel
     with num_threads(threads):
         check_against_reference(Device("cpu"), "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
