@@ -353,11 +353,12 @@ bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen;
 // consecutive pixels of one row holds the KW weight vectors (kx, ci) of kernel row ky in registers
 // and broadcasts each of its R + KW - 1 input columns once, into up to KW accumulators: per (ky, ci)
 // R * KW FMAs for 2 KW + R - 1 loads (R = 10, KW = 5: 50 for 19), not R for R + 1. The windows must
-// lie inside the input horizontally: inputs with padding columns are copied once with them
-// (copy_padded_rows). Groups (RegNet's 8 channels per group on AVX2, which fill the vector and so
-// leave conv2d_grouped.cpp) slide one after another over the same rows, each from its channel
-// offset in the pixel: 1 x 56 x 56 x 24, 3 groups, 3x3 ran in 0.61 of the narrow tiles' time on
-// Zen 3, 1 x 56 x 56 x 64 5x5 in 8 groups 0.58, 8 x 28 x 28 x 64 3x3 0.67 (2 threads).
+// lie inside the input horizontally: segments whose windows reach padding columns read a copy of
+// their input columns with the padding made real. Groups (RegNet's 8 channels per group on AVX2,
+// which fill the vector and so leave conv2d_grouped.cpp) slide one after another over the same
+// rows, each from its channel offset in the pixel: 1 x 56 x 56 x 24, 3 groups, 3x3 ran in 0.61 of
+// the narrow tiles' time on Zen 3, 1 x 56 x 56 x 64 5x5 in 8 groups 0.58, 8 x 28 x 28 x 64 3x3 0.67
+// (2 threads).
 #if defined(__AVX512F__)
 constexpr int kSlideMaxRows = 16;  // 16 accumulators + 5 weights + 1 broadcast of 32 registers
 #else
@@ -414,11 +415,6 @@ bool slides(const Conv2dParams& p) {
 template <int KW>
 void slide_conv(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
                 float* y, int threads) {
-  if (p.pad_left > 0 || p.out_w - 1 + KW - p.pad_left > p.w) {  // windows reach padding columns
-    const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * padded_width(p) * p.c_in);
-    return slide_conv<KW>(copy_padded_rows(p, x, padded_input.get()), padded_input.get(), w, w_prepacked, b, y,
-                          threads);
-  }
   // Each output row in equal segments of at most kSlideMaxRows pixels (10 columns: one tile of 10),
   // every group of a segment in one work item (the segment's input rows then serve them all from L1).
   const int64_t segments = (p.out_w + kSlideMaxRows - 1) / kSlideMaxRows;
@@ -428,31 +424,61 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
   const int nthreads = threads_for(p.n * p.out_h * p.out_w * weight_rows * p.c_out, threads);
   const int64_t own_floats = own_copy_stride(packed_floats<1>(p));
   const bool own_copies = !w_prepacked && nthreads > 1 && own_floats <= kOwnPackMaxFloats;
-  const WorkspaceLease packed_weights(tls_packed_weights,
-                                      p.groups * kVecLen + (w_prepacked ? 0 : (own_copies ? nthreads : 1) * own_floats));
-  float* bias = packed_weights.get();  // a vector per group, zero past its channels
+  // A segment whose windows reach the padding columns reads a copy of its KH x (len + KW - 1) input
+  // columns, zeros in the padding, from its thread's border rows. (A copy of the whole input with
+  // its padding, made on the calling thread, cost 1x56x56x24 3x3 'same' in 3 groups 0.8x the kernel's
+  // time on 2 threads: the other core then read its half of the copy from the first core's caches.)
+  const int64_t border_floats = own_copy_stride(p.kh * (seg_len + KW - 1) * p.c_in);
+  const int64_t packed_per_copy = w_prepacked ? 0 : own_floats;
+  const WorkspaceLease buffers(tls_packed_weights, p.groups * kVecLen +
+                                                       nthreads * border_floats +
+                                                       (own_copies ? nthreads : 1) * packed_per_copy);
+  float* bias = buffers.get();  // a vector per group, zero past its channels
   for (int64_t g = 0; g < p.groups; ++g) {
     for (int64_t j = 0; j < kVecLen; ++j) bias[g * kVecLen + j] = b && j < cog ? b[g * cog + j] : 0.0f;
   }
   const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));
   parallel_run(nthreads, [&] {
-    float* w_packed_here =
-        w_prepacked ? nullptr : bias + p.groups * kVecLen + (own_copies ? omp_get_thread_num() * own_floats : 0);
+    const int tid = omp_get_thread_num();
+    float* border = bias + p.groups * kVecLen + tid * border_floats;
+    float* w_packed_here = w_prepacked ? nullptr
+                                       : bias + p.groups * kVecLen + nthreads * border_floats +
+                                             (own_copies ? tid * own_floats : 0);
     if (w_packed_here) pack_weight_rows<1>(p, w, w_packed_here, !own_copies);
     const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
-    const int64_t row_step = p.dilation_h * p.w * p.c_in;
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t seg = item % segments, row = item / segments, n = row / p.out_h, oy = row % p.out_h;
       const int64_t ox0 = seg * seg_len, len = min_i64(seg_len, p.out_w - ox0);
       const KernelRows rows = p.rows_inside(oy);
-      const float* x_first =
-          rows.ky0 < rows.ky1 ? x + ((n * p.h + rows.iy0 + rows.ky0 * p.dilation_h) * p.w + ox0) * p.c_in : x;
+      const int64_t taps = rows.ky1 - rows.ky0, ix0 = ox0 - p.pad_left, cols = len + KW - 1;
+      const float* x_first = x;  // no kernel row inside: never read
+      int64_t row_step = p.dilation_h * p.w * p.c_in;
+      if (taps > 0) {
+        const float* x_row = x + (n * p.h + rows.iy0 + rows.ky0 * p.dilation_h) * p.w * p.c_in;
+        if (ix0 >= 0 && ix0 + cols <= p.w) {
+          x_first = x_row + ix0 * p.c_in;
+        } else {
+          for (int64_t t = 0; t < taps; ++t) {
+            for (int64_t q = 0; q < cols; ++q) {
+              const int64_t ix = ix0 + q;
+              float* dst = border + (t * cols + q) * p.c_in;
+              if (ix < 0 || ix >= p.w) {
+                std::memset(dst, 0, sizeof(float) * p.c_in);
+              } else {
+                std::memcpy(dst, x_row + t * row_step + ix * p.c_in, sizeof(float) * p.c_in);
+              }
+            }
+          }
+          x_first = border;
+          row_step = cols * p.c_in;
+        }
+      }
       float* out = y + ((n * p.out_h + oy) * p.out_w + ox0) * p.c_out;
       for (int64_t g = 0; g < p.groups; ++g) {
         const float* w_first = w_packed + (g * weight_rows + rows.ky0 * KW * cig) * kVecLen;
-        slide_tile_rows<KW>(len, x_first + g * cig, row_step, p.c_in, rows.ky1 - rows.ky0, cig, w_first,
-                            bias + g * kVecLen, out + g * cog, p.c_out, cog, p.activation);
+        slide_tile_rows<KW>(len, x_first + g * cig, row_step, p.c_in, taps, cig, w_first, bias + g * kVecLen,
+                            out + g * cog, p.c_out, cog, p.activation);
       }
     }
   });
