@@ -5,7 +5,7 @@
 // gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp,
 // groups of fewer output channels than a vector to conv2d_grouped.cpp where their inputs fit):
 // the register-tiled engine of tiled_conv.h; outputs of at most one vector per group with 3- or
-// 5-wide stride-1 rows take slide_conv instead (below: each input column broadcast once for several
+// 5-wide rows at stride 1 or 2 take slide_conv instead (below: each input column broadcast once for several
 // pixels). Output pixels are flattened over (n, oy, ox) and cut into tiles of TR consecutive pixels
 // (a tile may span output rows); each group's output channels into blocks of TV vectors. Tile
 // shape: the narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector (LeNet C1: 6
@@ -344,7 +344,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
 // The narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector, else the wide one.
 bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen; }
 
-// ---- Narrow outputs of stride-1 rows: each input column broadcast once for KW pixels -------------
+// ---- Narrow outputs of stride-1 and -2 rows: each input column broadcast once for its pixels -----
 //
 // The narrow tile multiplies one broadcast input value per FMA (its C_out fills one vector), and
 // FMAs with a broadcast memory operand issued about once a cycle on the Xeon measured, half the FMA
@@ -358,7 +358,11 @@ bool narrow_tile(const Conv2dParams& p) { return p.c_out_per_group() <= kVecLen;
 // which fill the vector and so leave conv2d_grouped.cpp) slide one after another over the same
 // rows, each from its channel offset in the pixel: 1 x 56 x 56 x 24, 3 groups, 3x3 ran in 0.61 of
 // the narrow tiles' time on Zen 3, 1 x 56 x 56 x 64 5x5 in 8 groups 0.58, 8 x 28 x 28 x 64 3x3 0.67
-// (2 threads).
+// (2 threads). At stride SW input column q meets weight column kx in pixel (q - kx) / SW where that
+// divides: a tile of R pixels broadcasts (R - 1) SW + KW columns (17 for R = 8, 3x3 stride 2: 24
+// FMAs for 20 loads against the narrow tile's 27); on Zen 3, 2 threads, ResNeXt's 1x56x56x256 3x3
+// stride 2 in 32 groups ran in 0.71 of the narrow tiles' time, 1x112x112x64 in 8 groups 0.58, 5x5
+// 0.68, ungrouped 3x3 stride 2 to 4 or 8 channels 0.85-0.89.
 #if defined(__AVX512F__)
 constexpr int kSlideMaxRows = 16;  // 16 accumulators + 5 weights + 1 broadcast of 32 registers
 #else
@@ -368,7 +372,7 @@ constexpr int kSlideMaxRows = 8;   // 8 + 5 + 1 of 16
 // R pixels of one output row over `taps` kernel rows: x_first is the first pixel's window at the
 // first of them (the next row_step floats on; pixels x_step floats apart), c_in the channels of the
 // reduction (a group's), w that row's weights in the packed narrow block, [ky][kx][ci][kVecLen].
-template <int KW, int R>
+template <int KW, int SW, int R>
 __attribute__((noinline)) void slide_tile(const float* x_first, int64_t row_step, int64_t x_step, int64_t taps,
                                           int64_t c_in, const float* w, const float* bias, float* out, int64_t ldo,
                                           int64_t cols, Activation act) {
@@ -384,12 +388,13 @@ __attribute__((noinline)) void slide_tile(const float* x_first, int64_t row_step
 #pragma GCC unroll 8
       for (int kx = 0; kx < KW; ++kx) wk[kx] = load_vec(wr + (kx * c_in + ci) * kVecLen);
       const float* xq = xr + ci;
-#pragma GCC unroll 24
-      for (int q = 0; q < R + KW - 1; ++q, xq += x_step) {
+#pragma GCC unroll 40
+      for (int q = 0; q < (R - 1) * SW + KW; ++q, xq += x_step) {
         const vfloat v = splat(*xq);
 #pragma GCC unroll 8
         for (int kx = 0; kx < KW; ++kx) {
-          if (q - kx >= 0 && q - kx < R) acc[q - kx][0] += v * wk[kx];
+          const int d = q - kx;  // the pixel's first column, d / SW its index in the tile
+          if (d >= 0 && d % SW == 0 && d / SW < R) acc[d / SW][0] += v * wk[kx];
         }
       }
     }
@@ -397,22 +402,22 @@ __attribute__((noinline)) void slide_tile(const float* x_first, int64_t row_step
   store_rows<R, 1>(acc, out, ldo, cols, act);
 }
 
-template <int KW, int R = kSlideMaxRows>
+template <int KW, int SW, int R = kSlideMaxRows>
 void slide_tile_rows(int64_t rows, const float* x_first, int64_t row_step, int64_t x_step, int64_t taps, int64_t c_in,
                      const float* w, const float* bias, float* out, int64_t ldo, int64_t cols, Activation act) {
   if constexpr (R > 1) {
     if (rows < R) {
-      return slide_tile_rows<KW, R - 1>(rows, x_first, row_step, x_step, taps, c_in, w, bias, out, ldo, cols, act);
+      return slide_tile_rows<KW, SW, R - 1>(rows, x_first, row_step, x_step, taps, c_in, w, bias, out, ldo, cols, act);
     }
   }
-  slide_tile<KW, R>(x_first, row_step, x_step, taps, c_in, w, bias, out, ldo, cols, act);
+  slide_tile<KW, SW, R>(x_first, row_step, x_step, taps, c_in, w, bias, out, ldo, cols, act);
 }
 
 bool slides(const Conv2dParams& p) {
-  return narrow_tile(p) && p.stride_w == 1 && p.dilation_w == 1 && (p.kw == 3 || p.kw == 5);
+  return narrow_tile(p) && (p.stride_w == 1 || p.stride_w == 2) && p.dilation_w == 1 && (p.kw == 3 || p.kw == 5);
 }
 
-template <int KW>
+template <int KW, int SW>
 void slide_conv(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
                 float* y, int threads) {
   // Each output row in equal segments of at most kSlideMaxRows pixels (10 columns: one tile of 10),
@@ -428,7 +433,7 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
   // columns, zeros in the padding, from its thread's border rows. (A copy of the whole input with
   // its padding, made on the calling thread, cost 1x56x56x24 3x3 'same' in 3 groups 0.8x the kernel's
   // time on 2 threads: the other core then read its half of the copy from the first core's caches.)
-  const int64_t border_floats = own_copy_stride(p.kh * (seg_len + KW - 1) * p.c_in);
+  const int64_t border_floats = own_copy_stride(p.kh * ((seg_len - 1) * SW + KW) * p.c_in);
   const int64_t packed_per_copy = w_prepacked ? 0 : own_floats;
   const WorkspaceLease buffers(tls_packed_weights, p.groups * kVecLen +
                                                        nthreads * border_floats +
@@ -451,7 +456,7 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
       const int64_t seg = item % segments, row = item / segments, n = row / p.out_h, oy = row % p.out_h;
       const int64_t ox0 = seg * seg_len, len = min_i64(seg_len, p.out_w - ox0);
       const KernelRows rows = p.rows_inside(oy);
-      const int64_t taps = rows.ky1 - rows.ky0, ix0 = ox0 - p.pad_left, cols = len + KW - 1;
+      const int64_t taps = rows.ky1 - rows.ky0, ix0 = ox0 * SW - p.pad_left, cols = (len - 1) * SW + KW;
       const float* x_first = x;  // no kernel row inside: never read
       int64_t row_step = p.dilation_h * p.w * p.c_in;
       if (taps > 0) {
@@ -477,7 +482,7 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
       float* out = y + ((n * p.out_h + oy) * p.out_w + ox0) * p.c_out;
       for (int64_t g = 0; g < p.groups; ++g) {
         const float* w_first = w_packed + (g * weight_rows + rows.ky0 * KW * cig) * kVecLen;
-        slide_tile_rows<KW>(len, x_first + g * cig, row_step, p.c_in, taps, cig, w_first, bias + g * kVecLen,
+        slide_tile_rows<KW, SW>(len, x_first + g * cig, row_step, p.c_in, taps, cig, w_first, bias + g * kVecLen,
                             out + g * cog, p.c_out, cog, p.activation);
       }
     }
@@ -489,7 +494,11 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b, float* y,
             int threads) {
   if (slides(p)) {
-    p.kw == 3 ? slide_conv<3>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5>(p, x, w, w_prepacked, b, y, threads);
+    if (p.stride_w == 1) {
+      p.kw == 3 ? slide_conv<3, 1>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5, 1>(p, x, w, w_prepacked, b, y, threads);
+    } else {
+      p.kw == 3 ? slide_conv<3, 2>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5, 2>(p, x, w, w_prepacked, b, y, threads);
+    }
   } else if (p.groups > 1) {
     narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, w_prepacked, b, y, threads)
                    : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, w_prepacked, b, y, threads);

@@ -87,9 +87,9 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
     check_against_reference(device, "conv2d", [x, w, b], kwargs, terms=w_shape[0] * w_shape[1] * w_shape[2])
 
 
-# Narrow outputs of stride-1 rows (cpp/conv2d.cpp, slide_conv: each input column broadcast once for
-# the KW pixels it meets): rows cut into tiles of up to 16 / 8 pixels with a shorter last one,
-# padding columns copied in, kernel rows outside the input skipped. C_out (per group) up to 4 takes
+# Narrow outputs of stride-1 and stride-2 rows (cpp/conv2d.cpp, slide_conv: each input column
+# broadcast once for the pixels it meets): rows cut into tiles of up to 16 / 8 pixels with a shorter
+# last one, the tiles that reach padding columns on a copy with them, kernel rows outside the input skipped. C_out (per group) up to 4 takes
 # it on every ISA (SSE's vector), up to 8 on AVX2 and 16 on AVX-512, where the lanes-across-groups
 # kernel does not (a group that fills the vector: 4 on SSE, 8 on AVX2, 16 on AVX-512; or C_in / groups
 # past a vector). "direct" keeps Winograd away; the weights are also given packed.
@@ -109,6 +109,12 @@ def test_conv2d_shapes(x_shape, w_shape, kwargs, device, isa, rng):
         ((1, 8, 12, 40), (5, 5, 8, 40), dict(groups=5, padding=((2, 2), (0, 3)), activation="silu")),
         ((1, 6, 20, 32), (3, 5, 16, 32), dict(groups=2, padding=((1, 0), (2, 2)))),
         ((2, 5, 17, 48), (3, 3, 24, 16), dict(groups=2, padding=((3, 3), (1, 1)), activation="tanh")),  # 24 in, 8 out
+        # stride 2 along the rows: 2R + 1 input columns (3x3) for R pixels
+        ((1, 13, 17, 24), (3, 3, 8, 24), dict(groups=3, stride=2, padding="same", activation="relu")),
+        ((2, 11, 21, 16), (5, 5, 16, 6), dict(stride=(1, 2), padding=((2, 1), (2, 2)))),
+        ((1, 9, 40, 64), (3, 3, 4, 64), dict(groups=16, stride=2, padding=((0, 0), (3, 1)))),  # windows all padding
+        ((1, 10, 38, 32), (5, 3, 16, 32), dict(groups=2, stride=2, padding=1, activation="relu6")),
+        ((3, 6, 36, 12), (3, 5, 12, 7), dict(stride=2, padding="same", activation="silu")),  # 18 = 16 + 2 or 8 + 8 + 2
     ],
 )
 def test_conv2d_narrow_sliding_rows(x_shape, w_shape, kwargs, device, isa, rng):
