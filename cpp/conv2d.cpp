@@ -5,8 +5,8 @@
 // gemm.cpp, depthwise ones to depthwise.cpp, few-channel first layers to conv2d_first_layer.cpp,
 // groups of fewer output channels than a vector to conv2d_grouped.cpp where their inputs fit):
 // the register-tiled engine of tiled_conv.h; outputs of at most one vector per group with 3- or
-// 5-wide rows at stride 1 or 2 take slide_conv instead (below: each input column broadcast once for several
-// pixels). Output pixels are flattened over (n, oy, ox) and cut into tiles of TR consecutive pixels
+// 5-wide rows at stride 1 or 2 take slide_conv instead (below: each input column broadcast once for
+// several pixels). Output pixels are flattened over (n, oy, ox) and cut into tiles of TR consecutive pixels
 // (a tile may span output rows); each group's output channels into blocks of TV vectors. Tile
 // shape: the narrow kNarrowRows x 1-vector tile when a group's C_out fits one vector (LeNet C1: 6
 // channels; groups conv2d_grouped.cpp leaves), else the wide kTileRows x 2-vector tile.
@@ -434,21 +434,19 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
   // its padding, made on the calling thread, cost 1x56x56x24 3x3 'same' in 3 groups 0.8x the kernel's
   // time on 2 threads: the other core then read its half of the copy from the first core's caches.)
   const int64_t border_floats = own_copy_stride(p.kh * ((seg_len - 1) * SW + KW) * p.c_in);
-  const int64_t packed_per_copy = w_prepacked ? 0 : own_floats;
-  const WorkspaceLease buffers(tls_packed_weights, p.groups * kVecLen +
-                                                       nthreads * border_floats +
-                                                       (own_copies ? nthreads : 1) * packed_per_copy);
+  const int64_t packed_total = w_prepacked ? 0 : (own_copies ? nthreads : 1) * own_floats;
+  const WorkspaceLease buffers(tls_packed_weights, p.groups * kVecLen + nthreads * border_floats + packed_total);
   float* bias = buffers.get();  // a vector per group, zero past its channels
+  float* borders = bias + p.groups * kVecLen;
+  float* packed = borders + nthreads * border_floats;
   for (int64_t g = 0; g < p.groups; ++g) {
     for (int64_t j = 0; j < kVecLen; ++j) bias[g * kVecLen + j] = b && j < cog ? b[g * cog + j] : 0.0f;
   }
   const int64_t chunk = max_i64(1, items / (8 * int64_t{nthreads}));
   parallel_run(nthreads, [&] {
     const int tid = omp_get_thread_num();
-    float* border = bias + p.groups * kVecLen + tid * border_floats;
-    float* w_packed_here = w_prepacked ? nullptr
-                                       : bias + p.groups * kVecLen + nthreads * border_floats +
-                                             (own_copies ? tid * own_floats : 0);
+    float* border = borders + tid * border_floats;
+    float* w_packed_here = w_prepacked ? nullptr : packed + (own_copies ? tid * own_floats : 0);
     if (w_packed_here) pack_weight_rows<1>(p, w, w_packed_here, !own_copies);
     const float* w_packed = w_prepacked ? w_prepacked : w_packed_here;
 #pragma omp for schedule(dynamic, chunk)
@@ -483,7 +481,7 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
       for (int64_t g = 0; g < p.groups; ++g) {
         const float* w_first = w_packed + (g * weight_rows + rows.ky0 * KW * cig) * kVecLen;
         slide_tile_rows<KW, SW>(len, x_first + g * cig, row_step, p.c_in, taps, cig, w_first, bias + g * kVecLen,
-                            out + g * cog, p.c_out, cog, p.activation);
+                                out + g * cog, p.c_out, cog, p.activation);
       }
     }
   });
@@ -494,11 +492,9 @@ void slide_conv(const Conv2dParams& p, const float* x, const float* w, const flo
 void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b, float* y,
             int threads) {
   if (slides(p)) {
-    if (p.stride_w == 1) {
-      p.kw == 3 ? slide_conv<3, 1>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5, 1>(p, x, w, w_prepacked, b, y, threads);
-    } else {
-      p.kw == 3 ? slide_conv<3, 2>(p, x, w, w_prepacked, b, y, threads) : slide_conv<5, 2>(p, x, w, w_prepacked, b, y, threads);
-    }
+    const auto slide = p.kw == 3 ? (p.stride_w == 1 ? slide_conv<3, 1> : slide_conv<3, 2>)
+                                 : (p.stride_w == 1 ? slide_conv<5, 1> : slide_conv<5, 2>);
+    slide(p, x, w, w_prepacked, b, y, threads);
   } else if (p.groups > 1) {
     narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, w_prepacked, b, y, threads)
                    : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, w_prepacked, b, y, threads);
