@@ -1040,11 +1040,18 @@ using RowFn = void (*)(const Conv2dParams&, const float*, const float*, const fl
 
 // Staged rows cost one copy of the input; they pay off with M > 1 (no gathers) and when the
 // input and output are far past the caches (one sequential stream per input row). Above this
-// many bytes the input and output are assumed to come from DRAM: twice the last-level cache. (Half
-// of it on the 32 MiB L3 of a Zen 4, measured there before the direct blocks prefetched their
-// outputs; on a Xeon, with prefetch_store, 8x56x56x240 3x3 ran direct in 0.70 of the staged time,
-// 8x28x28x672 5x5 in 0.69, 8x112x112x144 3x3 s2 in 0.73; at 100-120 MB the two tie, 0.84-1.10.)
-static int64_t stage_min_bytes() { return 2 * last_level_cache_bytes(); }
+// many bytes the input and output are assumed to come from DRAM: the last-level cache where it is
+// an AMD core complex's 32 MiB or less, else twice the (capped) size. On a Xeon whose guest reported
+// 300 MiB, with prefetch_store, 8x56x56x240 3x3 ran direct in 0.70 of the staged time, 8x28x28x672
+// 5x5 in 0.69, 8x112x112x144 3x3 s2 in 0.73; at 100-120 MB the two tie, 0.84-1.10. On a Zen 3's 32
+// MiB the other way round: staged, 8x56x56x240 3x3 in 0.58 of the direct time, 4x112x112x96 0.6,
+// 8x112x112x96 s2 0.6, 2x112x112x144 0.8, 8x28x28x672 5x5 0.9 (2 threads; as on the Zen 4 before
+// the direct blocks prefetched their outputs).
+constexpr int64_t kStageAtCacheMaxBytes = int64_t{32} << 20;
+static int64_t stage_min_bytes() {
+  const int64_t cache = last_level_cache_bytes();
+  return cache <= kStageAtCacheMaxBytes ? cache : 2 * cache;
+}
 // Whether direct_rows' first and last blocks (8 pixels, 4 on rows narrower than 8) each reach
 // the padding on their own side only, as their LO / HI taps assume. Narrower rows, or narrow ones
 // with padding that a block spans, are staged; so are 3x3 stride 1 rows of 4-7, where no gain
