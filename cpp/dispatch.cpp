@@ -480,7 +480,9 @@ constexpr int64_t kPatchGemmPackedMinWeightBytes = int64_t{8} << 20;
 // weights, ViT-B/16 at 224 (196 pixels) ran in 0.70-0.82 of the first-layer kernel's time, at 384
 // 0.81-0.83, ViT-S/16 at batch 4 0.79-0.89, 160 x 160 to 192 channels 0.80-0.85, 14x14 patches
 // 0.85-0.88; 8x8 patches (192 taps) over 784 pixels lost (1.01-1.07), 4x4 stems (48) 1.02-2.1x.
+// From 32 output channels: 16x16 patches to 32-96 channels 0.88-0.98, to 24 1.30x slower.
 constexpr int64_t kPatchGemmNarrowVectorMinTaps = 512;
+constexpr int64_t kPatchGemmNarrowVectorMinCout = 32;
 constexpr int kPatchGemmNarrowVectorMaxFloats = 8;
 
 static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
@@ -490,6 +492,7 @@ static bool prefer_patch_gemm(const Conv2dParams& p, bool prepacked) {
   const bool engine_keeps = prepacked && !first_layer &&
                             taps * p.c_out * static_cast<int64_t>(sizeof(float)) < kPatchGemmPackedMinWeightBytes;
   const bool narrow_vector_patches = first_layer && taps >= kPatchGemmNarrowVectorMinTaps &&
+                                     p.c_out >= kPatchGemmNarrowVectorMinCout &&
                                      first_layer_table(p).vector_floats <= kPatchGemmNarrowVectorMaxFloats;
   return (rows <= kPatchGemmMaxRows && !engine_keeps) ||
          (rows <= kPatchGemmFirstLayerMaxRows && first_layer && taps >= kPatchGemmFirstLayerMinTaps) ||

@@ -1096,8 +1096,8 @@ def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
 
 # Windows that do not overlap over few output pixels (dispatch.cpp, prefer_patch_gemm) gather into
 # rows and run the GEMM: up to 16 pixels on any channel count, up to 64 where the first-layer
-# kernel would serve from 192 taps, any count from 512 taps where it would run vectors of 8 floats
-# or fewer (AVX2, SSE; a pair: (16 lanes, 8 or 4)). Windows that reach into the padding, dilated
+# kernel would serve from 192 taps, any count from 512 taps to 32 or more channels where it would
+# run vectors of 8 floats or fewer (AVX2, SSE; a pair: (16 lanes, 8 or 4)). Windows that reach into the padding, dilated
 # windows still apart, every activation, several threads; the kernel choice on both sides of each rule.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, kernel", [
@@ -1115,6 +1115,7 @@ def test_conv2d_strided_pointwise(x_shape, w_shape, kwargs, threads, isa, rng):
     ((1, 144, 144, 3), (16, 16, 3, 64), dict(stride=16, activation="relu"), ("first layer", "window gemm")),  # 81
     ((2, 112, 100, 3), (14, 14, 3, 96), dict(stride=14, padding="same"), ("first layer", "window gemm")),  # 588 taps
     ((1, 117, 117, 3), (13, 13, 3, 40), dict(stride=13), "first layer"),  # 81 pixels of 507 taps
+    ((1, 144, 160, 3), (16, 16, 3, 24), dict(stride=16), "first layer"),  # 90 pixels to 24 channels
 ])
 def test_conv2d_patch_gemm(x_shape, w_shape, kwargs, kernel, threads, isa, rng):
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(rng, (w_shape[3],))
