@@ -47,7 +47,7 @@ def sums_scale(reference_op, args, kwargs) -> float:
     biased = reference_op.__name__ in _BIASED_OPS and len(args) > 2 and args[2] is not None
     if kwargs.get("activation") is None and not biased:
         return 0.0
-    if reference_op.__name__ == "batch_norm":  # x * s - mean * s + beta, s = gamma / sqrt(var + eps): each term apart
+    if reference_op.__name__ == "batch_norm":  # x s - mean s + beta, s = gamma / sqrt(var + eps): each term apart
         x, mean, var, gamma, beta = (list(args) + [None, None])[:5]
         s = (1.0 if gamma is None else gamma) / np.sqrt(var + kwargs.get("eps", 1e-5))
         terms = [x * s, np.broadcast_to(mean * s, x.shape)] + ([] if beta is None else [np.broadcast_to(beta, x.shape)])

@@ -29,26 +29,26 @@ namespace fastconv::cpu {
 // about ten times that, ~60 us of one thread's work, about 0.5 M depthwise multiply-adds.
 constexpr int64_t kParallelMinWork = 1 << 19;
 
+// The first line of cpu0's cache file `name` of cache `index` as Linux describes it, into text.
+static inline bool read_cpu0_cache_file(int index, const char* name, char* text, int size) {
+  char path[80];
+  std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s", index, name);
+  std::FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  const bool read = std::fgets(text, size, f) != nullptr;
+  std::fclose(f);
+  return read;
+}
+
 // The size of cpu0's level-1 data, level-2 or level-3 cache as Linux describes it, or -1.
 static inline long sysfs_cache_bytes(int level) {
-  for (int index = 0; index < 8; ++index) {
-    char path[64], text[32];
-    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
-    std::FILE* f = std::fopen(path, "r");
-    if (!f) return -1;
-    const bool same_level = std::fgets(text, sizeof text, f) && std::atoi(text) == level;
-    std::fclose(f);
-    if (!same_level) continue;
-    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", index);
-    if (!(f = std::fopen(path, "r"))) continue;
-    const bool holds_data = std::fgets(text, sizeof text, f) && text[0] != 'I';  // not "Instruction"
-    std::fclose(f);
-    if (!holds_data) continue;
-    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
-    if (!(f = std::fopen(path, "r"))) continue;
+  char text[32];
+  for (int index = 0; read_cpu0_cache_file(index, "level", text, sizeof text); ++index) {
+    if (std::atoi(text) != level) continue;
+    if (!read_cpu0_cache_file(index, "type", text, sizeof text) || text[0] == 'I') continue;  // "Instruction"
+    if (!read_cpu0_cache_file(index, "size", text, sizeof text)) return -1;
     char* unit = nullptr;
-    const long size = std::fgets(text, sizeof text, f) ? std::strtol(text, &unit, 10) : -1;
-    std::fclose(f);
+    const long size = std::strtol(text, &unit, 10);
     if (size <= 0) return -1;
     return *unit == 'K' ? size << 10 : *unit == 'M' ? size << 20 : size;
   }
