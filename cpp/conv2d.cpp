@@ -13,11 +13,12 @@
 //  - groups == 1: for kernel row ky, a pixel's input window x[n, iy, ix0 .. ix0+KW-1, :] is KW*C_in
 //    contiguous floats laid out like the weight rows w[ky, :, :, :], so one reduction of length
 //    KW*C_in per kernel row covers every tap and input channel, even for C_in = 1 or 3. Windows
-//    that leave the image horizontally (padding) or are dilated are gathered, zero padded, into a
-//    per-thread scratch; rows above / below the image point at a zero segment.
-//  - groups > 1: a group's channels are not contiguous across kx, so each tap (ky, kx) is its own
-//    segment of C_in / groups floats, read in place (taps outside the image point at zeros); group
-//    g reads the same pixel pointers shifted by g * C_in / groups channels.
+//    that leave the image horizontally (padding) are gathered, zero padded, into a per-thread
+//    scratch; rows above / below the image point at a zero segment.
+//  - groups > 1 or dilation_w > 1: a group's channels, or a dilated row's taps, are not contiguous
+//    across kx, so each tap (ky, kx) is its own segment of C_in / groups floats, read in place
+//    (taps outside the image point at zeros, and a tile skips a tap all its pixels take from
+//    there); group g reads the same pixel pointers shifted by g * C_in / groups channels.
 // Weights are packed into contiguous, zero-padded channel blocks, group by group: per call, or once
 // ahead of the calls (fastconv.pack_weights: conv2d_packed_floats / pack_conv2d_weights below).
 #include <omp.h>
@@ -57,7 +58,7 @@ constexpr int64_t kBlockMajorInputBytes = 1024 * 1024;
 // Copies one kernel row of one pixel's window, [kx][ci], with zeros where it leaves the image.
 static inline void gather_window_row(const Conv2dParams& p, const float* x_row, int64_t ix0, float* dst) {
   for (int64_t kx = 0; kx < p.kw; ++kx, dst += p.c_in) {
-    const int64_t ix = ix0 + kx * p.dilation_w;
+    const int64_t ix = ix0 + kx;
     if (ix < 0 || ix >= p.w) {
       std::memset(dst, 0, sizeof(float) * p.c_in);
     } else {
@@ -87,10 +88,10 @@ static Conv2dParams copy_padded_rows(const Conv2dParams& p, const float* x, floa
   return padded;
 }
 
-// A tile called, not inlined, from the grouped loops: inlined there, 4 of its 6 row pointers were
+// A tile called, not inlined, from the per-tap loops: inlined there, 4 of its 6 row pointers were
 // spilled to the stack and reloaded on every reduction step.
 template <int TR, int TV>
-__attribute__((noinline)) void run_grouped_tile(int64_t rows, const TileJob& job) {
+__attribute__((noinline)) void run_per_tap_tile(int64_t rows, const TileJob& job) {
   run_tile_rows<TR, TV>(rows, job);
 }
 
@@ -135,15 +136,17 @@ void pack_weight_rows(const Conv2dParams& p, const float* w, float* w_packed, bo
   }
 }
 
-// The engine with TR x TV tiles (see tiled_conv.h). kGrouped: groups > 1, a separate instantiation
-// so that the ungrouped loops stay as they were (the group loop cost them registers too).
+// The engine with TR x TV tiles (see tiled_conv.h). kPerTap: each tap (ky, kx) its own segment,
+// read in place: groups > 1, and dilated rows (their KW taps are not contiguous; gathered, every
+// pixel's window was copied, padding taps included). A separate instantiation so that the
+// kernel-row loops stay as they were (the group loop cost them registers too).
 // w_prepacked: pack_weight_rows' layout made ahead of the call, or null to pack w here.
-template <int TR, int TV, bool kGrouped>
+template <int TR, int TV, bool kPerTap>
 void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, const float* w_prepacked, const float* b,
                      float* y, int threads) {
   constexpr int64_t kCols = TV * kVecLen;
-  const int64_t groups = kGrouped ? p.groups : 1, group_c_in = p.c_in_per_group(), group_c_out = p.c_out_per_group();
-  constexpr bool per_tap = kGrouped;
+  const int64_t groups = kPerTap ? p.groups : 1, group_c_in = p.c_in_per_group(), group_c_out = p.c_out_per_group();
+  constexpr bool per_tap = kPerTap;
   const int64_t seg = per_tap ? group_c_in : p.kw * p.c_in;  // one segment of one pixel's window
   const int64_t taps = per_tap ? p.kh * p.kw : p.kh;
   const int64_t weight_rows = taps * seg;  // KH * KW * C_in / groups either way
@@ -152,7 +155,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
   const int64_t blocks = (group_c_out + kCols - 1) / kCols;  // per group
   const int nthreads = threads_for(pixels * weight_rows * p.c_out, threads);
 
-  const bool needs_gather = !per_tap && (p.dilation_w != 1 || p.pad_left > 0 ||
+  // (Without per-tap segments dilation_w is 1: conv2d sends dilated rows to kPerTap.)
+  const bool needs_gather = !per_tap && (p.pad_left > 0 ||
                                          (p.out_w - 1) * p.stride_w - p.pad_left + p.kw > p.w);
   if constexpr (!per_tap) {
     // Windows that leave the image on the left or right are gathered, kernel row by kernel row,
@@ -160,7 +164,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     // columns zero padded twice over (large kernels on small maps: 2x8x8x384 7x7 'same' gathered
     // 9.6 MB from a 200 KB input and ran at 29 % of the FMA peak), the rows are padded once
     // instead.
-    if (needs_gather && p.dilation_w == 1) {
+    if (needs_gather) {
       const int64_t wide = padded_width(p);
       int64_t border_cols = 0;
       for (int64_t ox = 0; ox < p.out_w; ++ox) {
@@ -170,7 +174,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       // Twice: the copy runs on one thread, the gathers on all (3x3 on 7 x 7 and 14 x 14 maps tied).
       if (border_cols * p.out_h * p.kh * p.kw > 2 * p.h * wide) {
         const WorkspaceLease padded_input(tls_padded_input, p.n * p.h * wide * p.c_in);
-        tiled_conv_impl<TR, TV, kGrouped>(copy_padded_rows(p, x, padded_input.get()), padded_input.get(), w,
+        tiled_conv_impl<TR, TV, kPerTap>(copy_padded_rows(p, x, padded_input.get()), padded_input.get(), w,
                                           w_prepacked, b, y, threads);
         return;
       }
@@ -210,7 +214,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
 
   // Where the segments of the pixel in `slot` of a sweep begin: segs[(slot / TR * taps + t) * TR +
   // slot % TR] for segment t. The pixel is output (n, oy, ox), or past the end (reads zeros, never
-  // stored); windows that leave the image or are dilated are gathered into the slot's own scratch rows.
+  // stored); windows that leave the image are gathered into the slot's own scratch rows.
   auto set_pixel_segs = [&](const float** segs, float* sweep_scratch, int64_t slot, bool past_end, int64_t n,
                             int64_t oy, int64_t ox) {
     const float** pixel_segs = segs + slot / TR * taps * TR + slot % TR;
@@ -219,7 +223,7 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
       return;
     }
     const int64_t iy0 = oy * p.stride_h - p.pad_top, ix0 = ox * p.stride_w - p.pad_left;
-    const bool window_inside = p.dilation_w == 1 && ix0 >= 0 && ix0 + p.kw <= p.w;
+    const bool window_inside = ix0 >= 0 && ix0 + p.kw <= p.w;
     if constexpr (!per_tap) {
       // Most pixels: the whole window inside the image, its rows one (dilated) input row apart.
       if (window_inside && iy0 >= 0 && iy0 + (p.kh - 1) * p.dilation_h < p.h) {
@@ -284,8 +288,8 @@ void tiled_conv_impl(const Conv2dParams& p, const float* x, const float* w, cons
     job.out = y + first_pixel * p.c_out + g * group_c_out + block * kCols;
     const int64_t rows = min_i64(TR, pixels - first_pixel);
     const bool narrow_tail = TV > 1 && TR >= kNarrowTailMinRows && job.cols <= kVecLen;
-    if constexpr (kGrouped) {
-      narrow_tail ? run_grouped_tile<TR, 1>(rows, job) : run_grouped_tile<TR, TV>(rows, job);
+    if constexpr (kPerTap) {
+      narrow_tail ? run_per_tap_tile<TR, 1>(rows, job) : run_per_tap_tile<TR, TV>(rows, job);
     } else {
       narrow_tail ? run_tile_rows<TR, 1>(rows, job) : run_tile_rows<TR, TV>(rows, job);
     }
@@ -495,7 +499,7 @@ void conv2d(const Conv2dParams& p, const float* x, const float* w, const float* 
     const auto slide = p.kw == 3 ? (p.stride_w == 1 ? slide_conv<3, 1> : slide_conv<3, 2>)
                                  : (p.stride_w == 1 ? slide_conv<5, 1> : slide_conv<5, 2>);
     slide(p, x, w, w_prepacked, b, y, threads);
-  } else if (p.groups > 1) {
+  } else if (p.groups > 1 || p.dilation_w > 1) {
     narrow_tile(p) ? tiled_conv_impl<kNarrowRows, 1, true>(p, x, w, w_prepacked, b, y, threads)
                    : tiled_conv_impl<kTileRows, kTileVecs, true>(p, x, w, w_prepacked, b, y, threads);
   } else {

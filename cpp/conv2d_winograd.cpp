@@ -78,6 +78,7 @@ constexpr int64_t kOneBlockBytes = int64_t{16} << 20;
 static thread_local Workspace tls_workspace;      // U, V and M
 static thread_local Workspace tls_folded_input;  // strided filters: the folded input (fold_input)
 static thread_local Workspace tls_folded_weights;  // and their folded weights (fold_weights)
+static thread_local Workspace tls_phases;  // dilated filters: the input's phases and their outputs
 
 // BT applied to a column d0..d(A-1) (input transform, both directions). BT, AT and the few-channel
 // tile products are always inlined, so that their arrays of vectors stay in registers: once GCC's
@@ -1069,6 +1070,45 @@ void fold_input(const Conv2dParams& p, const Conv2dParams& f, const float* x, fl
   }
 }
 
+// The input's phases (params.h, dilation_phases) as q's images, zeros outside the input.
+void gather_phases(const Conv2dParams& p, const Conv2dParams& q, const float* x, float* xq, int threads) {
+  const int64_t phases = p.dilation_h * p.dilation_w;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t image = 0; image < q.n; ++image) {
+    for (int64_t m = 0; m < q.h; ++m) {
+      const int64_t n = image / phases, ry = image % phases / p.dilation_w, rx = image % p.dilation_w;
+      const int64_t iy = ry + p.dilation_h * m - p.pad_top;
+      const bool row_inside = iy >= 0 && iy < p.h;
+      const float* src_row = x + (n * p.h + (row_inside ? iy : 0)) * p.w * p.c_in;
+      float* dst = xq + (image * q.h + m) * q.w * q.c_in;
+      for (int64_t col = 0; col < q.w; ++col, dst += q.c_in) {
+        const int64_t ix = rx + p.dilation_w * col - p.pad_left;
+        if (row_inside && ix >= 0 && ix < p.w) {
+          std::memcpy(dst, src_row + ix * p.c_in, sizeof(float) * p.c_in);
+        } else {
+          std::memset(dst, 0, sizeof(float) * p.c_in);
+        }
+      }
+    }
+  }
+}
+
+// q's outputs back to their places in y (the inverse of gather_phases, for outputs).
+void scatter_phases(const Conv2dParams& p, const Conv2dParams& q, const float* yq, float* y, int threads) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t oy = 0; oy < p.out_h; ++oy) {
+      const int64_t ry = oy % p.dilation_h, j = oy / p.dilation_h;
+      float* dst = y + (n * p.out_h + oy) * p.out_w * p.c_out;
+      for (int64_t ox = 0; ox < p.out_w; ++ox, dst += p.c_out) {
+        const int64_t image = (n * p.dilation_h + ry) * p.dilation_w + ox % p.dilation_w;
+        std::memcpy(dst, yq + ((image * q.out_h + j) * q.out_w + ox / p.dilation_w) * p.c_out,
+                    sizeof(float) * p.c_out);
+      }
+    }
+  }
+}
+
 void fold_weights(const Conv2dParams& p, const Conv2dParams& f, const float* w, float* wf) {
   for (int64_t qy = 0; qy < f.kh; ++qy) {
     for (int64_t qx = 0; qx < f.kw; ++qx) {
@@ -1091,6 +1131,17 @@ void fold_weights(const Conv2dParams& p, const Conv2dParams& f, const float* w, 
 
 void winograd_conv2d(const Conv2dParams& p, const float* x, const float* w, const float* u_prepacked, const float* b,
                      float* y, int threads) {
+  if (p.dilated_winograd_eligible()) {
+    const Conv2dParams q = dilation_phases(p);
+    const int64_t in_floats = q.n * q.h * q.w * q.c_in, out_floats = q.n * q.out_h * q.out_w * q.c_out;
+    const WorkspaceLease phases(tls_phases, in_floats + out_floats);
+    float* xq = phases.get();
+    float* yq = xq + in_floats;
+    gather_phases(p, q, x, xq, threads_for(in_floats, threads));  // copies: one unit of work per float
+    run_unit_stride(q, xq, w, u_prepacked, b, yq, threads);
+    scatter_phases(p, q, yq, y, threads_for(out_floats, threads));
+    return;
+  }
   if (p.stride_h == 1 && p.stride_w == 1) return run_unit_stride(p, x, w, u_prepacked, b, y, threads);
   const Conv2dParams f = folded_params(p);
 #if defined(__AVX512F__)

@@ -329,7 +329,52 @@ bool prefer_folded_rgb_winograd(const Conv2dParams& p) {
          (p.c_out % kWinogradFewLanes == 0 || p.c_out >= kWinogradFewUnpaddedCout);
 }
 
+// The model's Winograd time of a stride-1 (or folded) 3x3 / 5x5 problem, in direct multiply-adds.
+double winograd_model_cost(const Conv2dParams& p, bool prepacked) {
+  const int64_t c_in = p.folded_c_in();
+  const bool five = p.folded_kh() == 5;
+  const int64_t tile = winograd_tile(p.folded_kh(), c_in);
+  const double elems = five ? 64.0 : 36.0;
+  const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
+  const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
+  const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
+  const double weight_cost =
+      prepacked ? elems * (elems * pairs * 4.0 <= kWinogradPrepackedCachedBytes ? kWinogradPrepackedReadCost
+                                                                                : kWinogradPrepackedSpilledReadCost)
+                : (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
+  return tiles * elems * pairs * kWinogradGemmCost + tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) +
+         pairs * weight_cost;
+}
+
+// Dilated stride-1 filters: Winograd over the input's phases (params.h, dilation_phases), whose
+// images of ceil(out / dilation) outputs a side round up to whole tiles, against the direct kernel,
+// which skips the taps a whole tile of pixels takes from the padding (counted here as if every
+// pixel skipped its own), plus the two copies of the phases at kDilatedPhaseCopyCost per float.
+// Measured (Zen 3, 2 threads; bench/NOTES.md, "Dilated filters"), Winograd took 1.0-1.5x the
+// model's share of the direct time, 1.1-1.2x on the close calls (DeepLab's ASPP, phases of 6 x 6
+// outputs): kDilatedOptimism.
+constexpr double kDilatedPhaseCopyCost = 2.0;
+constexpr double kDilatedOptimism = 1.25;
+bool prefer_dilated_winograd(const Conv2dParams& p, bool prepacked) {
+  if (p.c_in < kWinogradMinChannels || p.c_out < kWinogradMinChannels) return false;
+  if (p.kh == 5 && squeezes_rounding(p.activation)) return false;
+  const auto taps_inside = [](int64_t out, int64_t in, int64_t k, int64_t dilation, int64_t pad) {
+    int64_t inside = 0;
+    for (int64_t o = 0; o < out; ++o) {
+      for (int64_t t = 0; t < k; ++t) inside += o - pad + t * dilation >= 0 && o - pad + t * dilation < in;
+    }
+    return static_cast<double>(inside);
+  };
+  const double direct = static_cast<double>(p.n) * taps_inside(p.out_h, p.h, p.kh, p.dilation_h, p.pad_top) *
+                        taps_inside(p.out_w, p.w, p.kw, p.dilation_w, p.pad_left) * static_cast<double>(p.c_in) *
+                        static_cast<double>(p.c_out);
+  const Conv2dParams q = dilation_phases(p);
+  const double copies = static_cast<double>(q.n) * (q.h * q.w * q.c_in + q.out_h * q.out_w * q.c_out);
+  return (winograd_model_cost(q, prepacked) + copies * kDilatedPhaseCopyCost) * kDilatedOptimism < direct;
+}
+
 bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
+  if (p.dilated_winograd_eligible()) return prefer_dilated_winograd(p, prepacked);
   const int64_t c_in = p.folded_c_in();
   if (!p.winograd_eligible()) return false;
   if (p.folded_kh() == 4) return prefer_folded_rgb_winograd(p);
@@ -353,22 +398,10 @@ bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
       p.n * p.out_h * p.out_w <= kWinogradFewNewMinPixels) {
     return false;
   }
-  const bool five = p.folded_kh() == 5;
-  const bool squeezed = squeezes_rounding(p.activation);
-  if (five && squeezed) return false;
-  const int64_t tile = winograd_tile(p.folded_kh(), c_in);
-  const double elems = five ? 64.0 : 36.0;
-  const double tiles = static_cast<double>(p.n) * ((p.out_h + tile - 1) / tile) * ((p.out_w + tile - 1) / tile);
-  const double pairs = static_cast<double>(c_in) * static_cast<double>(p.c_out);
+  if (p.folded_kh() == 5 && squeezes_rounding(p.activation)) return false;
+  const double winograd = winograd_model_cost(p, prepacked);
   const double direct = static_cast<double>(p.n) * p.out_h * p.out_w * static_cast<double>(p.kh * p.kw) *
                         static_cast<double>(p.c_in) * static_cast<double>(p.c_out);
-  const bool cached = elems * pairs * 4.0 <= kWinogradCachedWeightBytes || tiles <= kWinogradStreamedMaxTiles;
-  const double weight_cost =
-      prepacked ? elems * (elems * pairs * 4.0 <= kWinogradPrepackedCachedBytes ? kWinogradPrepackedReadCost
-                                                                                : kWinogradPrepackedSpilledReadCost)
-                : (five ? kWinogradWeightCost5x5 : kWinogradWeightCost3x3) * (cached ? 1.0 : kWinogradWeightSpillFactor);
-  const double winograd = tiles * elems * pairs * kWinogradGemmCost +
-                          tiles * (c_in + p.c_out) * kWinogradTileCost * (elems / 36.0) + pairs * weight_cost;
   if (!folded) return winograd < direct;
   const double fold = static_cast<double>(p.n) * (p.out_h + p.folded_kh() - 1) * (p.out_w + p.folded_kw() - 1) * c_in;
   return (winograd + fold * kWinogradFoldCost) * kWinogradFoldedOptimism < direct;

@@ -130,6 +130,27 @@ def test_grouped_case_weights_cost_and_numpy_peer(rng):
         suites.case_from_dict(dict(spec, op="depthwise_conv2d", groups=2))
 
 
+@pytest.mark.parametrize("op, extra", [("conv2d", {"c_out": 6, "groups": 2}), ("depthwise_conv2d", {})])
+def test_dilated_case_runs_dilated_in_every_cpu_peer(rng, op, extra):
+    spec = {"name": "d", "op": op, "x": [2, 13, 11, 4], "kernel": [3, 3], "dilation": [3, 2], "stride": [1, 2],
+            "padding": "same", **extra}
+    case = suites.case_from_dict(spec)
+    assert " d3x2" in case.describe()
+    arrays = case.inputs(int(rng.integers(1 << 30)))
+    ref_op = getattr(fastconv.reference, op)
+    want = ref_op(*(arrays[k].astype(np.float64) for k in "xwb"), **case.kwargs())
+    undilated = ref_op(*(arrays[k].astype(np.float64) for k in "xwb"), **dict(case.kwargs(), dilation=1))
+    assert not np.allclose(want, undilated, atol=1e-3)
+    for adapter in (peers.NumpyIm2col(), peers.TorchNhwc(), peers.OrtNchw(), peers.Fastconv()):
+        if adapter.missing():
+            continue
+        adapter.setup(2)
+        run, fetch = adapter.prepare(case, arrays)
+        np.testing.assert_allclose(fetch(run()), want, rtol=1e-4, atol=1e-4, err_msg=adapter.name)
+    with pytest.raises(ValueError, match="dilation applies to conv2d and depthwise_conv2d only"):
+        suites.case_from_dict(dict(spec, op="max_pool2d", groups=1))
+
+
 @pytest.mark.parametrize("name", suites.BUILTIN_SUITES)
 def test_builtin_suites_load_with_identical_inputs_per_seed(name):
     _, cases = suites.load_suite(name)

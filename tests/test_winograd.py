@@ -401,6 +401,76 @@ def test_auto_and_direct_match_reference(kernel, x_shape, c_out, padding, activa
     assert diff.max() <= 2 * _compare.tolerance(terms) * (np.abs(results["direct"]).max() + scale)
 
 
+def _phase_images(p, x):
+    """x's dilation phases as params.h's dilation_phases lays them out: image (n * dh + ry) * dw + rx,
+    pixel (m, q) = x[n, ry + dh m - pad_top, rx + dw q - pad_left], zero outside x."""
+    dh, dw = p.dilation_h, p.dilation_w
+    h, w = -(-p.out_h // dh) + p.kh - 1, -(-p.out_w // dw) + p.kw - 1
+    xp = np.pad(x, ((0, 0), (p.pad_top, max(0, h * dh - p.pad_top - p.h)), (p.pad_left, max(0, w * dw - p.pad_left - p.w)),
+                    (0, 0)))[:, : h * dh, : w * dw]
+    return np.ascontiguousarray(xp.reshape(p.n, h, dh, w, dw, p.c_in).transpose(0, 2, 4, 1, 3, 5).reshape(-1, h, w, p.c_in))
+
+
+def _phase_outputs(p, y):
+    """The inverse of _phase_images for the phases' outputs: the dilated convolution's output."""
+    dh, dw = p.dilation_h, p.dilation_w
+    oh, ow = y.shape[1:3]
+    y = y.reshape(p.n, dh, dw, oh, ow, p.c_out).transpose(0, 3, 1, 4, 2, 5).reshape(p.n, oh * dh, ow * dw, p.c_out)
+    return y[:, : p.out_h, : p.out_w]
+
+
+@pytest.mark.parametrize(
+    "kernel, x_shape, c_out, dilation, padding, activation",
+    [
+        (3, (1, 30, 28, 32), 32, 2, "same", "relu"),
+        (3, (2, 23, 29, 40), 48, (2, 3), "same", None),  # phases of uneven sizes
+        (3, (1, 26, 21, 24), 40, 3, ((3, 1), (0, 5)), "silu"),
+        (3, (1, 31, 33, 64), 20, 2, "valid", "tanh"),
+        (5, (1, 28, 28, 32), 32, 2, "same", "relu6"),
+        (5, (2, 21, 19, 16), 24, (3, 2), 4, None),
+    ],
+)
+def test_auto_runs_dilated_filters_as_winograd_over_phases(kernel, x_shape, c_out, dilation, padding, activation, isa,
+                                                           rng):
+    """"auto" on a dilated stride-1 3x3 / 5x5 filter (dispatch.cpp, prefer_dilated_winograd; 0.36-0.7 of
+    the direct kernel's time at dilation 2-4, bench/NOTES.md): Winograd over the input's dilation_h x
+    dilation_w phases, each an undilated convolution (params.h, dilation_phases). The result is, bit for
+    bit, algorithm="winograd" on the phases gathered here, put back in place; with packed weights too;
+    and within Winograd's tolerance of the float64 reference."""
+    from fastconv import _params
+
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    b = random_array(rng, (c_out,))
+    kwargs = dict(padding=padding, dilation=dilation, activation=activation)
+    p = _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, 1, padding, dilation, 1, activation)
+    assert fastconv._cpu.conv2d_kernel(p) == "winograd"
+    got, _ = _check(_cpu_device(), x, w, b, "auto", **kwargs)
+    phases = fastconv.conv2d(_phase_images(p, x), w, b, activation=activation, algorithm="winograd")
+    np.testing.assert_array_equal(got, _phase_outputs(p, phases))
+    np.testing.assert_array_equal(fastconv.conv2d(x, fastconv.pack_weights(w), b, **kwargs), got)
+
+
+@pytest.mark.parametrize(
+    "x_shape, c_out, dilation, kernel",
+    [
+        ((1, 33, 33, 256), 256, 6, 3),  # DeepLab's ASPP at output stride 16: phases of 6 x 6 outputs
+        ((1, 24, 24, 8), 32, 2, 3),  # under 16 input channels
+        ((1, 30, 30, 32), 32, 2, 5),  # 5x5 with sigmoid: direct as without dilation (below)
+    ],
+)
+def test_auto_keeps_dilated_filters_direct_where_phases_do_not_pay(x_shape, c_out, dilation, kernel, rng):
+    from fastconv import _params
+
+    activation = "sigmoid" if kernel == 5 else None
+    p = _params.conv2d_problem("conv2d", x_shape, (kernel, kernel, x_shape[3], c_out), None, 1, "same", dilation, 1,
+                               activation)
+    assert fastconv._cpu.conv2d_kernel(p) != "winograd"
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, x_shape[3], c_out))
+    _check(_cpu_device(), x, w, None, "auto", padding="same", dilation=dilation, activation=activation)
+
+
 def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
     x = random_array(rng, (1, 9, 9, 4))
     for kernel, kwargs in [((5, 5, 4, 6), {}), ((7, 7, 4, 6), {}), ((3, 3, 4, 6), dict(stride=2)), ((3, 3, 2, 6), dict(groups=2)),

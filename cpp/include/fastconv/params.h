@@ -72,7 +72,32 @@ struct Conv2dParams {
     return f == folded_kw() && (f == 3 || f == 5 || (f == 4 && strided)) && dilation_h == 1 && dilation_w == 1 &&
            groups == 1;
   }
+  // A dilated stride-1 3x3 or 5x5 filter (groups 1). Its outputs fall into dilation_h x dilation_w
+  // phases (oy mod dilation_h, ox mod dilation_w), each an undilated convolution over the input
+  // pixels of the same phase (dilation_phases below), which the CPU may run on its Winograd kernels
+  // when auto's cost model says so; algorithm="winograd" asks for dilation 1 as before.
+  bool dilated_winograd_eligible() const {
+    return (dilation_h > 1 || dilation_w > 1) && stride_h == 1 && stride_w == 1 && groups == 1 && kh == kw &&
+           (kh == 3 || kh == 5);
+  }
 };
+
+// The undilated problem over every phase of a dilated stride-1 convolution: one image per (n, phase
+// ry, phase rx), whose pixel (m, q) is the input's (ry + dilation_h m - pad_top, rx + dilation_w q -
+// pad_left), zero outside the image; 'valid', with ceil(out_h / dilation_h) x ceil(out_w /
+// dilation_w) outputs, output (j, i) of phase (ry, rx) being the output (ry + dilation_h j, rx +
+// dilation_w i) (the last phases' rows and columns past the output are computed and dropped).
+inline Conv2dParams dilation_phases(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.n = p.n * p.dilation_h * p.dilation_w;
+  q.out_h = (p.out_h + p.dilation_h - 1) / p.dilation_h;
+  q.out_w = (p.out_w + p.dilation_w - 1) / p.dilation_w;
+  q.h = q.out_h + p.kh - 1;
+  q.w = q.out_w + p.kw - 1;
+  q.dilation_h = q.dilation_w = 1;
+  q.pad_top = q.pad_left = 0;
+  return q;
+}
 
 struct Pool2dParams {
   int64_t n, h, w, c;

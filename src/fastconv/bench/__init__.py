@@ -40,7 +40,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                    help="where to run (all: the CPU, and the GPU when there is one)")
     p.add_argument("--suite", help="quick, full, tiny, gpu (batch-32 layers sized for a large GPU), probe (27 layers "
                                    "outside the full suite), probe2 (55 more, from other networks), probe3 (14 from post-2020 networks: "
-                                   "patch embeddings, ConvNeXt), or a suite "
+                                   "patch embeddings, ConvNeXt), probe4 (33 more: dilated, ShuffleNet, DenseNet), "
+                                   "or a suite "
                                    "JSON file (default: gpu with --device gpu, else quick)")
     p.add_argument("--quick", action="store_const", const="quick", dest="suite", help="= --suite quick")
     p.add_argument("--ops", help="comma-separated ops, families or case names to keep (e.g. depthwise,dense)")

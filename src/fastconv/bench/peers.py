@@ -180,9 +180,10 @@ def _pad(p, x, fill=0.0):
 
 
 def _windows(p, xp):
-    """(N, OH, OW, C, KH, KW) strided view of the padded input."""
-    view = np.lib.stride_tricks.sliding_window_view(xp, (p.kh, p.kw), axis=(1, 2))
-    return view[:, :: p.stride_h, :: p.stride_w][:, : p.out_h, : p.out_w]
+    """(N, OH, OW, C, KH, KW) strided view of the padded input (dilated taps where the problem has them)."""
+    dh, dw = getattr(p, "dilation_h", 1), getattr(p, "dilation_w", 1)
+    view = np.lib.stride_tricks.sliding_window_view(xp, ((p.kh - 1) * dh + 1, (p.kw - 1) * dw + 1), axis=(1, 2))
+    return view[:, :: p.stride_h, :: p.stride_w, :, ::dh, ::dw][:, : p.out_h, : p.out_w]
 
 
 def _im2col_conv(p, x, w):
@@ -200,8 +201,9 @@ def _tap_depthwise(p, x, w):
     acc = np.zeros(p.out_shape, dtype=np.float32)
     for ky in range(p.kh):
         for kx in range(p.kw):
-            tap = xp[:, ky : ky + (p.out_h - 1) * p.stride_h + 1 : p.stride_h,
-                     kx : kx + (p.out_w - 1) * p.stride_w + 1 : p.stride_w]
+            iy, ix = ky * p.dilation_h, kx * p.dilation_w
+            tap = xp[:, iy : iy + (p.out_h - 1) * p.stride_h + 1 : p.stride_h,
+                     ix : ix + (p.out_w - 1) * p.stride_w + 1 : p.stride_w]
             acc += tap * w[ky, kx]
     return acc
 
@@ -337,11 +339,11 @@ def _torch_op(case: Case, arrays: dict, tensor, channels_last: bool):
     else:
         w = w.transpose(3, 2, 0, 1)  # HWIO -> OIHW
     wt = tensor(np.ascontiguousarray(w)).contiguous(memory_format=fmt)
-    groups = p.groups
+    groups, dilation = p.groups, (p.dilation_h, p.dilation_w)
 
     def run():
         v = F.pad(x, extra) if extra else x
-        return act(F.conv2d(v, wt, b, stride=stride, padding=pad, groups=groups))
+        return act(F.conv2d(v, wt, b, stride=stride, padding=pad, dilation=dilation, groups=groups))
 
     return run, "nchw"
 
@@ -580,6 +582,7 @@ def _onnx_model(case: Case, arrays: dict):
             nodes.append(helper.make_node(
                 "Conv", inputs, ["y0"], kernel_shape=[p.kh, p.kw], strides=[p.stride_h, p.stride_w],
                 pads=[p.pad_top, p.pad_left, p.pad_bottom, p.pad_right], group=p.groups,
+                dilations=[p.dilation_h, p.dilation_w],
             ))
     nodes += _onnx_activation(getattr(p, "activation", None), "y0", "y")
     if len(nodes) == 1 or nodes[-1].output[0] != "y":

@@ -30,7 +30,7 @@ import numpy as np
 
 from fastconv import _params
 
-BUILTIN_SUITES = ("tiny", "quick", "full", "gpu", "probe", "probe2", "probe3")
+BUILTIN_SUITES = ("tiny", "quick", "full", "gpu", "probe", "probe2", "probe3", "probe4")
 FAMILIES = ("dense_conv", "first_layer", "pointwise", "depthwise", "pooling")
 OPS = (
     "conv2d",
@@ -67,6 +67,7 @@ class Case:
     bias: bool = True
     activation: str | None = None
     groups: int = 1
+    dilation: int | tuple = 1
     spec: dict = field(default_factory=dict, compare=False, hash=False)
 
     # ---- shapes -------------------------------------------------------------------------------
@@ -92,9 +93,10 @@ class Case:
         """The validated problem object of `fastconv._params` (also checks the suite entry)."""
         op, ws, bs = self.op, self.weight_shape, self.bias_shape
         if op == "conv2d":
-            return _params.conv2d_problem(op, self.x, ws, bs, self.stride, self.padding, 1, self.groups, self.activation)
+            return _params.conv2d_problem(op, self.x, ws, bs, self.stride, self.padding, self.dilation, self.groups,
+                                          self.activation)
         if op == "depthwise_conv2d":
-            return _params.depthwise_problem(op, self.x, ws, bs, self.stride, self.padding, 1, self.activation)
+            return _params.depthwise_problem(op, self.x, ws, bs, self.stride, self.padding, self.dilation, self.activation)
         if op == "pointwise_conv2d":
             return _params.pointwise_problem(op, self.x, ws, bs, self.activation)
         if op == "dense":
@@ -106,9 +108,11 @@ class Case:
     def kwargs(self) -> dict:
         """Keyword arguments of the public op (besides the arrays)."""
         if self.op == "conv2d":
-            return {"stride": self.stride, "padding": self.padding, "groups": self.groups, "activation": self.activation}
+            return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups,
+                    "activation": self.activation}
         if self.op == "depthwise_conv2d":
-            return {"stride": self.stride, "padding": self.padding, "activation": self.activation}
+            return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                    "activation": self.activation}
         if self.op in ("pointwise_conv2d", "dense"):
             return {"activation": self.activation}
         if self.op in POOL_OPS:
@@ -146,6 +150,8 @@ class Case:
             return f"{shape} global"
         stride = self.stride if isinstance(self.stride, int) else "x".join(map(str, self.stride))
         k = f"{self.kernel[0]}x{self.kernel[1]}/{stride}"
+        if self.dilation != 1:
+            k += f" d{self.dilation if isinstance(self.dilation, int) else 'x'.join(map(str, self.dilation))}"
         if self.op == "depthwise_conv2d":
             return f"{shape} dw{k}"
         if self.op in POOL_OPS:
@@ -197,6 +203,8 @@ def case_from_dict(d: dict) -> Case:
         kernel = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
         stride = d.get("stride", kernel if op in POOL_OPS else 1)
         stride = tuple(stride) if isinstance(stride, list) else stride
+        dilation = d.get("dilation", 1)
+        dilation = tuple(dilation) if isinstance(dilation, list) else dilation
         case = Case(
             name=name,
             op=op,
@@ -209,10 +217,13 @@ def case_from_dict(d: dict) -> Case:
             bias=bool(d.get("bias", op in CONV_OPS)),
             activation=d.get("activation"),
             groups=int(d.get("groups", 1)),
+            dilation=dilation,
             spec=dict(d),
         )
         if case.groups != 1 and op != "conv2d":
             raise ValueError(f"groups applies to conv2d only, not {op}")
+        if case.dilation != 1 and op not in ("conv2d", "depthwise_conv2d"):
+            raise ValueError(f"dilation applies to conv2d and depthwise_conv2d only, not {op}")
         case.problem()
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"suite case {name!r}: {exc}") from None
