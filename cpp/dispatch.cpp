@@ -373,7 +373,25 @@ bool prefer_dilated_winograd(const Conv2dParams& p, bool prepacked) {
   return (winograd_model_cost(q, prepacked) + copies * kDilatedPhaseCopyCost) * kDilatedOptimism < direct;
 }
 
+bool prefer_winograd(const Conv2dParams& p, bool prepacked);
+
+// Grouped filters, group by group (conv2d_winograd.cpp), where the model prefers Winograd for one
+// group of at least kWinogradMinChannels channels both ways and kWinogradGroupMinMacs of direct
+// work: each group is a call of its own, over copies of the groups' channels. Zen 3, 2 threads,
+// packed weights, against the tiled engine's grouped tiles (bench/NOTES.md, "Grouped filters"):
+// AlexNet's 5x5 in 2 groups 0.28 of the time, 24 channels a group (RegNet) 0.51-0.58 from 4 M
+// multiply-adds a group, 0.78 at 2 M, 1.02-1.15x slower at 1 M, 1.3x at 0.25 M (7 x 7 maps).
+constexpr double kWinogradGroupMinMacs = 2e6;
+bool prefer_grouped_winograd(const Conv2dParams& p, bool prepacked) {
+  const Conv2dParams q = one_group(p);
+  const double macs = static_cast<double>(q.n) * q.out_h * q.out_w * static_cast<double>(q.kh * q.kw) *
+                      static_cast<double>(q.c_in) * static_cast<double>(q.c_out);
+  return q.c_in >= kWinogradMinChannels && q.c_out >= kWinogradMinChannels && macs >= kWinogradGroupMinMacs &&
+         prefer_winograd(q, prepacked);
+}
+
 bool prefer_winograd(const Conv2dParams& p, bool prepacked) {
+  if (p.groups > 1) return prefer_grouped_winograd(p, prepacked);
   if (p.dilated_winograd_eligible()) return prefer_dilated_winograd(p, prepacked);
   const int64_t c_in = p.folded_c_in();
   if (!p.winograd_eligible()) return false;
@@ -621,7 +639,8 @@ ConvPath conv_path(const Conv2dParams& p, bool prepacked) {
 const KernelTable& conv_table(const Conv2dParams& p, ConvPath path) {
   switch (path) {
     case ConvPath::kWinograd:  // 4x4 folded filters: 12 channels in one vector (run_winograd_folded_rgb)
-      return p.folded_kh() == 4 ? table() : channel_table(LaneUse::kWinograd, p.folded_c_in(), p.c_out);
+      return p.folded_kh() == 4 ? table() : channel_table(LaneUse::kWinograd, one_group(p).folded_c_in(),
+                                                          p.c_out_per_group());
     case ConvPath::kFirstLayer:
       return first_layer_table(p);
     case ConvPath::kDepthwise:

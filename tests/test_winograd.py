@@ -471,6 +471,56 @@ def test_auto_keeps_dilated_filters_direct_where_phases_do_not_pay(x_shape, c_ou
     _check(_cpu_device(), x, w, None, "auto", padding="same", dilation=dilation, activation=activation)
 
 
+@pytest.mark.parametrize(
+    "kernel, x_shape, c_out, groups, kwargs",
+    [
+        (5, (1, 27, 27, 96), 256, 2, dict(padding="same", activation="relu")),  # AlexNet's second layer
+        (3, (1, 28, 28, 72), 72, 3, dict(padding="same")),  # 24 channels a group (RegNet)
+        (3, (2, 21, 17, 64), 96, 4, dict(padding=((1, 2), (0, 1)), activation="silu")),  # 16 in, 24 out a group
+        (3, (1, 30, 28, 64), 64, 2, dict(padding="same", dilation=2, activation="tanh")),  # and dilated
+        (5, (1, 57, 55, 64), 64, 2, dict(padding=2, stride=2)),  # and strided: folded to 3x3
+    ],
+)
+def test_auto_runs_grouped_filters_as_winograd_group_by_group(kernel, x_shape, c_out, groups, kwargs, isa, rng):
+    """"auto" on groups of 16 or more channels both ways and 2 M multiply-adds or more a group
+    (dispatch.cpp, prefer_grouped_winograd; AlexNet's 5x5 in 2 groups in 0.28 of the direct kernel's
+    time, bench/NOTES.md): each group through Winograd as an ungrouped convolution, bit for bit the
+    groups' own calls side by side; with packed weights too; within tolerance of the reference."""
+    from fastconv import _params
+
+    c_in = x_shape[3]
+    x = random_array(rng, x_shape)
+    w = random_array(rng, (kernel, kernel, c_in // groups, c_out))
+    b = random_array(rng, (c_out,))
+    p = _params.conv2d_problem("conv2d", x.shape, w.shape, b.shape, kwargs.get("stride", 1), kwargs["padding"],
+                               kwargs.get("dilation", 1), groups, kwargs.get("activation"))
+    assert fastconv._cpu.conv2d_kernel(p) == "winograd"
+    got, _ = _check(_cpu_device(), x, w, b, "auto", groups=groups, **kwargs)
+    cig, cog = c_in // groups, c_out // groups
+    # Dilated groups cannot ask for algorithm="winograd"; auto takes it for them (checked just above).
+    algorithm = "auto" if "dilation" in kwargs else "winograd"
+    each = [fastconv.conv2d(np.ascontiguousarray(x[..., g * cig:(g + 1) * cig]),
+                            np.ascontiguousarray(w[..., g * cog:(g + 1) * cog]), b[g * cog:(g + 1) * cog],
+                            algorithm=algorithm, **kwargs) for g in range(groups)]
+    np.testing.assert_array_equal(got, np.concatenate(each, axis=-1))
+    np.testing.assert_array_equal(fastconv.conv2d(x, fastconv.pack_weights(w), b, groups=groups, **kwargs), got)
+
+
+@pytest.mark.parametrize(
+    "x_shape, c_out, groups",
+    [
+        ((1, 14, 14, 240), 240, 10),  # 1 M multiply-adds a group: Winograd 1.02-1.15x slower
+        ((1, 28, 28, 64), 64, 8),  # 8 channels a group
+    ],
+)
+def test_auto_keeps_small_groups_direct(x_shape, c_out, groups, rng):
+    from fastconv import _params
+
+    p = _params.conv2d_problem("conv2d", x_shape, (3, 3, x_shape[3] // groups, c_out), None, 1, "same", 1, groups,
+                               None)
+    assert fastconv._cpu.conv2d_kernel(p) != "winograd"
+
+
 def test_direct_kernel_shapes_still_accept_auto_and_direct(rng):
     x = random_array(rng, (1, 9, 9, 4))
     for kernel, kwargs in [((5, 5, 4, 6), {}), ((7, 7, 4, 6), {}), ((3, 3, 4, 6), dict(stride=2)), ((3, 3, 2, 6), dict(groups=2)),

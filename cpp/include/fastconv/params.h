@@ -82,6 +82,15 @@ struct Conv2dParams {
   }
 };
 
+// One group of a grouped convolution as an ungrouped problem over that group's channels.
+inline Conv2dParams one_group(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.c_in = p.c_in_per_group();
+  q.c_out = p.c_out_per_group();
+  q.groups = 1;
+  return q;
+}
+
 // The undilated problem over every phase of a dilated stride-1 convolution: one image per (n, phase
 // ry, phase rx), whose pixel (m, q) is the input's (ry + dilation_h m - pad_top, rx + dilation_w q -
 // pad_left), zero outside the image; 'valid', with ceil(out_h / dilation_h) x ceil(out_w /
