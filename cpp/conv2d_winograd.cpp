@@ -1,7 +1,9 @@
 // Winograd F(4x4, 3x3) and F(4x4, 5x5) convolutions (F(2x2, 5x5) below 8 input channels, where
 // F(4x4, 5x5) rounds too coarsely: run_unit_stride): 3x3 or 5x5 kernel, dilation 1, groups 1, NHWC
 // activations, HWIO weights, any padding; strided filters that fold to 3x3 or 5x5, or to 4x4 with
-// F(3x3, 4x4) (winograd_conv2d at the end). Compiled once per instruction set (FC_ISA = portable |
+// F(3x3, 4x4) (winograd_conv2d at the end); under "auto" also dilated stride-1 filters, over the
+// input's dilation phases (params.h, dilation_phases), and groups of 16 or more channels, group by
+// group (winograd_conv2d). Compiled once per instruction set (FC_ISA = portable |
 // avx2 | avx512); see kernels.h. dispatch.cpp decides when it runs (algorithm="winograd", or "auto"
 // and the cost model there). Three drivers: run_winograd (the general one below), run_winograd_few
 // (1-4 input channels: each tile's products in registers) and run_winograd_folded_rgb (7x7 / 8x8

@@ -29,9 +29,12 @@ def conv2d(x, w, b=None, *, stride=1, padding="valid", dilation=1, groups=1, act
     eligible too, and so are those that fold to 4x4 (ResNet's 7x7 at stride 2: F(3x3, 4x4), 3x fewer;
     with sigmoid or tanh the direct kernel): the CPU runs them as a stride-1 Winograd convolution
     over the input's stride_h x stride_w phases stacked as channels; the GPU runs them with its
-    direct kernel. Winograd mixes the inputs of each output tile, so a NaN or infinity in x turns
-    the whole tile's outputs NaN (as in other libraries' Winograd); "direct" keeps it to the windows
-    that read it.
+    direct kernel. On the CPU "auto" may also pick Winograd for dilated stride-1 3x3 / 5x5 filters (run
+    over the input's dilation_h x dilation_w phases, each an undilated convolution) and for groups of 16
+    or more channels both ways (group by group), where the cost model expects it to be faster; these
+    cannot be forced with "winograd". Winograd mixes the inputs of each output tile, so a NaN or
+    infinity in x turns the whole tile's outputs NaN (as in other libraries' Winograd); "direct" keeps
+    it to the windows that read it.
     w may also be pack_weights' (of w, or of a 1x1 kernel's (C_in, C_out) matrix).
     Returns (N, OH, OW, C_out) float32.
     """
