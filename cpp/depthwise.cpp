@@ -26,7 +26,11 @@
 //    down the band before the next. Without pairs, where those rows are past L1 and within a
 //    quarter of L2 (columns_pay), the blocks run down bands a channel block at a time
 //    (pixel_column), their window staying in L1.
-//  - row_staged_general<SW, P> (every other kernel width, dilation_w > 1, strides with SW =
+//  - row_staged_dilated<KW> (KW in {3, 5}, stride_w = 1, dilation_w = d > 1, C * M >= one vector):
+//    staged rows; each output row's d column phases (pixels d columns apart, an undilated stencil
+//    over every d-th staged column) one after another in blocks of 8 (4, 1) of their pixels
+//    (pixel_block_dilated).
+//  - row_staged_general<SW, P> (every other kernel width, other dilated rows, strides with SW =
 //    stride_w / gcd(stride_w, dilation_w) in {1, 2}; C * M >= one vector, KH <= 64): staged rows
 //    as above, but each staged pixel padded to an odd number of cache lines (the window columns of
 //    a block would share few L1 sets at C = 128, 384) and the weights packed per channel block
@@ -438,6 +442,56 @@ void row_staged(const Conv2dParams& p, RowStage& stage, int64_t n, const float* 
     blocks(padded ? pixel_block<KW, SW, 4, 0, 0, true> : pixel_block<KW, SW, 4>, 4);
   } else {
     blocks(padded ? pixel_block<KW, SW, 1, 0, 0, true> : pixel_block<KW, SW, 1>, 1);
+  }
+}
+
+// NP output pixels of one column phase of a dilated row (stride 1, dilation_w = d: pixels d columns
+// apart), from staged rows: pixel j's window is columns j .. j + KW - 1 of the phase's staged
+// columns, xs floats apart (d staged pixels), and its outputs are ys floats (d pixels) after pixel
+// j - 1's. Within a phase the row is an undilated 3- or 5-tap stencil: each input vector loaded
+// once per kernel row and fed to every output of the block that uses it, as pixel_block.
+template <int KW, int NP>
+void pixel_block_dilated(const float* const* rows, int64_t nrows, int64_t x_off, const float* w, int64_t c,
+                         int64_t xs, int64_t ys, const float* b, Activation act, float* y) {
+  for (int64_t cb = 0; cb < c; cb += kLanes) {
+    const int64_t c0 = min_i64(cb, c - kLanes);  // the last block overlaps the one before
+    const vfloat bias = b ? vec::load(b + c0) : vfloat{};
+    vfloat acc[NP];
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) acc[j] = bias;
+    const float* wr = w + c0;
+    for (int64_t r = 0; r < nrows; ++r, wr += KW * c) kernel_row_taps<KW, 1, NP, 0, 0>(acc, rows[r] + x_off + c0, xs, wr, c);
+#pragma GCC unroll 16
+    for (int j = 0; j < NP; ++j) vec::store(y + j * ys + c0, vec::activate(act, acc[j]));
+  }
+}
+
+// One output row of a dilated 3- or 5-wide filter at stride 1 (dilation_w = d > 1, C * M >= one
+// vector) from staged rows: the row's d column phases one after another, each in blocks of 8 (4, 1)
+// of its pixels, the last block overlapping the one before. row_staged_general, which serves the
+// other dilated filters, interleaves the phases within a block: 1.3-1.4x the undilated time here.
+template <int KW>
+void row_staged_dilated(const Conv2dParams& p, RowStage& stage, int64_t n, const float* w, const float* b, float* y,
+                        int64_t oy) {
+  const float* rows[64];
+  const KernelRows rr = stage.rows(n, oy, rows);
+  const int64_t c = p.c_out, xs = stage.pixel_stride(), d = p.dilation_w, nrows = rr.ky1 - rr.ky0;
+  const float* w0 = w + rr.ky0 * KW * c;
+  for (int64_t phase = 0; phase < min_i64(d, p.out_w); ++phase) {
+    const int64_t count = (p.out_w - phase + d - 1) / d;  // its pixels: phase, phase + d, ...
+    const auto blocks = [&](auto fn, int64_t np) {
+      for (int64_t j = 0; j < count; j += np) {
+        const int64_t ox = phase + min_i64(j, count - np) * d;  // staged column ox: its window's first
+        fn(rows, nrows, ox * xs, w0, c, d * xs, d * c, b, p.activation, y + ox * c);
+      }
+    };
+    if (count >= 8) {
+      blocks(pixel_block_dilated<KW, 8>, 8);
+    } else if (count >= 4) {
+      blocks(pixel_block_dilated<KW, 4>, 4);
+    } else {
+      blocks(pixel_block_dilated<KW, 1>, 1);
+    }
   }
 }
 
@@ -1247,6 +1301,10 @@ Path choose_path(const Conv2dParams& p, bool stream) {
   if (p.c_out < kLanes || p.kh > 64) return path;
   if (p.dilation_w == 1 && (pick<3, 1>(p, stream, &path) || pick<3, 2>(p, stream, &path) ||
                             pick<5, 1>(p, stream, &path) || pick<5, 2>(p, stream, &path))) {
+    return path;
+  }
+  if (p.dilation_w > 1 && p.stride_w == 1 && (p.kw == 3 || p.kw == 5)) {
+    path.staged = p.kw == 3 ? row_staged_dilated<3> : row_staged_dilated<5>;
     return path;
   }
   // A one-column kernel shares no input between neighbouring outputs: for M = 1 the rows are read in

@@ -232,7 +232,15 @@ def test_pointwise_random(shape, c_out, bias, activation, device, isa, rng):
         ((1, 14, 33, 17), 3, 1, dict(stride=(2, 1), dilation=(2, 1), padding="same", activation="relu6")),
         ((1, 9, 1, 16), 3, 1, dict(padding=1, activation="relu")),  # W = 1: border pixels only
         ((1, 11, 10, 16), 3, 1, dict(padding=1)),  # interior narrower than one block
-        ((1, 10, 29, 20), 3, 1, dict(dilation=2, padding="same")),  # dilated: row_staged_general
+        # dilated 3- and 5-wide rows at stride 1 (row_staged_dilated: each column phase in blocks of
+        # 8 / 4 / 1 of its pixels): phases of 15 and 14 pixels, of 5-6 (blocks of 4), of 1-2 (single
+        # pixels), dilation only across, a channel multiplier, C past one vector by a few channels
+        ((1, 10, 29, 20), 3, 1, dict(dilation=2, padding="same")),
+        ((2, 13, 22, 24), 3, 1, dict(dilation=4, padding="same", activation="relu6")),
+        ((1, 11, 9, 19), 3, 1, dict(dilation=(1, 4), padding=((0, 2), (5, 3)), activation="silu")),
+        ((1, 18, 33, 16), 5, 1, dict(dilation=3, padding="valid")),
+        ((1, 12, 17, 8), 5, 2, dict(dilation=2, padding="same", activation="relu")),
+        ((1, 14, 14, 40), 3, 1, dict(dilation=(2, 6), stride=(2, 1), padding="same")),
         ((1, 13, 27, 5), 3, 1, dict(padding=1)),  # C below one vector
         ((1, 12, 20, 8), 3, 2, dict(stride=2, padding=1)),  # channel multiplier
         ((2, 15, 24, 3), 5, 3, dict(padding=2, activation="silu")),
